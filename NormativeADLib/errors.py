@@ -1,0 +1,31 @@
+"""Errors the user can act on. Each carries an exit code the command line returns."""
+
+
+class NormativeADError(Exception):
+    """Base class: the message says what is wrong and what to do."""
+
+    exit_code = 1
+
+
+class InputError(NormativeADError):
+    """The scan, mask or reference cannot be used as given."""
+
+    exit_code = 2
+
+
+class ModelError(NormativeADError):
+    """A model is unknown, its weights are missing, or they do not match their card."""
+
+    exit_code = 3
+
+
+class OutputError(NormativeADError):
+    """Outputs cannot be written where asked."""
+
+    exit_code = 4
+
+
+class Cancelled(NormativeADError):
+    """The run was cancelled by its caller; nothing was written."""
+
+    exit_code = 130

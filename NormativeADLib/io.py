@@ -1,0 +1,195 @@
+"""Reading scans with their full geometry and writing outputs atomically.
+
+Images travel through the library as SimpleITK images, so spacing, origin and direction are
+never separated from the voxels. Arrays taken from them are in (z, y, x) order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError, OutputError
+
+READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+# A scan has many grey levels; a label map a handful of integers.
+_MAX_LABEL_VALUES = 16
+# Grids are "the same" when they agree within this fraction of a voxel.
+_GRID_TOLERANCE = 1e-3
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def read_image(path: str | os.PathLike, what: str = "scan") -> sitk.Image:
+    """Read a 3D scalar image (NIfTI, NRRD, MHA) with its geometry; raise InputError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} file not found: {path}. Check the path.")
+    if _suffix(path) not in READABLE_SUFFIXES:
+        raise InputError(
+            f"{what} {path.name}: unsupported format; use one of {', '.join(READABLE_SUFFIXES)}."
+        )
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
+        raise InputError(
+            f"{what} {path.name} could not be read (corrupt or truncated file?): {first}"
+        ) from None
+    return _as_3d_scalar(image, path.name, what)
+
+
+def _as_3d_scalar(image: sitk.Image, name: str, what: str) -> sitk.Image:
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{what} {name} has vector/RGB voxels; give a single-channel MRI volume.")
+    dim = image.GetDimension()
+    if dim == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    elif dim == 4:
+        raise InputError(
+            f"{what} {name} is 4D ({image.GetSize()[3]} volumes); extract the one 3D volume to analyse."
+        )
+    elif dim != 3:
+        raise InputError(f"{what} {name} is {dim}D; a 3D brain MRI volume is needed.")
+    if min(image.GetSize()) < 8:
+        raise InputError(
+            f"{what} {name} has size {image.GetSize()}: too thin for a 3D brain volume (a single slice?)."
+        )
+    return image
+
+
+def validate_scan(image: sitk.Image, name: str) -> None:
+    """Reject scans the models cannot interpret: non-finite, empty, constant, label maps."""
+    array = sitk.GetArrayViewFromImage(image)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise InputError(
+            f"scan {name} contains {int((~finite).sum())} NaN/Inf voxels; repair or mask them before analysis."
+        )
+    lo, hi = float(array.min()), float(array.max())
+    if lo == hi:
+        raise InputError(f"scan {name} is constant ({lo}); it holds no image. Check the file.")
+    if _looks_like_labels(array):
+        raise InputError(
+            f"scan {name} looks like a label map (only {len(np.unique(array))} integer values); "
+            "give the MRI scan as input and a mask with --mask or --reference."
+        )
+
+
+def _looks_like_labels(array: np.ndarray) -> bool:
+    sample = array.ravel()[:: max(1, array.size // 200_000)]
+    values = np.unique(sample)
+    if len(values) > _MAX_LABEL_VALUES:
+        return False
+    return bool(np.all(values == np.round(values)))
+
+
+def read_scan(path: str | os.PathLike) -> sitk.Image:
+    """Read and validate the scan to analyse, as float32."""
+    image = read_image(path, "scan")
+    validate_scan(image, Path(path).name)
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def read_mask(path: str | os.PathLike, reference: sitk.Image, what: str = "mask") -> sitk.Image:
+    """Read a binary mask that must lie on the reference's grid; returns a uint8 0/1 image."""
+    mask = read_image(path, what)
+    check_same_grid(mask, reference, f"{what} {Path(path).name}")
+    array = sitk.GetArrayFromImage(mask)
+    if not np.isfinite(array).all():
+        raise InputError(f"{what} {Path(path).name} contains NaN/Inf voxels.")
+    binary = sitk.GetImageFromArray((array > 0.5).astype(np.uint8))
+    binary.CopyInformation(reference)
+    return binary
+
+
+def check_same_grid(image: sitk.Image, reference: sitk.Image, what: str) -> None:
+    """Raise InputError unless image and reference share size, spacing, origin and direction."""
+    if image.GetSize() != reference.GetSize():
+        raise InputError(
+            f"{what} has size {image.GetSize()} but the scan {reference.GetSize()}; "
+            "resample it onto the scan's grid first."
+        )
+    spacing = np.array(reference.GetSpacing())
+    tol = _GRID_TOLERANCE * spacing.min()
+    if (
+        not np.allclose(image.GetSpacing(), spacing, atol=tol)
+        or not np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=tol * 10)
+        or not np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-4)
+    ):
+        raise InputError(
+            f"{what} has the scan's size but not its spacing/origin/direction; "
+            "resample it onto the scan's grid first."
+        )
+
+
+def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """An image with the reference's geometry holding array (z, y, x)."""
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+def output_name(stem: str, fmt: str) -> str:
+    return f"{stem}.{'nii.gz' if fmt == 'nifti' else 'nrrd'}"
+
+
+@contextmanager
+def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrite: bool = False):
+    """Yield a temporary folder to write into; on success move its files into out_dir.
+
+    Refuses up front when a target exists (unless overwrite), so a run never ends half-written;
+    on any error, or a cancel, the temporary folder is removed and out_dir is left as it was.
+    """
+    out_dir = Path(out_dir)
+    names = list(names)
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise OutputError(
+            f"{out_dir / existing[0]} already exists; choose another --out folder or pass --overwrite."
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".normativead-", dir=out_dir))
+    except OSError as err:
+        raise OutputError(f"cannot write to {out_dir}: {err.strerror}; choose a writable --out folder.") from None
+    try:
+        yield staging
+        for name in names:
+            if not (staging / name).exists():
+                raise OutputError(f"internal: output {name} was not produced")
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
+    """Write with compression; callers write into an atomic_output_dir staging folder."""
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> None:
+    """Write one file through a temporary sibling and a rename."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_suffix(path), dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,222 @@
+"""From a native scan to the model's grid and back.
+
+Steps: brain mask (given, the foreground of a skull-stripped scan, or a crude extraction of a
+whole-head scan), affine registration of the brain onto the MNI152 template, percentile intensity
+scaling inside the brain, resampling onto the model grid. The transform is kept so that every
+output returns to the scan's own grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+# Volumes of a brain: a skull-stripped scan's foreground is below this, a whole head above.
+_MAX_BRAIN_ML = 2500.0
+_MIN_BRAIN_ML = 300.0
+_TEMPLATE_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """Where a model sees the brain: MNI152 space, identity direction in LPS, (z, y, x) arrays."""
+
+    spacing_mm: float = 2.0
+    size_xyz: tuple[int, int, int] = (96, 96, 80)
+    origin_lps: tuple[float, float, float] = (-95.0, -78.0, -74.0)
+
+    def reference(self) -> sitk.Image:
+        image = sitk.Image([int(s) for s in self.size_xyz], sitk.sitkFloat32)
+        image.SetSpacing([self.spacing_mm] * 3)
+        image.SetOrigin([float(o) for o in self.origin_lps])
+        return image
+
+    def to_dict(self) -> dict:
+        return {"space": "MNI152NLin2009aSym", "direction": "LPS identity",
+                "spacing_mm": self.spacing_mm, "size_xyz": list(self.size_xyz),
+                "origin_lps": list(self.origin_lps)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelGrid":
+        return cls(float(d["spacing_mm"]), tuple(d["size_xyz"]), tuple(d["origin_lps"]))
+
+
+@dataclass
+class Prepared:
+    """A scan in model space, with what is needed to go back."""
+
+    image: np.ndarray  # (z, y, x) float32 in [0, 1], zero outside the brain
+    brain: np.ndarray  # (z, y, x) bool, brain mask in model space
+    native: sitk.Image  # the scan as read (geometry reference for outputs)
+    native_brain: sitk.Image  # uint8 brain mask on the native grid
+    transform: sitk.Transform  # maps model-space points to native points
+    grid: ModelGrid
+    intensity_range: tuple[float, float]  # native values mapped to 0 and 1
+    mask_source: str  # "given", "skull-stripped foreground" or "template"
+
+
+def template_path() -> Path:
+    """The MNI152 2009a T1 template, from NORMATIVEAD_TEMPLATE or the nilearn package."""
+    override = os.environ.get("NORMATIVEAD_TEMPLATE")
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or spec.origin is None:
+        raise InputError("the MNI152 template is needed: pip install nilearn, or set NORMATIVEAD_TEMPLATE.")
+    path = Path(spec.origin).parent / "datasets" / "data" / _TEMPLATE_FILE
+    if not path.is_file():
+        raise InputError(f"MNI152 template not found at {path}; set NORMATIVEAD_TEMPLATE to its file.")
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def template_on_grid(grid: ModelGrid) -> tuple[sitk.Image, sitk.Image]:
+    """Template T1 (float) and its brain mask (uint8) resampled onto the model grid."""
+    template = sitk.Cast(sitk.ReadImage(str(template_path())), sitk.sitkFloat32)
+    t1 = sitk.Resample(template, grid.reference(), sitk.Transform(), sitk.sitkLinear, 0.0)
+    mask = sitk.BinaryFillhole(sitk.Cast(t1 > 10.0, sitk.sitkUInt8))
+    return t1, mask
+
+
+def _voxel_ml(image: sitk.Image) -> float:
+    return float(np.prod(image.GetSpacing())) / 1000.0
+
+
+def _largest_component(mask: sitk.Image) -> sitk.Image:
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    return sitk.Cast(labels == 1, sitk.sitkUInt8)
+
+
+def _radius_voxels(image: sitk.Image, mm: float) -> list[int]:
+    return [max(1, int(round(mm / s))) for s in image.GetSpacing()]
+
+
+def skull_stripped_foreground(scan: sitk.Image) -> sitk.Image | None:
+    """The brain of a skull-stripped scan (everything not at the constant background), else None."""
+    array = sitk.GetArrayViewFromImage(scan)
+    values, counts = np.unique(array[:: 4, :: 4, :: 4], return_counts=True)
+    background = values[counts.argmax()]
+    if counts.max() / counts.sum() < 0.4:
+        return None
+    foreground = sitk.Cast(scan != float(background), sitk.sitkUInt8)
+    foreground = sitk.BinaryFillhole(_largest_component(foreground))
+    volume = float(sitk.GetArrayViewFromImage(foreground).sum()) * _voxel_ml(scan)
+    return foreground if _MIN_BRAIN_ML < volume < _MAX_BRAIN_ML else None
+
+
+def crude_brain_mask(scan: sitk.Image) -> sitk.Image:
+    """Rough brain of a whole-head scan: Otsu head, erode 6 mm, largest part, dilate back, fill."""
+    head = sitk.OtsuThreshold(scan, 0, 1)
+    core = sitk.BinaryErode(head, _radius_voxels(scan, 6.0))
+    core = _largest_component(core)
+    return sitk.BinaryFillhole(sitk.BinaryDilate(core, _radius_voxels(scan, 6.0)))
+
+
+def register_to_template(brain: sitk.Image, grid: ModelGrid) -> sitk.Transform:
+    """Affine transform mapping template (model-space) points to points of the skull-stripped scan."""
+    fixed, _ = template_on_grid(grid)
+    moving = sitk.Cast(brain, sitk.sitkFloat32)
+    similarity = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
+    similarity = sitk.Similarity3DTransform(similarity)
+    _run_registration(fixed, moving, similarity)
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(similarity.GetCenter())
+    affine.SetMatrix(similarity.GetMatrix())
+    affine.SetTranslation(similarity.GetTranslation())
+    _run_registration(fixed, moving, affine)
+    return affine
+
+
+def _run_registration(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> None:
+    """Optimise transform in place with Mattes MI over a 4-2-1 pyramid."""
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.25, seed=7)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-4, numberOfIterations=150, relaxationFactor=0.6
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetInitialTransform(transform, inPlace=True)
+    reg.Execute(fixed, moving)
+
+
+def scale_intensity(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """Native values that map to 0 and 1: the given percentiles of the brain's voxels."""
+    values = sitk.GetArrayViewFromImage(scan)[sitk.GetArrayViewFromImage(brain) > 0]
+    lo, hi = np.percentile(values, percentiles)
+    if not hi > lo:
+        raise InputError("the brain region of the scan has no contrast; check the scan and its mask.")
+    return float(lo), float(hi)
+
+
+def normalised_brain(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[float, float]):
+    """(scan scaled to [0, 1] by brain percentiles and zeroed outside the brain, (lo, hi))."""
+    lo, hi = scale_intensity(scan, brain, percentiles)
+    scaled = sitk.Clamp((sitk.Cast(scan, sitk.sitkFloat32) - lo) / (hi - lo), sitk.sitkFloat32, 0.0, 1.0)
+    return sitk.Mask(scaled, brain), (lo, hi)
+
+
+def brain_mask(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None,
+               percentiles: tuple[float, float]):
+    """(native brain mask, transform model->native, source) for a scan and an optional given mask.
+
+    Registration sees the percentile-scaled brain, so z-scored or negative intensities
+    (BraTS) register like any other scan.
+    """
+    if mask is not None:
+        if not sitk.GetArrayViewFromImage(mask).any():
+            raise InputError("the given brain mask is empty; give a mask of the brain or none.")
+        brain, source = mask, "given"
+    else:
+        brain, source = skull_stripped_foreground(scan), "skull-stripped foreground"
+    if brain is not None:
+        return brain, register_to_template(normalised_brain(scan, brain, percentiles)[0], grid), source
+    rough = crude_brain_mask(scan)
+    transform = register_to_template(normalised_brain(scan, rough, percentiles)[0], grid)
+    _, template_brain = template_on_grid(grid)
+    warped = sitk.Resample(template_brain, scan, transform.GetInverse(), sitk.sitkNearestNeighbor, 0)
+    head = sitk.OtsuThreshold(scan, 0, 1)
+    return sitk.Cast(warped * head, sitk.sitkUInt8), transform, "template"
+
+
+def prepare(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None = None,
+            percentiles: tuple[float, float] = (1.0, 99.0)) -> Prepared:
+    """Bring a scan into model space (see the module docstring)."""
+    native_brain, transform, source = brain_mask(scan, grid, mask, percentiles)
+    volume = float(sitk.GetArrayViewFromImage(native_brain).sum()) * _voxel_ml(scan)
+    if volume < _MIN_BRAIN_ML:
+        raise InputError(f"brain mask holds only {volume:.0f} mL; is this a brain MRI (or the right mask)?")
+    scaled, intensity_range = normalised_brain(scan, native_brain, percentiles)
+    ref = grid.reference()
+    image = sitk.GetArrayFromImage(sitk.Resample(scaled, ref, transform, sitk.sitkLinear, 0.0))
+    brain = sitk.GetArrayFromImage(sitk.Resample(native_brain, ref, transform, sitk.sitkNearestNeighbor, 0)) > 0
+    image = np.where(brain, image, 0.0).astype(np.float32)
+    return Prepared(image, brain, scan, native_brain, transform, grid, intensity_range, source)
+
+
+def to_native(array: np.ndarray, prepared: Prepared, interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Resample a model-space array (z, y, x) onto the scan's own grid with the kept transform."""
+    model_image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    model_image.CopyInformation(prepared.grid.reference())
+    inverse = prepared.transform.GetInverse()
+    return sitk.Resample(model_image, prepared.native, inverse, interpolator, 0.0, sitk.sitkFloat32)
+
+
+def denormalise(array: np.ndarray, prepared: Prepared) -> np.ndarray:
+    """Model intensities [0, 1] back to the scan's own intensity units."""
+    lo, hi = prepared.intensity_range
+    return array * (hi - lo) + lo
