@@ -1,0 +1,115 @@
+"""Writing a result out of the scene, on the input's grid, and handing scene data to the command line.
+
+Storage nodes are used directly and never added to the scene, so exporting does not change which
+file a node is associated with, and it works without slicer.app (slicer-core).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import slicer
+
+from .scene import SEGMENT_ID, Result, segment_array, table_as_rows, table_node, volume_like, write_volume
+
+
+def write_segmentation(segmentation_node, path: str | Path) -> Path:
+    """A segmentation node as .seg.nrrd (its binary labelmaps on the reference geometry)."""
+    path = Path(path)
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetCropToMinimumExtent(False)
+    if not storage.WriteData(segmentation_node):
+        raise OSError(f"cannot write {segmentation_node.GetName()} to {path}")
+    return path
+
+
+def write_labelmap(segmentation_node, reference, path: str | Path) -> Path:
+    """All segments as one label map file (.nii.gz / .nrrd) on reference's grid: segment i -> label i+1."""
+    segmentation = segmentation_node.GetSegmentation()
+    labels = np.zeros(slicer.util.arrayFromVolume(reference).shape, np.uint8)
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        labels[segment_array(segmentation_node, segment_id, reference) > 0] = index + 1
+    holder = slicer.vtkMRMLLabelMapVolumeNode()
+    holder.CopyOrientation(reference)
+    slicer.util.updateVolumeFromArray(holder, labels)
+    return write_volume(holder, path)
+
+
+def write_metrics_csv(scene, path: str | Path, result_names: list[str] | None = None) -> Path:
+    """The metrics table (all rows, or only the named results) as CSV."""
+    path = Path(path)
+    table = table_node(scene, create=False)
+    rows = table_as_rows(table) if table is not None else []
+    if result_names is not None:
+        rows = [r for r in rows if r.get("Result") in result_names]
+    if not rows:
+        raise ValueError("there are no metrics to export")
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def export_result(scene, result: Result, folder: str | Path, fmt: str = "nii.gz") -> dict[str, Path]:
+    """Write one result: segmentation (.seg.nrrd and label map), heatmap, pseudo-healthy, metrics CSV.
+
+    fmt is the image format of the volumes and the label map: "nii.gz" or "nrrd".
+    """
+    if fmt not in ("nii.gz", "nrrd"):
+        raise ValueError(f"unknown export format {fmt!r} (nii.gz or nrrd)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _safe(result.name)
+    written = {
+        "segmentation": write_segmentation(result.segmentation, folder / f"{stem}_anomaly.seg.nrrd"),
+        "labelmap": write_labelmap(result.segmentation, result.input, folder / f"{stem}_anomaly_label.{fmt}"),
+        "heatmap": write_volume(result.heatmap, folder / f"{stem}_heatmap.{fmt}"),
+        "pseudo_healthy": write_volume(result.pseudo_healthy, folder / f"{stem}_pseudo_healthy.{fmt}"),
+        "metrics": write_metrics_csv(scene, folder / f"{stem}_metrics.csv", [result.name]),
+    }
+    return written
+
+
+def _safe(name: str) -> str:
+    keep = [c if c.isalnum() or c in "-_." else "_" for c in name]
+    return "".join(keep).strip("_") or "result"
+
+
+# ----------------------------------------------------------------------------------------------
+# Scene -> files the command line reads
+
+
+def write_run_inputs(folder: str | Path, input_node, mask_node=None, reference_node=None) -> dict[str, Path]:
+    """Write the input (and optional brain mask / reference) for the command line; the scene is untouched.
+
+    mask_node and reference_node may be label map volumes or segmentation nodes; segmentations are
+    written as a label map on the input's grid (all segments merged to 1).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"input": write_volume(input_node, folder / "input.nrrd")}
+    for key, node in (("mask", mask_node), ("reference", reference_node)):
+        if node is None:
+            continue
+        path = folder / f"{key}.nrrd"
+        if node.IsA("vtkMRMLSegmentationNode"):
+            segmentation = node.GetSegmentation()
+            merged = np.zeros(slicer.util.arrayFromVolume(input_node).shape, np.uint8)
+            for i in range(segmentation.GetNumberOfSegments()):
+                merged |= segment_array(node, segmentation.GetNthSegmentID(i), input_node)
+            holder = slicer.vtkMRMLLabelMapVolumeNode()
+            holder.CopyOrientation(input_node)
+            slicer.util.updateVolumeFromArray(holder, merged)
+            files[key] = write_volume(holder, path)
+        else:
+            files[key] = write_volume(node, path)
+    return files
+
+
+__all__ = ["export_result", "write_labelmap", "write_metrics_csv", "write_run_inputs", "write_segmentation",
+           "SEGMENT_ID", "volume_like"]

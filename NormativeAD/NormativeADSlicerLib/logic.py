@@ -1,0 +1,166 @@
+"""The NormativeAD logic: run one or several models on a volume and put the results in the scene.
+
+A Job runs its models one after another in child processes (process.py); nothing is added to the
+scene until every model has finished, so cancelling or a failure leaves the scene as it was.
+Drive a job with poll() from a GUI timer, or with wait() to block (scripts, tests, self-test).
+
+Usable in Slicer (scene = slicer.mrmlScene) and on slicer-core (any vtkMRMLScene).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import comparison, export, scene as scene_logic
+from .process import ProcessRunner, RunOutcome, RunRequest, new_work_dir
+
+
+@dataclass
+class RunSettings:
+    """What the panel chooses; models holds one id for a run, several for a comparison."""
+
+    models: list[str]
+    device: str = "auto"
+    threshold: str = "fpr5"
+    opacity: float = scene_logic.DEFAULT_OPACITY
+    keep_files: bool = False
+
+
+@dataclass
+class JobState:
+    status: str = "running"  # running, done, failed, cancelled
+    fraction: float = 0.0
+    message: str = ""
+    device: str = ""
+    results: list = field(default_factory=list)
+
+
+class Job:
+    """Runs settings.models on one input; see the module docstring."""
+
+    def __init__(self, scene, input_node, settings: RunSettings, mask_node=None, reference_node=None,
+                 on_progress: Callable[[JobState], None] | None = None,
+                 on_finished: Callable[[JobState], None] | None = None, python: str | None = None):
+        if input_node is None:
+            raise ValueError("choose an input volume")
+        if not settings.models:
+            raise ValueError("choose at least one model")
+        self.scene = scene
+        self.input_node = input_node
+        self.settings = settings
+        self.on_progress = on_progress or (lambda state: None)
+        self.on_finished = on_finished or (lambda state: None)
+        self.python = python
+        self.state = JobState()
+        self.work_dir = new_work_dir()
+        self.inputs = export.write_run_inputs(self.work_dir / "inputs", input_node, mask_node, reference_node)
+        self.outputs: list[tuple[str, Path]] = []
+        self._index = -1
+        self._runner: ProcessRunner | None = None
+        self._finished = False
+
+    # -- running
+
+    def start(self) -> "Job":
+        self._next()
+        return self
+
+    def _next(self) -> None:
+        self._index += 1
+        model = self.settings.models[self._index]
+        request = RunRequest(
+            input_path=self.inputs["input"], out_dir=self.work_dir / f"out-{self._index}", model=model,
+            device=self.settings.device, mask_path=self.inputs.get("mask"),
+            reference_path=self.inputs.get("reference"), threshold=self.settings.threshold, fmt="nrrd")
+        self._runner = ProcessRunner(request, on_event=self._event, python=self.python)
+        self._runner.start()
+
+    def _event(self, event: dict) -> None:
+        if event.get("event") != "progress":
+            return
+        n = len(self.settings.models)
+        model = self.settings.models[self._index]
+        self.state.fraction = (self._index + float(event.get("fraction", 0.0))) / n
+        prefix = f"{model} ({self._index + 1}/{n}): " if n > 1 else ""
+        self.state.message = prefix + str(event.get("message") or event.get("stage", ""))
+        if "device" in event:
+            self.state.device = str(event["device"])
+        self.on_progress(self.state)
+
+    def poll(self) -> bool:
+        """Advance the job; True while it goes on. Call from the thread that owns the scene."""
+        if self._finished:
+            return False
+        if self._runner.poll():
+            return True
+        outcome: RunOutcome = self._runner.outcome
+        if outcome.status != "done":
+            self._end(outcome.status, outcome.message)
+            return False
+        self.outputs.append((self.settings.models[self._index], outcome.out_dir))
+        if self._index + 1 < len(self.settings.models):
+            self._next()
+            return True
+        try:
+            self._load()
+        except Exception as err:  # a bad output folder: report it, the scene keeps what it had
+            self._end("failed", f"the results could not be loaded: {err}")
+            return False
+        self._end("done", "finished")
+        return False
+
+    def _load(self) -> None:
+        results = []
+        for model, out_dir in self.outputs:
+            results.append(scene_logic.load_result(self.scene, self.input_node, out_dir, model,
+                                                   opacity=self.settings.opacity, show=len(self.outputs) == 1))
+            devices = results[-1].metrics.get("device")
+            if devices:
+                self.state.device = str(devices)
+        if len(results) > 1:
+            comparison.show_comparison(self.scene, results, opacity=self.settings.opacity)
+        self.state.results = results
+
+    def _end(self, status: str, message: str) -> None:
+        self._finished = True
+        self.state.status = status
+        self.state.message = message
+        if status == "done":
+            self.state.fraction = 1.0
+        if not self.settings.keep_files:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.on_finished(self.state)
+
+    def cancel(self) -> None:
+        if self._finished or self._runner is None:
+            return
+        self._runner.cancel()
+        while self._runner.poll():
+            time.sleep(0.01)
+        self._end("cancelled", "cancelled: the scene was left as it was")
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll():
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                break
+            time.sleep(0.05)
+        return self.state
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+
+def run(scene, input_node, settings: RunSettings, mask_node=None, reference_node=None, blocking: bool = True,
+        timeout: float | None = None, **callbacks) -> Job:
+    """Start a job; in blocking mode return once it has ended (its state tells how)."""
+    job = Job(scene, input_node, settings, mask_node, reference_node, **callbacks).start()
+    if blocking:
+        job.wait(timeout)
+    return job

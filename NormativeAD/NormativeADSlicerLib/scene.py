@@ -1,0 +1,589 @@
+"""Everything NormativeAD does to an MRML scene: results as nodes, their display, thresholding, the table.
+
+Works inside 3D Slicer and against the pip package slicer-core alike: it uses only MRML classes,
+storage nodes and vtk, never slicer.app, slicer.modules, slicer.mrmlScene or Qt. Every function takes
+the scene it works on.
+
+Arrays crossing this boundary are in (z, y, x) order (slicer.util.arrayFromVolume's order);
+spacings are in mm and in (x, y, z) order, as the library expects them.
+
+Lifecycle of one run's outputs (a "result"): the process runner leaves a folder of files;
+load_result() turns it into nodes (pseudo-healthy volume, heatmap, segmentation, a table row) tied
+together by node references on the heatmap node; set_threshold() re-segments from the heatmap;
+export_result() writes them back out. A later run of the same model on the same input replaces
+the previous result's nodes unless the user edited them, in which case the new nodes get a new
+version suffix and the edited ones are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from vtkmodules.util import numpy_support
+
+ATTR = "NormativeAD."
+ROLE = ATTR + "Role"
+HEATMAP_COLOR_NAME = "NormativeADHeat"
+SEGMENT_ID = "anomaly"
+SEGMENT_COLOR = (1.0, 0.9, 0.1)
+TABLE_NAME = "NormativeAD metrics"
+DEFAULT_OPACITY = 0.5
+DISPLAY_FLOOR = 0.5  # heatmap voxels below this fraction of the threshold are not drawn
+
+COLOR_TABLE_FILE = Path(__file__).resolve().parent.parent / "Resources" / "ColorTables" / "NormativeADHeat.ctbl"
+
+# Table columns: (header, key in metrics.json per_case / reference / top level, unit) in display order.
+TABLE_COLUMNS = [
+    ("Model", "model", ""),
+    ("Result", "result", ""),
+    ("Threshold source", "threshold_source", ""),
+    ("Threshold", "threshold", ""),
+    ("Anomaly volume (mL)", "anomaly_volume_ml", "mL"),
+    ("Components", "n_components", ""),
+    ("Largest component (mL)", "largest_component_ml", "mL"),
+    ("Residual mean", "residual_mean", ""),
+    ("Residual p99", "residual_p99", ""),
+    ("Healthy percentile", "healthy_percentile", "%"),
+    ("SSIM outside anomaly", "ssim_outside_anomaly", ""),
+    ("MAE outside anomaly", "mae_outside_anomaly", ""),
+    ("Dice", "dice", ""),
+    ("AUPRC", "auprc", ""),
+    ("AUROC", "auroc", ""),
+    ("Lesion detection rate", "lesion_detection_rate", ""),
+    ("False positive components", "false_positive_components", ""),
+    ("Device", "device", ""),
+    ("Seconds", "seconds", "s"),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Scene set-up
+
+
+def ensure_segmentation_support() -> None:
+    """Register the segmentation converter rules when no Slicer application did (slicer-core)."""
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    rules = factory.GetConverterRules()
+    if rules is not None and len(rules) > 0:
+        return
+    factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+    factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+
+
+def heatmap_color_node(scene) -> "slicer.vtkMRMLColorTableNode":
+    """The shipped heatmap colour table, read once per scene."""
+    existing = scene.GetFirstNodeByName(HEATMAP_COLOR_NAME)
+    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
+        return existing
+    node = slicer.vtkMRMLColorTableNode()
+    storage = slicer.vtkMRMLColorTableStorageNode()
+    storage.SetFileName(str(COLOR_TABLE_FILE))
+    if not storage.ReadData(node):
+        raise RuntimeError(f"cannot read the heatmap colour table {COLOR_TABLE_FILE}")
+    node.SetName(HEATMAP_COLOR_NAME)
+    node.SetAttribute("Category", "NormativeAD")
+    node.SetHideFromEditors(False)
+    scene.AddNode(node)
+    return node
+
+
+# ----------------------------------------------------------------------------------------------
+# Files <-> nodes (storage nodes only; they are never added to the scene, so the scene stays as it was)
+
+
+def write_volume(node, path: str | Path) -> Path:
+    """Write a volume node to .nrrd / .nii.gz without changing its storage node in the scene."""
+    path = Path(path)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(True)
+    if not storage.WriteData(node):
+        raise OSError(f"cannot write {node.GetName()} to {path}")
+    return path
+
+
+def read_volume_array(path: str | Path) -> tuple[np.ndarray, vtk.vtkMatrix4x4]:
+    """Read an image file into a (z, y, x) array and its IJK-to-RAS matrix (no node is added)."""
+    node = slicer.vtkMRMLScalarVolumeNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetSingleFile(True)
+    if not storage.ReadData(node):
+        raise OSError(f"cannot read image {path}")
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVolume(node).copy(), matrix
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def same_grid(node, matrix: vtk.vtkMatrix4x4, shape_zyx: tuple[int, ...], tolerance_mm: float = 1e-3) -> bool:
+    """Whether an array of shape_zyx with IJK-to-RAS matrix lies on node's voxel grid."""
+    if tuple(node.GetImageData().GetDimensions()[::-1]) != tuple(shape_zyx):
+        return False
+    return bool(np.allclose(ijk_to_ras(node), slicer.util.arrayFromVTKMatrix(matrix), atol=tolerance_mm))
+
+
+def volume_like(scene, reference, array_zyx: np.ndarray, name: str, label: bool = False):
+    """A new scalar (or label map) volume node on reference's grid and under its transform."""
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if label else "vtkMRMLScalarVolumeNode", name)
+    node.CopyOrientation(reference)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array_zyx))
+    node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _reference_geometry(reference) -> "slicer.vtkOrientedImageData":
+    geometry = slicer.vtkOrientedImageData()
+    geometry.SetExtent(reference.GetImageData().GetExtent())
+    matrix = vtk.vtkMatrix4x4()
+    reference.GetIJKToRASMatrix(matrix)
+    geometry.SetImageToWorldMatrix(matrix)
+    return geometry
+
+
+def segment_array(segmentation_node, segment_id: str, reference) -> np.ndarray:
+    """A segment as a uint8 (z, y, x) array on reference's grid (no temporary nodes)."""
+    labelmap = slicer.vtkOrientedImageData()
+    if not slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+            segmentation_node, segment_id, labelmap):
+        raise ValueError(f"segment {segment_id} has no binary labelmap")
+    resampled = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        labelmap, _reference_geometry(reference), resampled, False, False)
+    shape = tuple(reversed(resampled.GetDimensions()))
+    values = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()).reshape(shape)
+    # A segment may share a layer with others: keep this segment's label value only.
+    label_value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    return (values == label_value).astype(np.uint8)
+
+
+def set_segment_array(segmentation_node, segment_id: str, mask_zyx: np.ndarray, reference) -> None:
+    """Replace a segment's voxels by mask_zyx (on reference's grid)."""
+    holder = slicer.vtkMRMLLabelMapVolumeNode()
+    holder.CopyOrientation(reference)
+    slicer.util.updateVolumeFromArray(holder, np.ascontiguousarray(mask_zyx, dtype=np.uint8))
+    image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(holder)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, logic.MODE_REPLACE,
+                                            image.GetExtent()):
+        raise RuntimeError(f"cannot set segment {segment_id}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Edit detection: a fingerprint of what we wrote, compared before replacing
+
+
+def fingerprint(array: np.ndarray) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str((array.shape, str(array.dtype))).encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def node_fingerprint(node, reference=None) -> str:
+    if node.IsA("vtkMRMLSegmentationNode"):
+        segmentation = node.GetSegmentation()
+        ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+        parts = [",".join(ids)] + [fingerprint(segment_array(node, i, reference)) for i in ids]
+        return fingerprint(np.frombuffer("|".join(parts).encode(), np.uint8))
+    return fingerprint(slicer.util.arrayFromVolume(node))
+
+
+def mark_unedited(node, reference=None) -> None:
+    node.SetAttribute(ATTR + "Fingerprint", node_fingerprint(node, reference))
+
+
+def was_edited(node, reference=None) -> bool:
+    stored = node.GetAttribute(ATTR + "Fingerprint")
+    return stored is None or stored != node_fingerprint(node, reference)
+
+
+# ----------------------------------------------------------------------------------------------
+# A run's result in the scene
+
+
+@dataclass
+class Result:
+    """One model's outputs on one input, held together by node references on the heatmap node."""
+
+    heatmap: "slicer.vtkMRMLScalarVolumeNode"
+
+    def _ref(self, role):
+        return self.heatmap.GetNodeReference(ATTR + role)
+
+    @property
+    def input(self):
+        return self._ref("input")
+
+    @property
+    def pseudo_healthy(self):
+        return self._ref("pseudoHealthy")
+
+    @property
+    def segmentation(self):
+        return self._ref("segmentation")
+
+    @property
+    def brain_mask(self):
+        return self._ref("brainMask")
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads(self.heatmap.GetAttribute(ATTR + "Metrics") or "{}")
+
+    @property
+    def model_id(self) -> str:
+        return self.heatmap.GetAttribute(ATTR + "Model") or ""
+
+    @property
+    def name(self) -> str:
+        return self.heatmap.GetAttribute(ATTR + "ResultName") or ""
+
+    @property
+    def threshold(self) -> float:
+        return float(self.heatmap.GetAttribute(ATTR + "Threshold"))
+
+    @property
+    def threshold_source(self) -> str:
+        return self.heatmap.GetAttribute(ATTR + "ThresholdSource") or "manual"
+
+    @property
+    def thresholds(self) -> dict:
+        return self.metrics.get("thresholds", {})
+
+    @property
+    def min_component_ml(self) -> float:
+        return float(self.metrics.get("min_component_ml", 0.0))
+
+    def nodes(self) -> list:
+        return [n for n in (self.pseudo_healthy, self.heatmap, self.segmentation, self.brain_mask) if n is not None]
+
+
+def results_in_scene(scene, input_node=None, model_id: str | None = None) -> list[Result]:
+    found = []
+    for node in _nodes_by_class(scene, "vtkMRMLScalarVolumeNode"):
+        if node.GetAttribute(ROLE) != "heatmap":
+            continue
+        result = Result(node)
+        if input_node is not None and result.input is not input_node:
+            continue
+        if model_id is not None and result.model_id != model_id:
+            continue
+        found.append(result)
+    return found
+
+
+def _nodes_by_class(scene, class_name: str) -> list:
+    return [scene.GetNthNodeByClass(i, class_name) for i in range(scene.GetNumberOfNodesByClass(class_name))]
+
+
+def _free_result_name(scene, base: str) -> str:
+    """base, or 'base v2', 'base v3'... whichever no node name uses yet."""
+    taken = {scene.GetNthNode(i).GetName() for i in range(scene.GetNumberOfNodes())}
+    taken |= {r.name for r in results_in_scene(scene)}
+    if not any(name and name.startswith(base) for name in taken):
+        return base
+    version = 2
+    while any(name and name.startswith(f"{base} v{version}") for name in taken):
+        version += 1
+    return f"{base} v{version}"
+
+
+def remove_result(scene, result: Result) -> None:
+    table = table_node(scene, create=False)
+    if table is not None:
+        _remove_table_row(table, result.name)
+    for node in result.nodes():
+        if node is not result.heatmap:
+            scene.RemoveNode(node)
+    scene.RemoveNode(result.heatmap)
+
+
+def load_result(scene, input_node, out_dir: str | Path, model_id: str | None = None,
+                opacity: float = DEFAULT_OPACITY, show: bool = True) -> Result:
+    """Turn a finished run's folder into scene nodes on input_node's grid.
+
+    Everything is read and checked before the scene is touched, so a bad folder leaves the scene
+    as it was. A previous result of the same model on the same input is replaced when the user has
+    not edited it, and kept (the new one gets a version suffix) when they have.
+    """
+    out_dir = Path(out_dir)
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    model_id = model_id or metrics.get("model", {}).get("id", "model")
+    arrays = {}
+    for stem in ("pseudo_healthy", "heatmap", "segmentation", "brain_mask"):
+        files = sorted(out_dir.glob(stem + ".*"))
+        if not files:
+            if stem == "brain_mask":
+                continue
+            raise FileNotFoundError(f"the run left no {stem} image in {out_dir}")
+        array, matrix = read_volume_array(files[0])
+        if not same_grid(input_node, matrix, array.shape):
+            raise ValueError(f"{files[0].name} is not on the grid of {input_node.GetName()}")
+        arrays[stem] = array
+
+    ensure_segmentation_support()
+    previous = results_in_scene(scene, input_node, model_id)
+    base = f"{input_node.GetName()} [{model_id}]"
+    reusable = [r for r in previous if not any(was_edited(n, input_node) for n in r.nodes())]
+    for result in reusable:
+        remove_result(scene, result)
+    name = _free_result_name(scene, base)
+
+    pseudo = volume_like(scene, input_node, arrays["pseudo_healthy"].astype(np.float32), f"{name} pseudo-healthy")
+    pseudo.GetDisplayNode().SetAndObserveColorNodeID(input_node.GetDisplayNode().GetColorNodeID()
+                                                     if input_node.GetDisplayNode() else "vtkMRMLColorTableNodeGrey")
+    heatmap = volume_like(scene, input_node, arrays["heatmap"].astype(np.float32), f"{name} heatmap")
+    heatmap.SetAttribute(ROLE, "heatmap")
+    pseudo.SetAttribute(ROLE, "pseudoHealthy")
+    heatmap.SetAttribute(ATTR + "Model", model_id)
+    heatmap.SetAttribute(ATTR + "ResultName", name)
+    heatmap.SetAttribute(ATTR + "Metrics", json.dumps(metrics))
+    threshold = metrics.get("threshold", {})
+    heatmap.SetAttribute(ATTR + "Threshold", repr(float(threshold.get("value", 0.0))))
+    heatmap.SetAttribute(ATTR + "ThresholdSource", str(threshold.get("source", "manual")))
+    heatmap.SetNodeReferenceID(ATTR + "input", input_node.GetID())
+    heatmap.SetNodeReferenceID(ATTR + "pseudoHealthy", pseudo.GetID())
+    if "brain_mask" in arrays:
+        brain = volume_like(scene, input_node, arrays["brain_mask"].astype(np.uint8), f"{name} brain mask", label=True)
+        brain.SetAttribute(ROLE, "brainMask")
+        brain.GetDisplayNode().SetVisibility(False)
+        heatmap.SetNodeReferenceID(ATTR + "brainMask", brain.GetID())
+        mark_unedited(brain)
+
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} anomaly")
+    segmentation.SetAttribute(ROLE, "segmentation")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(input_node)
+    segmentation.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.GetSegmentation().AddEmptySegment(SEGMENT_ID, SEGMENT_ID, list(SEGMENT_COLOR))
+    set_segment_array(segmentation, SEGMENT_ID, arrays["segmentation"] > 0, input_node)
+    display = segmentation.GetDisplayNode()
+    display.SetVisibility2DFill(False)  # outline only: the heatmap stays readable under it
+    display.SetSliceIntersectionThickness(2)
+    heatmap.SetNodeReferenceID(ATTR + "segmentation", segmentation.GetID())
+
+    result = Result(heatmap)
+    show_heatmap(scene, result, opacity=opacity, show=show)
+    for node in (pseudo, heatmap, segmentation):
+        mark_unedited(node, input_node)
+    add_table_row(scene, result)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Display
+
+
+def heatmap_window(result: Result) -> tuple[float, float]:
+    """Colour window (low, high) of a heatmap: from the display floor to the brightest residuals."""
+    values = slicer.util.arrayFromVolume(result.heatmap)
+    positive = values[values > 0]
+    threshold = result.threshold
+    low = DISPLAY_FLOOR * threshold if threshold > 0 else (float(np.percentile(positive, 50)) if positive.size else 0.0)
+    high = float(np.percentile(positive, 99.9)) if positive.size else 1.0
+    high = max(high, 2.0 * threshold, low + 1e-6)
+    return low, high
+
+
+def show_heatmap(scene, result: Result, opacity: float = DEFAULT_OPACITY, show: bool = True) -> None:
+    """Colour map, window/level and lower threshold on the heatmap; foreground layer where views exist."""
+    display = result.heatmap.GetDisplayNode()
+    display.SetAndObserveColorNodeID(heatmap_color_node(scene).GetID())
+    low, high = heatmap_window(result)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(low, high)
+    display.AutoThresholdOff()
+    display.SetApplyThreshold(True)
+    display.SetLowerThreshold(low)
+    display.SetUpperThreshold(float(np.finfo(np.float32).max))
+    display.SetInterpolate(False)
+    if show:
+        for composite in _nodes_by_class(scene, "vtkMRMLSliceCompositeNode"):
+            if (composite.GetLayoutName() or "").startswith(COMPARE_VIEW_PREFIX):
+                continue
+            composite.SetBackgroundVolumeID(result.input.GetID())
+            composite.SetForegroundVolumeID(result.heatmap.GetID())
+            composite.SetForegroundOpacity(opacity)
+
+
+def set_opacity(scene, opacity: float) -> None:
+    """Foreground opacity of every slice view showing a NormativeAD heatmap."""
+    for composite in _nodes_by_class(scene, "vtkMRMLSliceCompositeNode"):
+        node = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
+        if node is not None and node.GetAttribute(ROLE) == "heatmap":
+            composite.SetForegroundOpacity(opacity)
+
+
+# ----------------------------------------------------------------------------------------------
+# Thresholding without re-running the model
+
+
+def threshold_value(result: Result, choice: str | float) -> tuple[float, str]:
+    """(value, source) for 'fpr1' / 'fpr5' / 'fpr10' (the model's calibrated thresholds) or a number."""
+    if isinstance(choice, str) and choice in result.thresholds:
+        return float(result.thresholds[choice]), choice
+    if isinstance(choice, str):
+        try:
+            return float(choice), "manual"
+        except ValueError:
+            known = ", ".join(result.thresholds) or "none"
+            raise ValueError(f"unknown threshold '{choice}' (calibrated: {known})") from None
+    return float(choice), "manual"
+
+
+def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
+    """Re-segment the existing heatmap at a new threshold; returns the new mask (z, y, x).
+
+    Uses the library's own segment() so the result is the one the command line would give.
+    A segmentation the user edited is not overwritten: a new versioned one is made instead.
+    """
+    from NormativeADLib.anomaly import segment
+
+    value, source = threshold_value(result, choice)
+    heatmap = slicer.util.arrayFromVolume(result.heatmap)
+    spacing = tuple(float(s) for s in result.input.GetSpacing())
+    mask = segment(heatmap, value, spacing, result.min_component_ml)
+    segmentation = result.segmentation
+    if segmentation is not None and was_edited(segmentation, result.input):
+        kept = segmentation
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", _free_result_name(scene, kept.GetName()))
+        segmentation.SetAttribute(ROLE, "segmentation")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(result.input)
+        segmentation.CreateDefaultDisplayNodes()
+        segmentation.GetSegmentation().AddEmptySegment(SEGMENT_ID, SEGMENT_ID, list(SEGMENT_COLOR))
+        segmentation.GetDisplayNode().SetVisibility2DFill(False)
+        _copy_view_restriction(kept, segmentation)
+        result.heatmap.SetNodeReferenceID(ATTR + "segmentation", segmentation.GetID())
+    set_segment_array(segmentation, SEGMENT_ID, mask, result.input)
+    mark_unedited(segmentation, result.input)
+    result.heatmap.SetAttribute(ATTR + "Threshold", repr(value))
+    result.heatmap.SetAttribute(ATTR + "ThresholdSource", source)
+    display = result.heatmap.GetDisplayNode()
+    low, high = heatmap_window(result)
+    display.SetWindowLevelMinMax(low, high)
+    display.SetLowerThreshold(low)
+    table = table_node(scene, create=False)
+    if table is not None:
+        update_table_row(table, result, mask)
+    return mask
+
+
+def _copy_view_restriction(source, target) -> None:
+    ids = [source.GetDisplayNode().GetNthViewNodeID(i) for i in range(source.GetDisplayNode().GetNumberOfViewNodeIDs())]
+    for view_id in ids:
+        target.GetDisplayNode().AddViewNodeID(view_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics table: one row per result
+
+
+def table_node(scene, create: bool = True):
+    for node in _nodes_by_class(scene, "vtkMRMLTableNode"):
+        if node.GetAttribute(ROLE) == "metrics":
+            return node
+    if not create:
+        return None
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", TABLE_NAME)
+    table.SetAttribute(ROLE, "metrics")
+    table.SetUseColumnTitleAsColumnHeader(True)
+    table.SetLocked(True)
+    for header, _, unit in TABLE_COLUMNS:
+        column = table.AddColumn(vtk.vtkStringArray())
+        column.SetName(header)
+        if unit:
+            table.SetColumnUnitLabel(header, unit)
+    return table
+
+
+def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]:
+    metrics = result.metrics
+    flat: dict = {}
+    flat.update(metrics.get("per_case") or {})
+    flat.update(metrics.get("reference") or {})
+    flat["model"] = result.model_id
+    flat["result"] = result.name
+    flat["device"] = metrics.get("device", "")
+    flat["seconds"] = metrics.get("seconds", "")
+    flat["threshold"] = result.threshold
+    flat["threshold_source"] = result.threshold_source
+    if mask is not None:  # the threshold moved: the mask-derived figures follow it
+        spacing = tuple(float(s) for s in result.input.GetSpacing())
+        from NormativeADLib.anomaly import component_volumes_ml
+
+        volumes = component_volumes_ml(mask, spacing)
+        flat["anomaly_volume_ml"] = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
+        flat["n_components"] = int(volumes.size)
+        flat["largest_component_ml"] = float(volumes[0]) if volumes.size else 0.0
+        for key in ("dice", "lesion_detection_rate", "false_positive_components"):
+            flat.pop(key, None)  # they were measured at the old threshold
+    return {header: _format(flat.get(key)) for header, key, _ in TABLE_COLUMNS}
+
+
+def _format(value) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def add_table_row(scene, result: Result) -> None:
+    table = table_node(scene)
+    _remove_table_row(table, result.name)
+    values = row_values(result)
+    table.SetLocked(False)
+    row = table.AddEmptyRow()
+    for column, (header, _, _) in enumerate(TABLE_COLUMNS):
+        table.SetCellText(row, column, values[header])
+    table.SetLocked(True)
+    table.Modified()
+
+
+def update_table_row(table, result: Result, mask: np.ndarray) -> None:
+    values = row_values(result, mask)
+    row = _find_row(table, result.name)
+    if row is None:
+        return
+    for column, (header, _, _) in enumerate(TABLE_COLUMNS):
+        table.SetCellText(row, column, values[header])
+    table.Modified()
+
+
+def _find_row(table, name: str) -> int | None:
+    column = [h for h, _, _ in TABLE_COLUMNS].index("Result")
+    for row in range(table.GetNumberOfRows()):
+        if table.GetCellText(row, column) == name:
+            return row
+    return None
+
+
+def _remove_table_row(table, name: str) -> None:
+    row = _find_row(table, name)
+    if row is not None:
+        table.RemoveRow(row)
+
+
+def table_as_rows(table) -> list[dict[str, str]]:
+    headers = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    return [{h: table.GetCellText(r, c) for c, h in enumerate(headers)} for r in range(table.GetNumberOfRows())]
+
+
+COMPARE_VIEW_PREFIX = "NormativeADCompare"
