@@ -1,0 +1,543 @@
+"""NormativeAD: anomaly heatmaps from normative (healthy-trained) models of brain MRI, in 3D Slicer.
+
+The front door: Module (title, help, sample data), a thin Widget bound to the parameter node, a
+Logic that hands work to NormativeADSlicerLib, and the self-test. Computation runs in a separate
+process (the NormativeADLib command line); the scene code lives in NormativeADSlicerLib.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional, Union
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+MODULE_DIR = Path(__file__).resolve().parent
+
+
+def _library_path() -> None:
+    """Make NormativeADLib importable: it sits beside this folder in a checkout, inside it in a build."""
+    for candidate in (MODULE_DIR, MODULE_DIR.parent):
+        if (candidate / "NormativeADLib" / "__init__.py").is_file() and str(candidate) not in sys.path:
+            sys.path.append(str(candidate))
+            return
+
+
+_library_path()
+
+SAMPLE_FILES = {  # file name -> SHA256 (Resources/SampleData: MSLUB patient 26, CC BY, see ATTRIBUTION.txt)
+    "mslub_patient26_t1.nii.gz": "e813b2805017dcf886da9bb5e6c6c548dfa938c17d49ecd66ea1caabe3794b32",
+    "mslub_patient26_lesion.nii.gz": "5a9cc6ffbe3a5d2df67fba4207c0585b2f02a5f9f7f31e0e7e3f57cc59c2c5ac",
+}
+
+
+def sample_data_folder() -> Path | None:
+    for candidate in (MODULE_DIR / "Resources" / "SampleData", MODULE_DIR.parent / "Resources" / "SampleData"):
+        if all((candidate / name).is_file() for name in SAMPLE_FILES):
+            return candidate
+    return None
+
+
+#
+# Module
+#
+
+
+class NormativeAD(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("NormativeAD")
+        self.parent.categories = [_("Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["NormativeAD contributors"]
+        self.parent.helpText = _(
+            "Restores a brain MRI to its pseudo-healthy counterpart with a model trained on healthy scans, "
+            "shows the residual as a heatmap over the input, segments the anomalies at a healthy-calibrated "
+            "threshold (voxel false positive rate 1/5/10 %) and tabulates per-case metrics. Several models can "
+            "be compared side by side in linked views. The threshold can be moved without re-running the model; "
+            "results export as .seg.nrrd, NIfTI label map, volumes and CSV. "
+            "Research use only: not a medical device.")
+        self.parent.helpText += self.getDefaultModuleDocumentationLink()
+        self.parent.acknowledgementText = _(
+            "Built on 3D Slicer, MONAI and PyTorch. The sample case is patient 26 of the MSLUB data set "
+            "(University of Ljubljana, CC BY; Lesjak et al., Neuroinformatics 2018). Models are trained on IXI "
+            "(CC BY-SA 3.0). The process and dependency handling follow SlicerMONAIAuto3DSeg and SlicerNNUNet.")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """The shipped sample case (T1 + lesion mask) in the Sample Data module, checked by SHA256."""
+    import SampleData
+
+    folder = sample_data_folder()
+    if folder is None:
+        return
+    names = list(SAMPLE_FILES)
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="NormativeAD",
+        sampleName="NormativeAD MSLUB patient 26",
+        uris=[(folder / name).as_uri() for name in names],
+        fileNames=names,
+        nodeNames=["MSLUB26 T1", "MSLUB26 lesion"],
+        thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "NormativeAD.png"),
+        loadFileType=["VolumeFile", "SegmentationFile"],
+        checksums=[f"SHA256:{SAMPLE_FILES[name]}" for name in names],
+    )
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class NormativeADParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    brainMask: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
+    reference: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
+    model: str = ""
+    device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
+    thresholdChoice: Annotated[str, Choice(["fpr1", "fpr5", "fpr10", "manual"])] = "fpr5"
+    threshold: float = 0.0
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    exportFormat: Annotated[str, Choice(["nii.gz", "nrrd"])] = "nii.gz"
+
+
+#
+# Widget
+#
+
+
+class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Binds the panel to the parameter node and forwards actions to the logic; computes nothing."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._timer = None
+        self._result = None
+        self._cards = {}
+        self._updatingThreshold = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/NormativeAD.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = NormativeADLogic()
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(100)
+        self._timer.connect("timeout()", self._poll)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.importWeightsButton.connect("clicked(bool)", self.onImportWeights)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.thresholdChoiceComboBox.connect("currentIndexChanged(int)", self.onThresholdChoice)
+        self.ui.thresholdSlider.connect("valueChanged(double)", self.onThresholdValue)
+        self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
+        self.ui.exportDirectoryButton.directory = str(Path.home())
+
+        self.refreshModels()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._cancelJob()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancelJob()
+        self.setParameterNode(None)
+        self._result = None
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first and not first.IsA("vtkMRMLLabelMapVolumeNode") and not first.GetAttribute("NormativeAD.Role"):
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        running = self._job is not None
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume and self.ui.modelComboBox.count)
+        self.ui.applyButton.enabled = running or ready
+        self.ui.compareButton.enabled = running or ready
+        if not running:
+            self.ui.applyButton.toolTip = _("Run the model") if ready else _("Choose an input volume and a model")
+
+    # -- models
+
+    def refreshModels(self) -> None:
+        self.ui.modelComboBox.blockSignals(True)
+        self.ui.modelComboBox.clear()
+        self.ui.compareModelsList.clear()
+        try:
+            cards = self.logic.listModels()
+        except Exception as err:  # torch and friends missing: say so, install on Apply
+            cards = []
+            self.ui.modelCardLabel.text = _("Models not listed yet: {error}. Press Apply to install what is missing.").format(error=err)
+        self._cards = {card.id: card for card in cards}
+        for card in cards:
+            self.ui.modelComboBox.addItem(f"{card.id} ({card.contrast})", card.id)
+            item = qt.QListWidgetItem(f"{card.id} ({card.contrast})")
+            item.setData(qt.Qt.UserRole, card.id)
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            item.setCheckState(qt.Qt.Unchecked)
+            self.ui.compareModelsList.addItem(item)
+        self.ui.modelComboBox.blockSignals(False)
+        self.onModelChanged()
+
+    def onModelChanged(self, index=None) -> None:
+        model_id = self.ui.modelComboBox.currentData
+        card = self._cards.get(model_id)
+        if card is None:
+            return
+        if self._parameterNode:
+            self._parameterNode.model = model_id
+        training = card.training or {}
+        self.ui.modelCardLabel.text = (
+            f"<b>{card.id}</b> v{card.version} · {card.family} · contrast {card.contrast}<br>"
+            f"{card.description}<br>Trained on: {training.get('data', 'unknown')} "
+            f"({training.get('licence', training.get('license', 'licence not stated'))})")
+        self._checkCanApply()
+
+    def onImportWeights(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Model folder (card.json and weights)"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Importing the model failed."), waitCursor=True):
+            card = self.logic.importModel(folder)
+            self.refreshModels()
+            self.ui.modelComboBox.currentIndex = max(0, self.ui.modelComboBox.findData(card.id))
+
+    # -- running
+
+    def onApplyButton(self) -> None:
+        if self._job is not None:
+            self._cancelJob()
+            return
+        self._start([self.ui.modelComboBox.currentData])
+
+    def onCompareButton(self) -> None:
+        if self._job is not None:
+            self._cancelJob()
+            return
+        models = []
+        for row in range(self.ui.compareModelsList.count):
+            item = self.ui.compareModelsList.item(row)
+            if item.checkState() == qt.Qt.Checked:
+                models.append(item.data(qt.Qt.UserRole))
+        if len(models) < 2:
+            slicer.util.warningDisplay(_("Tick at least two models to compare."))
+            return
+        self._start(models)
+
+    def _start(self, models) -> None:
+        p = self._parameterNode
+        try:
+            if not self.logic.ensureDependencies():
+                self._status(_("Not started: the required Python packages are not installed."), error=True)
+                return
+            if not self._cards:
+                self.refreshModels()
+            self._job = self.logic.start(
+                p.inputVolume, models, device=p.device, threshold=self._thresholdArgument(),
+                opacity=p.opacity, brainMask=p.brainMask, reference=p.reference,
+                onProgress=self._onProgress, onFinished=self._onFinished)
+        except Exception as err:
+            self._job = None
+            self._status(_("Could not start: {error}").format(error=err), error=True)
+            return
+        button = self.ui.applyButton if len(models) == 1 else self.ui.compareButton
+        button.text = _("Cancel")
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.value = 0
+        self._status(_("Starting..."))
+        self._checkCanApply()
+        self._timer.start()
+
+    def _thresholdArgument(self) -> str:
+        p = self._parameterNode
+        return p.thresholdChoice if p.thresholdChoice != "manual" else repr(float(p.threshold))
+
+    def _poll(self) -> None:
+        if self._job is None or not self._job.poll():
+            self._timer.stop()
+
+    def _onProgress(self, state) -> None:
+        self.ui.progressBar.value = int(100 * state.fraction)
+        self._status(state.message)
+
+    def _onFinished(self, state) -> None:
+        self._timer.stop()
+        self._job = None
+        self.ui.applyButton.text = _("Apply")
+        self.ui.compareButton.text = _("Compare")
+        self.ui.progressBar.visible = False
+        self._checkCanApply()
+        if state.status == "done":
+            self._result = state.results[-1]
+            self.ui.deviceInUseLabel.text = _("Device used: {device}").format(device=state.device or "?")
+            self._status(_("Done: {n} result(s) added to the scene.").format(n=len(state.results)))
+            self._syncThreshold()
+            self.logic.showTable()
+        elif state.status == "cancelled":
+            self._status(_("Cancelled; the scene was left as it was."))
+        else:
+            self._status(_("Failed: {reason}").format(reason=state.message), error=True)
+
+    def _cancelJob(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+
+    def _status(self, text, error=False) -> None:
+        self.ui.statusLabel.text = text
+        self.ui.statusLabel.styleSheet = "color: #d03030" if error else ""
+
+    # -- threshold, display, export
+
+    def _syncThreshold(self) -> None:
+        """Put the current result's threshold range and value on the slider (no re-segmentation)."""
+        if self._result is None:
+            return
+        low, high = self.logic.thresholdRange(self._result)
+        self._updatingThreshold = True
+        try:
+            self.ui.thresholdSlider.minimum = low
+            self.ui.thresholdSlider.maximum = high
+            self.ui.thresholdSlider.singleStep = (high - low) / 500.0
+            self._parameterNode.threshold = self._result.threshold
+        finally:
+            self._updatingThreshold = False
+
+    def onThresholdChoice(self, index=None) -> None:
+        choice = self.ui.thresholdChoiceComboBox.currentText
+        if self._result is None or choice == "manual" or self._updatingThreshold:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Re-thresholding failed."), waitCursor=True):
+            self.logic.setThreshold(self._result, choice)
+            self._syncThreshold()
+
+    def onThresholdValue(self, value) -> None:
+        if self._result is None or self._updatingThreshold:
+            return
+        if abs(value - self._result.threshold) < 1e-9:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Re-thresholding failed."), waitCursor=True):
+            self.logic.setThreshold(self._result, value)
+            self._updatingThreshold = True
+            self._parameterNode.thresholdChoice = "manual"
+            self._updatingThreshold = False
+
+    def onOpacity(self, value) -> None:
+        self.logic.setOpacity(value)
+
+    def onExportButton(self) -> None:
+        if self._result is None:
+            slicer.util.warningDisplay(_("Run a model first: there is no result to export."))
+            return
+        folder = self.ui.exportDirectoryButton.directory
+        with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
+            written = self.logic.export(self._result, folder, self._parameterNode.exportFormat)
+            self._status(_("Exported {n} files to {folder}").format(n=len(written), folder=folder))
+
+
+#
+# Logic
+#
+
+
+class NormativeADLogic(ScriptedLoadableModuleLogic):
+    """Slicer's face of NormativeADSlicerLib: the same calls, on slicer.mrmlScene.
+
+    start() returns a job to drive with poll() (the widget uses a timer); run() blocks (scripts, tests).
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self):
+        return NormativeADParameterNode(super().getParameterNode())
+
+    # models and dependencies
+
+    def listModels(self):
+        from NormativeADLib import registry
+
+        return registry.list_models()
+
+    def importModel(self, folder):
+        from NormativeADLib import registry
+
+        return registry.import_model(folder)
+
+    def ensureDependencies(self, ask: bool = True) -> bool:
+        from NormativeADSlicerLib import dependencies
+
+        return dependencies.ensure(ask=ask)
+
+    # running
+
+    def start(self, inputVolume, models, device="auto", threshold="fpr5", opacity=0.5, brainMask=None,
+              reference=None, onProgress=None, onFinished=None):
+        from NormativeADSlicerLib.logic import Job, RunSettings
+
+        settings = RunSettings(models=list(models), device=device, threshold=threshold, opacity=opacity)
+        return Job(slicer.mrmlScene, inputVolume, settings, brainMask, reference,
+                   on_progress=onProgress, on_finished=onFinished).start()
+
+    def run(self, inputVolume, models, timeout=None, **kwargs):
+        """Blocking run; returns the job's final state (status, message, results)."""
+        job = self.start(inputVolume, models, **kwargs)
+        state = job.wait(timeout)
+        if state.status == "done" and len(state.results) == 1:
+            self.showTable()
+        return state
+
+    # results
+
+    def setThreshold(self, result, choice):
+        from NormativeADSlicerLib import scene
+
+        return scene.set_threshold(slicer.mrmlScene, result, choice)
+
+    def thresholdRange(self, result):
+        from NormativeADSlicerLib import scene
+
+        low, high = scene.heatmap_window(result)
+        return 0.0, max(high, result.threshold * 2.0)
+
+    def setOpacity(self, opacity):
+        from NormativeADSlicerLib import scene
+
+        scene.set_opacity(slicer.mrmlScene, opacity)
+
+    def export(self, result, folder, fmt="nii.gz"):
+        from NormativeADSlicerLib import export
+
+        return export.export_result(slicer.mrmlScene, result, folder, fmt)
+
+    def showTable(self):
+        """Four-up-with-table layout and the metrics table in it."""
+        from NormativeADSlicerLib import scene
+
+        table = scene.table_node(slicer.mrmlScene, create=False)
+        if table is None:
+            return
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None and layoutManager.layout not in (
+                slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView,):
+            from NormativeADSlicerLib.comparison import LAYOUT_ID
+
+            if layoutManager.layout != LAYOUT_ID:
+                layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        selection.SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+
+
+#
+# Test
+#
+
+
+class NormativeADTest(ScriptedLoadableModuleTest):
+    """Self-test inside Slicer: `Slicer --testing --python-code "..."` or the Reload and Test button."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_sample_data_checksums()
+        self.setUp()
+        self.test_run_and_threshold()
+
+    def _loadSample(self):
+        folder = sample_data_folder()
+        self.assertIsNotNone(folder, "the shipped sample case is missing")
+        volume = slicer.util.loadVolume(str(folder / "mslub_patient26_t1.nii.gz"))
+        return folder, volume
+
+    def test_sample_data_checksums(self):
+        import hashlib
+
+        folder = sample_data_folder()
+        self.assertIsNotNone(folder)
+        for name, digest in SAMPLE_FILES.items():
+            self.assertEqual(hashlib.sha256((folder / name).read_bytes()).hexdigest(), digest, name)
+
+    def test_run_and_threshold(self):
+        import numpy as np
+
+        logic = NormativeADLogic()
+        try:
+            cards = logic.listModels()
+        except ImportError as err:
+            self.delayDisplay(f"Skipped: the library's dependencies are not installed ({err}).")
+            return
+        if not cards:
+            self.delayDisplay("Skipped: no model installed.")
+            return
+        folder, volume = self._loadSample()
+        self.delayDisplay("Running the first model (a few minutes on a CPU)")
+        state = logic.run(volume, [cards[0].id], device="auto", timeout=1800)
+        self.assertEqual(state.status, "done", state.message)
+        result = state.results[0]
+        self.assertEqual(result.heatmap.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
+        self.assertEqual(result.heatmap.GetDisplayNode().GetColorNode().GetName(), "NormativeADHeat")
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        mask = logic.setThreshold(result, result.threshold * 1.5)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
+        from NormativeADSlicerLib.scene import SEGMENT_ID, segment_array
+
+        np.testing.assert_array_equal(segment_array(result.segmentation, SEGMENT_ID, volume), mask.astype(np.uint8))
+        self.delayDisplay("Test passed")
