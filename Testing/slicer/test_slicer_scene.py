@@ -1,0 +1,279 @@
+"""The module's scene logic on a real MRML scene (slicer-core), with a real run of the command line.
+
+Tests that need a model run share one CLI run on the shipped sample case (conftest.cli_run);
+the others need slicer-core only.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_LESION, SAMPLE_T1, require_slicer_core
+from slicer_testing import file_array, load_volume
+
+require_slicer_core()
+
+import slicer  # noqa: E402
+
+from NormativeADSlicerLib import comparison, export, scene as scene_logic  # noqa: E402
+from NormativeADSlicerLib.logic import Job, RunSettings  # noqa: E402
+
+
+def node_ids(mrml) -> list[str]:
+    return [mrml.GetNthNode(i).GetID() for i in range(mrml.GetNumberOfNodes())]
+
+
+def spacing(node):
+    return tuple(float(s) for s in node.GetSpacing())
+
+
+# ----------------------------------------------------------------------------------------------
+# Without a model
+
+
+def test_colour_table_is_shipped_and_continuous(scene):
+    node = scene_logic.heatmap_color_node(scene)
+    assert node.GetName() == "NormativeADHeat"
+    assert node.GetNumberOfColors() == 256
+    low, high = [0.0] * 4, [0.0] * 4
+    node.GetColor(0, low)
+    node.GetColor(255, high)
+    assert low[2] == pytest.approx(1.0) and low[0] == 0.0  # cold end blue
+    assert high[0] == pytest.approx(1.0) and high[2] == 0.0  # hot end red
+    assert scene_logic.heatmap_color_node(scene) is node  # read once per scene
+
+
+def test_run_inputs_keep_the_input_grid_and_leave_the_scene_alone(scene, sample_volume, tmp_path):
+    lesion = load_volume(scene, SAMPLE_LESION, "lesion")
+    before = node_ids(scene)
+    files = export.write_run_inputs(tmp_path, sample_volume, reference_node=lesion)
+    assert node_ids(scene) == before
+    assert sample_volume.GetStorageNode() is None or sample_volume.GetStorageNode().GetFileName() != str(files["input"])
+    array, matrix = file_array(files["input"])
+    original, original_matrix = file_array(SAMPLE_T1)
+    np.testing.assert_array_equal(array, original)
+    np.testing.assert_allclose(matrix, original_matrix, atol=1e-6)
+    np.testing.assert_allclose(matrix, scene_logic.ijk_to_ras(sample_volume), atol=1e-6)
+    reference, _ = file_array(files["reference"])
+    np.testing.assert_array_equal(reference, file_array(SAMPLE_LESION)[0])
+
+
+def test_layout_description_lists_one_linked_view_per_model():
+    xml = comparison.layout_xml(["model-a", "model-b", "model-c"])
+    root = ET.fromstring(xml)
+    views = root.findall(".//view[@class='vtkMRMLSliceNode']")
+    assert [v.get("singletontag") for v in views] == [comparison.view_tag(i) for i in range(3)]
+    groups = {v.find("property[@name='viewgroup']").text for v in views}
+    assert groups == {str(comparison.VIEW_GROUP)}
+    assert [v.find("property[@name='viewlabel']").text for v in views] == ["model-a", "model-b", "model-c"]
+    assert len(root.findall(".//view[@class='vtkMRMLTableViewNode']")) == 1
+
+
+def test_failed_run_reports_the_reason_and_leaves_the_scene_unchanged(scene, sample_volume, tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
+    before = node_ids(scene)
+    job = Job(scene, sample_volume, RunSettings(models=["no-such-model"], device="cpu"))
+    state = job.start().wait(timeout=300)
+    assert state.status == "failed"
+    assert "no-such-model" in state.message
+    assert node_ids(scene) == before
+    assert not job.work_dir.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# With one real run of the shipped model on the sample case
+
+
+def test_cli_streamed_progress(cli_run):
+    _, _, events = cli_run
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress, "no progress events were streamed"
+    fractions = [e["fraction"] for e in progress]
+    assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] <= 1.0
+    assert events[-1]["event"] == "done"
+
+
+def test_result_nodes_have_the_input_geometry(scene, sample_volume, loaded, cli_run):
+    out_dir, _, _ = cli_run
+    _, file_matrix = file_array(SAMPLE_T1)
+    for node in (loaded.pseudo_healthy, loaded.heatmap, loaded.brain_mask):
+        assert node.GetImageData().GetDimensions() == sample_volume.GetImageData().GetDimensions()
+        np.testing.assert_allclose(scene_logic.ijk_to_ras(node), file_matrix, atol=1e-6)
+    heatmap_file, heatmap_matrix = file_array(out_dir / "heatmap.nrrd")
+    np.testing.assert_allclose(heatmap_matrix, file_matrix, atol=1e-4)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(loaded.heatmap), heatmap_file.astype(np.float32))
+    pseudo_file, _ = file_array(out_dir / "pseudo_healthy.nrrd")
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(loaded.pseudo_healthy), pseudo_file, rtol=1e-6)
+    assert loaded.input is sample_volume
+
+
+def test_heatmap_display_settings(scene, sample_volume, cli_run):
+    out_dir, metrics, _ = cli_run
+    red = slicer.vtkMRMLSliceCompositeNode()  # a slice view that exists before the run, as in Slicer
+    red.SetLayoutName("Red")
+    red.SetSingletonTag("Red")
+    scene.AddNode(red)
+    result = scene_logic.load_result(scene, sample_volume, out_dir, metrics["model"]["id"], opacity=0.4)
+    display = result.heatmap.GetDisplayNode()
+    assert display.GetColorNode().GetName() == "NormativeADHeat"
+    assert not display.GetAutoWindowLevel()
+    low, high = scene_logic.heatmap_window(result)
+    assert display.GetWindowLevelMin() == pytest.approx(low, rel=1e-5)
+    assert display.GetWindowLevelMax() == pytest.approx(high, rel=1e-5)
+    assert display.GetApplyThreshold()
+    assert display.GetLowerThreshold() == pytest.approx(scene_logic.DISPLAY_FLOOR * result.threshold, rel=1e-5)
+    assert 0 < low < result.threshold < high
+    assert red.GetBackgroundVolumeID() == sample_volume.GetID()
+    assert red.GetForegroundVolumeID() == result.heatmap.GetID()
+    assert red.GetForegroundOpacity() == pytest.approx(0.4)
+    scene_logic.set_opacity(scene, 0.8)
+    assert red.GetForegroundOpacity() == pytest.approx(0.8)
+
+
+def test_segmentation_equals_the_library_mask(loaded, cli_run, sample_volume):
+    from NormativeADLib.anomaly import segment
+
+    out_dir, metrics, _ = cli_run
+    voxels = scene_logic.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume)
+    written, _ = file_array(out_dir / "segmentation.nrrd")
+    np.testing.assert_array_equal(voxels, (written > 0).astype(np.uint8))
+    heatmap = slicer.util.arrayFromVolume(loaded.heatmap)
+    library = segment(heatmap, metrics["threshold"]["value"], spacing(sample_volume), metrics["min_component_ml"])
+    np.testing.assert_array_equal(voxels, library.astype(np.uint8))
+
+
+def test_threshold_moves_without_rerunning(scene, loaded, cli_run, sample_volume):
+    from NormativeADLib.anomaly import segment
+
+    _, metrics, _ = cli_run
+    before = node_ids(scene)
+    heatmap = slicer.util.arrayFromVolume(loaded.heatmap)
+    for choice in ("fpr1", "fpr10", metrics["threshold"]["value"] * 0.8):
+        mask = scene_logic.set_threshold(scene, loaded, choice)
+        value = metrics["thresholds"][choice] if isinstance(choice, str) else choice
+        expected = segment(heatmap, value, spacing(sample_volume), metrics["min_component_ml"])
+        np.testing.assert_array_equal(mask, expected)
+        np.testing.assert_array_equal(
+            scene_logic.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume), expected)
+        assert loaded.threshold == pytest.approx(value)
+        row = scene_logic.table_as_rows(scene_logic.table_node(scene))[0]
+        voxel_ml = float(np.prod(spacing(sample_volume))) / 1000.0
+        assert float(row["Anomaly volume (mL)"]) == pytest.approx(expected.sum() * voxel_ml, rel=1e-3)
+        assert float(row["Threshold"]) == pytest.approx(value, rel=1e-3)
+    assert node_ids(scene) == before  # re-thresholding adds no node
+
+
+def test_metrics_table_contents(scene, loaded, cli_run):
+    _, metrics, _ = cli_run
+    rows = scene_logic.table_as_rows(scene_logic.table_node(scene))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["Model"] == metrics["model"]["id"]
+    assert row["Threshold source"] == metrics["threshold"]["source"]
+    assert float(row["Threshold"]) == pytest.approx(metrics["threshold"]["value"], rel=1e-3)
+    per_case = metrics["per_case"]
+    for header, key, _ in scene_logic.TABLE_COLUMNS:
+        value = per_case.get(key, (metrics.get("reference") or {}).get(key))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert float(row[header]) == pytest.approx(value, rel=1e-3, abs=1e-9), header
+    assert row["Dice"] != ""  # the run had the reference lesion mask
+
+
+def test_rerun_replaces_unedited_outputs_and_versions_edited_ones(scene, sample_volume, loaded, cli_run):
+    out_dir, metrics, _ = cli_run
+    model = metrics["model"]["id"]
+    count = scene.GetNumberOfNodes()
+    again = scene_logic.load_result(scene, sample_volume, out_dir, model)
+    assert scene.GetNumberOfNodes() == count  # replaced, not duplicated
+    assert again.name == loaded.name == f"{sample_volume.GetName()} [{model}]"
+
+    edited = scene_logic.segment_array(again.segmentation, scene_logic.SEGMENT_ID, sample_volume)
+    edited[tuple(s // 2 for s in edited.shape)] = 1 - edited[tuple(s // 2 for s in edited.shape)]
+    scene_logic.set_segment_array(again.segmentation, scene_logic.SEGMENT_ID, edited, sample_volume)
+    third = scene_logic.load_result(scene, sample_volume, out_dir, model)
+    assert third.name == f"{again.name} v2"
+    assert again.segmentation.GetScene() is scene  # the user's edit is kept
+    np.testing.assert_array_equal(
+        scene_logic.segment_array(again.segmentation, scene_logic.SEGMENT_ID, sample_volume), edited)
+    assert len(scene_logic.results_in_scene(scene, sample_volume, model)) == 2
+    assert len(scene_logic.table_as_rows(scene_logic.table_node(scene))) == 2
+
+
+def test_comparison_layout_and_views(scene, sample_volume, cli_run):
+    # One real run shown under two model labels: the layout mechanics do not depend on the weights.
+    out_dir, _, _ = cli_run
+    results = [scene_logic.load_result(scene, sample_volume, out_dir, label, show=False)
+               for label in ("model-a", "model-b")]
+    xml = comparison.show_comparison(scene, results, opacity=0.6)
+    layout = comparison.layout_node(scene)
+    assert layout.GetViewArrangement() == comparison.LAYOUT_ID
+    assert layout.GetLayoutDescription(comparison.LAYOUT_ID) == xml
+    views = comparison.compared_views(scene, 2)
+    for (slice_node, composite), result in zip(views, results):
+        assert slice_node.GetViewGroup() == comparison.VIEW_GROUP
+        assert composite.GetBackgroundVolumeID() == sample_volume.GetID()
+        assert composite.GetForegroundVolumeID() == result.heatmap.GetID()
+        assert composite.GetForegroundOpacity() == pytest.approx(0.6)
+        assert composite.GetLinkedControl() and composite.GetHotLinkedControl()
+        display = result.segmentation.GetDisplayNode()
+        assert display.GetNumberOfViewNodeIDs() == 1 and display.GetNthViewNodeID(0) == slice_node.GetID()
+        assert display.IsDisplayableInView(slice_node.GetID())
+    other = views[1][0].GetID()
+    assert not results[0].segmentation.GetDisplayNode().IsDisplayableInView(other)
+    rows = scene_logic.table_as_rows(scene_logic.table_node(scene))
+    assert [r["Model"] for r in rows] == ["model-a", "model-b"]
+    table_view = scene.GetSingletonNode(comparison.TABLE_VIEW_TAG, "vtkMRMLTableViewNode")
+    assert table_view.GetTableNodeID() == scene_logic.table_node(scene).GetID()
+
+
+@pytest.mark.parametrize("fmt", ["nii.gz", "nrrd"])
+def test_export_round_trip(scene, sample_volume, loaded, tmp_path, fmt):
+    scene_logic.set_threshold(scene, loaded, "fpr10")  # export what is in the scene, not the run's files
+    written = export.export_result(scene, loaded, tmp_path, fmt)
+    assert {p.parent for p in written.values()} == {tmp_path}
+    voxels = scene_logic.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume)
+    input_matrix = scene_logic.ijk_to_ras(sample_volume)
+
+    reread = slicer.vtkMRMLSegmentationNode()
+    scene.AddNode(reread)
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(written["segmentation"]))
+    assert storage.ReadData(reread)
+    np.testing.assert_array_equal(scene_logic.segment_array(reread, scene_logic.SEGMENT_ID, sample_volume), voxels)
+    header = written["segmentation"].read_bytes()[:4000].split(b"\n\n")[0].decode(errors="replace")
+    assert "sizes: " + " ".join(str(d) for d in sample_volume.GetImageData().GetDimensions()) in header
+
+    for key, node in (("heatmap", loaded.heatmap), ("pseudo_healthy", loaded.pseudo_healthy)):
+        array, matrix = file_array(written[key])
+        np.testing.assert_allclose(matrix, input_matrix, atol=1e-4)
+        np.testing.assert_allclose(array, slicer.util.arrayFromVolume(node), rtol=1e-6)
+    labels, matrix = file_array(written["labelmap"])
+    np.testing.assert_allclose(matrix, input_matrix, atol=1e-4)
+    np.testing.assert_array_equal(labels, voxels)
+
+    with written["metrics"].open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [r for r in scene_logic.table_as_rows(scene_logic.table_node(scene)) if r["Result"] == loaded.name]
+
+
+def test_cancel_leaves_the_scene_unchanged(scene, sample_volume, cli_run, tmp_path, monkeypatch):
+    _, metrics, _ = cli_run
+    monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
+    before = node_ids(scene)
+    events = []
+    job = Job(scene, sample_volume, RunSettings(models=[metrics["model"]["id"]], device="cpu"),
+              on_progress=lambda state: events.append(state.fraction)).start()
+    deadline = time.monotonic() + 120
+    while not events and job.poll() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert events, "the run streamed no progress before the deadline"
+    process = job._runner._process
+    job.cancel()
+    assert job.state.status == "cancelled"
+    assert process.poll() is not None  # the process is gone
+    assert node_ids(scene) == before
+    assert not job.work_dir.exists()
