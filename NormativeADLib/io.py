@@ -144,6 +144,22 @@ def output_name(stem: str, fmt: str) -> str:
     return f"{stem}.{'nii.gz' if fmt == 'nifti' else 'nrrd'}"
 
 
+def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool) -> None:
+    """Raise OutputError now, before any work, if outputs could not be written into out_dir."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file; give a folder.")
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise OutputError(
+            f"{out_dir / existing[0]} already exists; choose another --out folder or pass --overwrite."
+        )
+    ancestor = out_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {out_dir} ({ancestor} is not a writable folder); choose another --out.")
+
+
 @contextmanager
 def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrite: bool = False):
     """Yield a temporary folder to write into; on success move its files into out_dir.
@@ -153,11 +169,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrit
     """
     out_dir = Path(out_dir)
     names = list(names)
-    existing = [n for n in names if (out_dir / n).exists()]
-    if existing and not overwrite:
-        raise OutputError(
-            f"{out_dir / existing[0]} already exists; choose another --out folder or pass --overwrite."
-        )
+    check_writable(out_dir, names, overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".normativead-", dir=out_dir))

@@ -1,0 +1,108 @@
+"""The model card: everything needed to rebuild, run and trust a model, stored as JSON by its weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelError
+from .preprocess import ModelGrid
+
+CARD_FILE = "card.json"
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """Residual post-processing (cDDPM protocol); sizes in model voxels unless named in mL."""
+
+    erode_iterations: int = 3  # in-plane cross erosions of the brain mask
+    median_size: int = 5  # 3D median filter; 0 or 1 disables
+    min_component_ml: float = 0.056  # 7 voxels of 2 mm: smaller components are dropped
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    family: str
+    version: str
+    contrast: str
+    description: str
+    grid: ModelGrid
+    network: dict  # constructor settings of the family's network
+    restoration: dict = field(default_factory=dict)  # inference settings (t, steps, ensemble, noise)
+    intensity: dict = field(default_factory=lambda: {"method": "percentile", "percentiles": [1.0, 99.0]})
+    postprocess: PostProcess = PostProcess()
+    thresholds: dict = field(default_factory=dict)  # name (fpr1/fpr5/fpr10) -> score threshold
+    healthy_case_scores: tuple = ()  # case scores of the calibration scans, for percentiles
+    training: dict = field(default_factory=dict)  # data, licence, split, command, settings
+    figures: dict = field(default_factory=dict)  # what the model reached, with how it was measured
+    weights: dict = field(default_factory=dict)  # {"file": ..., "sha256": ...}
+    folder: Path | None = None  # where the card was read from (not stored)
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        low, high = self.intensity["percentiles"]
+        return float(low), float(high)
+
+    @property
+    def weights_path(self) -> Path:
+        if self.folder is None or not self.weights.get("file"):
+            raise ModelError(f"model {self.id}: its card names no weights file.")
+        return self.folder / self.weights["file"]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("folder")
+        d["grid"] = self.grid.to_dict()
+        d["healthy_case_scores"] = list(self.healthy_case_scores)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, folder: Path | None = None) -> "ModelCard":
+        d = dict(d)
+        d["grid"] = ModelGrid.from_dict(d["grid"])
+        d["postprocess"] = PostProcess(**d.get("postprocess", {}))
+        d["healthy_case_scores"] = tuple(d.get("healthy_case_scores", ()))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known}, folder=folder)
+
+    def replace(self, **changes) -> "ModelCard":
+        return dataclasses.replace(self, **changes)
+
+
+def read_card(folder: Path) -> ModelCard:
+    path = folder / CARD_FILE
+    try:
+        return ModelCard.from_dict(json.loads(path.read_text()), folder)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"model card {path} cannot be read ({err}); reinstall or re-import the model.") from None
+
+
+def write_card(card: ModelCard, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(card: ModelCard) -> Path:
+    """The weights file, after checking it exists and matches the card's sha256."""
+    path = card.weights_path
+    if not path.is_file():
+        raise ModelError(f"weights of model {card.id} missing: {path}; re-import the model (normativead models import).")
+    actual = sha256(path)
+    if actual != card.weights.get("sha256"):
+        raise ModelError(
+            f"weights of model {card.id} do not match their card (sha256 {actual[:12]}... != "
+            f"{str(card.weights.get('sha256'))[:12]}...): the file is corrupt or from another model; re-import it."
+        )
+    return path

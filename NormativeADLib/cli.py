@@ -1,0 +1,215 @@
+"""The `normativead` command: restore, demo, models, train.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad input, 3 model problem, 4 output problem,
+130 cancelled (Ctrl-C or SIGTERM). With --progress json every event is one JSON line on stdout
+(what the Slicer module reads); otherwise progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .errors import Cancelled, NormativeADError
+
+SAMPLE_CASE = ("SampleData", "mslub_patient26_t1.nii.gz", "mslub_patient26_lesion.nii.gz")
+
+
+class Reporter:
+    """Progress and results, for people (bars on stderr) or machines (JSON lines on stdout)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self._bar = None
+
+    def progress(self, stage: str, fraction: float, message: str) -> None:
+        if self.mode == "json":
+            print(json.dumps({"event": "progress", "stage": stage, "fraction": round(fraction, 4),
+                              "message": message}), flush=True)
+        elif self.mode == "bar":
+            from tqdm import tqdm
+
+            if self._bar is None:
+                self._bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}")
+            self._bar.set_description(f"{stage:<10} {message[:40]:<40}")
+            self._bar.update(round(100 * fraction) - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def event(self, name: str, **fields) -> None:
+        if self.mode == "json":
+            print(json.dumps({"event": name, **fields}), flush=True)
+
+
+def _cancel_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT set an event that the run checks between steps, so no output is half-written."""
+    cancel = threading.Event()
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return cancel
+
+
+def cmd_restore(args, reporter: Reporter) -> int:
+    from . import pipeline
+    from .io import check_writable
+
+    cancel = _cancel_on_signals()
+    out = Path(args.out) if args.out else Path(f"normativead_{pipeline._case_name(args.input)}")
+    check_writable(out, pipeline.output_names(args.format), args.overwrite)
+    result = pipeline.analyse(args.input, args.model, args.mask, args.reference, args.threshold, args.device,
+                              seed=args.seed, progress=reporter.progress, cancel=cancel)
+    if cancel.is_set():
+        raise Cancelled("run cancelled")
+    reporter.progress("write", 0.97, f"writing outputs to {out}")
+    pipeline.write_outputs(result, out, args.format, args.overwrite)
+    reporter.close()
+    _print_summary(result.metrics, out, args.json, reporter)
+    return 0
+
+
+def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) -> None:
+    if reporter.mode == "json":
+        reporter.event("done", out=str(out), metrics=metrics)
+        return
+    if as_json:
+        print(json.dumps({"out": str(out), "metrics": metrics}, indent=2))
+        return
+    per_case = metrics["per_case"]
+    lines = [
+        f"case {metrics['case']} | model {metrics['model']['id']} | device {metrics['device']} | {metrics['seconds']} s",
+        f"threshold {metrics['threshold']['source']} = {metrics['threshold']['value']:.4f}",
+        f"anomaly volume {per_case['anomaly_volume_ml']:.2f} mL in {per_case['n_components']} components "
+        f"(largest {per_case['largest_component_ml']:.2f} mL)",
+        f"case score {per_case['case_score']:.4f}, above {per_case['healthy_percentile']}% of healthy calibration scans",
+        f"restoration outside the anomaly: SSIM {per_case['ssim_outside_anomaly']:.3f}, MAE {per_case['mae_outside_anomaly']:.4f}",
+    ]
+    ref = metrics.get("reference")
+    if ref:
+        lines.append(f"vs reference: Dice {ref['dice']:.3f}, AUPRC {ref['auprc']:.3f}, AUROC {ref['auroc']:.3f}, "
+                     f"lesions detected {ref['lesion_detection_rate']:.2f}, false-positive components "
+                     f"{ref['false_positive_components']}")
+    lines.append(f"outputs in {out}/")
+    print("\n".join(lines))
+
+
+def cmd_demo(args, reporter: Reporter) -> int:
+    from .registry import resources_dir
+
+    folder, scan, lesion = SAMPLE_CASE
+    sample = resources_dir() / folder
+    args.input, args.reference, args.mask = str(sample / scan), str(sample / lesion), None
+    args.threshold = "fpr5"
+    args.out = args.out or "normativead_demo"
+    return cmd_restore(args, reporter)
+
+
+def cmd_models(args, reporter: Reporter) -> int:
+    from . import registry
+
+    if args.action == "import":
+        card = registry.import_model(args.folder, overwrite=args.overwrite)
+        print(f"imported {card.id} into {card.folder}")
+        return 0
+    cards = registry.list_models()
+    if args.json:
+        print(json.dumps([{**c.to_dict(), "folder": str(c.folder)} for c in cards], indent=2))
+        return 0
+    print(f"{'id':<16} {'family':<8} {'version':<8} {'contrast':<8} {'fpr5':>8}  where")
+    for c in cards:
+        fpr5 = c.thresholds.get("fpr5")
+        print(f"{c.id:<16} {c.family:<8} {c.version:<8} {c.contrast:<8} "
+              f"{'' if fpr5 is None else f'{fpr5:.4f}':>8}  {c.folder}")
+    return 0
+
+
+def cmd_train(args, reporter: Reporter) -> int:
+    from .registry import home
+    from .train import load_config, train
+
+    config = load_config(args.config)
+    out = Path(args.out) if args.out else home() / "models" / config["id"]
+    train(config, Path(args.data), out, Path(args.split) if args.split else None, args.epochs,
+          Path(args.cache) if args.cache else None, args.overwrite, args.resume,
+          log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="normativead", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def run_options(sp, need_input: bool):
+        if need_input:
+            sp.add_argument("input", help="brain MRI: .nii, .nii.gz, .nrrd, .mha")
+            sp.add_argument("--mask", help="brain mask on the scan's grid (else found automatically)")
+            sp.add_argument("--reference", help="reference lesion mask on the scan's grid: adds Dice/AUPRC/AUROC")
+            sp.add_argument("--threshold", default="fpr5", help="fpr1 | fpr5 | fpr10 (healthy-calibrated) or a number")
+        sp.add_argument("--model", default=None, help="model id (see `normativead models`)")
+        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+        sp.add_argument("--out", help="output folder")
+        sp.add_argument("--format", default="nifti", choices=["nifti", "nrrd"], help="image output format")
+        sp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--json", action="store_true", help="print the result as JSON")
+        sp.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+
+    run_options(sub.add_parser("restore", help="analyse one scan"), True)
+    run_options(sub.add_parser("demo", help="analyse the shipped sample case with the shipped model"), False)
+    models = sub.add_parser("models", help="list models, or import a model folder (offline sites)")
+    models.add_argument("action", nargs="?", default="list", choices=["list", "import"])
+    models.add_argument("folder", nargs="?", help="folder with card.json and weights (for import)")
+    models.add_argument("--overwrite", action="store_true")
+    models.add_argument("--json", action="store_true")
+    tr = sub.add_parser("train", help="train and calibrate a model on healthy scans")
+    tr.add_argument("--config", required=True, help="config JSON, or the name of a shipped one (ae_small)")
+    tr.add_argument("--data", required=True, help="folder of healthy scans (IXI T1)")
+    tr.add_argument("--split", help="subject split JSON (default: Resources/Splits/ixi_t1.json)")
+    tr.add_argument("--out", help="model folder to write (default: the user model cache)")
+    tr.add_argument("--epochs", type=int, help="override the config's epochs")
+    tr.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    tr.add_argument("--overwrite", action="store_true")
+    return p
+
+
+COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "model", "x") is None:
+        from .registry import DEFAULT_MODEL
+
+        args.model = DEFAULT_MODEL
+    reporter = Reporter(getattr(args, "progress", "none"))
+    try:
+        return COMMANDS[args.command](args, reporter)
+    except (NormativeADError, FileNotFoundError, FileExistsError) as err:
+        reporter.close()
+        code = getattr(err, "exit_code", 2)
+        message = str(err) if isinstance(err, NormativeADError) else f"{err}"
+        if reporter.mode == "json":
+            reporter.event("error", message=message, exit_code=code)
+        print(f"normativead: error: {message}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        reporter.close()
+        print("normativead: cancelled; nothing was written.", file=sys.stderr)
+        return Cancelled.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Per-case metrics (always) and detection metrics against a reference mask (when given)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from skimage.metrics import structural_similarity
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from . import anomaly
+
+
+def restoration_fidelity(image: np.ndarray, restored: np.ndarray, region: np.ndarray) -> dict:
+    """SSIM, MAE and PSNR of the restoration over a region (model space, intensities in [0, 1])."""
+    if not region.any():
+        return {"ssim": None, "mae": None, "psnr_db": None}
+    _, ssim_map = structural_similarity(image, restored, data_range=1.0, full=True)
+    error = image[region] - restored[region]
+    mse = float(np.mean(error ** 2))
+    return {
+        "ssim": float(ssim_map[region].mean()),
+        "mae": float(np.abs(error).mean()),
+        "psnr_db": float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf"),
+    }
+
+
+def case_metrics(segmentation: np.ndarray, spacing_mm: Sequence[float], score_native: np.ndarray,
+                 brain_native: np.ndarray, fidelity: dict, case_score: float,
+                 healthy_scores: Sequence[float]) -> dict:
+    """What every run reports, on the native grid: volumes, components, residual statistics."""
+    volumes = anomaly.component_volumes_ml(segmentation, spacing_mm)
+    inside = score_native[brain_native]
+    return {
+        "anomaly_volume_ml": float(volumes.sum()),
+        "n_components": int(len(volumes)),
+        "largest_component_ml": float(volumes[0]) if len(volumes) else 0.0,
+        "brain_volume_ml": float(brain_native.sum() * np.prod(spacing_mm) / 1000.0),
+        "residual_mean": float(inside.mean()) if inside.size else 0.0,
+        "residual_p99": float(np.percentile(inside, 99)) if inside.size else 0.0,
+        "case_score": case_score,
+        "healthy_percentile": anomaly.healthy_percentile(case_score, healthy_scores),
+        "ssim_outside_anomaly": fidelity["ssim"],
+        "mae_outside_anomaly": fidelity["mae"],
+        "psnr_outside_anomaly_db": fidelity["psnr_db"],
+    }
+
+
+def detection_metrics(score: np.ndarray, segmentation: np.ndarray, reference: np.ndarray,
+                      region: np.ndarray, spacing_mm: Sequence[float]) -> dict:
+    """Dice, AUPRC, AUROC over region voxels; lesion-wise detection and false-positive components."""
+    y = reference[region].astype(bool)
+    s = score[region]
+    pred = segmentation[region]
+    dice = 2 * np.sum(pred & y) / max(1, pred.sum() + y.sum())
+    both_classes = 0 < y.sum() < y.size
+    ref_labels, n_ref = anomaly.label_components(reference & region)
+    pred_labels, n_pred = anomaly.label_components(segmentation & region)
+    detected = np.unique(ref_labels[(ref_labels > 0) & segmentation])
+    hit_preds = np.unique(pred_labels[(pred_labels > 0) & reference])
+    return {
+        "dice": float(dice),
+        "auprc": float(average_precision_score(y, s)) if both_classes else None,
+        "auroc": float(roc_auc_score(y, s)) if both_classes else None,
+        "reference_volume_ml": float(reference.sum() * np.prod(spacing_mm) / 1000.0),
+        "n_reference_lesions": int(n_ref),
+        "lesion_detection_rate": float(len(detected) / n_ref) if n_ref else None,
+        "false_positive_components": int(n_pred - len(hit_preds)),
+    }

@@ -1,0 +1,51 @@
+"""Autoencoder families: a spatial-bottleneck AE ([B25] AE-S) and a VAE, on MONAI's networks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import AutoEncoder, VarAutoEncoder
+from torch import nn
+
+
+class SpatialAE:
+    """Restoration is one forward pass; the output is squashed to [0, 1] like the inputs."""
+
+    name = "ae"
+
+    def build(self, network: dict) -> nn.Module:
+        return AutoEncoder(
+            spatial_dims=2, in_channels=1, out_channels=1,
+            channels=tuple(network["channels"]), strides=tuple(network["strides"]),
+            num_res_units=int(network.get("num_res_units", 1)),
+            norm=network.get("norm", "batch"),
+        )
+
+    def loss(self, net: nn.Module, x: torch.Tensor, generator=None) -> torch.Tensor:
+        return F.l1_loss(torch.sigmoid(net(x)), x)
+
+    def restore(self, net: nn.Module, x: torch.Tensor, settings: dict, generator=None) -> torch.Tensor:
+        return torch.sigmoid(net(x))
+
+
+class VAE:
+    """Restoration decodes the posterior mean; training adds a beta-weighted KL term."""
+
+    name = "vae"
+
+    def build(self, network: dict) -> nn.Module:
+        return VarAutoEncoder(
+            spatial_dims=2, in_shape=(1, *network["slice_shape"]), out_channels=1,
+            latent_size=int(network["latent_size"]), channels=tuple(network["channels"]),
+            strides=tuple(network["strides"]), num_res_units=int(network.get("num_res_units", 1)),
+            use_sigmoid=True,
+        )
+
+    def loss(self, net: nn.Module, x: torch.Tensor, generator=None, beta: float = 1e-3) -> torch.Tensor:
+        recon, mu, logvar, _ = net(x)
+        kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+        return F.l1_loss(recon, x) + beta * kl
+
+    def restore(self, net: nn.Module, x: torch.Tensor, settings: dict, generator=None) -> torch.Tensor:
+        mu, _ = net.encode_forward(x)
+        return net.decode_forward(mu, use_sigmoid=True)

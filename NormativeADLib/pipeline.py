@@ -1,0 +1,170 @@
+"""One case from file to results: the steps of ARCHITECTURE.md in order, each a function of its own module.
+
+The command line, the Slicer module's worker and the tests all call `analyse` and `write_outputs`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import anomaly, io, metrics
+from .card import ModelCard
+from .errors import Cancelled, InputError
+from .preprocess import Prepared, denormalise, prepare, to_native
+from .registry import DEFAULT_MODEL, LoadedModel, load_model
+from .restore import restore_volume, select_device
+
+# progress(stage, fraction of the whole run in [0, 1], message)
+StageProgress = Callable[[str, float, str], None]
+IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")
+TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png")
+
+
+@dataclass
+class CaseResult:
+    case: str
+    card: ModelCard
+    prepared: Prepared
+    restored: np.ndarray  # model space (z, y, x), [0, 1]
+    score: np.ndarray  # model space anomaly score
+    pseudo_healthy: sitk.Image  # native grid, native intensity units
+    heatmap: sitk.Image  # native grid anomaly score, 0 outside the brain
+    segmentation: sitk.Image  # native grid uint8 0/1
+    reference: sitk.Image | None
+    metrics: dict
+
+
+def resolve_threshold(spec: str | float, card: ModelCard) -> tuple[str, float]:
+    """('fpr5', value) from the card's calibration, or ('manual', value) for a number."""
+    if isinstance(spec, str) and spec in anomaly.FPR_TARGETS:
+        if spec not in card.thresholds:
+            raise InputError(f"model {card.id} has no calibrated {spec} threshold; give a number instead.")
+        return spec, float(card.thresholds[spec])
+    try:
+        value = float(spec)
+    except ValueError:
+        raise InputError(f"threshold '{spec}' is neither fpr1, fpr5, fpr10 nor a number.") from None
+    if not np.isfinite(value) or value < 0:
+        raise InputError(f"threshold {value} must be a finite number >= 0.")
+    return "manual", value
+
+
+def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
+            mask_path: str | Path | None = None, reference_path: str | Path | None = None,
+            threshold: str | float = "fpr5", device: str = "auto", seed: int = 0,
+            progress: StageProgress | None = None, cancel: threading.Event | None = None) -> CaseResult:
+    """Restore one scan and derive its heatmap, segmentation and metrics (nothing is written)."""
+    started = time.perf_counter()
+    report = progress or (lambda stage, fraction, message: None)
+
+    def checkpoint(stage: str, fraction: float, message: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("run cancelled")
+        report(stage, fraction, message)
+
+    checkpoint("read", 0.0, f"reading {Path(scan_path).name}")
+    scan = io.read_scan(scan_path)
+    mask = io.read_mask(mask_path, scan, "mask") if mask_path else None
+    reference = io.read_mask(reference_path, scan, "reference") if reference_path else None
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    card = loaded.card
+    threshold_source, threshold_value = resolve_threshold(threshold, card)
+    choice = select_device(device)
+
+    checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
+    prepared = prepare(scan, card.grid, mask, card.percentiles)
+
+    checkpoint("restore", 0.4, f"restoring on {choice.note}")
+    restored = restore_volume(
+        loaded, prepared.image, prepared.brain, choice.device, seed=seed, cancel=cancel,
+        progress=lambda done, total: report("restore", 0.4 + 0.45 * done / total, f"slice {done}/{total}"),
+    )
+
+    checkpoint("anomaly", 0.86, "anomaly map, segmentation and metrics")
+    score = anomaly.score_map(prepared.image, restored, prepared.brain, card.postprocess)
+    native_brain = sitk.GetArrayFromImage(prepared.native_brain) > 0
+    heatmap = sitk.GetArrayFromImage(to_native(score, prepared)) * native_brain
+    spacing = scan.GetSpacing()
+    segmentation = anomaly.segment(heatmap, threshold_value, spacing, card.postprocess.min_component_ml)
+    pseudo = np.where(native_brain, denormalise(sitk.GetArrayFromImage(to_native(restored, prepared)), prepared),
+                      sitk.GetArrayViewFromImage(scan))
+
+    healthy_region = anomaly.eroded_brain(prepared.brain, card.postprocess.erode_iterations) & ~(score > threshold_value)
+    result_metrics = {
+        "case": _case_name(scan_path),
+        "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast},
+        "device": choice.note,
+        "mask_source": prepared.mask_source,
+        "threshold": {"source": threshold_source, "value": threshold_value},
+        "thresholds": dict(card.thresholds),
+        "min_component_ml": card.postprocess.min_component_ml,
+        "per_case": metrics.case_metrics(
+            segmentation, spacing, heatmap, native_brain,
+            metrics.restoration_fidelity(prepared.image, restored, healthy_region),
+            anomaly.case_score(score, prepared.brain), card.healthy_case_scores),
+        "reference": None,
+        "seed": seed,
+    }
+    if reference is not None:
+        result_metrics["reference"] = metrics.detection_metrics(
+            heatmap, segmentation, sitk.GetArrayFromImage(reference) > 0, native_brain, spacing)
+    result_metrics["seconds"] = round(time.perf_counter() - started, 2)
+    report("metrics", 0.95, "analysis complete")
+    return CaseResult(
+        case=result_metrics["case"], card=card, prepared=prepared, restored=restored, score=score,
+        pseudo_healthy=io.image_like(pseudo.astype(np.float32), scan),
+        heatmap=io.image_like(heatmap.astype(np.float32), scan),
+        segmentation=io.image_like(segmentation.astype(np.uint8), scan),
+        reference=reference, metrics=result_metrics,
+    )
+
+
+def _case_name(path: str | Path) -> str:
+    name = Path(path).name
+    for suffix in io.READABLE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def output_names(fmt: str) -> list[str]:
+    return [io.output_name(n, fmt) for n in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
+
+
+def flat_metrics(m: dict) -> dict:
+    """One CSV row: per-case and reference metrics with the run's identifiers."""
+    row = {"case": m["case"], "model": m["model"]["id"], "threshold_source": m["threshold"]["source"],
+           "threshold": m["threshold"]["value"], "seconds": m["seconds"]}
+    row.update(m["per_case"])
+    row.update({f"ref_{k}": v for k, v in (m["reference"] or {}).items()})
+    return row
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = [",".join(columns)]
+    for row in rows:
+        lines.append(",".join("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", overwrite: bool = False) -> Path:
+    """Write every output into out_dir, all or nothing."""
+    from .report import write_report  # matplotlib is imported only when a report is written
+
+    with io.atomic_output_dir(out_dir, output_names(fmt), overwrite) as staging:
+        brain = sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8)
+        for name, image in zip(IMAGE_OUTPUTS, (result.pseudo_healthy, result.heatmap, result.segmentation, brain)):
+            io.write_image(image, staging / io.output_name(name, fmt))
+        (staging / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+        write_csv([flat_metrics(result.metrics)], staging / "metrics.csv")
+        write_report(result, staging / "report.png")
+    return Path(out_dir)

@@ -1,0 +1,247 @@
+"""`normativead train`: fit a family on healthy scans, calibrate it, and write its card and weights.
+
+Subjects are split into train / validation / calibration (Resources/Splits); the network sees
+train subjects only, validation picks the best epoch and gives the healthy restoration figures,
+calibration subjects give the thresholds. The card records the command that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import (Compose, RandAdjustContrast, RandBiasField, RandGaussianNoise,
+                              RandGaussianSmooth)
+from safetensors.torch import save_file
+
+from . import anomaly, data, metrics
+from .card import ModelCard, PostProcess, sha256, write_card
+from .preprocess import ModelGrid
+from .registry import LoadedModel, build_network, home, resources_dir
+from .restore import MIN_BRAIN_VOXELS_PER_SLICE, restore_volume
+
+Log = Callable[[str], None]
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    min_brain_voxels: int = 1000  # training slices hold at least this much brain
+    slice_step: int = 1  # every n-th axial slice (neighbours at 2 mm are near-duplicates)
+    augment_prob: float = 0.5
+    seed: int = 0
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        shipped = resources_dir() / "Configs" / f"{path.name.removesuffix('.json')}.json"
+        if not shipped.is_file():
+            raise FileNotFoundError(f"config {path} not found (nor shipped as {shipped.name})")
+        path = shipped
+    return json.loads(path.read_text())
+
+
+def default_split_path() -> Path:
+    return resources_dir() / "Splits" / "ixi_t1.json"
+
+
+def brain_slices(images: list[np.ndarray], brains: list[np.ndarray], min_voxels: int,
+                 step: int = 1) -> torch.Tensor:
+    """Every step-th axial slice (N, 1, H, W) holding at least min_voxels of brain."""
+    keep = [img[::step][b[::step].reshape(len(b[::step]), -1).sum(1) >= min_voxels]
+            for img, b in zip(images, brains)]
+    return torch.from_numpy(np.concatenate(keep)[:, None].astype(np.float32))
+
+
+def augmenter(prob: float, seed: int) -> Compose:
+    """Contrast and acquisition augmentation (METHODS.md: gamma, bias field, blur, noise)."""
+    transform = Compose([
+        RandAdjustContrast(prob=prob, gamma=(0.6, 1.6)),
+        RandBiasField(prob=prob, coeff_range=(0.0, 0.3), degree=3),
+        RandGaussianSmooth(prob=prob * 0.5, sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0)),
+        RandGaussianNoise(prob=prob * 0.5, std=0.02),
+    ])
+    transform.set_random_state(seed=seed)
+    return transform
+
+
+def augment_batch(batch: torch.Tensor, transform: Compose) -> torch.Tensor:
+    """Augment each slice, keep the background at zero and intensities in [0, 1]."""
+    out = torch.stack([torch.as_tensor(transform(x)) for x in batch]).float()
+    return (out * (batch > 0)).clamp(0, 1)
+
+
+def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch.Tensor,
+        settings: TrainSettings, checkpoint: Path, log: Log) -> dict:
+    """Train with Adam; keep the epoch with the lowest validation loss; resume from checkpoint."""
+    torch.manual_seed(settings.seed)
+    optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
+    state = {"epoch": 0, "best_loss": float("inf"), "best": None, "history": []}
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=False)
+        network.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        log(f"resumed from {checkpoint} at epoch {state['epoch']}")
+    transform = augmenter(settings.augment_prob, settings.seed + state["epoch"])
+    generator = torch.Generator().manual_seed(settings.seed + state["epoch"])
+    for epoch in range(state["epoch"], settings.epochs):
+        started = time.perf_counter()
+        network.train()
+        order = torch.randperm(len(train), generator=generator)
+        losses = []
+        for start in range(0, len(order), settings.batch_size):
+            batch = augment_batch(train[order[start:start + settings.batch_size]], transform)
+            loss = family.loss(network, batch, generator)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+        scheduler.step()
+        val_loss = validation_loss(family, network, validation, settings.batch_size)
+        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
+        if val_loss < state["best_loss"]:
+            state["best_loss"] = val_loss
+            state["best"] = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        state["epoch"] = epoch + 1
+        torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(), "state": state}, checkpoint)
+        log(f"epoch {epoch + 1}/{settings.epochs} train {np.mean(losses):.4f} val {val_loss:.4f} "
+            f"({time.perf_counter() - started:.0f} s)")
+    network.load_state_dict(state["best"])
+    return state
+
+
+def validation_loss(family, network: torch.nn.Module, slices: torch.Tensor, batch_size: int) -> float:
+    network.eval()
+    with torch.inference_mode():
+        losses = [family.loss(network, slices[i:i + batch_size], None).item() * len(slices[i:i + batch_size])
+                  for i in range(0, len(slices), batch_size)]
+    return float(sum(losses) / len(slices))
+
+
+def healthy_figures(model: LoadedModel, images, brains) -> dict:
+    """Restoration of unseen healthy scans: SSIM, PSNR and MAE inside the brain, mean over scans."""
+    rows = [metrics.restoration_fidelity(img, restore_volume(model, img, b, torch.device("cpu")), b)
+            for img, b in zip(images, brains)]
+    return {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")}
+
+
+def calibrate(model: LoadedModel, images, brains) -> tuple[dict, list[float], float]:
+    """(FPR thresholds, healthy case scores, achieved mean FPR at fpr5) on calibration scans."""
+    scores = [anomaly.score_map(img, restore_volume(model, img, b, torch.device("cpu")), b, model.card.postprocess)
+              for img, b in zip(images, brains)]
+    thresholds = anomaly.calibrate_fpr(scores, brains)
+    case_scores = [anomaly.case_score(s, b) for s, b in zip(scores, brains)]
+    return thresholds, case_scores, anomaly.mean_fpr(thresholds["fpr5"], scores, brains)
+
+
+def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None = None,
+          epochs: int | None = None, cache_dir: Path | None = None, overwrite: bool = False,
+          resume: bool = False, log: Log = print) -> ModelCard:
+    """Train, calibrate and write a model folder (card.json + weights) at out_dir."""
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+    settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
+    grid = ModelGrid.from_dict(config["grid"]) if "grid" in config else ModelGrid()
+    percentiles = tuple(config.get("intensity", {}).get("percentiles", (1.0, 99.0)))
+    scans = data.list_scans(data_dir)
+    split = data.load_split(split_path or default_split_path())
+    missing = [s for s in split.train + split.validation + split.calibration if s not in scans]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} subjects of the split are not in {data_dir}: {missing[:3]}")
+    cache_dir = cache_dir or home() / "prepared"
+
+    def cohort(ids, what):
+        log(f"preparing {len(ids)} {what} scans (cached in {cache_dir})")
+        return data.load_cohort([scans[s] for s in ids], cache_dir, grid, percentiles)
+
+    train_images, train_brains = cohort(split.train, "training")
+    val_images, val_brains = cohort(split.validation, "validation")
+    cal_images, cal_brains = cohort(split.calibration, "calibration")
+    train_slices = brain_slices(train_images, train_brains, settings.min_brain_voxels, settings.slice_step)
+    val_slices = brain_slices(val_images, val_brains, settings.min_brain_voxels, settings.slice_step)
+    log(f"{len(train_slices)} training slices, {len(val_slices)} validation slices")
+
+    card = ModelCard(
+        id=config["id"], family=config["family"], version=config["version"], contrast=config["contrast"],
+        description=config["description"], grid=grid, network=config["network"],
+        restoration=config.get("restoration", {}), intensity={"method": "percentile", "percentiles": list(percentiles)},
+        postprocess=PostProcess(**config.get("postprocess", {})),
+    )
+    network = build_network(card)
+    checkpoint = cache_dir / "checkpoints" / f"{card.id}.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        checkpoint.unlink(missing_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{card.id}-", dir=out_dir.parent))
+    try:
+        card = _fit_and_calibrate(card, network, split, settings, checkpoint, work, log,
+                                  (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    checkpoint.unlink(missing_ok=True)
+    log(f"model {card.id} written to {out_dir}")
+    return card.replace(folder=out_dir)
+
+
+def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, slices, validation, calibration):
+    (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains) = slices, validation, calibration
+    started = time.perf_counter()
+    state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log)
+    train_seconds = time.perf_counter() - started
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
+    model = LoadedModel(card, network.eval())
+    log("healthy restoration figures on validation subjects")
+    figures = healthy_figures(model, val_images, val_brains)
+    log("calibrating thresholds on calibration subjects")
+    thresholds, case_scores, fpr5 = calibrate(model, cal_images, cal_brains)
+    card = card.replace(
+        thresholds=thresholds, healthy_case_scores=tuple(case_scores),
+        training={
+            "data": "IXI T1 (healthy adults, Hammersmith Philips 3T), 2 mm NiChart copies",
+            "licence": "CC BY-SA 3.0 (brain-development.org/ixi-dataset)",
+            "split": {k: len(v) for k, v in split.to_dict().items()},
+            "split_file": "Resources/Splits/ixi_t1.json",
+            "settings": settings.__dict__,
+            "epochs_run": state["epoch"], "best_val_loss": state["best_loss"],
+            "history": state["history"],
+            "seconds": round(train_seconds), "device": "cpu" if not torch.cuda.is_available() else "cuda",
+            "command": "normativead " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "torch": torch.__version__,
+        },
+        figures={
+            "healthy_validation": {**figures, "n_scans": len(val_images),
+                                   "where": "model space (MNI 2 mm), inside the brain, intensities in [0, 1]"},
+            "calibration": {"n_scans": len(cal_images), "mean_voxel_fpr_at_fpr5": fpr5},
+        },
+        weights={"file": WEIGHTS_FILE, "sha256": sha256(work / WEIGHTS_FILE)},
+    )
+    write_card(card, work)
+    return card
+
+
+def _family(card: ModelCard):
+    from .models import FAMILIES
+
+    return FAMILIES[card.family]

@@ -1,0 +1,62 @@
+"""Anomaly maps, thresholds and segmentation on arrays whose answers are known."""
+
+import numpy as np
+import pytest
+
+from NormativeADLib import anomaly
+from NormativeADLib.card import PostProcess
+
+
+def test_segment_drops_components_at_or_below_min_volume():
+    score = np.zeros((20, 20, 20), np.float32)
+    score[2:4, 2:4, 2:4] = 1.0  # 8 voxels of 2 mm = 0.064 mL
+    score[10:15, 10:15, 10:15] = 1.0  # 125 voxels = 1.0 mL
+    score[18, 18, 18] = 1.0  # 1 voxel = 0.008 mL
+    mask = anomaly.segment(score, 0.5, (2.0, 2.0, 2.0), min_component_ml=0.064)
+    assert mask.sum() == 125
+    assert mask[12, 12, 12] and not mask[3, 3, 3] and not mask[18, 18, 18]
+    assert anomaly.segment(score, 0.5, (2.0, 2.0, 2.0), 0.0).sum() == 134
+
+
+def test_component_volumes_use_spacing():
+    mask = np.zeros((10, 10, 10), bool)
+    mask[:2, :2, :2] = True
+    mask[5:, 5:, 5:] = True
+    np.testing.assert_allclose(anomaly.component_volumes_ml(mask, (1.0, 2.0, 0.5)), [0.125, 0.008])
+
+
+def test_calibrated_threshold_hits_target_fpr_on_known_distribution():
+    rng = np.random.default_rng(0)
+    scores = [rng.uniform(0, 1, (10, 20, 20)).astype(np.float32) for _ in range(4)]
+    brains = [np.ones_like(s, bool) for s in scores]
+    t = anomaly.calibrate_fpr(scores, brains)
+    assert t["fpr5"] == pytest.approx(0.95, abs=0.01)
+    assert t["fpr1"] > t["fpr5"] > t["fpr10"]
+    assert anomaly.mean_fpr(t["fpr5"], scores, brains) <= 0.05
+
+
+def test_score_map_zero_outside_eroded_brain_and_median_removes_speckle():
+    image = np.zeros((20, 40, 40), np.float32)
+    brain = np.zeros_like(image, bool)
+    brain[:, 5:35, 5:35] = True
+    restored = image.copy()
+    restored[10, 20, 20] = 1.0  # isolated voxel: removed by the median filter
+    restored[4:12, 12:20, 12:20] = 0.8  # a block survives it
+    restored[:, 5, 5:35] = 1.0  # brain border: outside the eroded brain
+    score = anomaly.score_map(image, restored, brain, PostProcess(erode_iterations=3, median_size=5))
+    assert score[10, 20, 20] == 0
+    assert score[8, 16, 16] == pytest.approx(0.8)
+    assert score[:, 5].max() == 0
+
+
+def test_best_dice_threshold_finds_separating_value():
+    score = np.linspace(0, 1, 1000).reshape(10, 10, 10)
+    label = score > 0.7
+    t, dice = anomaly.best_dice_threshold([score], [label], [np.ones_like(label)])
+    assert dice > 0.99
+    assert 0.65 < t < 0.75
+
+
+def test_healthy_percentile():
+    assert anomaly.healthy_percentile(0.5, [0.1, 0.2, 0.6, 0.7]) == 50.0
+    assert anomaly.healthy_percentile(0.5, []) is None

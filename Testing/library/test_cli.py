@@ -1,0 +1,94 @@
+"""The command line end to end on the shipped sample case, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from NormativeADLib import pipeline, registry
+
+
+def normativead(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "NormativeADLib.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    run = normativead("demo", "--out", out, "--progress", "json")
+    return run, out
+
+
+def test_demo_writes_every_output_on_the_input_grid(demo_run, sample_scan):
+    run, out = demo_run
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(pipeline.output_names("nifti"))
+    scan = sitk.ReadImage(str(sample_scan))
+    seg = sitk.ReadImage(str(out / "segmentation.nii.gz"))
+    assert seg.GetSize() == scan.GetSize()
+    np.testing.assert_allclose(seg.GetOrigin(), scan.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(seg.GetDirection(), scan.GetDirection(), atol=1e-6)
+    assert set(np.unique(sitk.GetArrayFromImage(seg))) <= {0, 1}
+
+
+def test_demo_metrics_are_consistent(demo_run):
+    _, out = demo_run
+    m = json.loads((out / "metrics.json").read_text())
+    card = registry.get_card(registry.DEFAULT_MODEL)
+    assert m["model"]["id"] == card.id
+    assert m["threshold"] == {"source": "fpr5", "value": card.thresholds["fpr5"]}
+    seg = sitk.ReadImage(str(out / "segmentation.nii.gz"))
+    voxel_ml = np.prod(seg.GetSpacing()) / 1000
+    assert m["per_case"]["anomaly_volume_ml"] == pytest.approx(sitk.GetArrayFromImage(seg).sum() * voxel_ml)
+    ref = m["reference"]
+    assert 0 <= ref["dice"] <= 1 and 0 < ref["auroc"] <= 1 and 0 < ref["auprc"] <= 1
+    csv = (out / "metrics.csv").read_text().splitlines()
+    assert len(csv) == 2 and csv[0].startswith("case,model,threshold_source")
+
+
+def test_progress_is_json_lines_ending_in_done(demo_run):
+    run, _ = demo_run
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] > 0.9
+    assert events[-1]["event"] == "done"
+
+
+def test_existing_outputs_are_not_overwritten(demo_run):
+    _, out = demo_run
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    run = normativead("demo", "--out", out, "--progress", "none")
+    assert run.returncode == 4 and "--overwrite" in run.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_manual_threshold_and_nrrd(tmp_path, sample_scan):
+    run = normativead("restore", sample_scan, "--threshold", "0.2", "--format", "nrrd", "--out", tmp_path / "o",
+                      "--json", "--progress", "none")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["metrics"]["threshold"] == {"source": "manual", "value": 0.2}
+    assert (tmp_path / "o" / "heatmap.nrrd").is_file()
+
+
+def test_models_lists_the_shipped_model():
+    run = normativead("models", "--json")
+    assert run.returncode == 0, run.stderr
+    cards = json.loads(run.stdout)
+    shipped = next(c for c in cards if c["id"] == registry.DEFAULT_MODEL)
+    assert set(shipped["thresholds"]) == {"fpr1", "fpr5", "fpr10"}
+    assert "normativead train" in shipped["training"]["command"]
+
+
+def test_import_model_for_offline_sites(tmp_path):
+    card = registry.get_card(registry.DEFAULT_MODEL)
+    run = normativead("models", "import", card.folder)
+    assert run.returncode == 0, run.stderr
+    imported = registry.get_card(registry.DEFAULT_MODEL)
+    assert imported.folder == registry.home() / "models" / card.id
+    assert normativead("models", "import", card.folder).returncode == 3  # already there, not overwritten

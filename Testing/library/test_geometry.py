@@ -1,0 +1,92 @@
+"""Outputs lie on the input's own grid, and an anomaly put at a known place comes back there.
+
+Runs on the shipped sample case in four orientations (its own LAS and three reorientations,
+one of them permuting the axes) and, when ../shared/data is present, on every data set there:
+whole-head IXI (PSR, 2 mm), skull-stripped z-scored BraTS (LPS), the MNI template (RAS).
+"""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import SHARED_DATA, needs_shared_data
+from NormativeADLib import pipeline
+from NormativeADLib.preprocess import prepare
+
+# Left frontal white matter (MNI RAS -26, 20, 30), in the model grid's LPS coordinates.
+LESION_MNI_LPS = (26.0, -20.0, 30.0)
+LESION_RADIUS_MM = 7.0
+# The peak may sit anywhere in the lesion, and the 5-voxel median filter shifts it at most slightly.
+PEAK_TOLERANCE_MM = LESION_RADIUS_MM + 3.0
+
+
+def _insert_dark_lesion(scan: sitk.Image, center: tuple, value: float) -> sitk.Image:
+    array = sitk.GetArrayFromImage(scan)
+    idx = np.indices(array.shape).reshape(3, -1)[::-1].T  # (x, y, z) voxel indices
+    direction = np.asarray(scan.GetDirection()).reshape(3, 3)
+    points = np.asarray(scan.GetOrigin()) + (idx * np.asarray(scan.GetSpacing())) @ direction.T
+    inside = np.linalg.norm(points - np.asarray(center), axis=1) <= LESION_RADIUS_MM
+    array.reshape(-1)[np.ravel_multi_index(idx[inside][:, ::-1].T, array.shape)] = value
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(scan)
+    return out
+
+
+def _assert_same_grid(image: sitk.Image, reference: sitk.Image):
+    assert image.GetSize() == reference.GetSize()
+    assert image.GetSpacing() == reference.GetSpacing()
+    assert image.GetOrigin() == reference.GetOrigin()
+    assert image.GetDirection() == reference.GetDirection()
+
+
+def _check_case(scan: sitk.Image, tmp_path, model, name: str):
+    """Insert a lesion at a known brain point, run the pipeline, find the heatmap's peak there."""
+    prepared = prepare(scan, model.card.grid, None, model.card.percentiles)
+    center = prepared.transform.TransformPoint(LESION_MNI_LPS)
+    brain_values = sitk.GetArrayFromImage(scan)[sitk.GetArrayFromImage(prepared.native_brain) > 0]
+    lesioned = _insert_dark_lesion(scan, center, float(np.percentile(brain_values, 1)))
+    path = tmp_path / f"{name}.nii.gz"
+    sitk.WriteImage(lesioned, str(path))
+    result = pipeline.analyse(path, model)
+    for image in (result.heatmap, result.pseudo_healthy, result.segmentation):
+        _assert_same_grid(image, lesioned)
+    heat = sitk.GetArrayFromImage(result.heatmap)
+    peak = np.unravel_index(np.argmax(heat), heat.shape)[::-1]
+    peak_mm = np.asarray(result.heatmap.TransformIndexToPhysicalPoint([int(i) for i in peak]))
+    distance = float(np.linalg.norm(peak_mm - np.asarray(center)))
+    assert distance <= PEAK_TOLERANCE_MM, f"{name}: heatmap peak {distance:.1f} mm from the inserted lesion"
+    return center, peak_mm
+
+
+@pytest.mark.parametrize("orientation", [None, "RAS", "LPI", "SRA"])
+def test_sample_case_in_four_orientations(sample_scan, shipped_model, tmp_path, orientation):
+    scan = sitk.ReadImage(str(sample_scan), sitk.sitkFloat32)
+    if orientation:
+        scan = sitk.DICOMOrient(scan, orientation)
+    _check_case(scan, tmp_path, shipped_model, f"sample_{orientation or 'native'}")
+
+
+@needs_shared_data()
+@pytest.mark.parametrize("relative", [
+    "healthy/ixi_t1/IXI013-HH-1212_T1.nii.gz",
+    "pathology/brats2013/pat0005/t1c.nii.gz",
+    "template/mni152_2009a_t1.nii.gz",
+])
+def test_shared_data_sets(shipped_model, tmp_path, relative):
+    scan = sitk.ReadImage(str(SHARED_DATA / relative), sitk.sitkFloat32)
+    _check_case(scan, tmp_path, shipped_model, relative.split("/")[-1].split(".")[0])
+
+
+def test_write_outputs_on_input_grid(sample_scan, shipped_model, tmp_path):
+    result = pipeline.analyse(sample_scan, shipped_model)
+    out = pipeline.write_outputs(result, tmp_path / "out", fmt="nrrd")
+    scan = sitk.ReadImage(str(sample_scan))
+    for name in pipeline.IMAGE_OUTPUTS:
+        written = sitk.ReadImage(str(out / f"{name}.nrrd"))
+        assert written.GetSize() == scan.GetSize()
+        np.testing.assert_allclose(written.GetSpacing(), scan.GetSpacing(), atol=1e-6)
+        np.testing.assert_allclose(written.GetOrigin(), scan.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(written.GetDirection(), scan.GetDirection(), atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "segmentation.nrrd"))),
+                                  sitk.GetArrayFromImage(result.segmentation))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "staging files left behind"
