@@ -305,10 +305,14 @@ def remove_result(scene, result: Result) -> None:
     table = table_node(scene, create=False)
     if table is not None:
         _remove_table_row(table, result.name)
-    for node in result.nodes():
-        if node is not result.heatmap:
-            scene.RemoveNode(node)
-    scene.RemoveNode(result.heatmap)
+    nodes = [n for n in result.nodes() if n is not result.heatmap] + [result.heatmap]
+    for node in nodes:
+        owned = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        owned += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        scene.RemoveNode(node)
+        for child in owned:
+            if child is not None and child.GetScene() is scene:
+                scene.RemoveNode(child)
 
 
 def load_result(scene, input_node, out_dir: str | Path, model_id: str | None = None,

@@ -22,6 +22,10 @@ SAMPLE = REPO / "Resources" / "SampleData"
 SAMPLE_T1 = SAMPLE / "mslub_patient26_t1.nii.gz"
 SAMPLE_LESION = SAMPLE / "mslub_patient26_lesion.nii.gz"
 CLI_TIMEOUT_S = 900
+# To run these tests against another installed model (say, one you trained), point them at its
+# cache and id: NORMATIVEAD_SLICER_TEST_HOME=~/.cache/normativead NORMATIVEAD_SLICER_TEST_MODEL=my-model
+TEST_HOME = os.environ.get("NORMATIVEAD_SLICER_TEST_HOME")
+TEST_MODEL = os.environ.get("NORMATIVEAD_SLICER_TEST_MODEL")
 
 for path in (str(REPO), str(MODULE_DIR)):
     if path not in sys.path:
@@ -51,8 +55,8 @@ def shipped_model_reason(model_id: str | None = None) -> str | None:
         from NormativeADLib import registry
     except ImportError as err:
         return f"NormativeADLib cannot be imported ({err})"
-    model_id = model_id or registry.DEFAULT_MODEL
-    folder = registry.resources_dir() / "Models"
+    model_id = model_id or TEST_MODEL or registry.DEFAULT_MODEL
+    folder = Path(TEST_HOME) / "models" if TEST_HOME else registry.resources_dir() / "Models"
     for card in sorted(folder.glob("*/card.json")) if folder.is_dir() else []:
         try:
             if json.loads(card.read_text()).get("id") == model_id:
@@ -98,11 +102,11 @@ def cli_run(tmp_path_factory):
     from NormativeADSlicerLib.process import ProcessRunner, RunRequest
 
     base = tmp_path_factory.mktemp("cli_run")
-    request = RunRequest(input_path=SAMPLE_T1, out_dir=base / "out", device="cpu", threshold="fpr5", fmt="nrrd",
-                         reference_path=SAMPLE_LESION)
+    request = RunRequest(input_path=SAMPLE_T1, out_dir=base / "out", model=TEST_MODEL, device="cpu",
+                         threshold="fpr5", fmt="nrrd", reference_path=SAMPLE_LESION)
     events = []
     runner = ProcessRunner(request, on_event=events.append,
-                           env={"NORMATIVEAD_HOME": str(base / "home"), "OMP_NUM_THREADS": "2"})
+                           env={"NORMATIVEAD_HOME": TEST_HOME or str(base / "home"), "OMP_NUM_THREADS": "2"})
     runner.start()
     outcome = runner.wait(timeout=CLI_TIMEOUT_S)
     assert outcome.ok, f"the CLI run failed: {outcome.message}\n" + "\n".join(outcome.log[-20:])

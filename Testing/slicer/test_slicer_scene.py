@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_LESION, SAMPLE_T1, require_slicer_core
+from conftest import SAMPLE_LESION, SAMPLE_T1, TEST_HOME, require_slicer_core
 from slicer_testing import file_array, load_volume
 
 require_slicer_core()
@@ -262,7 +262,7 @@ def test_export_round_trip(scene, sample_volume, loaded, tmp_path, fmt):
 
 def test_cancel_leaves_the_scene_unchanged(scene, sample_volume, cli_run, tmp_path, monkeypatch):
     _, metrics, _ = cli_run
-    monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NORMATIVEAD_HOME", TEST_HOME or str(tmp_path / "home"))
     before = node_ids(scene)
     events = []
     job = Job(scene, sample_volume, RunSettings(models=[metrics["model"]["id"]], device="cpu"),
