@@ -1,0 +1,147 @@
+"""Rendered slice views: the heatmap overlay as Slicer draws it, offscreen (trame-slicer, EGL).
+
+The input with the heatmap over it is rendered on the sample case's most lesioned axial slice and
+checked against a second render of the same view with the reference lesion as the overlay: the
+heatmap's colour must cover the lesion and be much rarer elsewhere in the brain. The first picture
+is kept as docs/screenshot_overlay.png (the README's screenshot) when the shipped model made it.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from conftest import REPO, SAMPLE_LESION, SAMPLE_T1, TEST_MODEL, require_slicer_core
+from slicer_testing import load_volume
+
+require_slicer_core()
+pytest.importorskip("trame_slicer", reason="trame-slicer is not installed; pip install -e '.[slicer]'")
+
+import slicer  # noqa: E402
+
+from NormativeADSlicerLib import scene as scene_logic  # noqa: E402
+
+SCREENSHOT = REPO / "docs" / "screenshot_overlay.png"
+VIEW_SIZE = (512, 512)
+SATURATION = 60  # max - min of RGB above which a pixel counts as overlay colour (grey is 0)
+MIN_LESION_COVERAGE = 0.5  # share of the lesion's pixels that must show heatmap colour
+MIN_ENRICHMENT = 5.0  # colour must be this many times more frequent on the lesion than elsewhere in the brain
+LESION_MARGIN_PX = 6  # pixels around the lesion counted as neither lesion nor elsewhere (smoothing, partial volume)
+
+
+@pytest.fixture(scope="module")
+def app():
+    from trame_slicer.core import SlicerApp
+    from trame_slicer.views import DirectViewFactory, ViewLayoutDefinition
+
+    application = SlicerApp()
+    application.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
+    view = application.view_manager.create_view(ViewLayoutDefinition.axial_view())
+    view.update_size(*VIEW_SIZE)
+    return application, view
+
+
+def grab(view) -> np.ndarray:
+    """The view's current picture as (rows, columns, RGB) uint8, top row first."""
+    from vtkmodules.util import numpy_support
+    from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+    view.render()
+    capture = vtkWindowToImageFilter()
+    capture.SetInput(view.render_window())
+    capture.ReadFrontBufferOff()
+    capture.Update()
+    image = capture.GetOutput()
+    width, height, _ = image.GetDimensions()
+    pixels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
+    return np.ascontiguousarray(pixels[::-1, :, :3])
+
+
+def save_png(view, path) -> None:
+    from vtkmodules.vtkIOImage import vtkPNGWriter
+    from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+    view.render()
+    capture = vtkWindowToImageFilter()
+    capture.SetInput(view.render_window())
+    capture.Update()
+    writer = vtkPNGWriter()
+    writer.SetInputConnection(capture.GetOutputPort())
+    writer.SetFileName(str(path))
+    writer.Write()
+
+
+def coloured(pixels: np.ndarray) -> np.ndarray:
+    rgb = pixels.astype(np.int16)
+    return (rgb.max(axis=2) - rgb.min(axis=2)) > SATURATION
+
+
+def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
+def most_lesioned_slice_ras(lesion_node) -> tuple[float, float, float]:
+    """RAS centre of the axial (k) slice holding the most lesion voxels."""
+    lesion = slicer.util.arrayFromVolume(lesion_node) > 0
+    k = int(np.argmax(lesion.reshape(lesion.shape[0], -1).sum(axis=1)))
+    j, i = np.argwhere(lesion[k]).mean(axis=0)
+    ras = scene_logic.ijk_to_ras(lesion_node) @ np.array([i, j, k, 1.0])
+    return tuple(float(v) for v in ras[:3])
+
+
+def test_heatmap_overlay_lies_on_the_lesion(app, cli_run, tmp_path):
+    application, view = app
+    mrml = application.scene
+    out_dir, metrics, _ = cli_run
+    volume = load_volume(mrml, SAMPLE_T1, "MSLUB26 T1")
+    lesion = load_volume(mrml, SAMPLE_LESION, "MSLUB26 lesion")
+    result = scene_logic.load_result(mrml, volume, out_dir, metrics["model"]["id"], opacity=0.6)
+
+    slice_node = view.get_view_node()
+    composite = next(mrml.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                     for i in range(mrml.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))
+                     if mrml.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode").GetLayoutName() == "Red")
+    assert composite.GetForegroundVolumeID() == result.heatmap.GetID()
+    result.segmentation.GetDisplayNode().SetVisibility(False)  # judge the heatmap alone
+    view.fit_view_to_content()
+    slice_node.JumpSliceByOffsetting(*most_lesioned_slice_ras(lesion))
+
+    overlay = grab(view)
+    save_png(view, tmp_path / "overlay.png")
+
+    # The same view with the reference lesion as the only overlay gives the lesion's pixels.
+    lesion_display = lesion.GetDisplayNode()
+    lesion_display.SetAndObserveColorNodeID(scene_logic.heatmap_color_node(mrml).GetID())
+    lesion_display.AutoWindowLevelOff()
+    lesion_display.SetWindowLevelMinMax(0.0, 1.0)
+    lesion_display.SetApplyThreshold(True)
+    lesion_display.SetLowerThreshold(1.0)  # the mask is 0/1 integers: hide the zeros
+    composite.SetForegroundVolumeID(lesion.GetID())
+    composite.SetForegroundOpacity(1.0)
+    lesion_pixels = coloured(grab(view))
+    composite.SetForegroundVolumeID(None)
+    brain_pixels = dilate(ndimage.binary_fill_holes(grab(view).max(axis=2) > 10), 2)
+
+    assert lesion_pixels.sum() > 50, "the chosen slice shows too little lesion to judge"
+    heat = coloured(overlay)
+    elsewhere = brain_pixels & ~dilate(lesion_pixels, LESION_MARGIN_PX)
+    coverage = heat[lesion_pixels].mean()
+    background_rate = heat[elsewhere].mean()
+    assert not heat[~brain_pixels].any(), "heatmap colour outside the brain"
+    assert coverage >= MIN_LESION_COVERAGE, f"heatmap colour covers only {coverage:.0%} of the lesion"
+    assert coverage >= MIN_ENRICHMENT * background_rate, (
+        f"heatmap colour on {coverage:.0%} of the lesion but {background_rate:.0%} of the rest of the brain")
+
+    if TEST_MODEL is None:  # the shipped model made it: keep it as the README's screenshot
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(tmp_path / "overlay.png", SCREENSHOT)
