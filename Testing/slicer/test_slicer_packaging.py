@@ -59,3 +59,21 @@ def test_ui_binds_only_parameter_node_fields_and_has_the_widgets_the_code_uses()
     assert bound <= _parameter_fields(), f"unknown parameters bound in the .ui: {bound - _parameter_fields()}"
     used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "NormativeAD.py").read_text()))
     assert used <= names, f"widgets used by the code but absent from the .ui: {used - names}"
+
+
+def test_dependency_check_and_constraints_without_slicer():
+    import importlib.metadata
+    import sys
+
+    sys.path.insert(0, str(MODULE))
+    from NormativeADSlicerLib import dependencies
+
+    reqs = dependencies.requirements()
+    assert "scipy>=1.10" in reqs
+    assert dependencies.missing(["scipy>=1.10", "surely-not-installed-pkg>=1"]) == ["surely-not-installed-pkg>=1"]
+    constraints = dependencies.constraints_file()
+    try:
+        pins = constraints.read_text().split()
+    finally:
+        constraints.unlink()
+    assert f"numpy=={importlib.metadata.version('numpy')}" in pins
