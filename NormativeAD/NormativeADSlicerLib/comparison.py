@@ -2,9 +2,9 @@
 
 One slice view per result, all in one view group and linked (same slice, same zoom), each showing
 the input under its own heatmap and only its own segmentation; a table view below with one row per
-model. The layout is registered as an XML description on the scene's layout node; the slice and
-composite nodes are created here (Slicer's layout manager reuses nodes whose singleton tag matches,
-and headless views do the same), so the per-view settings hold before and after the views exist.
+model. The layout is registered as an XML description on the scene's layout node and selected; in
+Slicer the layout manager then creates the views' slice and composite nodes, which are looked up by
+their singleton tag; on a headless scene they are created here if no view made them.
 Works in Slicer and on slicer-core (no slicer.app).
 """
 
@@ -110,6 +110,9 @@ def show_comparison(scene, results: list[Result], opacity: float = DEFAULT_OPACI
         layout.SetLayoutDescription(LAYOUT_ID, xml)
     else:
         layout.AddLayoutDescription(LAYOUT_ID, xml)
+    # Select the layout first: in Slicer the layout manager then creates the views' nodes, which are
+    # found below; on slicer-core (no layout manager) they are created below.
+    layout.SetViewArrangement(LAYOUT_ID)
     heatmap_color_node(scene)
     for i, result in enumerate(results):
         slice_node, composite = slice_view_nodes(scene, view_tag(i), labels[i],
@@ -133,7 +136,6 @@ def show_comparison(scene, results: list[Result], opacity: float = DEFAULT_OPACI
         table_view.SetName(TABLE_VIEW_TAG)
         table_view = scene.AddNode(table_view)
     table_view.SetTableNodeID(table.GetID())
-    layout.SetViewArrangement(LAYOUT_ID)
     return xml
 
 

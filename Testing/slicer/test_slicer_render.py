@@ -145,3 +145,38 @@ def test_heatmap_overlay_lies_on_the_lesion(app, cli_run, tmp_path):
     if TEST_MODEL is None:  # the shipped model made it: keep it as the README's screenshot
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(tmp_path / "overlay.png", SCREENSHOT)
+
+
+def test_comparison_views_each_show_their_own_heatmap(app, cli_run):
+    """Two comparison views made by the view factory before the layout is shown, as Slicer does."""
+    from trame_slicer.views import ViewLayoutDefinition
+
+    from NormativeADSlicerLib import comparison
+
+    application, _ = app
+    mrml = application.scene
+    out_dir, _, _ = cli_run
+    volume = load_volume(mrml, SAMPLE_T1, "MSLUB26 T1 compare")
+    lesion = load_volume(mrml, SAMPLE_LESION, "MSLUB26 lesion compare")
+    views = []
+    for i in range(2):
+        view = application.view_manager.create_view(
+            ViewLayoutDefinition.slice_view("Axial", label=comparison.view_tag(i)))
+        view.update_size(256, 256)
+        views.append(view)
+    results = [scene_logic.load_result(mrml, volume, out_dir, label, show=False) for label in ("model-a", "model-b")]
+    scene_logic.set_threshold(mrml, results[1], results[1].threshold * 4)  # make the two results differ
+    comparison.show_comparison(mrml, results, opacity=0.6)
+    for view, result in zip(views, results):
+        assert view.get_view_node().GetViewGroup() == comparison.VIEW_GROUP
+        assert view.get_foreground_volume_id() == result.heatmap.GetID()
+        result.heatmap.GetDisplayNode().SetLowerThreshold(result.threshold)  # colour = above threshold
+    ras = most_lesioned_slice_ras(lesion)
+    for view in views:
+        view.fit_view_to_content()
+        view.get_view_node().JumpSliceByOffsetting(*ras)
+    offsets = [v.get_view_node().GetSliceOffset() for v in views]
+    assert offsets[0] == pytest.approx(offsets[1])
+    colour = [coloured(grab(v)).sum() for v in views]
+    assert colour[0] > 0
+    assert colour[1] < colour[0], "the higher threshold should leave less heatmap colour in its own view"
