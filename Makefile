@@ -24,4 +24,4 @@ test: install
 	$(PY) -m pytest Testing
 
 bench: install
-	$(PY) -m NormativeADLib.bench
+	$(VENV)/bin/normativead bench

@@ -1,4 +1,4 @@
-"""The `normativead` command: restore, demo, models, train.
+"""The `normativead` command: restore, demo, models, train, bench.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad input, 3 model problem, 4 output problem,
 130 cancelled (Ctrl-C or SIGTERM). With --progress json every event is one JSON line on stdout
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -143,6 +144,7 @@ def cmd_train(args, reporter: Reporter) -> int:
     out = Path(args.out) if args.out else home() / "models" / config["id"]
     train(config, Path(args.data), out, Path(args.split) if args.split else None, args.epochs,
           Path(args.cache) if args.cache else None, args.overwrite, args.resume,
+          command="normativead " + " ".join(shlex.quote(a) for a in args.argv),
           log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 
@@ -185,11 +187,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train}
+def cmd_bench(args, reporter: Reporter) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "model", "x") is None:
         from .registry import DEFAULT_MODEL
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 from skimage.metrics import structural_similarity
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -44,6 +45,26 @@ def case_metrics(segmentation: np.ndarray, spacing_mm: Sequence[float], score_na
         "mae_outside_anomaly": fidelity["mae"],
         "psnr_outside_anomaly_db": fidelity["psnr_db"],
     }
+
+
+def component_table(segmentation: np.ndarray, score: np.ndarray, index_to_ras, spacing_mm: Sequence[float],
+                    limit: int = 50) -> list[dict]:
+    """The segmentation's connected components, largest first: volume, centre (RAS mm), peak score.
+
+    index_to_ras maps a continuous (x, y, z) voxel index to a RAS point in mm.
+    """
+    labels, n = anomaly.label_components(segmentation)
+    if n == 0:
+        return []
+    ids = np.arange(1, n + 1)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    centres = ndimage.center_of_mass(segmentation, labels, ids)
+    peaks = ndimage.maximum(score, labels, ids)
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    order = np.argsort(sizes)[::-1][:limit]
+    return [{"volume_ml": float(sizes[i] * voxel_ml),
+             "center_ras_mm": [round(float(c), 1) for c in index_to_ras(centres[i][::-1])],
+             "peak_score": float(peaks[i])} for i in order]
 
 
 def detection_metrics(score: np.ndarray, segmentation: np.ndarray, reference: np.ndarray,

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from . import anomaly, io, metrics
 from .card import ModelCard
 from .errors import Cancelled, InputError
-from .preprocess import Prepared, denormalise, prepare, to_native
+from .preprocess import Prepared, prepare, to_native
 from .registry import DEFAULT_MODEL, LoadedModel, load_model
 from .restore import restore_volume, select_device
 
@@ -94,8 +94,9 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     heatmap = sitk.GetArrayFromImage(to_native(score, prepared)) * native_brain
     spacing = scan.GetSpacing()
     segmentation = anomaly.segment(heatmap, threshold_value, spacing, card.postprocess.min_component_ml)
-    pseudo = np.where(native_brain, denormalise(sitk.GetArrayFromImage(to_native(restored, prepared)), prepared),
-                      sitk.GetArrayViewFromImage(scan))
+    # The scan plus the model's change, in scan units: no dark rim where the brain edge is resampled.
+    change = sitk.GetArrayFromImage(to_native(restored - prepared.image, prepared))
+    pseudo = sitk.GetArrayViewFromImage(scan) + native_brain * change * np.subtract(*prepared.intensity_range[::-1])
 
     healthy_region = anomaly.eroded_brain(prepared.brain, card.postprocess.erode_iterations) & ~(score > threshold_value)
     result_metrics = {
@@ -110,6 +111,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
             segmentation, spacing, heatmap, native_brain,
             metrics.restoration_fidelity(prepared.image, restored, healthy_region),
             anomaly.case_score(score, prepared.brain), card.healthy_case_scores),
+        "components": metrics.component_table(segmentation, heatmap, lambda ijk: _lps_to_ras(
+            scan.TransformContinuousIndexToPhysicalPoint([float(v) for v in ijk])), spacing),
         "reference": None,
         "seed": seed,
     }
@@ -125,6 +128,10 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         segmentation=io.image_like(segmentation.astype(np.uint8), scan),
         reference=reference, metrics=result_metrics,
     )
+
+
+def _lps_to_ras(point) -> list[float]:
+    return [-point[0], -point[1], point[2]]
 
 
 def _case_name(path: str | Path) -> str:

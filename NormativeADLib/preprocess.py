@@ -214,9 +214,3 @@ def to_native(array: np.ndarray, prepared: Prepared, interpolator: int = sitk.si
     model_image.CopyInformation(prepared.grid.reference())
     inverse = prepared.transform.GetInverse()
     return sitk.Resample(model_image, prepared.native, inverse, interpolator, 0.0, sitk.sitkFloat32)
-
-
-def denormalise(array: np.ndarray, prepared: Prepared) -> np.ndarray:
-    """Model intensities [0, 1] back to the scan's own intensity units."""
-    lo, hi = prepared.intensity_range
-    return array * (hi - lo) + lo

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -154,7 +152,7 @@ def calibrate(model: LoadedModel, images, brains) -> tuple[dict, list[float], fl
 
 def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None = None,
           epochs: int | None = None, cache_dir: Path | None = None, overwrite: bool = False,
-          resume: bool = False, log: Log = print) -> ModelCard:
+          resume: bool = False, command: str = "", log: Log = print) -> ModelCard:
     """Train, calibrate and write a model folder (card.json + weights) at out_dir."""
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
@@ -193,7 +191,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{card.id}-", dir=out_dir.parent))
     try:
-        card = _fit_and_calibrate(card, network, split, settings, checkpoint, work, log,
+        card = _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command,
                                   (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -205,7 +203,8 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     return card.replace(folder=out_dir)
 
 
-def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, slices, validation, calibration):
+def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, slices, validation,
+                       calibration):
     (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains) = slices, validation, calibration
     started = time.perf_counter()
     state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log)
@@ -227,7 +226,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, sl
             "epochs_run": state["epoch"], "best_val_loss": state["best_loss"],
             "history": state["history"],
             "seconds": round(train_seconds), "device": "cpu" if not torch.cuda.is_available() else "cuda",
-            "command": "normativead " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "command": command,
             "torch": torch.__version__,
         },
         figures={

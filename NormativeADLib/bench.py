@@ -1,0 +1,87 @@
+"""`normativead bench`: seconds per volume, slices per second and peak memory, against a plain baseline.
+
+The baseline runs the same network slice by slice in fp32 with no batching (torch.no_grad only);
+the engine is `restore_volume` as the product runs it. Both run in the same process on the same
+prepared volume; figures are medians of several runs, and the ratio is baseline / engine.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io
+from .pipeline import analyse
+from .preprocess import prepare
+from .registry import LoadedModel, load_model
+from .restore import MIN_BRAIN_VOXELS_PER_SLICE, restore_volume, select_device
+
+
+def baseline_restore(model: LoadedModel, image: np.ndarray, brain: np.ndarray, device: torch.device) -> None:
+    slices = np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE)
+    network = model.network.to(device)
+    with torch.no_grad():
+        for z in slices:
+            x = torch.from_numpy(image[z][None, None]).to(device)
+            model.family.restore(network, x, model.card.restoration, None).cpu()
+
+
+def _timed(fn, runs: int, device: torch.device) -> list[float]:
+    times = []
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def run(scan_path: Path, model_id: str, device_name: str = "auto", runs: int = 3) -> dict:
+    model = load_model(model_id)
+    device = select_device(device_name).device
+    scan = io.read_scan(scan_path)
+    prepared = prepare(scan, model.card.grid, None, model.card.percentiles)
+    n_slices = int((prepared.brain.reshape(prepared.brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE).sum())
+    restore_volume(model, prepared.image, prepared.brain, device)  # warm-up
+    engine = _timed(lambda: restore_volume(model, prepared.image, prepared.brain, device), runs, device)
+    baseline = _timed(lambda: baseline_restore(model, prepared.image, prepared.brain, device), runs, device)
+    pipeline = _timed(lambda: analyse(scan_path, model, device=device_name), runs, device)
+    engine_s, baseline_s = statistics.median(engine), statistics.median(baseline)
+    return {
+        "model": model_id, "device": str(device), "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "case": scan_path.name, "slices_restored": n_slices, "runs": runs,
+        "restore_s_median": round(engine_s, 3), "baseline_restore_s_median": round(baseline_s, 3),
+        "speedup_vs_baseline": round(baseline_s / engine_s, 2),
+        "slices_per_s": round(n_slices / engine_s, 1),
+        "whole_case_s_median": round(statistics.median(pipeline), 2),
+        "peak_memory_mb": round(_peak_memory_mb(device)),
+        "all_runs_s": {"restore": engine, "baseline": baseline, "whole_case": pipeline},
+    }
+
+
+def main(args) -> int:
+    from .cli import SAMPLE_CASE
+    from .registry import resources_dir
+
+    folder, scan, _ = SAMPLE_CASE
+    scan_path = Path(args.input) if args.input else resources_dir() / folder / scan
+    result = run(scan_path, args.model, args.device, args.runs)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,38 @@
+"""The fpr5 threshold flags about 5 % of a healthy brain, measured through the whole pipeline.
+
+The threshold was calibrated in model space on the 25 calibration subjects of the shipped split;
+here it is checked on the native grid (after interpolation and small-component removal) on a
+subset of those subjects. Tolerance: the mean voxel FPR over the subset lies in [2 %, 8 %]
+(the subset's own spread around the cohort mean, plus the component removal which only lowers it).
+"""
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+
+from conftest import SHARED_DATA, needs_shared_data
+from NormativeADLib import data, pipeline
+from NormativeADLib.train import default_split_path
+
+N_SUBJECTS = 5
+
+
+@needs_shared_data()
+def test_fpr5_threshold_gives_five_percent_on_healthy_calibration_scans(shipped_model):
+    split = data.load_split(default_split_path())
+    scans = data.list_scans(SHARED_DATA / "healthy" / "ixi_t1")
+    fprs = []
+    for subject in split.calibration[:N_SUBJECTS]:
+        result = pipeline.analyse(scans[subject], shipped_model, threshold="fpr5")
+        brain = sitk.GetArrayFromImage(result.prepared.native_brain) > 0
+        fprs.append(float(sitk.GetArrayFromImage(result.segmentation)[brain].mean()))
+    print("voxel FPR at fpr5 per subject:", json.dumps([round(f, 4) for f in fprs]))
+    assert 0.02 <= np.mean(fprs) <= 0.08
+
+
+def test_card_records_calibration(shipped_model):
+    card = shipped_model.card
+    assert card.thresholds["fpr1"] > card.thresholds["fpr5"] > card.thresholds["fpr10"] > 0
+    assert len(card.healthy_case_scores) == card.figures["calibration"]["n_scans"] == 25
+    assert abs(card.figures["calibration"]["mean_voxel_fpr_at_fpr5"] - 0.05) < 0.005
