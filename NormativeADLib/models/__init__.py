@@ -2,7 +2,10 @@
 
 from .autoencoder import VAE, SpatialAE
 from .base import Family
+from .diffusion_families import AnoDDPM, AutoDDPM, ConditionedDDPM, PatchedDDPM
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SpatialAE(), VAE())}
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (SpatialAE(), VAE(), AnoDDPM(), PatchedDDPM(), ConditionedDDPM(), AutoDDPM())
+}
 
 __all__ = ["FAMILIES", "Family"]
