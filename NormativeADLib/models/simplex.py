@@ -76,15 +76,16 @@ def simplex_noise(shape: tuple[int, ...], generator: torch.Generator | None = No
     perm = torch.cat([perm, perm])
     angle = torch.rand(_LATTICE, generator=generator, device=device) * (2.0 * math.pi)
     grad = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
-    offsets = torch.rand(settings.octaves, n, 2, generator=generator, device=device) * _LATTICE
-    rows = torch.arange(h, device=device, dtype=torch.float32).view(1, h, 1)
-    cols = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, w)
-    noise = torch.zeros(n, h, w, device=device)
-    for k in range(settings.octaves):
-        scale = (2.0 ** k) / settings.frequency  # lattice cells per pixel
-        x = cols * scale + offsets[k, :, 0].view(n, 1, 1)
-        y = rows * scale + offsets[k, :, 1].view(n, 1, 1)
-        noise = noise + settings.persistence ** k * _simplex2d(x.expand(n, h, w), y.expand(n, h, w), perm, grad)
+    k = settings.octaves
+    offsets = torch.rand(k, n, 2, generator=generator, device=device) * _LATTICE
+    # all octaves at once, (k, n, h, w): lattice cells per pixel double with every octave
+    scale = (2.0 ** torch.arange(k, device=device, dtype=torch.float32) / settings.frequency).view(k, 1, 1, 1)
+    rows = torch.arange(h, device=device, dtype=torch.float32).view(1, 1, h, 1)
+    cols = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, 1, w)
+    x = (cols * scale + offsets[..., 0].view(k, n, 1, 1)).expand(k, n, h, w)
+    y = (rows * scale + offsets[..., 1].view(k, n, 1, 1)).expand(k, n, h, w)
+    weights = settings.persistence ** torch.arange(k, device=device, dtype=torch.float32)
+    noise = (_simplex2d(x, y, perm, grad) * weights.view(k, 1, 1, 1)).sum(0)
     flat = noise.view(n, -1)
     flat = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp(min=1e-6)
     return flat.view(b, c, h, w)
