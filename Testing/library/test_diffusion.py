@@ -230,3 +230,35 @@ def test_configs_build_their_networks(family):
             net = FAMILIES[family].build(config["network"])
             megabytes = sum(p.numel() * 4 for p in net.state_dict().values()) / 1e6
             assert megabytes < 40, f"{family} small weights would be {megabytes:.0f} MB"
+
+
+@pytest.mark.parametrize("family", DIFFUSION)
+def test_restore_under_bf16_autocast(family, slices):
+    """The engine restores under bf16 autocast on CUDA; the same dtype mix, run on the CPU."""
+    net = _tiny(family).eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = FAMILIES[family].restore(net, slices[:2], FAST[family], _gen(0))
+    assert y.dtype == torch.float32 and y.shape == (2, 1, 96, 96) and 0 <= y.min() and y.max() <= 1
+
+
+def test_full_ddpm_chain_and_the_restoration_engine(slices):
+    from NormativeADLib.card import ModelCard
+    from NormativeADLib.preprocess import ModelGrid
+    from NormativeADLib.registry import LoadedModel
+    from NormativeADLib.restore import restore_volume
+
+    net = _tiny("ddpm").eval()
+    with torch.inference_mode():
+        chain = FAMILIES["ddpm"].restore(net, slices[:2], {"t": 6, "sampler": "ddpm"}, _gen(0))
+        again = FAMILIES["ddpm"].restore(net, slices[:2], {"t": 6, "sampler": "ddpm"}, _gen(0))
+    assert torch.equal(chain, again) and chain.shape == (2, 1, 96, 96)
+    card = ModelCard(id="tiny-cddpm", family="cddpm", version="0", contrast="T1", description="",
+                     grid=ModelGrid(), network=TINY["cddpm"], restoration=FAST["cddpm"])
+    model = LoadedModel(card, _tiny("cddpm").eval())
+    image = slices[:, 0].numpy()
+    brain = image > 0
+    cpu = torch.device("cpu")
+    a = restore_volume(model, image, brain, cpu, seed=4, batch_size=4)
+    b = restore_volume(model, image, brain, cpu, seed=4, batch_size=4)
+    assert a.shape == image.shape and a.dtype == np.float32 and np.array_equal(a, b)
+    assert not a[~brain].any() and 0 <= a.min() and a.max() <= 1
