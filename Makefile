@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch 2.13.0: on the project's CPU machines pip takes a CPU build from local disk.
 TORCH ?= torch==2.13.0
-EXTRAS ?= test
+EXTRAS ?= test,slicer
 
 .PHONY: demo test install bench
 install: $(VENV)/.installed

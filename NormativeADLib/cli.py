@@ -1,4 +1,4 @@
-"""The `normativead` command: restore, demo, models, train, bench.
+"""The `normativead` command: restore, demo, models, train, evaluate, bench.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad input, 3 model problem, 4 output problem,
 130 cancelled (Ctrl-C or SIGTERM). With --progress json every event is one JSON line on stdout
@@ -184,7 +184,37 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     tr.add_argument("--overwrite", action="store_true")
+    ev = sub.add_parser("evaluate", help="Dice/AUPRC/AUROC of a model over labelled cases")
+    ev.add_argument("--model", default=None)
+    ev.add_argument("--cases", required=True, help="manifest JSON (see Resources/Cases/shared_dev.json)")
+    ev.add_argument("--root", help="folder the manifest's paths are relative to (default: its own folder)")
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    ev.add_argument("--overwrite", action="store_true")
+    bench = sub.add_parser("bench", help="speed: seconds per volume against a slice-by-slice fp32 baseline")
+    bench.add_argument("input", nargs="?", help="scan to time (default: the shipped sample case)")
+    bench.add_argument("--model", default=None)
+    bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    bench.add_argument("--runs", type=int, default=3)
     return p
+
+
+def cmd_evaluate(args, reporter: Reporter) -> int:
+    from .evaluate import evaluate, read_manifest, write_evaluation
+    from .io import check_writable
+
+    out = Path(args.out)
+    check_writable(out, ["evaluation.json"], args.overwrite)
+    cases = read_manifest(Path(args.cases), Path(args.root) if args.root else None)
+    report = evaluate(args.model, cases, args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
+    write_evaluation(report, out, args.overwrite)
+    for source, s in report["summary"].items():
+        mean = s["per_volume_mean"]
+        print(f"{source:<30} t={s['threshold']:.4f}  Dice {mean['dice']:.3f} (pooled {s['pooled_dice']:.3f})  "
+              f"AUPRC {mean['auprc']:.3f}  AUROC {mean['auroc']:.3f}")
+    print(f"pooled over voxels: AUPRC {report['pooled']['auprc']:.3f}, AUROC {report['pooled']['auroc']:.3f}; "
+          f"written to {out}/")
+    return 0
 
 
 def cmd_bench(args, reporter: Reporter) -> int:
@@ -194,7 +224,7 @@ def cmd_bench(args, reporter: Reporter) -> int:
 
 
 COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train,
-            "bench": cmd_bench}
+            "evaluate": cmd_evaluate, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """From a native scan to the model's grid and back.
 
-Steps: brain mask (given, the foreground of a skull-stripped scan, or a crude extraction of a
+Steps: blur to the model's resolution, brain mask (given, the foreground of a skull-stripped scan, or a crude extraction of a
 whole-head scan), affine registration of the brain onto the MNI152 template, percentile intensity
 scaling inside the brain, resampling onto the model grid. The transform is kept so that every
 output returns to the scan's own grid.
@@ -163,19 +163,24 @@ def scale_intensity(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[floa
     return float(lo), float(hi)
 
 
-def normalised_brain(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[float, float]):
-    """(scan scaled to [0, 1] by brain percentiles and zeroed outside the brain, (lo, hi))."""
-    lo, hi = scale_intensity(scan, brain, percentiles)
+def _apply_scaling(scan: sitk.Image, brain: sitk.Image, intensity_range: tuple[float, float]) -> sitk.Image:
+    lo, hi = intensity_range
     scaled = sitk.Clamp((sitk.Cast(scan, sitk.sitkFloat32) - lo) / (hi - lo), sitk.sitkFloat32, 0.0, 1.0)
-    return sitk.Mask(scaled, brain), (lo, hi)
+    return sitk.Mask(scaled, brain)
 
 
-def brain_mask(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None,
+def normalised_brain(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[float, float]) -> sitk.Image:
+    """The scan scaled to [0, 1] by brain percentiles and zeroed outside the brain (registration input)."""
+    return _apply_scaling(scan, brain, scale_intensity(scan, brain, percentiles))
+
+
+def brain_mask(scan: sitk.Image, smoothed: sitk.Image, grid: ModelGrid, mask: sitk.Image | None,
                percentiles: tuple[float, float]):
     """(native brain mask, transform model->native, source) for a scan and an optional given mask.
 
-    Registration sees the percentile-scaled brain, so z-scored or negative intensities
-    (BraTS) register like any other scan.
+    Masks are found on the scan as given (its background is exactly constant only there);
+    registration sees the percentile-scaled, resolution-matched brain, so z-scored or negative
+    intensities (BraTS) register like any other scan.
     """
     if mask is not None:
         if not sitk.GetArrayViewFromImage(mask).any():
@@ -184,23 +189,45 @@ def brain_mask(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None,
     else:
         brain, source = skull_stripped_foreground(scan), "skull-stripped foreground"
     if brain is not None:
-        return brain, register_to_template(normalised_brain(scan, brain, percentiles)[0], grid), source
+        return brain, register_to_template(normalised_brain(smoothed, brain, percentiles), grid), source
     rough = crude_brain_mask(scan)
-    transform = register_to_template(normalised_brain(scan, rough, percentiles)[0], grid)
+    transform = register_to_template(normalised_brain(smoothed, rough, percentiles), grid)
     _, template_brain = template_on_grid(grid)
     warped = sitk.Resample(template_brain, scan, transform.GetInverse(), sitk.sitkNearestNeighbor, 0)
     head = sitk.OtsuThreshold(scan, 0, 1)
     return sitk.Cast(warped * head, sitk.sitkUInt8), transform, "template"
 
 
+def match_resolution(scan: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """Blur axes finer than the model grid to its resolution (Gaussian FWHM = sqrt(target^2 - native^2)).
+
+    Without it a 1 mm scan resampled to 2 mm is sharper than the 2 mm training scans, and the
+    whole brain lights up in the residual (MSLUB T1: 32 % of the brain above fpr5 without, 5 % with).
+    """
+    sigmas = [max(0.0, spacing_mm ** 2 - s ** 2) ** 0.5 / 2.355 for s in scan.GetSpacing()]
+    if max(sigmas) == 0:
+        return scan
+    return sitk.SmoothingRecursiveGaussian(sitk.Cast(scan, sitk.sitkFloat32), sigmas)
+
+
 def prepare(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None = None,
             percentiles: tuple[float, float] = (1.0, 99.0)) -> Prepared:
-    """Bring a scan into model space (see the module docstring)."""
-    native_brain, transform, source = brain_mask(scan, grid, mask, percentiles)
+    """Bring a scan into model space (see the module docstring); `native` keeps the scan as given."""
+    smoothed = match_resolution(scan, grid.spacing_mm)
+    native_brain, transform, source = brain_mask(scan, smoothed, grid, mask, percentiles)
     volume = float(sitk.GetArrayViewFromImage(native_brain).sum()) * _voxel_ml(scan)
     if volume < _MIN_BRAIN_ML:
         raise InputError(f"brain mask holds only {volume:.0f} mL; is this a brain MRI (or the right mask)?")
-    scaled, intensity_range = normalised_brain(scan, native_brain, percentiles)
+    # Percentiles over the template's brain region, as for the training scans (whose masks are
+    # template masks): a skull-stripped scan's own mask holds a different share of CSF and rim,
+    # which shifts its scaling (MSLUB T1: 20 % of the brain above fpr5 that way, 5 % this way).
+    _, template_brain = template_on_grid(grid)
+    template_native = sitk.Resample(template_brain, scan, transform.GetInverse(), sitk.sitkNearestNeighbor, 0)
+    scaling_region = sitk.And(native_brain, sitk.Cast(template_native, native_brain.GetPixelID()))
+    if not sitk.GetArrayViewFromImage(scaling_region).any():
+        scaling_region = native_brain
+    intensity_range = scale_intensity(smoothed, scaling_region, percentiles)
+    scaled = _apply_scaling(smoothed, native_brain, intensity_range)
     ref = grid.reference()
     image = sitk.GetArrayFromImage(sitk.Resample(scaled, ref, transform, sitk.sitkLinear, 0.0))
     brain = sitk.GetArrayFromImage(sitk.Resample(native_brain, ref, transform, sitk.sitkNearestNeighbor, 0)) > 0
