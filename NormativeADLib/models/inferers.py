@@ -79,18 +79,18 @@ def restore_patches(net: DiffusionNet, x0: torch.Tensor, boxes: Sequence[Box], t
     """Each box restored on its own (the box noised to t, the slice around it clean, x0 predicted in
     one step) and pasted back; overlaps are averaged, pixels outside every box are kept from x0.
 
-    All boxes of all slices go through the network as one batch.
+    One network call per box over the whole batch (on a CPU, one call over boxes x slices runs
+    about 40% slower per slice than calls of the engine's batch size).
     """
-    b, n = x0.shape[0], len(boxes)
     t = net.clamp_t(t)
-    masks = torch.cat([box_mask(x0.shape, box, x0.device) for box in boxes])  # (n, 1, H, W)
-    masks = masks.repeat(b, 1, 1, 1)  # slice-major: slice i's boxes at rows i*n .. i*n+n-1
-    clean = x0.repeat_interleave(n, dim=0)
-    noisy = torch.where(masks, net.q_sample(clean, t, net.noise_like(clean, generator)), clean)
-    pred = net.predict(noisy, t)[0]
-    weight = masks.float().view(b, n, 1, *x0.shape[-2:])
-    pasted = (pred.view(b, n, 1, *x0.shape[-2:]) * weight).sum(1)
-    cover = weight.sum(1)
+    pasted = torch.zeros_like(x0, dtype=torch.float32)
+    cover = torch.zeros_like(x0, dtype=torch.float32)
+    for box in boxes:
+        mask = box_mask(x0.shape, box, x0.device)
+        noisy = torch.where(mask, net.q_sample(x0, t, net.noise_like(x0, generator)), x0)
+        pred = net.predict(noisy, t)[0]
+        pasted = pasted + torch.where(mask, pred, torch.zeros_like(pred))
+        cover = cover + mask.float()
     return torch.where(cover > 0, pasted / cover.clamp(min=1.0), x0)
 
 
