@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -94,9 +95,26 @@ def _looks_like_labels(array: np.ndarray) -> bool:
     return bool(np.all(values == np.round(values)))
 
 
+def _nifti_non_finite(path: Path) -> int:
+    """NaN/Inf voxels of a NIfTI file, counted by nibabel: ITK's reader silently turns them into 0
+    (and reads some truncated files without complaint, which nibabel refuses)."""
+    if _suffix(path) not in (".nii", ".nii.gz"):
+        return 0
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise InputError(f"scan {path.name} could not be read (corrupt or truncated file?): {err}") from None
+    return int(np.size(data) - np.isfinite(data).sum()) if np.issubdtype(data.dtype, np.floating) else 0
+
+
 def read_scan(path: str | os.PathLike) -> sitk.Image:
     """Read and validate the scan to analyse, as float32."""
     image = read_image(path, "scan")
+    bad = _nifti_non_finite(Path(path))
+    if bad:
+        raise InputError(
+            f"scan {Path(path).name} contains {bad} NaN/Inf voxels; repair or mask them before analysis."
+        )
     validate_scan(image, Path(path).name)
     return sitk.Cast(image, sitk.sitkFloat32)
 

@@ -3,6 +3,7 @@
 import gzip
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -45,7 +46,8 @@ def test_2d_image(tmp_path, out, capsys):
 
 
 def test_4d_image(tmp_path, out, capsys):
-    path = _write(np.random.rand(3, 20, 20, 20).astype(np.float32), tmp_path / "series.nii.gz")
+    path = tmp_path / "series.nii.gz"  # a time series as scanners write it: (x, y, z, t)
+    nib.save(nib.Nifti1Image(np.random.rand(20, 20, 20, 3).astype(np.float32), np.diag([2.0, 2, 2, 1])), path)
     _assert_failed_cleanly(*_run(capsys, path, "--out", out), out, 2, ["4d", "3 volumes"])
 
 
