@@ -45,6 +45,16 @@ FAST = {  # few-step restoration settings, as in the small configs
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The networks here are tiny: a second intra-op thread only adds synchronisation, which on a
+    busy 2-core machine made this file several times slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def slices() -> torch.Tensor:
     """8 real axial brain slices (8, 1, 96, 96) in [0, 1]."""
