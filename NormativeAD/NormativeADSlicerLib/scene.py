@@ -34,7 +34,7 @@ SEGMENT_ID = "anomaly"
 SEGMENT_COLOR = (1.0, 0.9, 0.1)
 TABLE_NAME = "NormativeAD metrics"
 DEFAULT_OPACITY = 0.5
-DISPLAY_FLOOR = 0.5  # heatmap voxels below this fraction of the threshold are not drawn
+DISPLAY_FLOOR = 0.8  # heatmap voxels below this fraction of the threshold are not drawn (0.5 coloured most of a healthy-looking brain)
 
 COLOR_TABLE_FILE = Path(__file__).resolve().parent.parent / "Resources" / "ColorTables" / "NormativeADHeat.ctbl"
 
