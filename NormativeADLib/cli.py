@@ -71,7 +71,8 @@ def cmd_restore(args, reporter: Reporter) -> int:
     out = Path(args.out) if args.out else Path(f"normativead_{pipeline._case_name(args.input)}")
     check_writable(out, pipeline.output_names(args.format), args.overwrite)
     result = pipeline.analyse(args.input, args.model, args.mask, args.reference, args.threshold, args.device,
-                              seed=args.seed, progress=reporter.progress, cancel=cancel)
+                              seed=args.seed, transform_path=args.transform, progress=reporter.progress,
+                              cancel=cancel)
     if cancel.is_set():
         raise Cancelled("run cancelled")
     reporter.progress("write", 0.97, f"writing outputs to {out}")
@@ -111,7 +112,7 @@ def cmd_demo(args, reporter: Reporter) -> int:
 
     folder, scan, lesion = SAMPLE_CASE
     sample = resources_dir() / folder
-    args.input, args.reference, args.mask = str(sample / scan), str(sample / lesion), None
+    args.input, args.reference, args.mask, args.transform = str(sample / scan), str(sample / lesion), None, None
     args.threshold = "fpr5"
     args.out = args.out or "normativead_demo"
     return cmd_restore(args, reporter)
@@ -159,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--mask", help="brain mask on the scan's grid (else found automatically)")
             sp.add_argument("--reference", help="reference lesion mask on the scan's grid: adds Dice/AUPRC/AUROC")
             sp.add_argument("--threshold", default="fpr5", help="fpr1 | fpr5 | fpr10 (healthy-calibrated) or a number")
+            sp.add_argument("--transform", help="transform.tfm of an earlier run on this scan: skip registration")
         sp.add_argument("--model", default=None, help="model id (see `normativead models`)")
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
         sp.add_argument("--out", help="output folder")

@@ -131,6 +131,17 @@ def read_mask(path: str | os.PathLike, reference: sitk.Image, what: str = "mask"
     return binary
 
 
+def read_transform(path: str | os.PathLike) -> sitk.Transform:
+    """A registration written by an earlier run (transform.tfm: model/MNI points -> scan points)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"transform file not found: {path}; give a transform.tfm written by an earlier run.")
+    try:
+        return sitk.ReadTransform(str(path))
+    except RuntimeError:
+        raise InputError(f"transform {path.name} could not be read; give a transform.tfm written by an earlier run.") from None
+
+
 def check_same_grid(image: sitk.Image, reference: sitk.Image, what: str) -> None:
     """Raise InputError unless image and reference share size, spacing, origin and direction."""
     if image.GetSize() != reference.GetSize():

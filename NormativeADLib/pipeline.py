@@ -25,7 +25,7 @@ from .restore import restore_volume, select_device
 # progress(stage, fraction of the whole run in [0, 1], message)
 StageProgress = Callable[[str, float, str], None]
 IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")
-TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png")
+TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png", "transform.tfm")
 
 
 @dataclass
@@ -60,8 +60,13 @@ def resolve_threshold(spec: str | float, card: ModelCard) -> tuple[str, float]:
 def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
             mask_path: str | Path | None = None, reference_path: str | Path | None = None,
             threshold: str | float = "fpr5", device: str = "auto", seed: int = 0,
+            transform_path: str | Path | sitk.Transform | None = None,
             progress: StageProgress | None = None, cancel: threading.Event | None = None) -> CaseResult:
-    """Restore one scan and derive its heatmap, segmentation and metrics (nothing is written)."""
+    """Restore one scan and derive its heatmap, segmentation and metrics (nothing is written).
+
+    transform_path: a registration from an earlier run's transform.tfm (or a transform), to skip
+    registration and make runs of several models on one scan see exactly the same alignment.
+    """
     started = time.perf_counter()
     report = progress or (lambda stage, fraction, message: None)
 
@@ -73,6 +78,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     checkpoint("read", 0.0, f"reading {Path(scan_path).name}")
     scan = io.read_scan(scan_path)
     mask = io.read_mask(mask_path, scan, "mask") if mask_path else None
+    transform = io.read_transform(transform_path) if isinstance(transform_path, (str, Path)) else transform_path
     reference = io.read_mask(reference_path, scan, "reference") if reference_path else None
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     card = loaded.card
@@ -80,7 +86,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     choice = select_device(device)
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
-    prepared = prepare(scan, card.grid, mask, card.percentiles)
+    prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
 
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
     restored = restore_volume(
@@ -174,4 +180,6 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
         (staging / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
         write_csv([flat_metrics(result.metrics)], staging / "metrics.csv")
         write_report(result, staging / "report.png")
+        # model (MNI) -> scan points: --transform reuses it, so runs of several models share one registration
+        sitk.WriteTransform(result.prepared.transform, str(staging / "transform.tfm"))
     return Path(out_dir)

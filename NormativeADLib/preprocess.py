@@ -175,13 +175,17 @@ def normalised_brain(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[flo
 
 
 def brain_mask(scan: sitk.Image, smoothed: sitk.Image, grid: ModelGrid, mask: sitk.Image | None,
-               percentiles: tuple[float, float]):
+               percentiles: tuple[float, float], transform: sitk.Transform | None = None):
     """(native brain mask, transform model->native, source) for a scan and an optional given mask.
 
     Masks are found on the scan as given (its background is exactly constant only there);
     registration sees the percentile-scaled, resolution-matched brain, so z-scored or negative
-    intensities (BraTS) register like any other scan.
+    intensities (BraTS) register like any other scan. A given transform (model -> native points,
+    e.g. from an earlier run on the same scan) replaces the registration.
     """
+    def register(brain: sitk.Image) -> sitk.Transform:
+        return transform or register_to_template(normalised_brain(smoothed, brain, percentiles), grid)
+
     if mask is not None:
         if not sitk.GetArrayViewFromImage(mask).any():
             raise InputError("the given brain mask is empty; give a mask of the brain or none.")
@@ -189,9 +193,9 @@ def brain_mask(scan: sitk.Image, smoothed: sitk.Image, grid: ModelGrid, mask: si
     else:
         brain, source = skull_stripped_foreground(scan), "skull-stripped foreground"
     if brain is not None:
-        return brain, register_to_template(normalised_brain(smoothed, brain, percentiles), grid), source
+        return brain, register(brain), source
     rough = crude_brain_mask(scan)
-    transform = register_to_template(normalised_brain(smoothed, rough, percentiles), grid)
+    transform = register(rough)
     _, template_brain = template_on_grid(grid)
     warped = sitk.Resample(template_brain, scan, transform.GetInverse(), sitk.sitkNearestNeighbor, 0)
     head = sitk.OtsuThreshold(scan, 0, 1)
@@ -211,10 +215,10 @@ def match_resolution(scan: sitk.Image, spacing_mm: float) -> sitk.Image:
 
 
 def prepare(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None = None,
-            percentiles: tuple[float, float] = (1.0, 99.0)) -> Prepared:
+            percentiles: tuple[float, float] = (1.0, 99.0), transform: sitk.Transform | None = None) -> Prepared:
     """Bring a scan into model space (see the module docstring); `native` keeps the scan as given."""
     smoothed = match_resolution(scan, grid.spacing_mm)
-    native_brain, transform, source = brain_mask(scan, smoothed, grid, mask, percentiles)
+    native_brain, transform, source = brain_mask(scan, smoothed, grid, mask, percentiles, transform)
     volume = float(sitk.GetArrayViewFromImage(native_brain).sum()) * _voxel_ml(scan)
     if volume < _MIN_BRAIN_ML:
         raise InputError(f"brain mask holds only {volume:.0f} mL; is this a brain MRI (or the right mask)?")

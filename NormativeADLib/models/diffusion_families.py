@@ -118,21 +118,16 @@ class ConditionedDDPM:
         return _to_image(inferers.ensemble(net, x0, ts, generator, condition=x0))
 
 
-class AutoDDPM:
+class AutoDDPM(AnoDDPM):
     """AutoDDPM: restore (noise to t, denoise), mask the largest residuals, inpaint the mask with
-    RePaint from a small t, keeping the rest of the slice from the input.
+    RePaint from a small t, keeping the rest of the slice from the input. Network and training
+    are AnoDDPM's; only the restoration differs.
 
     restoration: {"t": 300, "sampler": "ddim", "steps": 3, "mask_quantile": 0.95, "mask_dilation": 3,
     "mask_weight": "ssim", "inpaint_t": 50, "inpaint_steps": 2, "resamples": 5}.
     """
 
     name = "autoddpm"
-
-    def build(self, network: dict) -> nn.Module:
-        return DiffusionNet(_unet(network), NoiseProcess.from_dict(network.get("diffusion")))
-
-    def loss(self, net: DiffusionNet, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return net.training_loss(x, _loss_generator(x, generator))
 
     def restore(self, net: DiffusionNet, x: torch.Tensor, settings: dict,
                 generator: torch.Generator | None) -> torch.Tensor:

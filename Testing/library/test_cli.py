@@ -92,3 +92,17 @@ def test_import_model_for_offline_sites(tmp_path):
     imported = registry.get_card(registry.DEFAULT_MODEL)
     assert imported.folder == registry.home() / "models" / card.id
     assert normativead("models", "import", card.folder).returncode == 3  # already there, not overwritten
+
+
+def test_transform_of_a_run_is_reused_exactly(demo_run, sample_scan, tmp_path):
+    """A second model run on the same scan can share the first run's registration (--transform)."""
+    _, out = demo_run
+    run = normativead("restore", sample_scan, "--transform", out / "transform.tfm", "--out", tmp_path / "again",
+                      "--progress", "none")
+    assert run.returncode == 0, run.stderr
+    for name in ("heatmap.nii.gz", "segmentation.nii.gz"):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / name))),
+                                      sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "again" / name))))
+    bad = normativead("restore", sample_scan, "--transform", tmp_path / "none.tfm", "--out", tmp_path / "x",
+                      "--progress", "none")
+    assert bad.returncode == 2 and "transform file not found" in bad.stderr

@@ -58,7 +58,8 @@ def _check_case(scan: sitk.Image, tmp_path, model, name: str):
     lesioned = _insert_dark_lesion(scan, center, float(np.percentile(brain_values, 1)))
     path = tmp_path / f"{name}.nii.gz"
     sitk.WriteImage(lesioned, str(path))
-    result = pipeline.analyse(path, model)
+    # Same registration for both runs, so the rise is the lesion's alone (no registration jitter).
+    result = pipeline.analyse(path, model, transform_path=before.prepared.transform)
     for image in (result.heatmap, result.pseudo_healthy, result.segmentation):
         _assert_same_grid(image, lesioned)
     rise = sitk.GetArrayFromImage(result.heatmap) - sitk.GetArrayFromImage(before.heatmap)
