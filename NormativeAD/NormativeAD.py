@@ -7,7 +7,6 @@ process (the NormativeADLib command line); the scene code lives in NormativeADSl
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional, Union

@@ -95,7 +95,8 @@ def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) 
         f"threshold {metrics['threshold']['source']} = {metrics['threshold']['value']:.4f}",
         f"anomaly volume {per_case['anomaly_volume_ml']:.2f} mL in {per_case['n_components']} components "
         f"(largest {per_case['largest_component_ml']:.2f} mL)",
-        f"case score {per_case['case_score']:.4f}, above {per_case['healthy_percentile']}% of healthy calibration scans",
+        f"case score {per_case['case_score']:.4f}, at or above {_percent(per_case['healthy_percentile'])} "
+        "of healthy calibration scans",
         f"restoration outside the anomaly: SSIM {per_case['ssim_outside_anomaly']:.3f}, MAE {per_case['mae_outside_anomaly']:.4f}",
     ]
     ref = metrics.get("reference")
@@ -105,6 +106,10 @@ def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) 
                      f"{ref['false_positive_components']}")
     lines.append(f"outputs in {out}/")
     print("\n".join(lines))
+
+
+def _percent(value: float | None) -> str:
+    return "an unknown share (no calibration scores in the card)" if value is None else f"{value:.0f} %"
 
 
 def cmd_demo(args, reporter: Reporter) -> int:

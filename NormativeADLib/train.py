@@ -26,7 +26,7 @@ from . import anomaly, data, metrics
 from .card import ModelCard, PostProcess, sha256, write_card
 from .preprocess import ModelGrid
 from .registry import LoadedModel, build_network, home, resources_dir
-from .restore import MIN_BRAIN_VOXELS_PER_SLICE, restore_volume
+from .restore import restore_volume
 
 Log = Callable[[str], None]
 WEIGHTS_FILE = "weights.safetensors"
