@@ -30,7 +30,8 @@ class SpatialAE:
 
 
 class VAE:
-    """Restoration decodes the posterior mean; training adds a beta-weighted KL term."""
+    """Restoration decodes the posterior mean; training adds a beta-weighted KL term.
+    Linear output like the AE (MONAI's sigmoid option saturates); the engine clamps to [0, 1]."""
 
     name = "vae"
 
@@ -39,14 +40,17 @@ class VAE:
             spatial_dims=2, in_shape=(1, *network["slice_shape"]), out_channels=1,
             latent_size=int(network["latent_size"]), channels=tuple(network["channels"]),
             strides=tuple(network["strides"]), num_res_units=int(network.get("num_res_units", 1)),
-            use_sigmoid=True,
+            use_sigmoid=False,
         )
 
     def loss(self, net: nn.Module, x: torch.Tensor, generator=None, beta: float = 1e-3) -> torch.Tensor:
-        recon, mu, logvar, _ = net(x)
+        mu, logvar = net.encode_forward(x)
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * torch.randn(std.shape, generator=generator, device=std.device) if net.training else mu
+        recon = net.decode_forward(z, use_sigmoid=False)
         kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
         return F.l1_loss(recon, x) + beta * kl
 
     def restore(self, net: nn.Module, x: torch.Tensor, settings: dict, generator=None) -> torch.Tensor:
         mu, _ = net.encode_forward(x)
-        return net.decode_forward(mu, use_sigmoid=True)
+        return net.decode_forward(mu, use_sigmoid=False)
