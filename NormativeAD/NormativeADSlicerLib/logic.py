@@ -49,6 +49,8 @@ class Job:
             raise ValueError("choose an input volume")
         if not settings.models:
             raise ValueError("choose at least one model")
+        if len(set(settings.models)) != len(settings.models):
+            raise ValueError("choose each model once: a comparison shows one view per model")
         self.scene = scene
         self.input_node = input_node
         self.settings = settings
@@ -75,7 +77,9 @@ class Job:
         request = RunRequest(
             input_path=self.inputs["input"], out_dir=self.work_dir / f"out-{self._index}", model=model,
             device=self.settings.device, mask_path=self.inputs.get("mask"),
-            reference_path=self.inputs.get("reference"), threshold=self.settings.threshold, fmt="nrrd")
+            reference_path=self.inputs.get("reference"), threshold=self.settings.threshold, fmt="nrrd",
+            # compared models share the first run's registration: same alignment, no repeated work
+            transform_path=self.outputs[0][1] / "transform.tfm" if self.outputs else None)
         self._runner = ProcessRunner(request, on_event=self._event, python=self.python)
         self._runner.start()
 

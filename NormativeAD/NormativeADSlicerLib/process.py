@@ -65,6 +65,7 @@ class RunRequest:
     reference_path: Path | None = None
     threshold: str = "fpr5"
     fmt: str = "nrrd"
+    transform_path: Path | None = None  # an earlier run's transform.tfm: same registration, no re-run
 
     def arguments(self) -> list[str]:
         if self.device not in DEVICES:
@@ -78,6 +79,8 @@ class RunRequest:
             args += ["--mask", str(self.mask_path)]
         if self.reference_path:
             args += ["--reference", str(self.reference_path)]
+        if self.transform_path:
+            args += ["--transform", str(self.transform_path)]
         return args
 
 

@@ -277,3 +277,26 @@ def test_cancel_leaves_the_scene_unchanged(scene, sample_volume, cli_run, tmp_pa
     assert process.poll() is not None  # the process is gone
     assert node_ids(scene) == before
     assert not job.work_dir.exists()
+
+
+def test_compared_models_share_one_registration(scene, sample_volume, cli_run, tmp_path, monkeypatch):
+    """Two models in one comparison job: the second run reuses the first run's transform.tfm."""
+    from NormativeADLib import registry
+
+    monkeypatch.setenv("NORMATIVEAD_HOME", TEST_HOME or str(tmp_path / "home"))
+    models = [card.id for card in registry.list_models()][:2]
+    if len(models) < 2:
+        pytest.skip("a comparison needs two installed models")
+    with pytest.raises(ValueError, match="each model once"):
+        Job(scene, sample_volume, RunSettings(models=[models[0], models[0]]))
+    job = Job(scene, sample_volume, RunSettings(models=models, device="cpu")).start()
+    arguments = [job._runner.request.arguments()]
+    deadline = time.monotonic() + 600
+    while job.poll() and time.monotonic() < deadline:
+        if job._runner.request.arguments() not in arguments:
+            arguments.append(job._runner.request.arguments())
+        time.sleep(0.1)
+    assert job.state.status == "done", job.state.message
+    assert "--transform" not in arguments[0] and "--transform" in arguments[1]
+    assert [r.metrics["model"]["id"] for r in job.state.results] == models
+    assert [r.metrics["mask_source"] for r in job.state.results] == ["skull-stripped foreground"] * 2
