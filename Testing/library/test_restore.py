@@ -20,8 +20,11 @@ def prepared(sample_scan, shipped_model):
 def test_restoration_is_deterministic_and_batch_independent(prepared, shipped_model):
     cpu = torch.device("cpu")
     a = restore_volume(shipped_model, prepared.image, prepared.brain, cpu, seed=3, batch_size=16)
+    again = restore_volume(shipped_model, prepared.image, prepared.brain, cpu, seed=3, batch_size=16)
     b = restore_volume(shipped_model, prepared.image, prepared.brain, cpu, seed=3, batch_size=5)
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_array_equal(a, again)
+    # other batch sizes pick other convolution kernels: equal to float32 rounding (seen: 1.05e-5)
+    np.testing.assert_allclose(a, b, atol=1e-4)
     assert a.shape == prepared.image.shape and a.dtype == np.float32
     assert not a[~prepared.brain].any() and 0 <= a.min() and a.max() <= 1
     assert np.abs(a - prepared.image)[prepared.brain].mean() > 0  # it is not the identity
