@@ -12,18 +12,15 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from .scene import SEGMENT_ID, Result, segment_array, table_as_rows, table_node, volume_like, write_volume
+from .scene import (SEGMENT_ID, Result, segment_array, table_as_rows, table_node, volume_like, write_volume,
+                    write_with_storage)
 
 
 def write_segmentation(segmentation_node, path: str | Path) -> Path:
     """A segmentation node as .seg.nrrd (its binary labelmaps on the reference geometry)."""
-    path = Path(path)
     storage = slicer.vtkMRMLSegmentationStorageNode()
-    storage.SetFileName(str(path))
     storage.SetCropToMinimumExtent(False)
-    if not storage.WriteData(segmentation_node):
-        raise OSError(f"cannot write {segmentation_node.GetName()} to {path}")
-    return path
+    return write_with_storage(storage, segmentation_node, path)
 
 
 def write_labelmap(segmentation_node, reference, path: str | Path) -> Path:

@@ -97,15 +97,20 @@ def heatmap_color_node(scene) -> "slicer.vtkMRMLColorTableNode":
 # Files <-> nodes (storage nodes only; they are never added to the scene, so the scene stays as it was)
 
 
-def write_volume(node, path: str | Path) -> Path:
-    """Write a volume node to .nrrd / .nii.gz without changing its storage node in the scene."""
+def write_with_storage(storage, node, path: str | Path) -> Path:
+    """Write node through a fresh (unscened) storage node, so the scene's own storage is untouched."""
     path = Path(path)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
-    storage.SetUseCompression(True)
     if not storage.WriteData(node):
         raise OSError(f"cannot write {node.GetName()} to {path}")
     return path
+
+
+def write_volume(node, path: str | Path) -> Path:
+    """Write a volume node to .nrrd / .nii.gz without changing its storage node in the scene."""
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetUseCompression(True)
+    return write_with_storage(storage, node, path)
 
 
 def read_volume_array(path: str | Path) -> tuple[np.ndarray, vtk.vtkMatrix4x4]:
