@@ -18,11 +18,19 @@ import SimpleITK as sitk
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from . import anomaly, io, metrics
-from .pipeline import analyse, write_csv
-from .registry import load_model
+from .card import ModelCard
+from .errors import InputError
+from .pipeline import CaseResult, analyse, write_csv
+from .registry import LoadedModel, load_model
 
 
 def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
+    """Cases of a manifest JSON, or of the cases.json inside a folder."""
+    if path.is_dir():
+        path = path / "cases.json"
+    if not path.is_file():
+        raise InputError(f"no case manifest at {path}: give a JSON list of {{name, scan, reference, mask?}} "
+                         "(see Resources/Cases/shared_dev.json) or a folder holding cases.json.")
     cases = json.loads(path.read_text())
     base = root or path.parent
     for case in cases:
@@ -40,15 +48,28 @@ def _scores(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return heat, ref, brain
 
 
+def analyse_cases(model: LoadedModel, cases: list[dict], device: str = "auto",
+                  log: Callable[[str], None] = print, transforms: dict | None = None) -> list[CaseResult]:
+    """Each case analysed once at fpr5; transforms (case name -> registration) skip re-registering."""
+    results = []
+    for case in cases:
+        result = analyse(case["scan"], model, case.get("mask"), case["reference"], "fpr5", device,
+                         transform_path=(transforms or {}).get(case["name"]))
+        results.append(result)
+        log(f"{model.card.id} {case['name']}: AUROC {result.metrics['reference']['auroc']:.3f} "
+            f"({result.metrics['seconds']} s)")
+    return results
+
+
 def evaluate(model_id: str, cases: list[dict], device: str = "auto",
              log: Callable[[str], None] = print) -> dict:
     model = load_model(model_id)
-    card = model.card
-    analysed = []
-    for case in cases:
-        result = analyse(case["scan"], model, case.get("mask"), case["reference"], "fpr5", device)
-        analysed.append((case, result, *_scores(result)))
-        log(f"{case['name']}: AUROC {result.metrics['reference']['auroc']:.3f} ({result.metrics['seconds']} s)")
+    return summarise(model.card, cases, analyse_cases(model, cases, device, log))
+
+
+def summarise(card: ModelCard, cases: list[dict], results: list[CaseResult]) -> dict:
+    """Per-case rows at every threshold source, per-volume means and voxel-pooled figures."""
+    analysed = [(case, result, *_scores(result)) for case, result in zip(cases, results)]
     heats = [a[2] for a in analysed]
     refs = [a[3] for a in analysed]
     brains = [a[4] for a in analysed]
@@ -62,7 +83,8 @@ def evaluate(model_id: str, cases: list[dict], device: str = "auto",
             seg = anomaly.segment(heat, value, spacing, card.postprocess.min_component_ml)
             m = metrics.detection_metrics(heat, seg, ref, brain, spacing)
             rows.append({"case": case["name"], "contrast": case.get("contrast", ""), "model": card.id,
-                         "threshold_source": source, "threshold": value, **m})
+                         "threshold_source": source, "threshold": value, **m,
+                         "caci": result.metrics["reference"]["caci"]})
     pooled_y = np.concatenate([r[b] for r, b in zip(refs, brains)])
     pooled_s = np.concatenate([h[b] for h, b in zip(heats, brains)])
     summary = {}

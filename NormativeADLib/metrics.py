@@ -10,20 +10,29 @@ from skimage.metrics import structural_similarity
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from . import anomaly
+from .normative import hmean
 
 
-def restoration_fidelity(image: np.ndarray, restored: np.ndarray, region: np.ndarray) -> dict:
-    """SSIM, MAE and PSNR of the restoration over a region (model space, intensities in [0, 1])."""
+def restoration_fidelity(image: np.ndarray, restored: np.ndarray, region: np.ndarray,
+                         anomaly_region: np.ndarray | None = None) -> dict:
+    """How the restoration treats healthy tissue (region) and, if given, an anomaly (model space, [0, 1]).
+
+    SSIM (3D map, 7-voxel window), MAE and PSNR over the region; with an anomaly region also the SSIM
+    inside it and [B25]'s CACI = hmean(SSIM outside, 1 - SSIM inside): high only for a model that
+    keeps healthy tissue and changes the anomaly.
+    """
+    out = {"ssim": None, "mae": None, "psnr_db": None, "ssim_inside": None, "caci": None}
     if not region.any():
-        return {"ssim": None, "mae": None, "psnr_db": None}
+        return out
     _, ssim_map = structural_similarity(image, restored, data_range=1.0, full=True)
     error = image[region] - restored[region]
     mse = float(np.mean(error ** 2))
-    return {
-        "ssim": float(ssim_map[region].mean()),
-        "mae": float(np.abs(error).mean()),
-        "psnr_db": float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf"),
-    }
+    out.update(ssim=float(ssim_map[region].mean()), mae=float(np.abs(error).mean()),
+               psnr_db=float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf"))
+    if anomaly_region is not None and anomaly_region.any():
+        out["ssim_inside"] = float(ssim_map[anomaly_region].mean())
+        out["caci"] = hmean(out["ssim"], 1.0 - out["ssim_inside"])
+    return out
 
 
 def case_metrics(segmentation: np.ndarray, spacing_mm: Sequence[float], score_native: np.ndarray,
@@ -44,6 +53,8 @@ def case_metrics(segmentation: np.ndarray, spacing_mm: Sequence[float], score_na
         "ssim_outside_anomaly": fidelity["ssim"],
         "mae_outside_anomaly": fidelity["mae"],
         "psnr_outside_anomaly_db": fidelity["psnr_db"],
+        "ssim_inside_anomaly": fidelity["ssim_inside"],
+        "caci": fidelity["caci"],
     }
 
 

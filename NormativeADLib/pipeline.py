@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from . import anomaly, io, metrics
 from .card import ModelCard
 from .errors import Cancelled, InputError
-from .preprocess import Prepared, prepare, to_native
+from .preprocess import Prepared, prepare, to_model, to_native
 from .registry import DEFAULT_MODEL, LoadedModel, load_model
 from .restore import restore_volume, select_device
 
@@ -104,7 +104,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     change = sitk.GetArrayFromImage(to_native(restored - prepared.image, prepared))
     pseudo = sitk.GetArrayViewFromImage(scan) + native_brain * change * np.subtract(*prepared.intensity_range[::-1])
 
-    healthy_region = anomaly.eroded_brain(prepared.brain, card.postprocess.erode_iterations) & ~(score > threshold_value)
+    eroded = anomaly.eroded_brain(prepared.brain, card.postprocess.erode_iterations)
+    flagged = eroded & (score > threshold_value)
     result_metrics = {
         "case": _case_name(scan_path),
         "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast},
@@ -115,7 +116,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         "min_component_ml": card.postprocess.min_component_ml,
         "per_case": metrics.case_metrics(
             segmentation, spacing, heatmap, native_brain,
-            metrics.restoration_fidelity(prepared.image, restored, healthy_region),
+            metrics.restoration_fidelity(prepared.image, restored, eroded & ~flagged, flagged),
             anomaly.case_score(score, prepared.brain), card.healthy_case_scores),
         "components": metrics.component_table(segmentation, heatmap, lambda ijk: _lps_to_ras(
             scan.TransformContinuousIndexToPhysicalPoint([float(v) for v in ijk])), spacing),
@@ -125,6 +126,10 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     if reference is not None:
         result_metrics["reference"] = metrics.detection_metrics(
             heatmap, segmentation, sitk.GetArrayFromImage(reference) > 0, native_brain, spacing)
+        lesion = eroded & to_model(reference, prepared)
+        change = metrics.restoration_fidelity(prepared.image, restored, eroded & ~lesion, lesion)
+        result_metrics["reference"].update(ssim_outside_reference=change["ssim"],
+                                           ssim_inside_reference=change["ssim_inside"], caci=change["caci"])
     result_metrics["seconds"] = round(time.perf_counter() - started, 2)
     report("metrics", 0.95, "analysis complete")
     return CaseResult(

@@ -245,3 +245,9 @@ def to_native(array: np.ndarray, prepared: Prepared, interpolator: int = sitk.si
     model_image.CopyInformation(prepared.grid.reference())
     inverse = prepared.transform.GetInverse()
     return sitk.Resample(model_image, prepared.native, inverse, interpolator, 0.0, sitk.sitkFloat32)
+
+
+def to_model(mask: sitk.Image, prepared: Prepared) -> np.ndarray:
+    """A native-grid mask (reference lesion) in model space (z, y, x) bool, nearest neighbour."""
+    moved = sitk.Resample(mask, prepared.grid.reference(), prepared.transform, sitk.sitkNearestNeighbor, 0)
+    return sitk.GetArrayFromImage(moved) > 0

@@ -9,9 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
 
 from . import anomaly  # noqa: E402
+from .preprocess import to_model  # noqa: E402
 
 N_SLICES = 4
 
@@ -24,17 +24,11 @@ def most_anomalous_slices(score: np.ndarray, segmentation: np.ndarray, n: int = 
     return sorted(np.argsort(weight)[::-1][:n].tolist())
 
 
-def _model_space(image: sitk.Image, result) -> np.ndarray:
-    prepared = result.prepared
-    moved = sitk.Resample(image, prepared.grid.reference(), prepared.transform, sitk.sitkNearestNeighbor, 0)
-    return sitk.GetArrayFromImage(moved) > 0
-
-
 def write_report(result, path: Path) -> None:
     threshold = result.metrics["threshold"]["value"]
     grid = result.prepared.grid
     seg = anomaly.segment(result.score, threshold, [grid.spacing_mm] * 3, result.card.postprocess.min_component_ml)
-    ref = _model_space(result.reference, result) if result.reference is not None else None
+    ref = to_model(result.reference, result.prepared) if result.reference is not None else None
     slices = most_anomalous_slices(result.score, seg)
     vmax = max(float(np.percentile(result.score[result.prepared.brain], 99.9)), threshold * 1.5, 1e-6)
     rows = ("input", "pseudo-healthy", "anomaly score", "segmentation")
