@@ -1,4 +1,4 @@
-"""The `normativead` command: restore, demo, models, train, evaluate, bench.
+"""The `normativead` command: restore, demo, models, train, evaluate, report, bench.
 
 Exit codes: 0 success, 1 unexpected failure, 2 bad input, 3 model problem, 4 output problem,
 130 cancelled (Ctrl-C or SIGTERM). With --progress json every event is one JSON line on stdout
@@ -198,6 +198,19 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True)
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     ev.add_argument("--overwrite", action="store_true")
+    rep = sub.add_parser("report", help="cohort report: RQI, AHI, CACI and detection figures per model")
+    rep.add_argument("--models", nargs="+", required=True, help="model ids to compare")
+    rep.add_argument("--healthy", required=True, help="folder of healthy scans (e.g. IXI T1)")
+    rep.add_argument("--pathology", required=True,
+                     help="manifest JSON of labelled cases, or a folder holding cases.json")
+    rep.add_argument("--root", help="folder the manifest's paths are relative to (default: its own folder)")
+    rep.add_argument("--out", required=True)
+    rep.add_argument("--weights", help="folder holding the LPIPS/FID weight files (default: NORMATIVEAD_WEIGHTS, "
+                                       "then the torch hub cache)")
+    rep.add_argument("--max-unseen", type=int, default=10, help="unseen healthy scans to restore per model")
+    rep.add_argument("--max-reference", type=int, default=20, help="healthy reference scans (FID's N)")
+    rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    rep.add_argument("--overwrite", action="store_true")
     bench = sub.add_parser("bench", help="speed: seconds per volume against a slice-by-slice fp32 baseline")
     bench.add_argument("input", nargs="?", help="scan to time (default: the shipped sample case)")
     bench.add_argument("--model", default=None)
@@ -224,6 +237,28 @@ def cmd_evaluate(args, reporter: Reporter) -> int:
     return 0
 
 
+def cmd_report(args, reporter: Reporter) -> int:
+    from .cohort import cohort_report, table_rows, write_cohort_report
+    from .evaluate import read_manifest
+    from .io import check_writable
+
+    out = Path(args.out)
+    check_writable(out, ["report.json", "report.html"], args.overwrite)
+    cases = read_manifest(Path(args.pathology), Path(args.root) if args.root else None)
+    report, examples = cohort_report(args.models, args.healthy, cases, args.device, args.max_unseen,
+                                     args.max_reference, args.weights,
+                                     log=lambda m: print(m, file=sys.stderr, flush=True))
+    write_cohort_report(report, examples, out, args.overwrite)
+    rows = table_rows(report)
+    headers = list(rows[0])
+    print("  ".join(f"{h:>12}" for h in headers))
+    for row in rows:
+        print("  ".join(f"{row[h]:>12}" if isinstance(row[h], str) else
+                        f"{'n/a' if row[h] is None else f'{row[h]:.3f}':>12}" for h in headers))
+    print(f"written to {out}/report.html")
+    return 0
+
+
 def cmd_bench(args, reporter: Reporter) -> int:
     from .bench import main as bench_main
 
@@ -231,7 +266,7 @@ def cmd_bench(args, reporter: Reporter) -> int:
 
 
 COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train,
-            "evaluate": cmd_evaluate, "bench": cmd_bench}
+            "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

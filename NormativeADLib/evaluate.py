@@ -84,7 +84,7 @@ def summarise(card: ModelCard, cases: list[dict], results: list[CaseResult]) -> 
             m = metrics.detection_metrics(heat, seg, ref, brain, spacing)
             rows.append({"case": case["name"], "contrast": case.get("contrast", ""), "model": card.id,
                          "threshold_source": source, "threshold": value, **m,
-                         "caci": result.metrics["reference"]["caci"]})
+                         "caci": result.metrics["reference"]["caci_reference"]})
     pooled_y = np.concatenate([r[b] for r, b in zip(refs, brains)])
     pooled_s = np.concatenate([h[b] for h, b in zip(heats, brains)])
     summary = {}

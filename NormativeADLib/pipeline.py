@@ -129,7 +129,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         lesion = eroded & to_model(reference, prepared)
         change = metrics.restoration_fidelity(prepared.image, restored, eroded & ~lesion, lesion)
         result_metrics["reference"].update(ssim_outside_reference=change["ssim"],
-                                           ssim_inside_reference=change["ssim_inside"], caci=change["caci"])
+                                           ssim_inside_reference=change["ssim_inside"],
+                                           caci_reference=change["caci"])
     result_metrics["seconds"] = round(time.perf_counter() - started, 2)
     report("metrics", 0.95, "analysis complete")
     return CaseResult(

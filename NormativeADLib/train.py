@@ -221,7 +221,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
             "data": "IXI T1 (healthy adults, Hammersmith Philips 3T), 2 mm NiChart copies",
             "licence": "CC BY-SA 3.0 (brain-development.org/ixi-dataset)",
             "split": {k: len(v) for k, v in split.to_dict().items()},
-            "split_file": "Resources/Splits/ixi_t1.json",
+            "subjects": split.to_dict(),  # so a report never restores a scan the model has seen
             "settings": settings.__dict__,
             "epochs_run": state["epoch"], "best_val_loss": state["best_loss"],
             "history": state["history"],

@@ -119,8 +119,8 @@ def test_report_without_standard_weights_says_which_file_is_missing(tmp_path, mo
     messages = []
     distance, features, notes = cohort.standard_networks(None, messages.append)
     assert distance is None and features is None
-    assert perceptual.FILES["alexnet"]["filename"] in notes["lpips"]
-    assert perceptual.FILES["inception"]["filename"] in notes["inception"]
+    assert perceptual.FILES["alexnet"].filename in notes["lpips"]
+    assert perceptual.FILES["inception"].filename in notes["inception"]
     assert len(messages) == 2
 
 

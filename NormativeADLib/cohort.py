@@ -1,0 +1,285 @@
+"""`normativead report`: which model has learned what healthy looks like, over a cohort.
+
+For each model: restore unseen healthy scans (RQI), the labelled pathological cases (evaluation
+figures, CACI, AHI), then compare the models in one table, a chart and example slices, written as
+report.json and report.html with PNG images. See normative.py for the indices.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io, normative
+from .data import Split, cached_scan, list_scans, load_split
+from .errors import InputError, ModelError
+from .evaluate import analyse_cases, summarise
+from .preprocess import to_model
+from .registry import home, load_model, resources_dir
+from .restore import restore_volume, select_device
+
+Log = Callable[[str], None]
+MIN_LESION_VOXELS_PER_SLICE = 20  # a slice counts as pathological (AHI's P) from this much lesion
+
+
+def healthy_subjects(scans: dict[str, Path], cards, max_unseen: int, max_reference: int):
+    """(unseen, reference) scan paths: subjects no model trained or calibrated on are restored (UN);
+    the others (or half of the unseen ones if there are none) are the healthy reference N."""
+    seen = set()
+    for card in cards:
+        split = card_subjects(card)
+        seen |= set(split.train) | set(split.calibration)
+    unseen = [s for s in sorted(scans) if s not in seen]
+    reference = [s for s in sorted(scans) if s in seen]
+    if len(unseen) < 2:
+        raise InputError(f"{len(unseen)} of the {len(scans)} healthy scans are unseen by every model "
+                         "(not in a card's training or calibration split); RQI needs at least 2 unseen scans.")
+    if len(reference) < 2:
+        half = len(unseen) // 2
+        unseen, reference = unseen[:half], unseen[half:]
+    return [scans[s] for s in unseen[:max_unseen]], [scans[s] for s in reference[:max_reference]]
+
+
+def card_subjects(card) -> Split:
+    """The subjects a model was trained, validated and calibrated on: its card's list, or (cards
+    written before the list was recorded) the shipped split file it names."""
+    if "subjects" in card.training:
+        return Split.from_dict(card.training["subjects"])
+    name = card.training.get("split_file", "")
+    path = resources_dir() / name.removeprefix("Resources/") if name.startswith("Resources/") else Path(name)
+    if not name or not path.is_file():
+        raise ModelError(f"model {card.id}: its card records no training subjects; a report could restore "
+                         "scans it was trained on. Retrain it with this version of normativead train.")
+    return load_split(path)
+
+
+def standard_networks(weights_dir: str | None, log: Log):
+    """(LPIPS distance or None, Inception features or None, {network: note}) from local weights only."""
+    from . import perceptual
+
+    notes, distance, features = {}, None, None
+    try:
+        distance = normative.lpips_distance_fn(perceptual.load_lpips(**_explicit(weights_dir, "lpips")))
+        notes["lpips"] = "LPIPS v0.1 AlexNet, standard weights"
+    except ModelError as err:
+        notes["lpips"] = str(err)
+        log(f"RQI not computed: {err}")
+    try:
+        features = normative.inception_features_fn(perceptual.load_inception(**_explicit(weights_dir, "inception")))
+        notes["inception"] = "FID Inception v3 pool3, pytorch-fid weights"
+    except ModelError as err:
+        notes["inception"] = str(err)
+        log(f"AHI not computed: {err}")
+    return distance, features, notes
+
+
+def _explicit(weights_dir: str | None, network: str) -> dict:
+    """Keyword arguments naming the files inside a --weights folder (None: the default search)."""
+    from .perceptual import FILES
+
+    if weights_dir is None:
+        return {}
+    folder = Path(weights_dir)
+    if network == "lpips":
+        return {"backbone": folder / FILES["alexnet"].filename, "heads": folder / FILES["lpips_heads"].filename}
+    return {"path": folder / FILES["inception"].filename}
+
+
+def model_report(model_id: str, unseen: list[Path], reference: list[Path], cases: list[dict],
+                 device: str, transforms: dict, networks, log: Log) -> tuple[dict, list[dict]]:
+    """One model's row of the report and its example slices."""
+    model = load_model(model_id)
+    card = model.card
+    choice = select_device(device)
+    cache = home() / "prepared"
+    healthy_in, healthy_out = [], []
+    for i, path in enumerate(unseen):
+        image, brain = cached_scan(path, cache, card.grid, card.percentiles)
+        restored = restore_volume(model, image, brain, choice.device)
+        healthy_in.append(normative.brain_slices(image, brain))
+        healthy_out.append(normative.brain_slices(restored, brain))
+        log(f"{card.id}: healthy {i + 1}/{len(unseen)} restored")
+    reference_slices = [normative.brain_slices(*cached_scan(p, cache, card.grid, card.percentiles))
+                        for p in reference]
+    results = analyse_cases(model, cases, device, log, transforms)
+    for case, result in zip(cases, results):
+        transforms.setdefault(case["name"], result.prepared.transform)
+    pathological, pathological_out, examples = [], [], []
+    for case, result in zip(cases, results):
+        lesion = to_model(result.reference, result.prepared) & result.prepared.brain
+        pathological.append(normative.brain_slices(result.prepared.image, result.prepared.brain, lesion,
+                                                   MIN_LESION_VOXELS_PER_SLICE))
+        pathological_out.append(normative.brain_slices(result.restored, result.prepared.brain, lesion,
+                                                       MIN_LESION_VOXELS_PER_SLICE))
+        examples.append(_example(case["name"], result, lesion))
+    sets = normative.SliceSets(np.concatenate(healthy_in), np.concatenate(healthy_out),
+                               np.concatenate(reference_slices), np.concatenate(pathological),
+                               np.concatenate(pathological_out))
+    distance, features, _ = networks
+    row = {"model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast},
+           "device": choice.note,
+           "n_slices": {"unseen_healthy": len(sets.healthy), "reference": len(sets.reference),
+                        "pathological": len(sets.pathological)},
+           "indices": normative.indices(sets, [r.metrics["reference"]["caci_reference"] for r in results], distance, features),
+           "evaluation": summarise(card, cases, results)}
+    return row, examples
+
+
+def _example(name: str, result, lesion: np.ndarray) -> dict:
+    """The axial slice with the most lesion: input, restoration and anomaly score (model space)."""
+    z = int(np.argmax(lesion.reshape(lesion.shape[0], -1).sum(1)))
+    return {"case": name, "slice": z, "input": result.prepared.image[z], "restored": result.restored[z],
+            "score": result.score[z], "lesion": lesion[z]}
+
+
+def cohort_report(model_ids: list[str], healthy_dir: str | Path, cases: list[dict], device: str = "auto",
+                  max_unseen: int = 10, max_reference: int = 20, weights_dir: str | None = None,
+                  log: Log = print) -> tuple[dict, dict]:
+    """(report, examples per model) for several models on one healthy folder and one set of cases."""
+    if len(set(model_ids)) != len(model_ids):
+        raise InputError("a model is named twice in --models; name each once.")
+    if not cases:
+        raise InputError("no pathological cases given.")
+    cards = [load_model(m).card for m in model_ids]
+    unseen, reference = healthy_subjects(list_scans(healthy_dir), cards, max_unseen, max_reference)
+    log(f"healthy: {len(unseen)} unseen scans restored, {len(reference)} reference scans")
+    networks = standard_networks(weights_dir, log)
+    torch.manual_seed(0)
+    transforms: dict = {}  # the first model's registrations, reused so every model sees the same alignment
+    rows, examples = [], {}
+    for model_id in model_ids:
+        row, examples[model_id] = model_report(model_id, unseen, reference, cases, device, transforms,
+                                               networks, log)
+        rows.append(row)
+    report = {
+        "models": rows,
+        "healthy": {"folder": str(healthy_dir), "unseen": [p.name for p in unseen],
+                    "reference": [p.name for p in reference]},
+        "cases": [c["name"] for c in cases],
+        "networks": networks[2],
+        "definitions": normative.__doc__,
+    }
+    return report, examples
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing
+
+
+TABLE = [  # (header, getter) of the per-model table
+    ("RQI", lambda r: r["indices"]["RQI"]),
+    ("AHI", lambda r: r["indices"]["AHI"]),
+    ("CACI", lambda r: r["indices"]["CACI"]),
+    ("Overall", lambda r: r["indices"]["overall"]),
+    ("RQI-SSIM", lambda r: r["indices"]["RQI-SSIM"]),
+    ("AHI-HIST", lambda r: r["indices"]["AHI-HIST"]),
+    ("Overall (variants)", lambda r: r["indices"]["overall-variants"]),
+    ("Dice fpr5", lambda r: r["evaluation"]["summary"]["fpr5"]["per_volume_mean"]["dice"]),
+    ("AUPRC", lambda r: r["evaluation"]["summary"]["fpr5"]["per_volume_mean"]["auprc"]),
+    ("AUROC pooled", lambda r: r["evaluation"]["pooled"]["auroc"]),
+]
+
+
+def table_rows(report: dict) -> list[dict]:
+    return [{"model": r["model"]["id"], **{h: get(r) for h, get in TABLE}} for r in report["models"]]
+
+
+def write_cohort_report(report: dict, examples: dict, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """report.json, report.html, report.csv, indices.png and one examples_<model>.png per model."""
+    example_names = [f"examples_{m}.png" for m in examples]
+    names = ["report.json", "report.csv", "report.html", "indices.png", *example_names]
+    from .pipeline import write_csv
+
+    with io.atomic_output_dir(out_dir, names, overwrite) as staging:
+        (staging / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+        write_csv(table_rows(report), staging / "report.csv")
+        _plot_indices(report, staging / "indices.png")
+        for model_id, name in zip(examples, example_names):
+            _plot_examples(model_id, examples[model_id], staging / name)
+        (staging / "report.html").write_text(_html(report, example_names))
+    return Path(out_dir)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _html(report: dict, example_names: list[str]) -> str:
+    rows = table_rows(report)
+    headers = ["model", *[h for h, _ in TABLE]]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(
+        f"<td>{html.escape(row[h] if h == 'model' else _fmt(row[h]))}</td>" for h in headers) + "</tr>"
+        for row in rows)
+    notes = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report["networks"].items())
+    images = "".join(f'<h3>{html.escape(n[9:-4])}</h3><img src="{n}">' for n in example_names)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>NormativeAD cohort report</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
+pre{{background:#f4f4f4;padding:1em;white-space:pre-wrap}}</style></head><body>
+<h1>NormativeAD cohort report</h1>
+<p>Healthy: {len(report['healthy']['unseen'])} unseen scans restored, {len(report['healthy']['reference'])}
+reference scans, from {html.escape(report['healthy']['folder'])}. Pathological cases:
+{html.escape(', '.join(report['cases']))}.</p>
+<table><tr>{head}</tr>{body}</table>
+<p>n/a: the standard network's weights were not found (see below); the variants are computed instead
+under their own names. Dice and AUPRC are per-volume means at the healthy-calibrated fpr5 threshold.</p>
+<h2>Networks</h2><ul>{notes}</ul>
+<h2>Indices</h2><img src="indices.png">
+<h2>Example slices (input, restoration, anomaly score; lesion outlined)</h2>{images}
+<h2>Definitions</h2><pre>{html.escape(report['definitions'])}</pre>
+</body></html>
+"""
+
+
+def _plot_indices(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table_rows(report)
+    keys = [h for h, _ in TABLE if any(r[h] is not None for r in rows)]
+    x = np.arange(len(keys))
+    width = 0.8 / max(1, len(rows))
+    fig, ax = plt.subplots(figsize=(2 + 1.1 * len(keys), 3.8), layout="constrained")
+    for i, row in enumerate(rows):
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, [row[k] or 0 for k in keys], width, label=row["model"])
+    ax.set_xticks(x, keys, fontsize=8, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_title("Normative-learning indices and detection per model (higher is better)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _plot_examples(model_id: str, examples: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(examples), 3, figsize=(7, 2.4 * len(examples)), squeeze=False,
+                             layout="constrained")
+    for row, ex in zip(axes, examples):
+        for ax, key, title in zip(row, ("input", "restored", "score"), ("input", "restoration", "anomaly score")):
+            ax.imshow(ex[key][::-1], cmap="gray" if key != "score" else "inferno",
+                      vmin=0, vmax=1 if key != "score" else max(1e-6, float(ex["score"].max())))
+            ax.contour(ex["lesion"][::-1], levels=[0.5], colors="cyan", linewidths=0.6)
+            ax.set_title(f"{ex['case']} z={ex['slice']}: {title}", fontsize=7)
+            ax.axis("off")
+    fig.suptitle(model_id, fontsize=9)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
