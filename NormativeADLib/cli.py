@@ -98,14 +98,20 @@ def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) 
         f"case score {per_case['case_score']:.4f}, at or above {_percent(per_case['healthy_percentile'])} "
         "of healthy calibration scans",
         f"restoration outside the anomaly: SSIM {per_case['ssim_outside_anomaly']:.3f}, MAE {per_case['mae_outside_anomaly']:.4f}",
+        f"inside the anomaly: SSIM {_number(per_case['ssim_inside_anomaly'])}; "
+        f"CACI {_number(per_case['caci'])} (1: keeps healthy tissue, changes the anomaly; 0: copies it)",
     ]
     ref = metrics.get("reference")
     if ref:
         lines.append(f"vs reference: Dice {ref['dice']:.3f}, AUPRC {ref['auprc']:.3f}, AUROC {ref['auroc']:.3f}, "
                      f"lesions detected {ref['lesion_detection_rate']:.2f}, false-positive components "
-                     f"{ref['false_positive_components']}")
+                     f"{ref['false_positive_components']}; CACI with the reference {_number(ref['caci_reference'])}")
     lines.append(f"outputs in {out}/")
     print("\n".join(lines))
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _percent(value: float | None) -> str:
