@@ -29,6 +29,7 @@ def test_train_writes_a_calibrated_model_that_the_registry_loads(tmp_path, capsy
     assert set(card.thresholds) == {"fpr1", "fpr5", "fpr10"}
     assert len(card.healthy_case_scores) == 2
     assert card.training["epochs_run"] == 1 and "--epochs 1" in card.training["command"]
+    assert card.training["subjects"] == tiny  # what a report must never restore
     assert np.isfinite(card.figures["healthy_validation"]["ssim"])
     # the same command again refuses to replace the model
     assert cli.main(["train", "--config", str(tmp_path / "config.json"), "--data",
