@@ -14,11 +14,13 @@ import numpy as np
 import torch
 
 from .errors import Cancelled, InputError
+from .models.base import SliceGenerators
 from .registry import LoadedModel
 
 ProgressFn = Callable[[int, int], None]
 # Slices with fewer brain voxels than this are left as they are (nothing to restore).
 MIN_BRAIN_VOXELS_PER_SLICE = 50
+SEED_STRIDE = 1_000_003  # slice z of a run with seed s draws its noise from seed s * SEED_STRIDE + z
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,6 @@ def restore_volume(model: LoadedModel, image: np.ndarray, brain: np.ndarray, dev
     restored = image.copy()
     batch_size = batch_size or batch_size_for(device, image.shape[1:])
     network = model.network.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     done = 0
     with torch.inference_mode(), autocast:
@@ -75,7 +76,9 @@ def restore_volume(model: LoadedModel, image: np.ndarray, brain: np.ndarray, dev
                 raise Cancelled("restoration cancelled")
             index = slices[start:start + batch_size]
             x = torch.from_numpy(image[index][:, None]).to(device)
-            y = model.family.restore(network, x, model.card.restoration, generator)
+            generators = SliceGenerators(torch.Generator(device=device).manual_seed(seed * SEED_STRIDE + int(z))
+                                         for z in index)
+            y = model.family.restore(network, x, model.card.restoration, generators)
             restored[index] = y[:, 0].float().clamp(0, 1).cpu().numpy()
             done += len(index)
             if progress:

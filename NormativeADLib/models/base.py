@@ -26,3 +26,12 @@ class Family(Protocol):
     def restore(self, net: nn.Module, x: torch.Tensor, settings: dict,
                 generator: torch.Generator | None) -> torch.Tensor:
         """Pseudo-healthy counterparts of x (B, 1, H, W) in [0, 1], same shape."""
+
+
+class SliceGenerators(list):
+    """One torch.Generator per slice of a batch, passed where a generator goes.
+
+    Noise drawn through it (DiffusionNet.noise_like) is drawn slice by slice, so a slice's
+    restoration depends on its own seed only, not on which slices share its batch: a volume restores
+    the same at any batch size, on any device memory.
+    """

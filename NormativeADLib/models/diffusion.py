@@ -20,6 +20,7 @@ from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
 from .simplex import SimplexSettings, simplex_noise
+from .base import SliceGenerators
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class DiffusionNet(nn.Module):
 
     def noise_like(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Unit noise of the process's kind, drawn from generator on x's device, float32."""
+        if isinstance(generator, SliceGenerators):
+            return torch.cat([self.noise_like(x[i:i + 1], g) for i, g in enumerate(generator)])
         if self.process.noise == "simplex":
             return simplex_noise(tuple(x.shape), generator, self.process.simplex, device=x.device)
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
