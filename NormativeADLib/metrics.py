@@ -35,6 +35,21 @@ def restoration_fidelity(image: np.ndarray, restored: np.ndarray, region: np.nda
     return out
 
 
+def lpips_in_region(net, image: np.ndarray, restored: np.ndarray, region: np.ndarray) -> float | None:
+    """Mean of the LPIPS map (spatial, standard AlexNet weights) of the restoration over a region."""
+    import torch
+
+    from .perceptual import lpips_distance
+
+    zs = np.flatnonzero(region.reshape(region.shape[0], -1).any(1))
+    if not len(zs):
+        return None
+    with torch.inference_mode():
+        maps = lpips_distance(net, torch.from_numpy(image[zs][:, None]), torch.from_numpy(restored[zs][:, None]),
+                              spatial=True)[:, 0].cpu().numpy()
+    return float(maps[region[zs]].mean())
+
+
 def case_metrics(segmentation: np.ndarray, spacing_mm: Sequence[float], score_native: np.ndarray,
                  brain_native: np.ndarray, fidelity: dict, case_score: float,
                  healthy_scores: Sequence[float]) -> dict:
@@ -53,6 +68,7 @@ def case_metrics(segmentation: np.ndarray, spacing_mm: Sequence[float], score_na
         "ssim_outside_anomaly": fidelity["ssim"],
         "mae_outside_anomaly": fidelity["mae"],
         "psnr_outside_anomaly_db": fidelity["psnr_db"],
+        "lpips_outside_anomaly": fidelity.get("lpips"),
         "ssim_inside_anomaly": fidelity["ssim_inside"],
         "caci": fidelity["caci"],
     }

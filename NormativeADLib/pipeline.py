@@ -5,6 +5,7 @@ The command line, the Slicer module's worker and the tests all call `analyse` an
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -116,7 +117,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         "min_component_ml": card.postprocess.min_component_ml,
         "per_case": metrics.case_metrics(
             segmentation, spacing, heatmap, native_brain,
-            metrics.restoration_fidelity(prepared.image, restored, eroded & ~flagged, flagged),
+            {**metrics.restoration_fidelity(prepared.image, restored, eroded & ~flagged, flagged),
+             "lpips": _lpips_outside(prepared.image, restored, eroded & ~flagged)},
             anomaly.case_score(score, prepared.brain), card.healthy_case_scores),
         "components": metrics.component_table(segmentation, heatmap, lambda ijk: _lps_to_ras(
             scan.TransformContinuousIndexToPhysicalPoint([float(v) for v in ijk])), spacing),
@@ -140,6 +142,19 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         segmentation=io.image_like(segmentation.astype(np.uint8), scan),
         reference=reference, metrics=result_metrics,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _standard_lpips():
+    """LPIPS-AlexNet when its standard weights are on this machine (never downloaded), else None."""
+    from . import perceptual
+
+    return perceptual.load_lpips() if perceptual.lpips_available() else None
+
+
+def _lpips_outside(image: np.ndarray, restored: np.ndarray, region: np.ndarray) -> float | None:
+    net = _standard_lpips()
+    return None if net is None else metrics.lpips_in_region(net, image, restored, region)
 
 
 def _lps_to_ras(point) -> list[float]:

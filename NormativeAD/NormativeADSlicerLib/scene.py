@@ -52,6 +52,7 @@ TABLE_COLUMNS = [
     ("Healthy percentile", "healthy_percentile", "%"),
     ("SSIM outside anomaly", "ssim_outside_anomaly", ""),
     ("MAE outside anomaly", "mae_outside_anomaly", ""),
+    ("LPIPS outside anomaly", "lpips_outside_anomaly", ""),
     ("SSIM inside anomaly", "ssim_inside_anomaly", ""),
     ("CACI (segmentation)", "caci", ""),
     ("CACI (reference)", "caci_reference", ""),
@@ -541,7 +542,7 @@ def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]
         flat["n_components"] = int(volumes.size)
         flat["largest_component_ml"] = float(volumes[0]) if volumes.size else 0.0
         for key in ("dice", "lesion_detection_rate", "false_positive_components", "ssim_outside_anomaly",
-                    "mae_outside_anomaly", "ssim_inside_anomaly", "caci"):
+                    "mae_outside_anomaly", "lpips_outside_anomaly", "ssim_inside_anomaly", "caci"):
             flat.pop(key, None)  # they were measured at the old threshold
     return {header: _format(flat.get(key)) for header, key, _ in TABLE_COLUMNS}
 

@@ -322,3 +322,30 @@ def test_real_inception_features_are_closer_for_a_noisy_copy():
     f = perceptual.inception_features(net, batch)
     assert f.shape == (3, 2048) and np.isfinite(f).all() and (f >= 0).all()
     assert np.linalg.norm(f[0] - f[1]) < np.linalg.norm(f[0] - f[2]) / 3
+
+
+def test_per_case_lpips_outside_the_anomaly(nowhere, weights, lpips_net):
+    """The pipeline's per-case LPIPS: only with the standard weights present, over the given region."""
+    from NormativeADLib import metrics, pipeline
+
+    pipeline._standard_lpips.cache_clear()
+    try:
+        assert pipeline._lpips_outside(np.zeros((2, 96, 96), np.float32), np.zeros((2, 96, 96), np.float32),
+                                       np.ones((2, 96, 96), bool)) is None
+        pipeline._standard_lpips.cache_clear()
+        nowhere.setenv(perceptual.WEIGHTS_ENV, str(weights))
+        assert pipeline._standard_lpips() is not None
+    finally:
+        pipeline._standard_lpips.cache_clear()
+    image = slices(4)[:, 0].numpy()
+    region = np.zeros(image.shape, bool)
+    region[:, 20:70, 20:70] = True
+    assert metrics.lpips_in_region(lpips_net, image, image, region) == pytest.approx(0.0, abs=1e-7)
+    changed = image.copy()
+    changed[:, 80:] = 0  # outside the region: the region's LPIPS moves little
+    inside = image.copy()
+    inside[:, 30:60, 30:60] = 0
+    outside_change = metrics.lpips_in_region(lpips_net, image, changed, region)
+    inside_change = metrics.lpips_in_region(lpips_net, image, inside, region)
+    assert 0 < outside_change < inside_change
+    assert metrics.lpips_in_region(lpips_net, image, inside, np.zeros_like(region)) is None
