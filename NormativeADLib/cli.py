@@ -152,7 +152,7 @@ def cmd_train(args, reporter: Reporter) -> int:
     from .registry import home
     from .train import load_config, train
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.family)
     out = Path(args.out) if args.out else home() / "models" / config["id"]
     train(config, Path(args.data), out, Path(args.split) if args.split else None, args.epochs,
           Path(args.cache) if args.cache else None, args.overwrite, args.resume,
@@ -189,6 +189,8 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--overwrite", action="store_true")
     models.add_argument("--json", action="store_true")
     tr = sub.add_parser("train", help="train and calibrate a model on healthy scans")
+    tr.add_argument("--family", help="model family (ae, vae, ddpm, pddpm, cddpm, autoddpm): with it --config "
+                                     "may name a shipped size (small, published)")
     tr.add_argument("--config", required=True, help="config JSON, or the name of a shipped one (ae_small)")
     tr.add_argument("--data", required=True, help="folder of healthy scans (IXI T1)")
     tr.add_argument("--split", help="subject split JSON (default: Resources/Splits/ixi_t1.json)")

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from . import anomaly, data, metrics
 from .card import ModelCard, PostProcess, sha256, write_card
+from .errors import InputError
 from .preprocess import ModelGrid
 from .registry import LoadedModel, build_network, home, resources_dir
 from .restore import restore_volume
@@ -43,14 +44,23 @@ class TrainSettings:
     seed: int = 0
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path, family: str | None = None) -> dict:
+    """A config file, or a shipped one by name: `ae_small`, or `small` with family `ae`."""
     path = Path(path)
     if not path.is_file():
-        shipped = resources_dir() / "Configs" / f"{path.name.removesuffix('.json')}.json"
+        name = path.name.removesuffix(".json")
+        configs = resources_dir() / "Configs"
+        shipped = configs / f"{name}.json"
+        if family and not shipped.is_file():
+            shipped = configs / f"{family}_{name}.json"
         if not shipped.is_file():
-            raise FileNotFoundError(f"config {path} not found (nor shipped as {shipped.name})")
+            known = sorted(p.stem for p in configs.glob("*.json"))
+            raise FileNotFoundError(f"config {path} not found (nor shipped as {shipped.name}); shipped: {', '.join(known)}")
         path = shipped
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())
+    if family and config.get("family") != family:
+        raise InputError(f"config {path.name} is for family {config.get('family')}, not {family}.")
+    return config
 
 
 def default_split_path() -> Path:

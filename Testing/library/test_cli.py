@@ -106,3 +106,15 @@ def test_transform_of_a_run_is_reused_exactly(demo_run, sample_scan, tmp_path):
     bad = normativead("restore", sample_scan, "--transform", tmp_path / "none.tfm", "--out", tmp_path / "x",
                       "--progress", "none")
     assert bad.returncode == 2 and "transform file not found" in bad.stderr
+
+
+def test_train_config_by_family_and_size():
+    from NormativeADLib.errors import InputError
+    from NormativeADLib.train import load_config
+
+    assert load_config("small", "cddpm")["family"] == "cddpm"
+    assert load_config("cddpm_published", "cddpm") == load_config("cddpm_published")
+    with pytest.raises(InputError, match="family ae, not vae"):
+        load_config("ae_small", "vae")
+    with pytest.raises(FileNotFoundError, match="shipped: .*ddpm_small"):
+        load_config("tiny", "ddpm")
