@@ -62,19 +62,22 @@ def standard_networks(weights_dir: str | None, log: Log):
     """(LPIPS distance or None, Inception features or None, {network: note}) from local weights only."""
     from . import perceptual
 
-    notes, distance, features = {}, None, None
-    try:
-        distance = normative.lpips_distance_fn(perceptual.load_lpips(**_explicit(weights_dir, "lpips")))
-        notes["lpips"] = "LPIPS v0.1 AlexNet, standard weights"
-    except ModelError as err:
-        notes["lpips"] = str(err)
-        log(f"RQI not computed: {err}")
-    try:
-        features = normative.inception_features_fn(perceptual.load_inception(**_explicit(weights_dir, "inception")))
-        notes["inception"] = "FID Inception v3 pool3, pytorch-fid weights"
-    except ModelError as err:
-        notes["inception"] = str(err)
-        log(f"AHI not computed: {err}")
+    notes = {}
+
+    def attempt(key: str, index: str, build, loaded: str):
+        try:
+            value = build()
+        except ModelError as err:
+            notes[key] = str(err)
+            log(f"{index} not computed: {err}")
+            return None
+        notes[key] = loaded
+        return value
+
+    distance = attempt("lpips", "RQI", lambda: normative.lpips_distance_fn(
+        perceptual.load_lpips(**_explicit(weights_dir, "lpips"))), "LPIPS v0.1 AlexNet, standard weights")
+    features = attempt("inception", "AHI", lambda: normative.inception_features_fn(
+        perceptual.load_inception(**_explicit(weights_dir, "inception"))), "FID Inception v3 pool3, pytorch-fid weights")
     return distance, features, notes
 
 
