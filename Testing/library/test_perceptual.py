@@ -349,3 +349,25 @@ def test_per_case_lpips_outside_the_anomaly(nowhere, weights, lpips_net):
     inside_change = metrics.lpips_in_region(lpips_net, image, inside, region)
     assert 0 < outside_change < inside_change
     assert metrics.lpips_in_region(lpips_net, image, inside, np.zeros_like(region)) is None
+
+
+def test_standard_indices_run_through_both_networks(weights, lpips_net, inception_state):
+    """RQI and AHI through the real LPIPS and Inception code paths (test weights): the values that
+    hold for any network (identity: RQI 1; restorations equal to unseen healthy slices: AHI 1)."""
+    from NormativeADLib import normative
+
+    net = perceptual.FIDInception()
+    net.load_state_dict(inception_state)
+    net.eval()
+    healthy = slices(6, seed=1)[:, 0].numpy()
+    reference = slices(6, seed=2)[:, 0].numpy()
+    pathological = healthy.copy()
+    pathological[:, 30:50, 30:50] = 1.0
+    distance = normative.lpips_distance_fn(lpips_net)
+    features = normative.inception_features_fn(net)
+    assert normative.rqi(healthy, healthy, distance) == pytest.approx(1.0)
+    assert 0 < normative.rqi(healthy, reference, distance) < 1
+    sets = normative.SliceSets(healthy, healthy, reference, pathological, healthy)
+    out = normative.indices(sets, [0.5], distance, features)
+    assert out["RQI"] == pytest.approx(1.0) and out["AHI"] == pytest.approx(1.0)
+    assert out["overall"] == pytest.approx((normative.hmean(1.0, 0.5) + 1.0) / 2)
