@@ -1,0 +1,45 @@
+"""Every model shipped in Resources/Models: weights intact and within the size limit, calibrated,
+its card recording the command that made it, and it restores slices of a real scan."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from NormativeADLib import registry
+from NormativeADLib.card import verify_weights
+from NormativeADLib.preprocess import template_on_grid
+
+SHIPPED = sorted(p.name for p in (registry.resources_dir() / "Models").iterdir() if (p / "card.json").is_file())
+MAX_WEIGHTS_MB = 40
+
+
+def test_the_default_and_a_second_model_are_shipped():
+    assert registry.DEFAULT_MODEL in SHIPPED and len(SHIPPED) >= 2
+
+
+@pytest.mark.parametrize("model_id", SHIPPED)
+def test_shipped_model_card_and_weights(model_id):
+    card = registry.get_card(model_id)
+    assert card.id == model_id and card.folder.name == model_id
+    path = verify_weights(card)
+    assert path.stat().st_size < MAX_WEIGHTS_MB * 2**20
+    assert card.thresholds["fpr1"] > card.thresholds["fpr5"] > card.thresholds["fpr10"] > 0
+    assert abs(card.figures["calibration"]["mean_voxel_fpr_at_fpr5"] - 0.05) < 0.005
+    assert len(card.healthy_case_scores) == 25
+    assert card.training["command"].startswith("normativead train") and model_id in card.training["command"]
+    assert 0 < card.figures["healthy_validation"]["ssim"] <= 1
+
+
+@pytest.mark.parametrize("model_id", SHIPPED)
+def test_shipped_model_restores_real_slices(model_id):
+    """Two axial slices of the MNI152 template (real anatomy on the model grid) come back close."""
+    model = registry.load_model(model_id)
+    t1, mask = template_on_grid(model.card.grid)
+    image = sitk.GetArrayFromImage(t1)[38:40]
+    brain = sitk.GetArrayFromImage(mask)[38:40] > 0
+    x = torch.from_numpy((np.clip(image / np.percentile(image[brain], 99), 0, 1) * brain).astype(np.float32))
+    with torch.inference_mode():
+        y = model.family.restore(model.network, x[:, None], model.card.restoration, torch.Generator().manual_seed(0))
+    assert y.shape == (2, 1, 96, 96) and torch.isfinite(y).all()
+    assert float((y[:, 0] - x).abs()[torch.from_numpy(brain)].mean()) < 0.2  # a restoration, not noise
