@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
+from .io import write_file_atomic
 from .preprocess import ModelGrid
 
 CARD_FILE = "card.json"
@@ -82,8 +83,9 @@ def read_card(folder: Path) -> ModelCard:
 
 
 def write_card(card: ModelCard, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    """card.json through a temporary file: an interrupted write never leaves a broken card."""
+    text = json.dumps(card.to_dict(), indent=2) + "\n"
+    write_file_atomic(folder / CARD_FILE, lambda tmp: tmp.write_text(text), overwrite=True)
 
 
 def sha256(path: Path) -> str:

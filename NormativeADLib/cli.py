@@ -206,6 +206,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True)
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     ev.add_argument("--overwrite", action="store_true")
+    ev.add_argument("--record", action="store_true", help="also write the fpr5 figures into the model's card")
     rep = sub.add_parser("report", help="cohort report: RQI, AHI, CACI and detection figures per model")
     rep.add_argument("--models", nargs="+", required=True, help="model ids to compare")
     rep.add_argument("--healthy", required=True, help="folder of healthy scans (e.g. IXI T1)")
@@ -228,7 +229,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args, reporter: Reporter) -> int:
-    from .evaluate import evaluate, read_manifest, write_evaluation
+    from .evaluate import evaluate, read_manifest, record_in_card, write_evaluation
     from .io import check_writable
 
     out = Path(args.out)
@@ -236,6 +237,9 @@ def cmd_evaluate(args, reporter: Reporter) -> int:
     cases = read_manifest(Path(args.cases), Path(args.root) if args.root else None)
     report = evaluate(args.model, cases, args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
     write_evaluation(report, out, args.overwrite)
+    if args.record:
+        card_path = record_in_card(report, "normativead " + " ".join(shlex.quote(a) for a in args.argv))
+        print(f"fpr5 figures recorded in {card_path}", file=sys.stderr)
     for source, s in report["summary"].items():
         mean = s["per_volume_mean"]
         print(f"{source:<30} t={s['threshold']:.4f}  Dice {mean['dice']:.3f} (pooled {s['pooled_dice']:.3f})  "

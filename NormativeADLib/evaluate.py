@@ -18,10 +18,10 @@ import SimpleITK as sitk
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from . import anomaly, io, metrics
-from .card import ModelCard
+from .card import ModelCard, write_card
 from .errors import InputError
 from .pipeline import CaseResult, analyse, write_csv
-from .registry import LoadedModel, load_model
+from .registry import LoadedModel, get_card, load_model
 
 
 def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
@@ -112,6 +112,21 @@ def _pooled_dice(heats, refs, brains, threshold) -> float:
     tp = sum(int(((h > threshold) & r & b).sum()) for h, r, b in zip(heats, refs, brains))
     total = sum(int(((h > threshold) & b).sum() + (r & b).sum()) for h, r, b in zip(heats, refs, brains))
     return 2 * tp / max(1, total)
+
+
+def record_in_card(report: dict, command: str) -> Path:
+    """Write an evaluation's fpr5 figures into the evaluated model's card (cards carry their figures)."""
+    card = get_card(report["model"]["id"])
+    keys = ("case", "contrast", "dice", "auprc", "auroc", "lesion_detection_rate", "false_positive_components", "caci")
+    figures = {
+        "command": command, "threshold": "fpr5",
+        "cases": [{k: r[k] for k in keys} for r in report["cases"] if r["threshold_source"] == "fpr5"],
+        "per_volume_mean": report["summary"]["fpr5"]["per_volume_mean"],
+        "pooled": report["pooled"],
+        "note": "development cases, native grid, inside the brain mask; not a benchmark",
+    }
+    write_card(card.replace(figures={**card.figures, "evaluation": figures}), card.folder)
+    return card.folder / "card.json"
 
 
 def write_evaluation(report: dict, out_dir: Path, overwrite: bool = False) -> None:

@@ -118,3 +118,29 @@ def test_train_config_by_family_and_size():
         load_config("ae_small", "vae")
     with pytest.raises(FileNotFoundError, match="shipped: .*ddpm_small"):
         load_config("tiny", "ddpm")
+
+
+def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
+    import shutil
+
+    from NormativeADLib.evaluate import record_in_card
+
+    source = registry.get_card(registry.DEFAULT_MODEL)
+    folder = registry.home() / "models" / "ae-record-test"
+    shutil.copytree(source.folder, folder)
+    try:
+        (folder / "card.json").write_text(
+            json.dumps({**json.loads((folder / "card.json").read_text()), "id": "ae-record-test"}))
+        row = {"case": "c1", "contrast": "T1", "dice": 0.2, "auprc": 0.3, "auroc": 0.7,
+               "lesion_detection_rate": 0.5, "false_positive_components": 3, "caci": 0.1}
+        report = {"model": {"id": "ae-record-test"},
+                  "cases": [{**row, "threshold_source": "fpr5"}, {**row, "threshold_source": "fpr1", "dice": 0.9}],
+                  "summary": {"fpr5": {"per_volume_mean": {"dice": 0.2}}}, "pooled": {"auroc": 0.7}}
+        record_in_card(report, "normativead evaluate --record")
+        card = registry.get_card("ae-record-test")
+        assert card.figures["evaluation"]["cases"] == [row]
+        assert card.figures["healthy_validation"] == source.figures["healthy_validation"]
+        assert card.thresholds == source.thresholds
+        assert not list(folder.glob(".card.json*"))  # no temporary file left
+    finally:
+        shutil.rmtree(folder)
