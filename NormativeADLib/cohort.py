@@ -13,14 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import io, normative
 from .data import Split, cached_scan, list_scans, load_split
 from .errors import InputError, ModelError
 from .evaluate import analyse_cases, summarise
 from .preprocess import to_model
-from .registry import home, load_model, resources_dir
+from .registry import get_card, home, load_model, resources_dir
 from .restore import restore_volume, select_device
 
 Log = Callable[[str], None]
@@ -148,11 +147,10 @@ def cohort_report(model_ids: list[str], healthy_dir: str | Path, cases: list[dic
         raise InputError("a model is named twice in --models; name each once.")
     if not cases:
         raise InputError("no pathological cases given.")
-    cards = [load_model(m).card for m in model_ids]
+    cards = [get_card(m) for m in model_ids]  # weights are loaded one model at a time, later
     unseen, reference = healthy_subjects(list_scans(healthy_dir), cards, max_unseen, max_reference)
     log(f"healthy: {len(unseen)} unseen scans restored, {len(reference)} reference scans")
     networks = standard_networks(weights_dir, log)
-    torch.manual_seed(0)
     transforms: dict = {}  # the first model's registrations, reused so every model sees the same alignment
     rows, examples = [], {}
     for model_id in model_ids:
