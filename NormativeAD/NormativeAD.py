@@ -244,7 +244,8 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelCardLabel.text = (
             f"<b>{card.id}</b> v{card.version} · {card.family} · contrast {card.contrast}<br>"
             f"{card.description}<br>Trained on: {training.get('data', 'unknown')} "
-            f"({training.get('licence', training.get('license', 'licence not stated'))})")
+            f"({training.get('licence', training.get('license', 'licence not stated'))})<br>"
+            f"Figures: {card.figures_summary()}")
         self._checkCanApply()
 
     def onImportWeights(self) -> None:

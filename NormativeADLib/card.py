@@ -70,6 +70,18 @@ class ModelCard:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known}, folder=folder)
 
+    def figures_summary(self) -> str:
+        """What the model reached, in one line: healthy restoration and dev-case detection."""
+        parts = []
+        healthy = self.figures.get("healthy_validation") or {}
+        if healthy.get("ssim") is not None:
+            parts.append(f"healthy SSIM {healthy['ssim']:.2f}")
+        pooled = (self.figures.get("evaluation") or {}).get("pooled") or {}
+        if pooled.get("auroc") is not None:
+            n = len(self.figures["evaluation"].get("cases", []))
+            parts.append(f"dev AUROC {pooled['auroc']:.2f} ({n} cases)")
+        return ", ".join(parts) or "no figures recorded"
+
     def replace(self, **changes) -> "ModelCard":
         return dataclasses.replace(self, **changes)
 

@@ -140,11 +140,11 @@ def cmd_models(args, reporter: Reporter) -> int:
     if args.json:
         print(json.dumps([{**c.to_dict(), "folder": str(c.folder)} for c in cards], indent=2))
         return 0
-    print(f"{'id':<16} {'family':<8} {'version':<8} {'contrast':<8} {'fpr5':>8}  where")
+    print(f"{'id':<16} {'family':<8} {'version':<8} {'contrast':<8} {'fpr5':>8}  {'figures':<42} where")
     for c in cards:
         fpr5 = c.thresholds.get("fpr5")
         print(f"{c.id:<16} {c.family:<8} {c.version:<8} {c.contrast:<8} "
-              f"{'' if fpr5 is None else f'{fpr5:.4f}':>8}  {c.folder}")
+              f"{'' if fpr5 is None else f'{fpr5:.4f}':>8}  {c.figures_summary():<42} {c.folder}")
     return 0
 
 

@@ -83,6 +83,10 @@ def test_models_lists_the_shipped_model():
     shipped = next(c for c in cards if c["id"] == registry.DEFAULT_MODEL)
     assert set(shipped["thresholds"]) == {"fpr1", "fpr5", "fpr10"}
     assert "normativead train" in shipped["training"]["command"]
+    table = normativead("models").stdout
+    card = registry.get_card(registry.DEFAULT_MODEL)
+    pooled = card.figures["evaluation"]["pooled"]["auroc"]
+    assert f"healthy SSIM {card.figures['healthy_validation']['ssim']:.2f}, dev AUROC {pooled:.2f} (3 cases)" in table
 
 
 def test_import_model_for_offline_sites(tmp_path):
