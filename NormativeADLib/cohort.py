@@ -98,38 +98,52 @@ def model_report(model_id: str, unseen: list[Path], reference: list[Path], cases
     model = load_model(model_id)
     card = model.card
     choice = select_device(device)
-    cache = home() / "prepared"
-    healthy_in, healthy_out = [], []
-    for i, path in enumerate(unseen):
-        image, brain = cached_scan(path, cache, card.grid, card.percentiles)
-        restored = restore_volume(model, image, brain, choice.device)
-        healthy_in.append(normative.brain_slices(image, brain))
-        healthy_out.append(normative.brain_slices(restored, brain))
-        log(f"{card.id}: healthy {i + 1}/{len(unseen)} restored")
-    reference_slices = [normative.brain_slices(*cached_scan(p, cache, card.grid, card.percentiles))
-                        for p in reference]
+    healthy, healthy_restored, reference_slices = _healthy_slices(model, unseen, reference, choice.device, log)
     results = analyse_cases(model, cases, device, log, transforms)
     for case, result in zip(cases, results):
         transforms.setdefault(case["name"], result.prepared.transform)
-    pathological, pathological_out, examples = [], [], []
-    for case, result in zip(cases, results):
-        lesion = to_model(result.reference, result.prepared) & result.prepared.brain
-        pathological.append(normative.brain_slices(result.prepared.image, result.prepared.brain, lesion,
-                                                   MIN_LESION_VOXELS_PER_SLICE))
-        pathological_out.append(normative.brain_slices(result.restored, result.prepared.brain, lesion,
-                                                       MIN_LESION_VOXELS_PER_SLICE))
-        examples.append(_example(case["name"], result, lesion))
-    sets = normative.SliceSets(np.concatenate(healthy_in), np.concatenate(healthy_out),
-                               np.concatenate(reference_slices), np.concatenate(pathological),
-                               np.concatenate(pathological_out))
+    pathological, pathological_restored, examples = _lesion_slices(cases, results)
+    sets = normative.SliceSets(healthy, healthy_restored, reference_slices, pathological, pathological_restored)
     distance, features, _ = networks
+    caci = [r.metrics["reference"]["caci_reference"] for r in results]
     row = {"model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast},
            "device": choice.note,
            "n_slices": {"unseen_healthy": len(sets.healthy), "reference": len(sets.reference),
                         "pathological": len(sets.pathological)},
-           "indices": normative.indices(sets, [r.metrics["reference"]["caci_reference"] for r in results], distance, features),
+           "indices": normative.indices(sets, caci, distance, features),
            "evaluation": summarise(card, cases, results)}
     return row, examples
+
+
+def _healthy_slices(model, unseen: list[Path], reference: list[Path], device, log: Log):
+    """(UN inputs, their restorations, N inputs): brain slices in the model's space (prepared once, cached)."""
+    card = model.card
+    cache = home() / "prepared"
+    inputs, restored = [], []
+    for i, path in enumerate(unseen):
+        image, brain = cached_scan(path, cache, card.grid, card.percentiles)
+        inputs.append(normative.brain_slices(image, brain))
+        restored.append(normative.brain_slices(restore_volume(model, image, brain, device), brain))
+        log(f"{card.id}: healthy {i + 1}/{len(unseen)} restored")
+    others = [normative.brain_slices(*cached_scan(p, cache, card.grid, card.percentiles)) for p in reference]
+    return np.concatenate(inputs), np.concatenate(restored), np.concatenate(others)
+
+
+def _lesion_slices(cases: list[dict], results) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(P inputs, their restorations, one example per case): slices holding reference lesion."""
+    inputs, restored, examples = [], [], []
+    for case, result in zip(cases, results):
+        prepared = result.prepared
+        lesion = to_model(result.reference, prepared) & prepared.brain
+        inputs.append(normative.brain_slices(prepared.image, prepared.brain, lesion, MIN_LESION_VOXELS_PER_SLICE))
+        restored.append(normative.brain_slices(result.restored, prepared.brain, lesion, MIN_LESION_VOXELS_PER_SLICE))
+        examples.append(_example(case["name"], result, lesion))
+    inputs, restored = np.concatenate(inputs), np.concatenate(restored)
+    if len(inputs) < 2:
+        raise InputError(f"the reference masks of the {len(cases)} cases hold fewer than 2 axial slices with "
+                         f"{MIN_LESION_VOXELS_PER_SLICE} or more lesion voxels in model space; AHI needs more "
+                         "lesion: add cases or larger lesions.")
+    return inputs, restored, examples
 
 
 def _example(name: str, result, lesion: np.ndarray) -> dict:

@@ -32,6 +32,11 @@ def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
         raise InputError(f"no case manifest at {path}: give a JSON list of {{name, scan, reference, mask?}} "
                          "(see Resources/Cases/shared_dev.json) or a folder holding cases.json.")
     cases = json.loads(path.read_text())
+    for i, case in enumerate(cases):
+        missing = [k for k in ("name", "scan", "reference") if not case.get(k)]
+        if missing:
+            raise InputError(f"case {case.get('name', i + 1)} of {path} has no {', '.join(missing)}: every case "
+                             "needs a name, a scan and a reference lesion mask.")
     base = root or path.parent
     for case in cases:
         for key in ("scan", "reference", "mask"):

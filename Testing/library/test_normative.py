@@ -149,3 +149,14 @@ def test_report_command_on_real_scans(tmp_path):
     for name in ("report.html", "report.csv", "indices.png", "examples_ae-ixi-t1.png", "examples_vae-ixi-t1.png"):
         assert (out / name).stat().st_size > 0
     assert "RQI-SSIM" in (out / "report.html").read_text()
+
+
+def test_case_manifest_needs_a_reference_for_every_case(tmp_path):
+    from NormativeADLib.errors import InputError
+    from NormativeADLib.evaluate import read_manifest
+
+    (tmp_path / "cases.json").write_text(json.dumps([{"name": "a", "scan": "a.nii.gz"}]))
+    with pytest.raises(InputError, match="case a .* has no reference"):
+        read_manifest(tmp_path)  # a folder holding cases.json
+    with pytest.raises(InputError, match="no case manifest"):
+        read_manifest(tmp_path / "none.json")
