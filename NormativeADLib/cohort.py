@@ -230,13 +230,27 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _html(report: dict, example_names: list[str]) -> str:
-    rows = table_rows(report)
-    headers = ["model", *[h for h, _ in TABLE]]
+CASE_COLUMNS = ("case", "model", "dice", "auprc", "auroc", "lesion_detection_rate", "false_positive_components", "caci")
+
+
+def case_rows(report: dict) -> list[dict]:
+    """Per case and model, at the fpr5 threshold."""
+    return [{k: r[k] for k in CASE_COLUMNS} for m in report["models"] for r in m["evaluation"]["cases"]
+            if r["threshold_source"] == "fpr5"]
+
+
+def _html_table(rows: list[dict], headers: list[str]) -> str:
+    def cell(value) -> str:
+        return html.escape(value if isinstance(value, str) else str(value) if isinstance(value, int) else _fmt(value))
+
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(
-        f"<td>{html.escape(row[h] if h == 'model' else _fmt(row[h]))}</td>" for h in headers) + "</tr>"
-        for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(row[h])}</td>" for h in headers) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(report: dict, example_names: list[str]) -> str:
+    models = _html_table(table_rows(report), ["model", *[h for h, _ in TABLE]])
+    cases = _html_table(sorted(case_rows(report), key=lambda r: r["case"]), list(CASE_COLUMNS))
     notes = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in report["networks"].items())
     images = "".join(f'<h3>{html.escape(n[9:-4])}</h3><img src="{n}">' for n in example_names)
     return f"""<!doctype html>
@@ -248,9 +262,10 @@ pre{{background:#f4f4f4;padding:1em;white-space:pre-wrap}}</style></head><body>
 <p>Healthy: {len(report['healthy']['unseen'])} unseen scans restored, {len(report['healthy']['reference'])}
 reference scans, from {html.escape(report['healthy']['folder'])}. Pathological cases:
 {html.escape(', '.join(report['cases']))}.</p>
-<table><tr>{head}</tr>{body}</table>
+{models}
 <p>n/a: the standard network's weights were not found (see below); the variants are computed instead
 under their own names. Dice and AUPRC are per-volume means at the healthy-calibrated fpr5 threshold.</p>
+<h2>Cases (fpr5; CACI with the reference lesion)</h2>{cases}
 <h2>Networks</h2><ul>{notes}</ul>
 <h2>Indices</h2><img src="indices.png">
 <h2>Example slices (input, restoration, anomaly score; lesion outlined)</h2>{images}
