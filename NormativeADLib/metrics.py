@@ -13,24 +13,31 @@ from . import anomaly
 from .normative import hmean
 
 
+def ssim_map(image: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """Local SSIM of the restoration (3D, 7-voxel window, model space [0, 1])."""
+    return structural_similarity(image, restored, data_range=1.0, full=True)[1]
+
+
 def restoration_fidelity(image: np.ndarray, restored: np.ndarray, region: np.ndarray,
-                         anomaly_region: np.ndarray | None = None) -> dict:
+                         anomaly_region: np.ndarray | None = None,
+                         similarity: np.ndarray | None = None) -> dict:
     """How the restoration treats healthy tissue (region) and, if given, an anomaly (model space, [0, 1]).
 
     SSIM (3D map, 7-voxel window), MAE and PSNR over the region; with an anomaly region also the SSIM
     inside it and [B25]'s CACI = hmean(SSIM outside, 1 - SSIM inside): high only for a model that
-    keeps healthy tissue and changes the anomaly.
+    keeps healthy tissue and changes the anomaly. similarity: ssim_map(image, restored) when the caller
+    already has it (it is the costly part).
     """
     out = {"ssim": None, "mae": None, "psnr_db": None, "ssim_inside": None, "caci": None}
     if not region.any():
         return out
-    _, ssim_map = structural_similarity(image, restored, data_range=1.0, full=True)
+    similarity = ssim_map(image, restored) if similarity is None else similarity
     error = image[region] - restored[region]
     mse = float(np.mean(error ** 2))
-    out.update(ssim=float(ssim_map[region].mean()), mae=float(np.abs(error).mean()),
+    out.update(ssim=float(similarity[region].mean()), mae=float(np.abs(error).mean()),
                psnr_db=float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf"))
     if anomaly_region is not None and anomaly_region.any():
-        out["ssim_inside"] = float(ssim_map[anomaly_region].mean())
+        out["ssim_inside"] = float(similarity[anomaly_region].mean())
         out["caci"] = hmean(out["ssim"], 1.0 - out["ssim_inside"])
     return out
 

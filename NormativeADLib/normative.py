@@ -17,6 +17,7 @@ under their own names; nothing is silently swapped.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -91,12 +92,21 @@ def histogram_features(slices: np.ndarray) -> np.ndarray:
 
 
 def inception_features_fn(net, batch_size: int = 32) -> Features:
-    """F features = Inception pool3 (2048) with pytorch-fid's FID weights; see perceptual.py."""
+    """F features = Inception pool3 (2048) with pytorch-fid's FID weights; see perceptual.py.
+
+    Remembered by content: a report compares several models on the same healthy, reference and
+    pathological slices, whose features need computing once.
+    """
     from .perceptual import inception_features
 
+    known: dict[tuple, np.ndarray] = {}
+
     def features(slices: np.ndarray) -> np.ndarray:
-        images = torch.from_numpy(np.ascontiguousarray(slices, np.float32))[:, None]
-        return inception_features(net, images, batch_size)
+        slices = np.ascontiguousarray(slices, np.float32)
+        key = (slices.shape, hashlib.blake2b(slices.tobytes(), digest_size=16).hexdigest())
+        if key not in known:
+            known[key] = inception_features(net, torch.from_numpy(slices)[:, None], batch_size)
+        return known[key]
 
     return features
 

@@ -102,11 +102,12 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     spacing = scan.GetSpacing()
     segmentation = anomaly.segment(heatmap, threshold_value, spacing, card.postprocess.min_component_ml)
     # The scan plus the model's change, in scan units: no dark rim where the brain edge is resampled.
-    change = sitk.GetArrayFromImage(to_native(restored - prepared.image, prepared))
-    pseudo = sitk.GetArrayViewFromImage(scan) + native_brain * change * np.subtract(*prepared.intensity_range[::-1])
+    native_change = sitk.GetArrayFromImage(to_native(restored - prepared.image, prepared))
+    pseudo = sitk.GetArrayViewFromImage(scan) + native_brain * native_change * np.subtract(*prepared.intensity_range[::-1])
 
     eroded = anomaly.eroded_brain(prepared.brain, card.postprocess.erode_iterations)
     flagged = eroded & (score > threshold_value)
+    similarity = metrics.ssim_map(prepared.image, restored)
     result_metrics = {
         "case": _case_name(scan_path),
         "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast},
@@ -117,7 +118,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         "min_component_ml": card.postprocess.min_component_ml,
         "per_case": metrics.case_metrics(
             segmentation, spacing, heatmap, native_brain,
-            {**metrics.restoration_fidelity(prepared.image, restored, eroded & ~flagged, flagged),
+            {**metrics.restoration_fidelity(prepared.image, restored, eroded & ~flagged, flagged, similarity),
              "lpips": _lpips_outside(prepared.image, restored, eroded & ~flagged)},
             anomaly.case_score(score, prepared.brain), card.healthy_case_scores),
         "components": metrics.component_table(segmentation, heatmap, lambda ijk: _lps_to_ras(
@@ -129,10 +130,10 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         result_metrics["reference"] = metrics.detection_metrics(
             heatmap, segmentation, sitk.GetArrayFromImage(reference) > 0, native_brain, spacing)
         lesion = eroded & to_model(reference, prepared)
-        change = metrics.restoration_fidelity(prepared.image, restored, eroded & ~lesion, lesion)
-        result_metrics["reference"].update(ssim_outside_reference=change["ssim"],
-                                           ssim_inside_reference=change["ssim_inside"],
-                                           caci_reference=change["caci"])
+        fidelity = metrics.restoration_fidelity(prepared.image, restored, eroded & ~lesion, lesion, similarity)
+        result_metrics["reference"].update(ssim_outside_reference=fidelity["ssim"],
+                                           ssim_inside_reference=fidelity["ssim_inside"],
+                                           caci_reference=fidelity["caci"])
     result_metrics["seconds"] = round(time.perf_counter() - started, 2)
     report("metrics", 0.95, "analysis complete")
     return CaseResult(

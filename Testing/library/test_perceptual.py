@@ -371,3 +371,19 @@ def test_standard_indices_run_through_both_networks(weights, lpips_net, inceptio
     out = normative.indices(sets, [0.5], distance, features)
     assert out["RQI"] == pytest.approx(1.0) and out["AHI"] == pytest.approx(1.0)
     assert out["overall"] == pytest.approx((normative.hmean(1.0, 0.5) + 1.0) / 2)
+
+
+def test_inception_features_are_computed_once_per_content(inception_state):
+    """A report compares models on the same healthy and reference slices: their features are reused."""
+    from NormativeADLib import normative
+
+    net = perceptual.FIDInception()
+    net.load_state_dict(inception_state)
+    net.eval()
+    features = normative.inception_features_fn(net)
+    images = slices(2, seed=3)[:, 0].numpy()
+    first = features(images)
+    assert features(images.copy()) is first  # same content, another array: remembered
+    other = images.copy()
+    other[0, 20:40, 20:40] = 1.0
+    assert features(other) is not first and not np.array_equal(features(other), first)
