@@ -3,6 +3,8 @@
 The baseline runs the same network slice by slice in fp32 with no batching (torch.no_grad only);
 the engine is `restore_volume` as the product runs it. Both run in the same process on the same
 prepared volume; figures are medians of several runs, and the ratio is baseline / engine.
+`--config` times a config's network with untrained weights (speed does not depend on them), for
+sizes no machine here has trained.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from . import io
 from .pipeline import analyse
 from .preprocess import prepare
-from .registry import LoadedModel, load_model
+from .registry import LoadedModel, build_network, load_model
 from .restore import MIN_BRAIN_VOXELS_PER_SLICE, restore_volume, select_device
 
 
@@ -52,8 +54,8 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
-def run(scan_path: Path, model_id: str, device_name: str = "auto", runs: int = 3) -> dict:
-    model = load_model(model_id)
+def run(scan_path: Path, model: LoadedModel, device_name: str = "auto", runs: int = 3,
+        whole_case: bool = True) -> dict:
     device = select_device(device_name).device
     scan = io.read_scan(scan_path)
     prepared = prepare(scan, model.card.grid, None, model.card.percentiles)
@@ -61,19 +63,31 @@ def run(scan_path: Path, model_id: str, device_name: str = "auto", runs: int = 3
     restore_volume(model, prepared.image, prepared.brain, device)  # warm-up
     engine = _timed(lambda: restore_volume(model, prepared.image, prepared.brain, device), runs, device)
     baseline = _timed(lambda: baseline_restore(model, prepared.image, prepared.brain, device), runs, device)
-    pipeline = _timed(lambda: analyse(scan_path, model, device=device_name), runs, device)
+    pipeline = _timed(lambda: analyse(scan_path, model, device=device_name), runs, device) if whole_case else []
     engine_s, baseline_s = statistics.median(engine), statistics.median(baseline)
     return {
-        "model": model_id, "device": str(device), "torch": torch.__version__,
+        "model": model.card.id, "weights": "trained" if whole_case else "untrained: speed only",
+        "parameters": sum(p.numel() for p in model.network.parameters()),
+        "device": str(device), "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "case": scan_path.name, "slices_restored": n_slices, "runs": runs,
         "restore_s_median": round(engine_s, 3), "baseline_restore_s_median": round(baseline_s, 3),
         "speedup_vs_baseline": round(baseline_s / engine_s, 2),
         "slices_per_s": round(n_slices / engine_s, 1),
-        "whole_case_s_median": round(statistics.median(pipeline), 2),
+        "whole_case_s_median": round(statistics.median(pipeline), 2) if pipeline else None,
         "peak_memory_mb": round(_peak_memory_mb(device)),
         "all_runs_s": {"restore": engine, "baseline": baseline, "whole_case": pipeline},
     }
+
+
+def untrained(config_name: str) -> LoadedModel:
+    """A config's network with its initial weights: restores noise, but at the trained model's speed
+    (published sizes can be timed before a GPU has trained them)."""
+    from .train import card_from_config, load_config
+
+    card = card_from_config(load_config(config_name))
+    torch.manual_seed(0)
+    return LoadedModel(card, build_network(card).eval())
 
 
 def main(args) -> int:
@@ -82,6 +96,9 @@ def main(args) -> int:
 
     folder, scan, _ = SAMPLE_CASE
     scan_path = Path(args.input) if args.input else resources_dir() / folder / scan
-    result = run(scan_path, args.model, args.device, args.runs)
+    if args.config:
+        result = run(scan_path, untrained(args.config), args.device, args.runs, whole_case=False)
+    else:
+        result = run(scan_path, load_model(args.model), args.device, args.runs)
     print(json.dumps(result, indent=2))
     return 0

@@ -222,7 +222,9 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--overwrite", action="store_true")
     bench = sub.add_parser("bench", help="speed: seconds per volume against a slice-by-slice fp32 baseline")
     bench.add_argument("input", nargs="?", help="scan to time (default: the shipped sample case)")
-    bench.add_argument("--model", default=None)
+    which = bench.add_mutually_exclusive_group()
+    which.add_argument("--model", default=None)
+    which.add_argument("--config", help="time a config's network untrained (e.g. cddpm_published): speed only")
     bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     bench.add_argument("--runs", type=int, default=3)
     return p

@@ -63,6 +63,18 @@ def load_config(path: str | Path, family: str | None = None) -> dict:
     return config
 
 
+def card_from_config(config: dict) -> ModelCard:
+    """The card a config describes, before training: no weights, thresholds or figures yet."""
+    grid = ModelGrid.from_dict(config["grid"]) if "grid" in config else ModelGrid()
+    percentiles = list(config.get("intensity", {}).get("percentiles", (1.0, 99.0)))
+    return ModelCard(
+        id=config["id"], family=config["family"], version=config["version"], contrast=config["contrast"],
+        description=config["description"], grid=grid, network=config["network"],
+        restoration=config.get("restoration", {}), intensity={"method": "percentile", "percentiles": percentiles},
+        postprocess=PostProcess(**config.get("postprocess", {})),
+    )
+
+
 def default_split_path() -> Path:
     return resources_dir() / "Splits" / "ixi_t1.json"
 
@@ -167,8 +179,8 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
-    grid = ModelGrid.from_dict(config["grid"]) if "grid" in config else ModelGrid()
-    percentiles = tuple(config.get("intensity", {}).get("percentiles", (1.0, 99.0)))
+    card = card_from_config(config)
+    grid, percentiles = card.grid, card.percentiles
     scans = data.list_scans(data_dir)
     split = data.load_split(split_path or default_split_path())
     missing = [s for s in split.train + split.validation + split.calibration if s not in scans]
@@ -187,12 +199,6 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     val_slices = brain_slices(val_images, val_brains, settings.min_brain_voxels, settings.slice_step)
     log(f"{len(train_slices)} training slices, {len(val_slices)} validation slices")
 
-    card = ModelCard(
-        id=config["id"], family=config["family"], version=config["version"], contrast=config["contrast"],
-        description=config["description"], grid=grid, network=config["network"],
-        restoration=config.get("restoration", {}), intensity={"method": "percentile", "percentiles": list(percentiles)},
-        postprocess=PostProcess(**config.get("postprocess", {})),
-    )
     network = build_network(card)
     checkpoint = cache_dir / "checkpoints" / f"{card.id}.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)

@@ -148,3 +148,22 @@ def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
         assert not list(folder.glob(".card.json*"))  # no temporary file left
     finally:
         shutil.rmtree(folder)
+
+
+def test_bench_times_engine_baseline_and_whole_case():
+    run = normativead("bench", "--model", "ae-ixi-t1", "--runs", "1", "--device", "cpu")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["weights"] == "trained" and result["slices_restored"] > 50
+    assert 0 < result["restore_s_median"] < result["whole_case_s_median"]
+    assert result["baseline_restore_s_median"] > 0 and result["peak_memory_mb"] > 0
+
+
+def test_bench_times_an_untrained_config_of_the_same_network():
+    run = normativead("bench", "--config", "ae_small", "--runs", "1", "--device", "cpu")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    shipped = registry.load_model("ae-ixi-t1").network
+    assert result["weights"] == "untrained: speed only" and result["whole_case_s_median"] is None
+    assert result["parameters"] == sum(p.numel() for p in shipped.parameters())
+    assert normativead("bench", "--config", "ae_small", "--model", "ae-ixi-t1").returncode == 2
