@@ -92,10 +92,16 @@ def calibrate_fpr(scores: Sequence[np.ndarray], brains: Sequence[np.ndarray],
     """Smallest threshold whose mean healthy-voxel FPR is at most each target ([B25] protocol).
 
     Mean FPR falls monotonically with the threshold, so a bisection over the score range finds it.
+    Where healthy voxels above 0 are already fewer than the target (AutoDDPM scores only inside its
+    inpainting mask), the threshold is 0: every nonzero score is flagged, and the FPR reached is lower.
     """
     top = float(max(s[b].max() for s, b in zip(scores, brains)))
+    at_zero = mean_fpr(0.0, scores, brains)
     thresholds = {}
     for name, target in targets.items():
+        if at_zero <= target:
+            thresholds[name] = 0.0
+            continue
         lo, hi = 0.0, top
         for _ in range(40):
             mid = (lo + hi) / 2

@@ -156,9 +156,22 @@ def cmd_train(args, reporter: Reporter) -> int:
     out = Path(args.out) if args.out else home() / "models" / config["id"]
     train(config, Path(args.data), out, Path(args.split) if args.split else None, args.epochs,
           Path(args.cache) if args.cache else None, args.overwrite, args.resume,
-          command="normativead " + " ".join(shlex.quote(a) for a in args.argv),
+          command=_command(args),
           log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
+
+
+def cmd_calibrate(args, reporter: Reporter) -> int:
+    from .train import recalibrate
+
+    recalibrate(args.model, Path(args.data), Path(args.cache) if args.cache else None, _command(args),
+                log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+def _command(args) -> str:
+    """The command line as run, recorded in the card it changes."""
+    return "normativead " + " ".join(shlex.quote(a) for a in args.argv)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -199,6 +212,10 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     tr.add_argument("--overwrite", action="store_true")
+    cal = sub.add_parser("calibrate", help="calibrate a trained model's thresholds again (weights untouched)")
+    cal.add_argument("--model", required=True, help="model id (see `normativead models`)")
+    cal.add_argument("--data", required=True, help="folder of healthy scans holding the card's calibration subjects")
+    cal.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
     ev = sub.add_parser("evaluate", help="Dice/AUPRC/AUROC of a model over labelled cases")
     ev.add_argument("--model", default=None)
     ev.add_argument("--cases", required=True, help="manifest JSON (see Resources/Cases/shared_dev.json)")
@@ -240,7 +257,7 @@ def cmd_evaluate(args, reporter: Reporter) -> int:
     report = evaluate(args.model, cases, args.device, log=lambda m: print(m, file=sys.stderr, flush=True))
     write_evaluation(report, out, args.overwrite)
     if args.record:
-        card_path = record_in_card(report, "normativead " + " ".join(shlex.quote(a) for a in args.argv))
+        card_path = record_in_card(report, _command(args))
         print(f"fpr5 figures recorded in {card_path}", file=sys.stderr)
     for source, s in report["summary"].items():
         mean = s["per_volume_mean"]
@@ -279,7 +296,7 @@ def cmd_bench(args, reporter: Reporter) -> int:
     return bench_main(args)
 
 
-COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train,
+COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train, "calibrate": cmd_calibrate,
             "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench}
 
 

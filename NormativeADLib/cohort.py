@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from . import io, normative
-from .data import Split, cached_scan, list_scans, load_split
+from .data import cached_scan, list_scans
 from .errors import InputError, ModelError
 from .evaluate import analyse_cases, summarise
 from .preprocess import to_model
-from .registry import get_card, home, load_model, resources_dir
+from .registry import get_card, home, load_model
 from .restore import restore_volume, select_device
+from .train import card_subjects
 
 Log = Callable[[str], None]
 MIN_LESION_VOXELS_PER_SLICE = 20  # a slice counts as pathological (AHI's P) from this much lesion
@@ -42,19 +43,6 @@ def healthy_subjects(scans: dict[str, Path], cards, max_unseen: int, max_referen
         half = len(unseen) // 2
         unseen, reference = unseen[:half], unseen[half:]
     return [scans[s] for s in unseen[:max_unseen]], [scans[s] for s in reference[:max_reference]]
-
-
-def card_subjects(card) -> Split:
-    """The subjects a model was trained, validated and calibrated on: its card's list, or (cards
-    written before the list was recorded) the shipped split file it names."""
-    if "subjects" in card.training:
-        return Split.from_dict(card.training["subjects"])
-    name = card.training.get("split_file", "")
-    path = resources_dir() / name.removeprefix("Resources/") if name.startswith("Resources/") else Path(name)
-    if not name or not path.is_file():
-        raise ModelError(f"model {card.id}: its card records no training subjects; a report could restore "
-                         "scans it was trained on. Retrain it with this version of normativead train.")
-    return load_split(path)
 
 
 def standard_networks(weights_dir: str | None, log: Log):

@@ -24,9 +24,9 @@ from safetensors.torch import save_file
 
 from . import anomaly, data, metrics
 from .card import ModelCard, PostProcess, sha256, write_card
-from .errors import InputError
+from .errors import InputError, ModelError
 from .preprocess import ModelGrid
-from .registry import LoadedModel, build_network, home, resources_dir
+from .registry import LoadedModel, build_network, home, load_model, resources_dir
 from .restore import restore_volume
 
 Log = Callable[[str], None]
@@ -77,6 +77,19 @@ def card_from_config(config: dict) -> ModelCard:
 
 def default_split_path() -> Path:
     return resources_dir() / "Splits" / "ixi_t1.json"
+
+
+def card_subjects(card) -> data.Split:
+    """The subjects a model was trained, validated and calibrated on: its card's list, or (cards
+    written before the list was recorded) the shipped split file it names."""
+    if "subjects" in card.training:
+        return data.Split.from_dict(card.training["subjects"])
+    name = card.training.get("split_file", "")
+    path = resources_dir() / name.removeprefix("Resources/") if name.startswith("Resources/") else Path(name)
+    if not name or not path.is_file():
+        raise ModelError(f"model {card.id}: its card records no training subjects; a report could restore "
+                         "scans it was trained on. Retrain it with this version of normativead train.")
+    return data.load_split(path)
 
 
 def brain_slices(images: list[np.ndarray], brains: list[np.ndarray], min_voxels: int,
@@ -163,13 +176,46 @@ def healthy_figures(model: LoadedModel, images, brains) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")}
 
 
-def calibrate(model: LoadedModel, images, brains) -> tuple[dict, list[float], float]:
-    """(FPR thresholds, healthy case scores, achieved mean FPR at fpr5) on calibration scans."""
+def calibrate(model: LoadedModel, images, brains) -> tuple[dict, list[float], dict]:
+    """(FPR thresholds, healthy case scores, the card's calibration figures) on calibration scans."""
     scores = [anomaly.score_map(img, restore_volume(model, img, b, torch.device("cpu")), b, model.card.postprocess)
               for img, b in zip(images, brains)]
     thresholds = anomaly.calibrate_fpr(scores, brains)
     case_scores = [anomaly.case_score(s, b) for s, b in zip(scores, brains)]
-    return thresholds, case_scores, anomaly.mean_fpr(thresholds["fpr5"], scores, brains)
+    figures = {"n_scans": len(images), "mean_voxel_fpr_at_fpr5": anomaly.mean_fpr(thresholds["fpr5"], scores, brains)}
+    unreachable = [name for name, value in thresholds.items() if value == 0.0]
+    if unreachable:
+        figures["note"] = (f"{', '.join(unreachable)}: only {100 * anomaly.mean_fpr(0.0, scores, brains):.1f} % of "
+                           "healthy brain voxels score above 0, so these thresholds flag every nonzero score")
+    return thresholds, case_scores, figures
+
+
+def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
+                log: Log = print) -> ModelCard:
+    """Calibrate a trained model again on its card's calibration subjects, weights untouched (after a
+    change to preprocessing or to calibration). Evaluation figures measured at the old thresholds are
+    dropped from the card: run `normativead evaluate --record` again."""
+    model = load_model(model_id)
+    card = model.card
+    if card.folder is None:
+        raise ModelError(f"model {model_id}: no folder to write its card to.")
+    subjects = card_subjects(card).calibration
+    scans = data.list_scans(data_dir)
+    missing = [s for s in subjects if s not in scans]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} calibration subjects of {card.id} are not in {data_dir}: {missing[:3]}")
+    log(f"preparing {len(subjects)} calibration scans")
+    images, brains = data.load_cohort([scans[s] for s in subjects], cache_dir or home() / "prepared",
+                                      card.grid, card.percentiles)
+    log("calibrating thresholds on calibration subjects")
+    thresholds, case_scores, calibration = calibrate(model, images, brains)
+    figures = dict(card.figures, calibration={**calibration, "command": command})
+    if thresholds != card.thresholds and figures.pop("evaluation", None) is not None:
+        log("thresholds changed: the card's evaluation figures are dropped; run normativead evaluate --record again")
+    card = card.replace(thresholds=thresholds, healthy_case_scores=tuple(case_scores), figures=figures)
+    write_card(card, card.folder)
+    log(f"{card.id}: " + ", ".join(f"{k} {v:.4g}" for k, v in thresholds.items()))
+    return card
 
 
 def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None = None,
@@ -230,7 +276,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
     log("healthy restoration figures on validation subjects")
     figures = healthy_figures(model, val_images, val_brains)
     log("calibrating thresholds on calibration subjects")
-    thresholds, case_scores, fpr5 = calibrate(model, cal_images, cal_brains)
+    thresholds, case_scores, calibration = calibrate(model, cal_images, cal_brains)
     card = card.replace(
         thresholds=thresholds, healthy_case_scores=tuple(case_scores),
         training={
@@ -248,7 +294,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
         figures={
             "healthy_validation": {**figures, "n_scans": len(val_images),
                                    "where": "model space (MNI 2 mm), inside the brain, intensities in [0, 1]"},
-            "calibration": {"n_scans": len(cal_images), "mean_voxel_fpr_at_fpr5": fpr5},
+            "calibration": calibration,
         },
         weights={"file": WEIGHTS_FILE, "sha256": sha256(work / WEIGHTS_FILE)},
     )

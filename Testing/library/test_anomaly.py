@@ -35,6 +35,19 @@ def test_calibrated_threshold_hits_target_fpr_on_known_distribution():
     assert anomaly.mean_fpr(t["fpr5"], scores, brains) <= 0.05
 
 
+def test_targets_below_the_share_of_nonzero_scores_get_threshold_zero():
+    """AutoDDPM scores only inside its inpainting mask: 3 % of healthy voxels above 0 cannot be cut to
+    5 % or 10 %, so those thresholds are 0 (flag every nonzero score); 1 % is still found by bisection."""
+    rng = np.random.default_rng(1)
+    scores = [np.where(rng.uniform(size=(10, 20, 20)) < 0.03, rng.uniform(0.1, 1, (10, 20, 20)), 0).astype(np.float32)
+              for _ in range(4)]
+    brains = [np.ones_like(s, bool) for s in scores]
+    t = anomaly.calibrate_fpr(scores, brains)
+    assert t["fpr5"] == 0.0 and t["fpr10"] == 0.0
+    assert t["fpr1"] > 0.1 and anomaly.mean_fpr(t["fpr1"], scores, brains) <= 0.01
+    assert 0.02 < anomaly.mean_fpr(t["fpr5"], scores, brains) < 0.04
+
+
 def test_score_map_zero_outside_eroded_brain_and_median_removes_speckle():
     image = np.zeros((20, 40, 40), np.float32)
     brain = np.zeros_like(image, bool)

@@ -24,8 +24,12 @@ def test_shipped_model_card_and_weights(model_id):
     assert card.id == model_id and card.folder.name == model_id
     path = verify_weights(card)
     assert path.stat().st_size < MAX_WEIGHTS_MB * 2**20
-    assert card.thresholds["fpr1"] > card.thresholds["fpr5"] > card.thresholds["fpr10"] > 0
-    assert abs(card.figures["calibration"]["mean_voxel_fpr_at_fpr5"] - 0.05) < 0.005
+    thresholds, calibration = card.thresholds, card.figures["calibration"]
+    assert thresholds["fpr1"] > thresholds["fpr5"] >= thresholds["fpr10"] >= 0
+    if thresholds["fpr5"] > 0:
+        assert abs(calibration["mean_voxel_fpr_at_fpr5"] - 0.05) < 0.005
+    else:  # fewer healthy voxels than 5 % score above 0 (AutoDDPM): the card says so
+        assert calibration["mean_voxel_fpr_at_fpr5"] < 0.05 and "fpr5" in calibration["note"]
     assert len(card.healthy_case_scores) == 25
     assert card.training["command"].startswith("normativead train") and model_id in card.training["command"]
     assert 0 < card.figures["healthy_validation"]["ssim"] <= 1

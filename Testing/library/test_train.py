@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from conftest import SHARED_DATA, needs_shared_data
 from NormativeADLib import cli, data, registry
@@ -36,3 +37,23 @@ def test_train_writes_a_calibrated_model_that_the_registry_loads(tmp_path, capsy
                      str(SHARED_DATA / "healthy" / "ixi_t1"), "--split", str(tmp_path / "split.json"),
                      "--epochs", "1", "--out", str(out)]) == 2
     assert not list(out.parent.glob(".ae-test-*")), "staging folder left behind"
+    recalibrate_restores_the_thresholds_and_drops_stale_figures(out, capsys)
+
+
+def recalibrate_restores_the_thresholds_and_drops_stale_figures(out, capsys):
+    """`normativead calibrate`: same weights, same subjects, same thresholds; figures measured at
+    other thresholds leave the card."""
+    from NormativeADLib.card import write_card
+
+    card = registry.get_card("ae-test")
+    stale = card.replace(thresholds={k: v * 3 for k, v in card.thresholds.items()},
+                         figures={**card.figures, "evaluation": {"threshold": "fpr5", "cases": []}})
+    write_card(stale, out)
+    code = cli.main(["calibrate", "--model", "ae-test", "--data", str(SHARED_DATA / "healthy" / "ixi_t1")])
+    assert code == 0, capsys.readouterr().err
+    again = registry.get_card("ae-test")
+    for name, value in card.thresholds.items():
+        assert again.thresholds[name] == pytest.approx(value, rel=1e-4)
+    assert "evaluation" not in again.figures
+    assert again.figures["calibration"]["command"].startswith("normativead calibrate --model ae-test")
+    assert again.weights == card.weights and again.training == card.training
