@@ -80,6 +80,9 @@ class ModelCard:
         if pooled.get("auroc") is not None:
             n = len(self.figures["evaluation"].get("cases", []))
             parts.append(f"dev AUROC {pooled['auroc']:.2f} ({n} cases)")
+        reached = (self.figures.get("calibration") or {}).get("mean_voxel_fpr_at_fpr5")
+        if self.thresholds.get("fpr5") == 0.0 and reached is not None:  # the 5 % target was out of reach
+            parts.append(f"fpr5 flags {100 * reached:.1f} % of healthy voxels")
         return ", ".join(parts) or "no figures recorded"
 
     def replace(self, **changes) -> "ModelCard":

@@ -148,15 +148,16 @@ def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch
             losses.append(loss.item())
         scheduler.step()
         val_loss = validation_loss(family, network, validation, settings.batch_size)
-        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
+        seconds = time.perf_counter() - started
+        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                                 "seconds": round(seconds, 1)})
         if val_loss < state["best_loss"]:
             state["best_loss"] = val_loss
             state["best"] = {k: v.detach().clone() for k, v in network.state_dict().items()}
         state["epoch"] = epoch + 1
         torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
                     "scheduler": scheduler.state_dict(), "state": state}, checkpoint)
-        log(f"epoch {epoch + 1}/{settings.epochs} train {np.mean(losses):.4f} val {val_loss:.4f} "
-            f"({time.perf_counter() - started:.0f} s)")
+        log(f"epoch {epoch + 1}/{settings.epochs} train {np.mean(losses):.4f} val {val_loss:.4f} ({seconds:.0f} s)")
     network.load_state_dict(state["best"])
     return state
 
@@ -268,9 +269,9 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
 def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, slices, validation,
                        calibration):
     (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains) = slices, validation, calibration
-    started = time.perf_counter()
     state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log)
-    train_seconds = time.perf_counter() - started
+    # every epoch's time, those of an interrupted run before --resume included
+    train_seconds = sum(h.get("seconds", 0.0) for h in state["history"])
     save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
     model = LoadedModel(card, network.eval())
     log("healthy restoration figures on validation subjects")

@@ -30,6 +30,7 @@ def test_shipped_model_card_and_weights(model_id):
         assert abs(calibration["mean_voxel_fpr_at_fpr5"] - 0.05) < 0.005
     else:  # fewer healthy voxels than 5 % score above 0 (AutoDDPM): the card says so
         assert calibration["mean_voxel_fpr_at_fpr5"] < 0.05 and "fpr5" in calibration["note"]
+        assert "fpr5 flags" in card.figures_summary()
     assert len(card.healthy_case_scores) == 25
     assert card.training["command"].startswith("normativead train") and model_id in card.training["command"]
     assert 0 < card.figures["healthy_validation"]["ssim"] <= 1

@@ -30,6 +30,8 @@ def test_train_writes_a_calibrated_model_that_the_registry_loads(tmp_path, capsy
     assert set(card.thresholds) == {"fpr1", "fpr5", "fpr10"}
     assert len(card.healthy_case_scores) == 2
     assert card.training["epochs_run"] == 1 and "--epochs 1" in card.training["command"]
+    epoch_seconds = [h["seconds"] for h in card.training["history"]]  # summed over runs when resumed
+    assert epoch_seconds[0] > 0 and card.training["seconds"] == round(sum(epoch_seconds))
     assert card.training["subjects"] == tiny  # what a report must never restore
     assert np.isfinite(card.figures["healthy_validation"]["ssim"])
     # the same command again refuses to replace the model
