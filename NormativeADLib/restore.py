@@ -47,10 +47,10 @@ def select_device(requested: str = "auto") -> DeviceChoice:
     return DeviceChoice(torch.device(requested), requested)
 
 
-def batch_size_for(device: torch.device, slice_shape: tuple[int, int]) -> int:
-    """Slices per batch: bounded by free GPU memory on CUDA, a small cache-friendly batch elsewhere."""
+def batch_size_for(device: torch.device, slice_shape: tuple[int, int], cpu_batch: int = 16) -> int:
+    """Slices per batch: bounded by free GPU memory on CUDA, the family's cache-friendly batch elsewhere."""
     if device.type != "cuda":
-        return 16
+        return cpu_batch
     free, _ = torch.cuda.mem_get_info(device)
     # a generous per-slice allowance for activations of the families' U-Nets in half precision
     per_slice = slice_shape[0] * slice_shape[1] * 4 * 2048
@@ -66,7 +66,7 @@ def restore_volume(model: LoadedModel, image: np.ndarray, brain: np.ndarray, dev
     """
     slices = np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE)
     restored = image.copy()
-    batch_size = batch_size or batch_size_for(device, image.shape[1:])
+    batch_size = batch_size or batch_size_for(device, image.shape[1:], model.family.cpu_batch)
     network = model.network.to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     done = 0

@@ -13,6 +13,7 @@ class SpatialAE:
     slowed training several-fold); the engine clamps restorations to [0, 1]."""
 
     name = "ae"
+    cpu_batch = 16
 
     def build(self, network: dict) -> nn.Module:
         return AutoEncoder(
@@ -34,6 +35,7 @@ class VAE:
     Linear output like the AE (MONAI's sigmoid option saturates); the engine clamps to [0, 1]."""
 
     name = "vae"
+    cpu_batch = 16
 
     def build(self, network: dict) -> nn.Module:
         return VarAutoEncoder(

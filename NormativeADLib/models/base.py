@@ -16,6 +16,7 @@ from torch import nn
 
 class Family(Protocol):
     name: str
+    cpu_batch: int  # slices per batch on a CPU, where larger batches stop paying (see restore.batch_size_for)
 
     def build(self, network: dict) -> nn.Module:
         """The network, from the card's `network` settings."""

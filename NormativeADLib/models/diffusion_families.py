@@ -17,6 +17,11 @@ from .conditioned import ConditionedUNet, build_encoder, unet_settings
 from .diffusion import DiffusionNet, NoiseProcess
 
 
+# The U-Nets' activations at batch 16 outgrow the CPU caches: on the 2-core CPU a volume restores
+# 1.26x faster in batches of 4 (AnoDDPM small: 9.6 s against 12.1 s; the autoencoders prefer 16).
+CPU_BATCH = 4
+
+
 def _to_process(x: torch.Tensor) -> torch.Tensor:
     return x.float() * 2 - 1
 
@@ -37,6 +42,7 @@ class AnoDDPM:
     """
 
     name = "ddpm"
+    cpu_batch = CPU_BATCH
 
     def build(self, network: dict) -> nn.Module:
         return DiffusionNet(_unet(network), NoiseProcess.from_dict(network.get("diffusion")))
@@ -68,6 +74,7 @@ class PatchedDDPM:
     """
 
     name = "pddpm"
+    cpu_batch = CPU_BATCH
 
     def build(self, network: dict) -> nn.Module:
         net = DiffusionNet(_unet(network), NoiseProcess.from_dict(network.get("diffusion")))
@@ -100,6 +107,7 @@ class ConditionedDDPM:
     """
 
     name = "cddpm"
+    cpu_batch = CPU_BATCH
 
     def build(self, network: dict) -> nn.Module:
         encoder, dim = build_encoder(network.get("encoder", {}))

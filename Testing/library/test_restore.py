@@ -61,3 +61,15 @@ def test_device_choice():
             select_device("cuda")
     with pytest.raises(InputError, match="unknown device"):
         select_device("tpu")
+
+
+def test_cpu_batches_follow_the_family(prepared):
+    """Diffusion U-Nets restore in batches of 4 on a CPU (faster there than 16), autoencoders in 16."""
+    from NormativeADLib import registry
+
+    z = np.flatnonzero(prepared.brain.reshape(len(prepared.brain), -1).sum(1) > 2000)[:6]
+    for model_id, expected in (("ddpm-ixi-t1", [4, 6]), ("ae-ixi-t1", [6])):
+        calls = []
+        restore_volume(registry.load_model(model_id), prepared.image[z], prepared.brain[z], torch.device("cpu"),
+                       progress=lambda done, total: calls.append(done))
+        assert calls == expected, model_id
