@@ -296,8 +296,8 @@ def cmd_bench(args, reporter: Reporter) -> int:
     return bench_main(args)
 
 
-COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train, "calibrate": cmd_calibrate,
-            "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench}
+COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train,
+            "calibrate": cmd_calibrate, "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
