@@ -191,6 +191,19 @@ def calibrate(model: LoadedModel, images, brains) -> tuple[dict, list[float], di
     return thresholds, case_scores, figures
 
 
+def _prepared_cohorts(card: ModelCard, data_dir: Path, cache_dir: Path, log: Log, **cohorts: list[str]):
+    """[(images, brains)] in model space for each named list of subjects, all checked present first."""
+    scans = data.list_scans(data_dir)
+    missing = [s for ids in cohorts.values() for s in ids if s not in scans]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} subjects of {card.id}'s split are not in {data_dir}: {missing[:3]}")
+    out = []
+    for what, ids in cohorts.items():
+        log(f"preparing {len(ids)} {what} scans (cached in {cache_dir})")
+        out.append(data.load_cohort([scans[s] for s in ids], cache_dir, card.grid, card.percentiles))
+    return out
+
+
 def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
                 log: Log = print) -> ModelCard:
     """Calibrate a trained model again on its card's calibration subjects, weights untouched (after a
@@ -200,14 +213,8 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     card = model.card
     if card.folder is None:
         raise ModelError(f"model {model_id}: no folder to write its card to.")
-    subjects = card_subjects(card).calibration
-    scans = data.list_scans(data_dir)
-    missing = [s for s in subjects if s not in scans]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} calibration subjects of {card.id} are not in {data_dir}: {missing[:3]}")
-    log(f"preparing {len(subjects)} calibration scans")
-    images, brains = data.load_cohort([scans[s] for s in subjects], cache_dir or home() / "prepared",
-                                      card.grid, card.percentiles)
+    [(images, brains)] = _prepared_cohorts(card, data_dir, cache_dir or home() / "prepared", log,
+                                           calibration=card_subjects(card).calibration)
     log("calibrating thresholds on calibration subjects")
     thresholds, case_scores, calibration = calibrate(model, images, brains)
     figures = dict(card.figures, calibration={**calibration, "command": command})
@@ -227,21 +234,11 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
     card = card_from_config(config)
-    grid, percentiles = card.grid, card.percentiles
-    scans = data.list_scans(data_dir)
     split = data.load_split(split_path or default_split_path())
-    missing = [s for s in split.train + split.validation + split.calibration if s not in scans]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} subjects of the split are not in {data_dir}: {missing[:3]}")
     cache_dir = cache_dir or home() / "prepared"
-
-    def cohort(ids, what):
-        log(f"preparing {len(ids)} {what} scans (cached in {cache_dir})")
-        return data.load_cohort([scans[s] for s in ids], cache_dir, grid, percentiles)
-
-    train_images, train_brains = cohort(split.train, "training")
-    val_images, val_brains = cohort(split.validation, "validation")
-    cal_images, cal_brains = cohort(split.calibration, "calibration")
+    cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, training=split.train,
+                                validation=split.validation, calibration=split.calibration)
+    (train_images, train_brains), (val_images, val_brains), (cal_images, cal_brains) = cohorts
     train_slices = brain_slices(train_images, train_brains, settings.min_brain_voxels, settings.slice_step)
     val_slices = brain_slices(val_images, val_brains, settings.min_brain_voxels, settings.slice_step)
     log(f"{len(train_slices)} training slices, {len(val_slices)} validation slices")
