@@ -20,7 +20,7 @@ from . import io
 from .preprocess import ModelGrid, prepare
 
 _SUBJECT = re.compile(r"^(IXI\d+)")
-PREPROCESS_VERSION = 2  # bump when prepare() changes what it produces
+PREPROCESS_VERSION = 3  # bump when prepare() changes what it produces
 
 
 @dataclass(frozen=True)

@@ -91,9 +91,13 @@ def component_table(segmentation: np.ndarray, score: np.ndarray, index_to_ras, s
     if n == 0:
         return []
     ids = np.arange(1, n + 1)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    centres = ndimage.center_of_mass(segmentation, labels, ids)
-    peaks = ndimage.maximum(score, labels, ids)
+    # Statistics over the labelled voxels only: scipy's over the whole volume sort all of it (1.9 s of a
+    # 7 M-voxel 1 mm case, where the rest of the anomaly stage takes 1.5 s).
+    inside = labels > 0
+    component = labels[inside]
+    sizes = np.bincount(component, minlength=n + 1)[1:]
+    centres = np.stack([ndimage.mean(axis, component, ids) for axis in np.nonzero(inside)], axis=1)
+    peaks = ndimage.maximum(score[inside], component, ids)
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     order = np.argsort(sizes)[::-1][:limit]
     return [{"volume_ml": float(sizes[i] * voxel_ml),

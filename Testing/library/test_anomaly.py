@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from NormativeADLib import anomaly
+from NormativeADLib import anomaly, metrics
 from NormativeADLib.card import PostProcess
 
 
@@ -23,6 +23,19 @@ def test_component_volumes_use_spacing():
     mask[:2, :2, :2] = True
     mask[5:, 5:, 5:] = True
     np.testing.assert_allclose(anomaly.component_volumes_ml(mask, (1.0, 2.0, 0.5)), [0.125, 0.008])
+
+
+def test_component_table_volumes_centres_and_peaks():
+    segmentation = np.zeros((20, 20, 20), bool)
+    segmentation[2:4, 2:4, 2:4] = True  # 8 voxels, centre (z, y, x) = (2.5, 2.5, 2.5)
+    segmentation[10:15, 10:15, 12:17] = True  # 125 voxels, centre (12, 12, 14)
+    score = np.zeros(segmentation.shape, np.float32)
+    score[3, 3, 3], score[11, 12, 13], score[0, 0, 0] = 0.7, 0.9, 5.0  # the last outside both
+    table = metrics.component_table(segmentation, score, lambda xyz: [v * 10 for v in xyz], (2.0, 2.0, 2.0))
+    assert [c["volume_ml"] for c in table] == [1.0, 0.064]
+    assert table[0]["center_ras_mm"] == [140.0, 120.0, 120.0]  # (x, y, z) index * 10
+    assert table[1]["center_ras_mm"] == [25.0, 25.0, 25.0]
+    assert [c["peak_score"] for c in table] == pytest.approx([0.9, 0.7])
 
 
 def test_calibrated_threshold_hits_target_fpr_on_known_distribution():
