@@ -17,7 +17,7 @@ import numpy as np
 from . import io, normative
 from .data import cached_scan, list_scans
 from .errors import InputError, ModelError
-from .evaluate import analyse_cases, summarise
+from .evaluate import CASE_FIGURES, analyse_cases, fpr5_cases, summarise
 from .preprocess import to_model
 from .registry import get_card, home, load_model
 from .restore import restore_volume, select_device
@@ -218,13 +218,12 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-CASE_COLUMNS = ("case", "model", "dice", "auprc", "auroc", "lesion_detection_rate", "false_positive_components", "caci")
+CASE_COLUMNS = ("case", "model", *CASE_FIGURES)
 
 
 def case_rows(report: dict) -> list[dict]:
     """Per case and model, at the fpr5 threshold."""
-    return [{k: r[k] for k in CASE_COLUMNS} for m in report["models"] for r in m["evaluation"]["cases"]
-            if r["threshold_source"] == "fpr5"]
+    return [row for m in report["models"] for row in fpr5_cases(m["evaluation"]["cases"], "case", "model")]
 
 
 def _html_table(rows: list[dict], headers: list[str]) -> str:

@@ -119,13 +119,20 @@ def _pooled_dice(heats, refs, brains, threshold) -> float:
     return 2 * tp / max(1, total)
 
 
+CASE_FIGURES = ("dice", "auprc", "auroc", "lesion_detection_rate", "false_positive_components", "caci")
+
+
+def fpr5_cases(cases: list[dict], *labels: str) -> list[dict]:
+    """The per-case rows at the fpr5 threshold: the given label columns, then CASE_FIGURES."""
+    return [{k: r[k] for k in (*labels, *CASE_FIGURES)} for r in cases if r["threshold_source"] == "fpr5"]
+
+
 def record_in_card(report: dict, command: str) -> Path:
     """Write an evaluation's fpr5 figures into the evaluated model's card (cards carry their figures)."""
     card = get_card(report["model"]["id"])
-    keys = ("case", "contrast", "dice", "auprc", "auroc", "lesion_detection_rate", "false_positive_components", "caci")
     figures = {
         "command": command, "threshold": "fpr5",
-        "cases": [{k: r[k] for k in keys} for r in report["cases"] if r["threshold_source"] == "fpr5"],
+        "cases": fpr5_cases(report["cases"], "case", "contrast"),
         "per_volume_mean": report["summary"]["fpr5"]["per_volume_mean"],
         "pooled": report["pooled"],
         "note": "development cases, native grid, inside the brain mask; not a benchmark",
@@ -149,7 +156,7 @@ def _plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report["cases"] if r["threshold_source"] == "fpr5"]
+    rows = fpr5_cases(report["cases"], "case", "contrast")
     keys = ("dice", "auprc", "auroc")
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(rows), 3.5), layout="constrained")
