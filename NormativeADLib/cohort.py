@@ -218,12 +218,13 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-CASE_COLUMNS = ("case", "model", *CASE_FIGURES)
+CASE_LABELS = ("case", "model")
+CASE_COLUMNS = (*CASE_LABELS, *CASE_FIGURES)
 
 
 def case_rows(report: dict) -> list[dict]:
     """Per case and model, at the fpr5 threshold."""
-    return [row for m in report["models"] for row in fpr5_cases(m["evaluation"]["cases"], "case", "model")]
+    return [row for m in report["models"] for row in fpr5_cases(m["evaluation"]["cases"], *CASE_LABELS)]
 
 
 def _html_table(rows: list[dict], headers: list[str]) -> str:

@@ -47,7 +47,7 @@ def select_device(requested: str = "auto") -> DeviceChoice:
     return DeviceChoice(torch.device(requested), requested)
 
 
-def batch_size_for(device: torch.device, slice_shape: tuple[int, int], cpu_batch: int = 16) -> int:
+def batch_size_for(device: torch.device, slice_shape: tuple[int, int], cpu_batch: int) -> int:
     """Slices per batch: bounded by free GPU memory on CUDA, the family's cache-friendly batch elsewhere."""
     if device.type != "cuda":
         return cpu_batch
