@@ -26,6 +26,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 MODULE_DIR = Path(__file__).resolve().parent
+DOCS_URL = "https://github.com/NormativeAD/NormativeAD/blob/main/docs/slicer.md"
 
 
 def _library_path() -> None:
@@ -37,6 +38,8 @@ def _library_path() -> None:
 
 
 _library_path()
+
+from NormativeADLib.options import DEFAULT_THRESHOLD, DEVICES, FORMATS, FPR_TARGETS  # noqa: E402  (standard library only)
 
 SAMPLE_FILES = {  # file name -> SHA256 (Resources/SampleData: MSLUB patient 26, CC BY, see ATTRIBUTION.txt)
     "mslub_patient26_t1.nii.gz": "e813b2805017dcf886da9bb5e6c6c548dfa938c17d49ecd66ea1caabe3794b32",
@@ -70,7 +73,9 @@ class NormativeAD(ScriptedLoadableModule):
             "be compared side by side in linked views. The threshold can be moved without re-running the model; "
             "results export as .seg.nrrd, NIfTI label map, volumes and CSV. "
             "Research use only: not a medical device.")
-        self.parent.helpText += self.getDefaultModuleDocumentationLink()
+        # An extension's module has no page in Slicer's own documentation: link to ours.
+        self.parent.helpText += _("<p>See the {start}NormativeAD documentation{end}.</p>").format(
+            start=f'<a href="{DOCS_URL}">', end="</a>")
         self.parent.acknowledgementText = _(
             "Built on 3D Slicer, MONAI and PyTorch. The sample case is patient 26 of the MSLUB data set "
             "(University of Ljubljana, CC BY; Lesjak et al., Neuroinformatics 2018). Models are trained on IXI "
@@ -93,7 +98,7 @@ def registerSampleData():
         fileNames=names,
         nodeNames=["MSLUB26 T1", "MSLUB26 lesion"],
         thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "NormativeAD.png"),
-        loadFileType=["VolumeFile", "SegmentationFile"],
+        loadFileTypes=["VolumeFile", "SegmentationFile"],
         checksums=[f"SHA256:{SAMPLE_FILES[name]}" for name in names],
     )
 
@@ -109,11 +114,13 @@ class NormativeADParameterNode:
     brainMask: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
     reference: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
     model: str = ""
-    device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
-    thresholdChoice: Annotated[str, Choice(["fpr1", "fpr5", "fpr10", "manual"])] = "fpr5"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    thresholdChoice: Annotated[str, Choice([*FPR_TARGETS, "manual"])] = DEFAULT_THRESHOLD
+    # Not bound in the .ui: the slider's range follows each result's scores, so the widget sets it
+    # (Slicer refuses to bind an unbounded float to a ctkSliderWidget).
     threshold: float = 0.0
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
-    exportFormat: Annotated[str, Choice(["nii.gz", "nrrd"])] = "nii.gz"
+    exportFormat: Annotated[str, Choice(list(FORMATS))] = "nifti"
 
 
 #
@@ -155,6 +162,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.importWeightsButton.connect("clicked(bool)", self.onImportWeights)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.thresholdChoiceComboBox.connect("currentIndexChanged(int)", self.onThresholdChoice)
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onThresholdValue)
@@ -162,6 +170,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportDirectoryButton.directory = str(Path.home())
 
         self.refreshModels()
+        self.showDependencies()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -170,6 +179,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self._syncThreshold()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -217,11 +227,9 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
         self.ui.compareModelsList.clear()
-        try:
-            cards = self.logic.listModels()
-        except Exception as err:  # torch and friends missing: say so, install on Apply
-            cards = []
-            self.ui.modelCardLabel.text = _("Models not listed yet: {error}. Press Apply to install what is missing.").format(error=err)
+        cards = self.logic.listModels()  # the cards alone: no torch needed to list them
+        if not cards:
+            self.ui.modelCardLabel.text = _("No model installed: import one with 'Import local weights...'.")
         self._cards = {card.id: card for card in cards}
         for card in cards:
             self.ui.modelComboBox.addItem(f"{card.id} ({card.contrast})", card.id)
@@ -232,6 +240,22 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.compareModelsList.addItem(item)
         self.ui.modelComboBox.blockSignals(False)
         self.onModelChanged()
+
+    def showDependencies(self) -> None:
+        """Say which Python packages are missing, with the one button that installs them."""
+        absent = self.logic.missingDependencies()
+        self.ui.installDependenciesButton.visible = bool(absent)
+        self.ui.dependenciesLabel.visible = bool(absent)
+        if absent:
+            self.ui.dependenciesLabel.text = _(
+                "To run, NormativeAD needs these Python packages: {names}. Slicer's own torch, numpy "
+                "and SimpleITK are kept.").format(names=", ".join(absent))
+
+    def onInstallDependencies(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
+            if self.logic.ensureDependencies():
+                self._status(_("Python packages installed."))
+        self.showDependencies()
 
     def onModelChanged(self, index=None) -> None:
         model_id = self.ui.modelComboBox.currentData
@@ -283,9 +307,10 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _start(self, models) -> None:
         p = self._parameterNode
         try:
-            if not self.logic.ensureDependencies():
+            if self.logic.missingDependencies() and not self.logic.ensureDependencies():
                 self._status(_("Not started: the required Python packages are not installed."), error=True)
                 return
+            self.showDependencies()
             if not self._cards:
                 self.refreshModels()
             self._job = self.logic.start(
@@ -346,7 +371,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _syncThreshold(self) -> None:
         """Put the current result's threshold range and value on the slider (no re-segmentation)."""
-        if self._result is None:
+        if self._result is None or self._parameterNode is None:
             return
         low, high = self.logic.thresholdRange(self._result)
         self._updatingThreshold = True
@@ -354,6 +379,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.thresholdSlider.minimum = low
             self.ui.thresholdSlider.maximum = high
             self.ui.thresholdSlider.singleStep = (high - low) / 500.0
+            self.ui.thresholdSlider.value = self._result.threshold
             self._parameterNode.threshold = self._result.threshold
         finally:
             self._updatingThreshold = False
@@ -374,8 +400,11 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Re-thresholding failed."), waitCursor=True):
             self.logic.setThreshold(self._result, value)
             self._updatingThreshold = True
-            self._parameterNode.thresholdChoice = "manual"
-            self._updatingThreshold = False
+            try:
+                self._parameterNode.threshold = value
+                self._parameterNode.thresholdChoice = "manual"
+            finally:
+                self._updatingThreshold = False
 
     def onOpacity(self, value) -> None:
         self.logic.setOpacity(value)
@@ -399,10 +428,15 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
     """Slicer's face of NormativeADSlicerLib: the same calls, on slicer.mrmlScene.
 
     start() returns a job to drive with poll() (the widget uses a timer); run() blocks (scripts, tests).
+    processFactory makes the process of each model's run: (request, on_event) -> a runner with
+    start / poll / cancel / outcome (NormativeADSlicerLib.process.ProcessProtocol); tests swap it.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        from NormativeADSlicerLib.process import ProcessRunner
+
+        self.processFactory = ProcessRunner
 
     def getParameterNode(self):
         return NormativeADParameterNode(super().getParameterNode())
@@ -410,14 +444,19 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
     # models and dependencies
 
     def listModels(self):
-        from NormativeADLib import registry
+        from NormativeADLib import catalogue
 
-        return registry.list_models()
+        return catalogue.list_models()
 
     def importModel(self, folder):
-        from NormativeADLib import registry
+        from NormativeADLib import catalogue
 
-        return registry.import_model(folder)
+        return catalogue.import_model(folder)
+
+    def missingDependencies(self) -> list[str]:
+        from NormativeADSlicerLib import dependencies
+
+        return dependencies.missing_all()
 
     def ensureDependencies(self, ask: bool = True) -> bool:
         from NormativeADSlicerLib import dependencies
@@ -431,8 +470,8 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
         from NormativeADSlicerLib.logic import Job, RunSettings
 
         settings = RunSettings(models=list(models), device=device, threshold=threshold, opacity=opacity)
-        return Job(slicer.mrmlScene, inputVolume, settings, brainMask, reference,
-                   on_progress=onProgress, on_finished=onFinished).start()
+        return Job(slicer.mrmlScene, inputVolume, settings, brainMask, reference, on_progress=onProgress,
+                   on_finished=onFinished, process_factory=self.processFactory).start()
 
     def run(self, inputVolume, models, timeout=None, **kwargs):
         """Blocking run; returns the job's final state (status, message, results)."""

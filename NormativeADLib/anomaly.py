@@ -16,8 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 from .card import PostProcess
+from .options import FPR_TARGETS
 
-FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}
 # Top fraction of brain voxels whose mean score is a case's single anomaly score.
 CASE_SCORE_TOP_FRACTION = 0.01
 

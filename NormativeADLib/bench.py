@@ -91,11 +91,9 @@ def untrained(config_name: str) -> LoadedModel:
 
 
 def main(args) -> int:
-    from .cli import SAMPLE_CASE
-    from .registry import resources_dir
+    from .paths import sample_case
 
-    folder, scan, _ = SAMPLE_CASE
-    scan_path = Path(args.input) if args.input else resources_dir() / folder / scan
+    scan_path = Path(args.input) if args.input else sample_case()[0]
     if args.config:
         result = run(scan_path, untrained(args.config), args.device, args.runs, whole_case=False)
     else:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
-from .io import write_file_atomic
-from .preprocess import ModelGrid
+from .paths import write_file_atomic
+from .grid import ModelGrid
 
 CARD_FILE = "card.json"
 

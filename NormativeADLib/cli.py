@@ -16,8 +16,7 @@ import threading
 from pathlib import Path
 
 from .errors import Cancelled, NormativeADError
-
-SAMPLE_CASE = ("SampleData", "mslub_patient26_t1.nii.gz", "mslub_patient26_lesion.nii.gz")
+from .options import DEFAULT_THRESHOLD, DEVICES, FORMATS, FPR_TARGETS
 
 
 class Reporter:
@@ -65,7 +64,7 @@ def _cancel_on_signals() -> threading.Event:
 
 def cmd_restore(args, reporter: Reporter) -> int:
     from . import pipeline
-    from .io import check_writable
+    from .paths import check_writable
 
     cancel = _cancel_on_signals()
     out = Path(args.out) if args.out else Path(f"normativead_{pipeline._case_name(args.input)}")
@@ -119,24 +118,23 @@ def _percent(value: float | None) -> str:
 
 
 def cmd_demo(args, reporter: Reporter) -> int:
-    from .registry import resources_dir
+    from .paths import sample_case
 
-    folder, scan, lesion = SAMPLE_CASE
-    sample = resources_dir() / folder
-    args.input, args.reference, args.mask, args.transform = str(sample / scan), str(sample / lesion), None, None
+    scan, lesion = sample_case()
+    args.input, args.reference, args.mask, args.transform = str(scan), str(lesion), None, None
     args.threshold = "fpr5"
     args.out = args.out or "normativead_demo"
     return cmd_restore(args, reporter)
 
 
 def cmd_models(args, reporter: Reporter) -> int:
-    from . import registry
+    from . import catalogue
 
     if args.action == "import":
-        card = registry.import_model(args.folder, overwrite=args.overwrite)
+        card = catalogue.import_model(args.folder, overwrite=args.overwrite)
         print(f"imported {card.id} into {card.folder}")
         return 0
-    cards = registry.list_models()
+    cards = catalogue.list_models()
     if args.json:
         print(json.dumps([{**c.to_dict(), "folder": str(c.folder)} for c in cards], indent=2))
         return 0
@@ -149,14 +147,14 @@ def cmd_models(args, reporter: Reporter) -> int:
 
 
 def cmd_train(args, reporter: Reporter) -> int:
-    from .registry import home
+    from .paths import home
     from .train import load_config, train
 
     config = load_config(args.config, args.family)
     out = Path(args.out) if args.out else home() / "models" / config["id"]
     train(config, Path(args.data), out, Path(args.split) if args.split else None, args.epochs,
           Path(args.cache) if args.cache else None, args.overwrite, args.resume,
-          command=_command(args),
+          command=_command(args), device=args.device,
           log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 
@@ -165,7 +163,7 @@ def cmd_calibrate(args, reporter: Reporter) -> int:
     from .train import recalibrate
 
     recalibrate(args.model, Path(args.data), Path(args.cache) if args.cache else None, _command(args),
-                log=lambda m: print(m, file=sys.stderr, flush=True))
+                log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device)
     return 0
 
 
@@ -183,12 +181,13 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("input", help="brain MRI: .nii, .nii.gz, .nrrd, .mha")
             sp.add_argument("--mask", help="brain mask on the scan's grid (else found automatically)")
             sp.add_argument("--reference", help="reference lesion mask on the scan's grid: adds Dice/AUPRC/AUROC")
-            sp.add_argument("--threshold", default="fpr5", help="fpr1 | fpr5 | fpr10 (healthy-calibrated) or a number")
+            sp.add_argument("--threshold", default=DEFAULT_THRESHOLD,
+                            help=" | ".join(FPR_TARGETS) + " (healthy-calibrated) or a number")
             sp.add_argument("--transform", help="transform.tfm of an earlier run on this scan: skip registration")
         sp.add_argument("--model", default=None, help="model id (see `normativead models`)")
-        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+        sp.add_argument("--device", default="auto", choices=DEVICES)
         sp.add_argument("--out", help="output folder")
-        sp.add_argument("--format", default="nifti", choices=["nifti", "nrrd"], help="image output format")
+        sp.add_argument("--format", default="nifti", choices=list(FORMATS), help="image output format")
         sp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -212,16 +211,18 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--device", default="auto", choices=DEVICES, help="where to train (auto: cuda, mps, else cpu)")
     cal = sub.add_parser("calibrate", help="calibrate a trained model's thresholds again (weights untouched)")
     cal.add_argument("--model", required=True, help="model id (see `normativead models`)")
     cal.add_argument("--data", required=True, help="folder of healthy scans holding the card's calibration subjects")
     cal.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
+    cal.add_argument("--device", default="auto", choices=DEVICES)
     ev = sub.add_parser("evaluate", help="Dice/AUPRC/AUROC of a model over labelled cases")
     ev.add_argument("--model", default=None)
     ev.add_argument("--cases", required=True, help="manifest JSON (see Resources/Cases/shared_dev.json)")
     ev.add_argument("--root", help="folder the manifest's paths are relative to (default: its own folder)")
     ev.add_argument("--out", required=True)
-    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    ev.add_argument("--device", default="auto", choices=DEVICES)
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--record", action="store_true", help="also write the fpr5 figures into the model's card")
     rep = sub.add_parser("report", help="cohort report: RQI, AHI, CACI and detection figures per model")
@@ -235,21 +236,21 @@ def parser() -> argparse.ArgumentParser:
                                        "then the torch hub cache)")
     rep.add_argument("--max-unseen", type=int, default=10, help="unseen healthy scans to restore per model")
     rep.add_argument("--max-reference", type=int, default=20, help="healthy reference scans (FID's N)")
-    rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    rep.add_argument("--device", default="auto", choices=DEVICES)
     rep.add_argument("--overwrite", action="store_true")
     bench = sub.add_parser("bench", help="speed: seconds per volume against a slice-by-slice fp32 baseline")
     bench.add_argument("input", nargs="?", help="scan to time (default: the shipped sample case)")
     which = bench.add_mutually_exclusive_group()
     which.add_argument("--model", default=None)
     which.add_argument("--config", help="time a config's network untrained (e.g. cddpm_published): speed only")
-    bench.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    bench.add_argument("--device", default="auto", choices=DEVICES)
     bench.add_argument("--runs", type=int, default=3)
     return p
 
 
 def cmd_evaluate(args, reporter: Reporter) -> int:
     from .evaluate import evaluate, read_manifest, record_in_card, write_evaluation
-    from .io import check_writable
+    from .paths import check_writable
 
     out = Path(args.out)
     check_writable(out, ["evaluation.json"], args.overwrite)
@@ -271,7 +272,7 @@ def cmd_evaluate(args, reporter: Reporter) -> int:
 def cmd_report(args, reporter: Reporter) -> int:
     from .cohort import cohort_report, table_rows, write_cohort_report
     from .evaluate import read_manifest
-    from .io import check_writable
+    from .paths import check_writable
 
     out = Path(args.out)
     check_writable(out, ["report.json", "report.html"], args.overwrite)
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv
     if getattr(args, "model", "x") is None:
-        from .registry import DEFAULT_MODEL
+        from .catalogue import DEFAULT_MODEL
 
         args.model = DEFAULT_MODEL
     reporter = Reporter(getattr(args, "progress", "none"))

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io, normative
+from . import data, normative, paths
+from .catalogue import get_card
 from .data import cached_scan, list_scans
 from .errors import InputError, ModelError
 from .evaluate import CASE_FIGURES, analyse_cases, fpr5_cases, summarise
+from .paths import home
 from .preprocess import to_model
-from .registry import get_card, home, load_model
+from .registry import load_model
 from .restore import restore_volume, select_device
-from .train import card_subjects
 
 Log = Callable[[str], None]
 MIN_LESION_VOXELS_PER_SLICE = 20  # a slice counts as pathological (AHI's P) from this much lesion
@@ -32,7 +33,7 @@ def healthy_subjects(scans: dict[str, Path], cards, max_unseen: int, max_referen
     the others (or half of the unseen ones if there are none) are the healthy reference N."""
     seen = set()
     for card in cards:
-        split = card_subjects(card)
+        split = data.card_subjects(card)
         seen |= set(split.train) | set(split.calibration)
     unseen = [s for s in sorted(scans) if s not in seen]
     reference = [s for s in sorted(scans) if s in seen]
@@ -196,11 +197,10 @@ def write_cohort_report(report: dict, examples: dict, out_dir: str | Path, overw
     """report.json, report.html, report.csv, indices.png and one examples_<model>.png per model."""
     example_names = [f"examples_{m}.png" for m in examples]
     names = ["report.json", "report.csv", "report.html", "indices.png", *example_names]
-    from .pipeline import write_csv
 
-    with io.atomic_output_dir(out_dir, names, overwrite) as staging:
+    with paths.atomic_output_dir(out_dir, names, overwrite) as staging:
         (staging / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
-        write_csv(table_rows(report), staging / "report.csv")
+        paths.write_csv(table_rows(report), staging / "report.csv")
         _plot_indices(report, staging / "indices.png")
         for model_id, name in zip(examples, example_names):
             _plot_examples(model_id, examples[model_id], staging / name)

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .preprocess import ModelGrid, prepare
+from . import io, paths
+from .errors import ModelError
+from .grid import ModelGrid
+from .preprocess import prepare
 
 _SUBJECT = re.compile(r"^(IXI\d+)")
 PREPROCESS_VERSION = 3  # bump when prepare() changes what it produces
@@ -73,6 +75,19 @@ def load_split(path: str | os.PathLike) -> Split:
     return Split.from_dict(json.loads(Path(path).read_text()))
 
 
+def card_subjects(card) -> Split:
+    """The subjects a model was trained, validated and calibrated on: its card's list, or (cards
+    written before the list was recorded) the shipped split file it names."""
+    if "subjects" in card.training:
+        return Split.from_dict(card.training["subjects"])
+    name = card.training.get("split_file", "")
+    path = paths.resources_dir() / name.removeprefix("Resources/") if name.startswith("Resources/") else Path(name)
+    if not name or not path.is_file():
+        raise ModelError(f"model {card.id}: its card records no training subjects; a report could restore "
+                         "scans it was trained on. Retrain it with this version of normativead train.")
+    return load_split(path)
+
+
 def cache_key(grid: ModelGrid, percentiles: tuple[float, float]) -> str:
     text = json.dumps([grid.to_dict(), list(percentiles), PREPROCESS_VERSION], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -87,7 +102,7 @@ def cached_scan(path: Path, cache_dir: Path, grid: ModelGrid,
             return data["image"].astype(np.float32), data["brain"]
     prepared = prepare(io.read_scan(path), grid, percentiles=percentiles)
     target.parent.mkdir(parents=True, exist_ok=True)
-    io.write_file_atomic(
+    paths.write_file_atomic(
         target,
         lambda tmp: np.savez_compressed(tmp, image=prepared.image.astype(np.float16), brain=prepared.brain),
         overwrite=True,

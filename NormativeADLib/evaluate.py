@@ -17,11 +17,12 @@ import numpy as np
 import SimpleITK as sitk
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from . import anomaly, io, metrics
+from . import anomaly, metrics, paths
 from .card import ModelCard, write_card
 from .errors import InputError
-from .pipeline import CaseResult, analyse, write_csv
-from .registry import LoadedModel, get_card, load_model
+from .pipeline import CaseResult, analyse
+from .catalogue import get_card
+from .registry import LoadedModel, load_model
 
 
 def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
@@ -144,9 +145,9 @@ def record_in_card(report: dict, command: str) -> Path:
 def write_evaluation(report: dict, out_dir: Path, overwrite: bool = False) -> None:
     """evaluation.json, evaluation.csv and a bar chart of Dice / AUPRC / AUROC per case."""
     names = ["evaluation.json", "evaluation.csv", "evaluation.png"]
-    with io.atomic_output_dir(out_dir, names, overwrite) as staging:
+    with paths.atomic_output_dir(out_dir, names, overwrite) as staging:
         (staging / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
-        write_csv(report["cases"], staging / "evaluation.csv")
+        paths.write_csv(report["cases"], staging / "evaluation.csv")
         _plot(report, staging / "evaluation.png")
 
 

@@ -1,4 +1,4 @@
-"""Reading scans with their full geometry and writing outputs atomically.
+"""Reading scans with their full geometry, and writing images.
 
 Images travel through the library as SimpleITK images, so spacing, origin and direction are
 never separated from the voxels. Arrays taken from them are in (z, y, x) order.
@@ -7,17 +7,14 @@ never separated from the voxels. Arrays taken from them are in (z, y, x) order.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, OutputError
+from .errors import InputError
+from .paths import file_suffix
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 # A scan has many grey levels; a label map a handful of integers.
@@ -26,17 +23,12 @@ _MAX_LABEL_VALUES = 16
 _GRID_TOLERANCE = 1e-3
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
 def read_image(path: str | os.PathLike, what: str = "scan") -> sitk.Image:
     """Read a 3D scalar image (NIfTI, NRRD, MHA) with its geometry; raise InputError otherwise."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} file not found: {path}. Check the path.")
-    if _suffix(path) not in READABLE_SUFFIXES:
+    if file_suffix(path) not in READABLE_SUFFIXES:
         raise InputError(
             f"{what} {path.name}: unsupported format; use one of {', '.join(READABLE_SUFFIXES)}."
         )
@@ -98,7 +90,7 @@ def _looks_like_labels(array: np.ndarray) -> bool:
 def _nifti_non_finite(path: Path) -> int:
     """NaN/Inf voxels of a NIfTI file, counted by nibabel: ITK's reader silently turns them into 0
     (and reads some truncated files without complaint, which nibabel refuses)."""
-    if _suffix(path) not in (".nii", ".nii.gz"):
+    if file_suffix(path) not in (".nii", ".nii.gz"):
         return 0
     try:
         data = np.asanyarray(nib.load(str(path)).dataobj)
@@ -169,68 +161,6 @@ def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def output_name(stem: str, fmt: str) -> str:
-    return f"{stem}.{'nii.gz' if fmt == 'nifti' else 'nrrd'}"
-
-
-def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool) -> None:
-    """Raise OutputError now, before any work, if outputs could not be written into out_dir."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out {out_dir} is a file; give a folder.")
-    existing = [n for n in names if (out_dir / n).exists()]
-    if existing and not overwrite:
-        raise OutputError(
-            f"{out_dir / existing[0]} already exists; choose another --out folder or pass --overwrite."
-        )
-    ancestor = out_dir
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {out_dir} ({ancestor} is not a writable folder); choose another --out.")
-
-
-@contextmanager
-def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrite: bool = False):
-    """Yield a temporary folder to write into; on success move its files into out_dir.
-
-    Refuses up front when a target exists (unless overwrite), so a run never ends half-written;
-    on any error, or a cancel, the temporary folder is removed and out_dir is left as it was.
-    """
-    out_dir = Path(out_dir)
-    names = list(names)
-    check_writable(out_dir, names, overwrite)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".normativead-", dir=out_dir))
-    except OSError as err:
-        raise OutputError(f"cannot write to {out_dir}: {err.strerror}; choose a writable --out folder.") from None
-    try:
-        yield staging
-        for name in names:
-            if not (staging / name).exists():
-                raise OutputError(f"internal: output {name} was not produced")
-        for name in names:
-            os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     """Write with compression; callers write into an atomic_output_dir staging folder."""
     sitk.WriteImage(image, str(path), useCompression=True)
-
-
-def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> None:
-    """Write one file through a temporary sibling and a rename."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass --overwrite to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_suffix(path), dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

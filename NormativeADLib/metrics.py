@@ -10,7 +10,27 @@ from skimage.metrics import structural_similarity
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from . import anomaly
-from .normative import hmean
+
+
+def hmean(a: float | None, b: float | None) -> float | None:
+    """Harmonic mean of two scores clipped to [0, 1]; 0 when either is 0, None when either is unknown."""
+    if a is None or b is None:
+        return None
+    a, b = min(max(a, 0.0), 1.0), min(max(b, 0.0), 1.0)
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def flat_metrics(m: dict) -> dict:
+    """A run's metrics.json as one flat row: identifiers, per-case figures, reference figures (ref_*).
+
+    The one flattener of metrics.csv and the Slicer metrics table.
+    """
+    row = {"case": m.get("case"), "model": (m.get("model") or {}).get("id"),
+           "threshold_source": m["threshold"]["source"], "threshold": m["threshold"]["value"],
+           "device": m.get("device"), "seconds": m.get("seconds")}
+    row.update(m.get("per_case") or {})
+    row.update({f"ref_{k}": v for k, v in (m.get("reference") or {}).items()})
+    return row
 
 
 def ssim_map(image: np.ndarray, restored: np.ndarray) -> np.ndarray:

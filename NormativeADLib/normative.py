@@ -26,6 +26,7 @@ import torch
 from monai.metrics.fid import get_fid_score
 from skimage.metrics import structural_similarity
 
+from .metrics import hmean
 from .restore import MIN_BRAIN_VOXELS_PER_SLICE
 
 # D(a, b) for batches of slices (n, h, w) in [0, 1] -> (n,) distances
@@ -33,14 +34,6 @@ Distance = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # slices (n, h, w) in [0, 1] -> (n, features)
 Features = Callable[[np.ndarray], np.ndarray]
 HIST_BINS = 32
-
-
-def hmean(a: float | None, b: float | None) -> float | None:
-    """Harmonic mean of two scores clipped to [0, 1]; 0 when either is 0, None when either is unknown."""
-    if a is None or b is None:
-        return None
-    a, b = min(max(a, 0.0), 1.0), min(max(b, 0.0), 1.0)
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
 def brain_slices(volume: np.ndarray, brain: np.ndarray, region: np.ndarray | None = None,

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import anomaly, io, metrics
+from . import anomaly, io, metrics, paths
 from .card import ModelCard
-from .errors import Cancelled, InputError
+from .errors import Cancelled
+from .options import FORMATS, resolve_threshold
 from .preprocess import Prepared, prepare, to_model, to_native
-from .registry import DEFAULT_MODEL, LoadedModel, load_model
+from .catalogue import DEFAULT_MODEL
+from .registry import LoadedModel, load_model
 from .restore import restore_volume, select_device
 
 # progress(stage, fraction of the whole run in [0, 1], message)
@@ -41,21 +43,6 @@ class CaseResult:
     segmentation: sitk.Image  # native grid uint8 0/1
     reference: sitk.Image | None
     metrics: dict
-
-
-def resolve_threshold(spec: str | float, card: ModelCard) -> tuple[str, float]:
-    """('fpr5', value) from the card's calibration, or ('manual', value) for a number."""
-    if isinstance(spec, str) and spec in anomaly.FPR_TARGETS:
-        if spec not in card.thresholds:
-            raise InputError(f"model {card.id} has no calibrated {spec} threshold; give a number instead.")
-        return spec, float(card.thresholds[spec])
-    try:
-        value = float(spec)
-    except ValueError:
-        raise InputError(f"threshold '{spec}' is neither fpr1, fpr5, fpr10 nor a number.") from None
-    if not np.isfinite(value) or value < 0:
-        raise InputError(f"threshold {value} must be a finite number >= 0.")
-    return "manual", value
 
 
 def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
@@ -83,7 +70,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     reference = io.read_mask(reference_path, scan, "reference") if reference_path else None
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     card = loaded.card
-    threshold_source, threshold_value = resolve_threshold(threshold, card)
+    threshold_source, threshold_value = resolve_threshold(threshold, card.thresholds, card.id)
     choice = select_device(device)
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
@@ -171,36 +158,19 @@ def _case_name(path: str | Path) -> str:
 
 
 def output_names(fmt: str) -> list[str]:
-    return [io.output_name(n, fmt) for n in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
-
-
-def flat_metrics(m: dict) -> dict:
-    """One CSV row: per-case and reference metrics with the run's identifiers."""
-    row = {"case": m["case"], "model": m["model"]["id"], "threshold_source": m["threshold"]["source"],
-           "threshold": m["threshold"]["value"], "seconds": m["seconds"]}
-    row.update(m["per_case"])
-    row.update({f"ref_{k}": v for k, v in (m["reference"] or {}).items()})
-    return row
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    lines = [",".join(columns)]
-    for row in rows:
-        lines.append(",".join("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    path.write_text("\n".join(lines) + "\n")
+    return [n + FORMATS[fmt] for n in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
 
 
 def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", overwrite: bool = False) -> Path:
     """Write every output into out_dir, all or nothing."""
     from .report import write_report  # matplotlib is imported only when a report is written
 
-    with io.atomic_output_dir(out_dir, output_names(fmt), overwrite) as staging:
+    with paths.atomic_output_dir(out_dir, output_names(fmt), overwrite) as staging:
         brain = sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8)
         for name, image in zip(IMAGE_OUTPUTS, (result.pseudo_healthy, result.heatmap, result.segmentation, brain)):
-            io.write_image(image, staging / io.output_name(name, fmt))
+            io.write_image(image, staging / (name + FORMATS[fmt]))
         (staging / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
-        write_csv([flat_metrics(result.metrics)], staging / "metrics.csv")
+        paths.write_csv([metrics.flat_metrics(result.metrics)], staging / "metrics.csv")
         write_report(result, staging / "report.png")
         # model (MNI) -> scan points: --transform reuses it, so runs of several models share one registration
         sitk.WriteTransform(result.prepared.transform, str(staging / "transform.tfm"))

@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .grid import ModelGrid
 
 # Volumes of a brain: a skull-stripped scan's foreground is below this, a whole head above.
 _MAX_BRAIN_ML = 2500.0
@@ -25,28 +26,12 @@ _MIN_BRAIN_ML = 300.0
 _TEMPLATE_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 
 
-@dataclass(frozen=True)
-class ModelGrid:
-    """Where a model sees the brain: MNI152 space, identity direction in LPS, (z, y, x) arrays."""
-
-    spacing_mm: float = 2.0
-    size_xyz: tuple[int, int, int] = (96, 96, 80)
-    origin_lps: tuple[float, float, float] = (-95.0, -78.0, -74.0)
-
-    def reference(self) -> sitk.Image:
-        image = sitk.Image([int(s) for s in self.size_xyz], sitk.sitkFloat32)
-        image.SetSpacing([self.spacing_mm] * 3)
-        image.SetOrigin([float(o) for o in self.origin_lps])
-        return image
-
-    def to_dict(self) -> dict:
-        return {"space": "MNI152NLin2009aSym", "direction": "LPS identity",
-                "spacing_mm": self.spacing_mm, "size_xyz": list(self.size_xyz),
-                "origin_lps": list(self.origin_lps)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelGrid":
-        return cls(float(d["spacing_mm"]), tuple(d["size_xyz"]), tuple(d["origin_lps"]))
+def grid_image(grid: ModelGrid) -> sitk.Image:
+    """An empty float image on the model grid: the reference of every resampling into model space."""
+    image = sitk.Image([int(s) for s in grid.size_xyz], sitk.sitkFloat32)
+    image.SetSpacing([grid.spacing_mm] * 3)
+    image.SetOrigin([float(o) for o in grid.origin_lps])
+    return image
 
 
 @dataclass
@@ -81,7 +66,7 @@ def template_path() -> Path:
 def template_on_grid(grid: ModelGrid) -> tuple[sitk.Image, sitk.Image]:
     """Template T1 (float) and its brain mask (uint8) resampled onto the model grid."""
     template = sitk.Cast(sitk.ReadImage(str(template_path())), sitk.sitkFloat32)
-    t1 = sitk.Resample(template, grid.reference(), sitk.Transform(), sitk.sitkLinear, 0.0)
+    t1 = sitk.Resample(template, grid_image(grid), sitk.Transform(), sitk.sitkLinear, 0.0)
     mask = sitk.BinaryFillhole(sitk.Cast(t1 > 10.0, sitk.sitkUInt8))
     return t1, mask
 
@@ -247,7 +232,7 @@ def prepare(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None = None,
         scaling_region = native_brain
     intensity_range = scale_intensity(smoothed, scaling_region, percentiles)
     scaled = _apply_scaling(smoothed, native_brain, intensity_range)
-    ref = grid.reference()
+    ref = grid_image(grid)
     image = sitk.GetArrayFromImage(sitk.Resample(scaled, ref, transform, sitk.sitkLinear, 0.0))
     brain = sitk.GetArrayFromImage(sitk.Resample(native_brain, ref, transform, sitk.sitkNearestNeighbor, 0)) > 0
     image = np.where(brain, image, 0.0).astype(np.float32)
@@ -257,12 +242,12 @@ def prepare(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None = None,
 def to_native(array: np.ndarray, prepared: Prepared, interpolator: int = sitk.sitkLinear) -> sitk.Image:
     """Resample a model-space array (z, y, x) onto the scan's own grid with the kept transform."""
     model_image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
-    model_image.CopyInformation(prepared.grid.reference())
+    model_image.CopyInformation(grid_image(prepared.grid))
     inverse = prepared.transform.GetInverse()
     return sitk.Resample(model_image, prepared.native, inverse, interpolator, 0.0, sitk.sitkFloat32)
 
 
 def to_model(mask: sitk.Image, prepared: Prepared) -> np.ndarray:
     """A native-grid mask (reference lesion) in model space (z, y, x) bool, nearest neighbour."""
-    moved = sitk.Resample(mask, prepared.grid.reference(), prepared.transform, sitk.sitkNearestNeighbor, 0)
+    moved = sitk.Resample(mask, grid_image(prepared.grid), prepared.transform, sitk.sitkNearestNeighbor, 0)
     return sitk.GetArrayFromImage(moved) > 0

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import Cancelled, InputError
+from .options import DEVICES
 from .models.base import SliceGenerators
 from .registry import LoadedModel
 
@@ -41,7 +42,7 @@ def select_device(requested: str = "auto") -> DeviceChoice:
         return DeviceChoice(torch.device("cpu"), "cpu (no CUDA or MPS GPU found)")
     available = {"cpu": True, "cuda": cuda, "mps": mps}
     if requested not in available:
-        raise InputError(f"unknown device '{requested}'; use auto, cpu, cuda or mps.")
+        raise InputError(f"unknown device '{requested}'; use one of {', '.join(DEVICES)}.")
     if not available[requested]:
         raise InputError(f"device {requested} is not available on this machine; use --device auto or cpu.")
     return DeviceChoice(torch.device(requested), requested)

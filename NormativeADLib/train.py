@@ -25,9 +25,10 @@ from safetensors.torch import save_file
 from . import anomaly, data, metrics
 from .card import ModelCard, PostProcess, sha256, write_card
 from .errors import InputError, ModelError
-from .preprocess import ModelGrid
-from .registry import LoadedModel, build_network, home, load_model, resources_dir
-from .restore import restore_volume
+from .grid import ModelGrid
+from .paths import home, resources_dir
+from .registry import LoadedModel, build_network, load_model
+from .restore import restore_volume, select_device
 
 Log = Callable[[str], None]
 WEIGHTS_FILE = "weights.safetensors"
@@ -79,19 +80,6 @@ def default_split_path() -> Path:
     return resources_dir() / "Splits" / "ixi_t1.json"
 
 
-def card_subjects(card) -> data.Split:
-    """The subjects a model was trained, validated and calibrated on: its card's list, or (cards
-    written before the list was recorded) the shipped split file it names."""
-    if "subjects" in card.training:
-        return data.Split.from_dict(card.training["subjects"])
-    name = card.training.get("split_file", "")
-    path = resources_dir() / name.removeprefix("Resources/") if name.startswith("Resources/") else Path(name)
-    if not name or not path.is_file():
-        raise ModelError(f"model {card.id}: its card records no training subjects; a report could restore "
-                         "scans it was trained on. Retrain it with this version of normativead train.")
-    return data.load_split(path)
-
-
 def brain_slices(images: list[np.ndarray], brains: list[np.ndarray], min_voxels: int,
                  step: int = 1) -> torch.Tensor:
     """Every step-th axial slice (N, 1, H, W) holding at least min_voxels of brain."""
@@ -119,14 +107,18 @@ def augment_batch(batch: torch.Tensor, transform: Compose) -> torch.Tensor:
 
 
 def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch.Tensor,
-        settings: TrainSettings, checkpoint: Path, log: Log) -> dict:
-    """Train with Adam; keep the epoch with the lowest validation loss; resume from checkpoint."""
+        settings: TrainSettings, checkpoint: Path, log: Log, device: torch.device = torch.device("cpu")) -> dict:
+    """Train on device with Adam; keep the epoch with the lowest validation loss; resume from checkpoint.
+
+    Slices stay in CPU memory and are augmented there; each batch moves to the device.
+    """
     torch.manual_seed(settings.seed)
+    network.to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
     state = {"epoch": 0, "best_loss": float("inf"), "best": None, "history": []}
     if checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = torch.load(checkpoint, weights_only=False, map_location=device)
         network.load_state_dict(saved["network"])
         optimiser.load_state_dict(saved["optimiser"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -134,20 +126,22 @@ def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch
         log(f"resumed from {checkpoint} at epoch {state['epoch']}")
     transform = augmenter(settings.augment_prob, settings.seed + state["epoch"])
     generator = torch.Generator().manual_seed(settings.seed + state["epoch"])
+    # noise is drawn on the device (a CPU generator cannot serve CUDA tensors); on the CPU, one generator
+    noise = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(settings.seed + state["epoch"])
     for epoch in range(state["epoch"], settings.epochs):
         started = time.perf_counter()
         network.train()
         order = torch.randperm(len(train), generator=generator)
         losses = []
         for start in range(0, len(order), settings.batch_size):
-            batch = augment_batch(train[order[start:start + settings.batch_size]], transform)
-            loss = family.loss(network, batch, generator)
+            batch = augment_batch(train[order[start:start + settings.batch_size]], transform).to(device)
+            loss = family.loss(network, batch, noise)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
         scheduler.step()
-        val_loss = validation_loss(family, network, validation, settings.batch_size)
+        val_loss = validation_loss(family, network, validation, settings.batch_size, device)
         seconds = time.perf_counter() - started
         state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                                  "seconds": round(seconds, 1)})
@@ -162,24 +156,25 @@ def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch
     return state
 
 
-def validation_loss(family, network: torch.nn.Module, slices: torch.Tensor, batch_size: int) -> float:
+def validation_loss(family, network: torch.nn.Module, slices: torch.Tensor, batch_size: int,
+                    device: torch.device = torch.device("cpu")) -> float:
     network.eval()
     with torch.inference_mode():
-        losses = [family.loss(network, slices[i:i + batch_size], None).item() * len(slices[i:i + batch_size])
+        losses = [family.loss(network, slices[i:i + batch_size].to(device), None).item() * len(slices[i:i + batch_size])
                   for i in range(0, len(slices), batch_size)]
     return float(sum(losses) / len(slices))
 
 
-def healthy_figures(model: LoadedModel, images, brains) -> dict:
+def healthy_figures(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu")) -> dict:
     """Restoration of unseen healthy scans: SSIM, PSNR and MAE inside the brain, mean over scans."""
-    rows = [metrics.restoration_fidelity(img, restore_volume(model, img, b, torch.device("cpu")), b)
+    rows = [metrics.restoration_fidelity(img, restore_volume(model, img, b, device), b)
             for img, b in zip(images, brains)]
     return {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")}
 
 
-def calibrate(model: LoadedModel, images, brains) -> tuple[dict, list[float], dict]:
+def calibrate(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu")) -> tuple[dict, list[float], dict]:
     """(FPR thresholds, healthy case scores, the card's calibration figures) on calibration scans."""
-    scores = [anomaly.score_map(img, restore_volume(model, img, b, torch.device("cpu")), b, model.card.postprocess)
+    scores = [anomaly.score_map(img, restore_volume(model, img, b, device), b, model.card.postprocess)
               for img, b in zip(images, brains)]
     thresholds = anomaly.calibrate_fpr(scores, brains)
     case_scores = [anomaly.case_score(s, b) for s, b in zip(scores, brains)]
@@ -205,7 +200,7 @@ def _prepared_cohorts(card: ModelCard, data_dir: Path, cache_dir: Path, log: Log
 
 
 def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
-                log: Log = print) -> ModelCard:
+                log: Log = print, device: str = "auto") -> ModelCard:
     """Calibrate a trained model again on its card's calibration subjects, weights untouched (after a
     change to preprocessing or to calibration). Evaluation figures measured at the old thresholds are
     dropped from the card: run `normativead evaluate --record` again."""
@@ -214,9 +209,9 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     if card.folder is None:
         raise ModelError(f"model {model_id}: no folder to write its card to.")
     [(images, brains)] = _prepared_cohorts(card, data_dir, cache_dir or home() / "prepared", log,
-                                           calibration=card_subjects(card).calibration)
+                                           calibration=data.card_subjects(card).calibration)
     log("calibrating thresholds on calibration subjects")
-    thresholds, case_scores, calibration = calibrate(model, images, brains)
+    thresholds, case_scores, calibration = calibrate(model, images, brains, select_device(device).device)
     figures = dict(card.figures, calibration={**calibration, "command": command})
     if thresholds != card.thresholds and figures.pop("evaluation", None) is not None:
         log("thresholds changed: the card's evaluation figures are dropped; run normativead evaluate --record again")
@@ -228,12 +223,14 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
 
 def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None = None,
           epochs: int | None = None, cache_dir: Path | None = None, overwrite: bool = False,
-          resume: bool = False, command: str = "", log: Log = print) -> ModelCard:
-    """Train, calibrate and write a model folder (card.json + weights) at out_dir."""
+          resume: bool = False, command: str = "", log: Log = print, device: str = "auto") -> ModelCard:
+    """Train on device (auto: cuda, mps, else cpu), calibrate and write a model folder (card.json + weights)."""
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
     card = card_from_config(config)
+    choice = select_device(device)
+    log(f"training on {choice.note}")
     split = data.load_split(split_path or default_split_path())
     cache_dir = cache_dir or home() / "prepared"
     cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, training=split.train,
@@ -251,7 +248,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{card.id}-", dir=out_dir.parent))
     try:
-        card = _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command,
+        card = _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, choice.device,
                                   (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -263,18 +260,18 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     return card.replace(folder=out_dir)
 
 
-def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, slices, validation,
-                       calibration):
+def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, device, slices,
+                       validation, calibration):
     (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains) = slices, validation, calibration
-    state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log)
+    state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log, device)
     # every epoch's time, those of an interrupted run before --resume included
     train_seconds = sum(h.get("seconds", 0.0) for h in state["history"])
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
+    save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
     model = LoadedModel(card, network.eval())
     log("healthy restoration figures on validation subjects")
-    figures = healthy_figures(model, val_images, val_brains)
+    figures = healthy_figures(model, val_images, val_brains, device)
     log("calibrating thresholds on calibration subjects")
-    thresholds, case_scores, calibration = calibrate(model, cal_images, cal_brains)
+    thresholds, case_scores, calibration = calibrate(model, cal_images, cal_brains, device)
     card = card.replace(
         thresholds=thresholds, healthy_case_scores=tuple(case_scores),
         training={
@@ -285,7 +282,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
             "settings": settings.__dict__,
             "epochs_run": state["epoch"], "best_val_loss": state["best_loss"],
             "history": state["history"],
-            "seconds": round(train_seconds), "device": "cpu" if not torch.cuda.is_available() else "cuda",
+            "seconds": round(train_seconds), "device": device.type,
             "command": command,
             "torch": torch.__version__,
         },

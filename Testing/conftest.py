@@ -37,6 +37,6 @@ os.environ["NORMATIVEAD_HOME"] = tempfile.mkdtemp(prefix="normativead-test-home-
 
 @pytest.fixture(scope="session")
 def shipped_model():
-    from NormativeADLib import registry
+    from NormativeADLib import catalogue, registry
 
-    return registry.load_model(registry.DEFAULT_MODEL)
+    return registry.load_model(catalogue.DEFAULT_MODEL)

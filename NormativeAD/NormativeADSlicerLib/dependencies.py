@@ -2,7 +2,8 @@
 
 - torch comes from the PyTorch extension's installer (PyTorchUtils), which picks the right CUDA build.
 - The other packages (Resources/requirements.txt) are pip-installed into Slicer's Python after the
-  user agrees, constrained so that pip never replaces Slicer's own numpy or SimpleITK.
+  user agrees, constrained so that pip never replaces the torch build the PyTorch extension chose,
+  nor Slicer's own numpy or SimpleITK (monai, for one, would otherwise pull a torch of its choice).
 - Nothing is installed at import time; only ensure() installs, and only after a confirmation.
 
 This file is the one part of the library that needs the Slicer application (slicer.util dialogs and
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
-PROTECTED = ("numpy", "SimpleITK")  # Slicer's own builds: never upgraded or replaced
+PROTECTED = ("torch", "numpy", "SimpleITK")  # builds chosen by Slicer or its PyTorch extension: never replaced
 TORCH_REQUIREMENT = ">=2.2"
 
 
@@ -41,6 +42,11 @@ def missing(reqs: list[str] | None = None) -> list[str]:
     return absent
 
 
+def missing_all() -> list[str]:
+    """Everything the library needs that is not installed yet, torch first (standard library only)."""
+    return ([] if torch_installed() else ["torch"]) + missing()
+
+
 def torch_installed() -> bool:
     try:
         importlib.metadata.version("torch")
@@ -50,7 +56,7 @@ def torch_installed() -> bool:
 
 
 def constraints_file() -> Path:
-    """A pip constraints file pinning the installed numpy and SimpleITK to their current versions."""
+    """A pip constraints file pinning the installed torch, numpy and SimpleITK to their current versions."""
     pins = []
     for name in PROTECTED:
         try:
@@ -85,7 +91,7 @@ def ensure(ask: bool = True) -> bool:
     if ask and not slicer.util.confirmOkCancelDisplay(
             "NormativeAD needs these Python packages, which are not installed yet:\n\n  "
             + "\n  ".join(absent)
-            + "\n\nInstall them now? (This downloads them with pip; Slicer's own numpy and SimpleITK stay as they are.)",
+            + "\n\nInstall them now? (This downloads them with pip; the torch, numpy and SimpleITK in place stay as they are.)",
             windowTitle="NormativeAD: install Python packages"):
         return False
     constraints = constraints_file()

@@ -6,11 +6,12 @@ file a node is associated with, and it works without slicer.app (slicer-core).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import slicer
+from NormativeADLib import paths
+from NormativeADLib.options import FORMATS
 
 from .scene import (SEGMENT_ID, Result, segment_array, table_as_rows, table_node, volume_like, write_volume,
                     write_with_storage)
@@ -45,28 +46,25 @@ def write_metrics_csv(scene, path: str | Path, result_names: list[str] | None = 
         rows = [r for r in rows if r.get("Result") in result_names]
     if not rows:
         raise ValueError("there are no metrics to export")
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return paths.write_csv(rows, path)
 
 
-def export_result(scene, result: Result, folder: str | Path, fmt: str = "nii.gz") -> dict[str, Path]:
+def export_result(scene, result: Result, folder: str | Path, fmt: str = "nifti") -> dict[str, Path]:
     """Write one result: segmentation (.seg.nrrd and label map), heatmap, pseudo-healthy, metrics CSV.
 
-    fmt is the image format of the volumes and the label map: "nii.gz" or "nrrd".
+    fmt is the image format of the volumes and the label map, as the command line names it (FORMATS).
     """
-    if fmt not in ("nii.gz", "nrrd"):
-        raise ValueError(f"unknown export format {fmt!r} (nii.gz or nrrd)")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} ({' or '.join(FORMATS)})")
+    suffix = FORMATS[fmt]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = _safe(result.name)
     written = {
         "segmentation": write_segmentation(result.segmentation, folder / f"{stem}_anomaly.seg.nrrd"),
-        "labelmap": write_labelmap(result.segmentation, result.input, folder / f"{stem}_anomaly_label.{fmt}"),
-        "heatmap": write_volume(result.heatmap, folder / f"{stem}_heatmap.{fmt}"),
-        "pseudo_healthy": write_volume(result.pseudo_healthy, folder / f"{stem}_pseudo_healthy.{fmt}"),
+        "labelmap": write_labelmap(result.segmentation, result.input, folder / f"{stem}_anomaly_label{suffix}"),
+        "heatmap": write_volume(result.heatmap, folder / f"{stem}_heatmap{suffix}"),
+        "pseudo_healthy": write_volume(result.pseudo_healthy, folder / f"{stem}_pseudo_healthy{suffix}"),
         "metrics": write_metrics_csv(scene, folder / f"{stem}_metrics.csv", [result.name]),
     }
     return written

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from . import comparison, export, scene as scene_logic
-from .process import ProcessRunner, RunOutcome, RunRequest, new_work_dir
+from NormativeADLib.options import DEFAULT_THRESHOLD, RestoreOptions
+
+from .process import ProcessProtocol, ProcessRunner, RunOutcome, new_work_dir
 
 
 @dataclass
@@ -25,7 +27,7 @@ class RunSettings:
 
     models: list[str]
     device: str = "auto"
-    threshold: str = "fpr5"
+    threshold: str = DEFAULT_THRESHOLD
     opacity: float = scene_logic.DEFAULT_OPACITY
     keep_files: bool = False
 
@@ -44,7 +46,8 @@ class Job:
 
     def __init__(self, scene, input_node, settings: RunSettings, mask_node=None, reference_node=None,
                  on_progress: Callable[[JobState], None] | None = None,
-                 on_finished: Callable[[JobState], None] | None = None, python: str | None = None):
+                 on_finished: Callable[[JobState], None] | None = None,
+                 process_factory: Callable[..., ProcessProtocol] = ProcessRunner):
         if input_node is None:
             raise ValueError("choose an input volume")
         if not settings.models:
@@ -56,13 +59,13 @@ class Job:
         self.settings = settings
         self.on_progress = on_progress or (lambda state: None)
         self.on_finished = on_finished or (lambda state: None)
-        self.python = python
+        self.process_factory = process_factory
         self.state = JobState()
         self.work_dir = new_work_dir()
         self.inputs = export.write_run_inputs(self.work_dir / "inputs", input_node, mask_node, reference_node)
         self.outputs: list[tuple[str, Path]] = []
         self._index = -1
-        self._runner: ProcessRunner | None = None
+        self._runner: ProcessProtocol | None = None
         self._finished = False
 
     # -- running
@@ -74,13 +77,13 @@ class Job:
     def _next(self) -> None:
         self._index += 1
         model = self.settings.models[self._index]
-        request = RunRequest(
+        request = RestoreOptions(
             input_path=self.inputs["input"], out_dir=self.work_dir / f"out-{self._index}", model=model,
             device=self.settings.device, mask_path=self.inputs.get("mask"),
-            reference_path=self.inputs.get("reference"), threshold=self.settings.threshold, fmt="nrrd",
+            reference_path=self.inputs.get("reference"), threshold=self.settings.threshold, format="nrrd",
             # compared models share the first run's registration: same alignment, no repeated work
             transform_path=self.outputs[0][1] / "transform.tfm" if self.outputs else None)
-        self._runner = ProcessRunner(request, on_event=self._event, python=self.python)
+        self._runner = self.process_factory(request, on_event=self._event)
         self._runner.start()
 
     def _event(self, event: dict) -> None:
@@ -91,8 +94,6 @@ class Job:
         self.state.fraction = (self._index + float(event.get("fraction", 0.0))) / n
         prefix = f"{model} ({self._index + 1}/{n}): " if n > 1 else ""
         self.state.message = prefix + str(event.get("message") or event.get("stage", ""))
-        if "device" in event:
-            self.state.device = str(event["device"])
         self.on_progress(self.state)
 
     def poll(self) -> bool:
@@ -155,16 +156,3 @@ class Job:
                 break
             time.sleep(0.05)
         return self.state
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-
-def run(scene, input_node, settings: RunSettings, mask_node=None, reference_node=None, blocking: bool = True,
-        timeout: float | None = None, **callbacks) -> Job:
-    """Start a job; in blocking mode return once it has ended (its state tells how)."""
-    job = Job(scene, input_node, settings, mask_node, reference_node, **callbacks).start()
-    if blocking:
-        job.wait(timeout)
-    return job

@@ -2,13 +2,14 @@
 
 Lifecycle: ProcessRunner(request).start() launches `python -m NormativeADLib.cli restore ...
 --progress json`; a reader thread queues its output lines; poll() (called by a GUI timer in
-Slicer, or by wait() in blocking mode) parses them into events and calls on_event; when the
-process ends, on_finished(RunOutcome) is called once. cancel() kills the whole process tree; the
-command line writes its outputs atomically, so a cancelled run leaves neither files nor nodes.
+Slicer, or by wait() in blocking mode) parses them into events and calls on_event; once the
+process has ended poll() returns False and `outcome` (a RunOutcome) says how. cancel() kills the
+whole process tree; the command line writes its outputs atomically, so a cancelled run leaves
+neither files nor nodes.
 
 No Qt, no slicer.app: inside Slicer the widget drives poll() with a QTimer; scripts and tests call
-run_blocking(). Inside Slicer the interpreter is PythonSlicer (Slicer's Python, set up to find
-Slicer's packages); elsewhere it is the current interpreter.
+wait(). Inside Slicer the interpreter is PythonSlicer (Slicer's Python, set up to find Slicer's
+packages); elsewhere it is the current interpreter.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
-THRESHOLDS = ("fpr1", "fpr5", "fpr10")
+from NormativeADLib.options import RestoreOptions
 
 
 def library_root() -> Path | None:
@@ -54,37 +54,6 @@ def python_executable() -> str:
 
 
 @dataclass
-class RunRequest:
-    """One restore run: the files to read, the model and the settings, as the command line takes them."""
-
-    input_path: Path
-    out_dir: Path
-    model: str | None = None
-    device: str = "auto"
-    mask_path: Path | None = None
-    reference_path: Path | None = None
-    threshold: str = "fpr5"
-    fmt: str = "nrrd"
-    transform_path: Path | None = None  # an earlier run's transform.tfm: same registration, no re-run
-
-    def arguments(self) -> list[str]:
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}")
-        args = ["restore", str(self.input_path), "--out", str(self.out_dir), "--device", self.device,
-                "--threshold", str(self.threshold), "--format", "nifti" if self.fmt in ("nifti", "nii.gz") else "nrrd",
-                "--progress", "json"]
-        if self.model:
-            args += ["--model", self.model]
-        if self.mask_path:
-            args += ["--mask", str(self.mask_path)]
-        if self.reference_path:
-            args += ["--reference", str(self.reference_path)]
-        if self.transform_path:
-            args += ["--transform", str(self.transform_path)]
-        return args
-
-
-@dataclass
 class RunOutcome:
     """How a run ended: status is 'done', 'failed' or 'cancelled'."""
 
@@ -100,27 +69,29 @@ class RunOutcome:
 
 
 class ProcessProtocol(Protocol):
-    """What the widget and the logic need from a runner (a test double can stand in)."""
+    """What a Job needs from the process of one run (a test double can stand in).
+
+    Made by a factory called as factory(request, on_event=callback); `outcome` is set once poll()
+    has returned False.
+    """
+
+    outcome: RunOutcome | None
 
     def start(self) -> None: ...
     def poll(self) -> bool: ...
     def cancel(self) -> None: ...
-    def wait(self, timeout: float | None = None) -> RunOutcome: ...
 
 
 class ProcessRunner:
     """Runs one request in a child process; see the module docstring for the lifecycle."""
 
-    def __init__(self, request: RunRequest, on_event: Callable[[dict], None] | None = None,
-                 on_finished: Callable[[RunOutcome], None] | None = None, python: str | None = None,
-                 env: dict | None = None):
+    def __init__(self, request: RestoreOptions, on_event: Callable[[dict], None] | None = None,
+                 python: str | None = None, env: dict | None = None):
         self.request = request
         self.on_event = on_event or (lambda event: None)
-        self.on_finished = on_finished or (lambda outcome: None)
         self.python = python or python_executable()
         self.extra_env = env or {}
         self.outcome: RunOutcome | None = None
-        self.last_progress: dict | None = None
         self._process: subprocess.Popen | None = None
         self._lines: queue.Queue = queue.Queue()
         self._reader: threading.Thread | None = None
@@ -140,10 +111,6 @@ class ProcessRunner:
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         return env
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self.outcome is None
 
     def start(self) -> None:
         if self._process is not None:
@@ -195,9 +162,7 @@ class ProcessRunner:
             self._log.append(line)
             del self._log[:-200]
             return
-        if event["event"] == "progress":
-            self.last_progress = event
-        elif event["event"] == "done":
+        if event["event"] == "done":
             self._done_event = event
         elif event["event"] == "error":
             self._error_event = event
@@ -219,7 +184,6 @@ class ProcessRunner:
                 message = "the run stopped (exit code {}): {}".format(code, " / ".join(tail) or "no output")
             outcome = RunOutcome("failed", message=message, exit_code=code, log=self._log)
         self.outcome = outcome
-        self.on_finished(outcome)
 
     def cancel(self) -> None:
         """Kill the process and its children; the outcome becomes 'cancelled'."""
@@ -253,13 +217,6 @@ def kill_process_tree(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
-
-
-def run_blocking(request: RunRequest, on_event: Callable[[dict], None] | None = None,
-                 timeout: float | None = None, python: str | None = None) -> RunOutcome:
-    runner = ProcessRunner(request, on_event=on_event, python=python)
-    runner.start()
-    return runner.wait(timeout)
 
 
 def new_work_dir() -> Path:

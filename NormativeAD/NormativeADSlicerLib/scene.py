@@ -55,12 +55,12 @@ TABLE_COLUMNS = [
     ("LPIPS outside anomaly", "lpips_outside_anomaly", ""),
     ("SSIM inside anomaly", "ssim_inside_anomaly", ""),
     ("CACI (segmentation)", "caci", ""),
-    ("CACI (reference)", "caci_reference", ""),
-    ("Dice", "dice", ""),
-    ("AUPRC", "auprc", ""),
-    ("AUROC", "auroc", ""),
-    ("Lesion detection rate", "lesion_detection_rate", ""),
-    ("False positive components", "false_positive_components", ""),
+    ("CACI (reference)", "ref_caci_reference", ""),
+    ("Dice", "ref_dice", ""),
+    ("AUPRC", "ref_auprc", ""),
+    ("AUROC", "ref_auroc", ""),
+    ("Lesion detection rate", "ref_lesion_detection_rate", ""),
+    ("False positive components", "ref_false_positive_components", ""),
     ("Device", "device", ""),
     ("Seconds", "seconds", "s"),
 ]
@@ -444,19 +444,6 @@ def set_opacity(scene, opacity: float) -> None:
 # Thresholding without re-running the model
 
 
-def threshold_value(result: Result, choice: str | float) -> tuple[float, str]:
-    """(value, source) for 'fpr1' / 'fpr5' / 'fpr10' (the model's calibrated thresholds) or a number."""
-    if isinstance(choice, str) and choice in result.thresholds:
-        return float(result.thresholds[choice]), choice
-    if isinstance(choice, str):
-        try:
-            return float(choice), "manual"
-        except ValueError:
-            known = ", ".join(result.thresholds) or "none"
-            raise ValueError(f"unknown threshold '{choice}' (calibrated: {known})") from None
-    return float(choice), "manual"
-
-
 def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
     """Re-segment the existing heatmap at a new threshold; returns the new mask (z, y, x).
 
@@ -464,8 +451,9 @@ def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
     A segmentation the user edited is not overwritten: a new versioned one is made instead.
     """
     from NormativeADLib.anomaly import segment
+    from NormativeADLib.options import resolve_threshold
 
-    value, source = threshold_value(result, choice)
+    source, value = resolve_threshold(choice, result.thresholds, result.model_id)
     heatmap = slicer.util.arrayFromVolume(result.heatmap)
     spacing = tuple(float(s) for s in result.input.GetSpacing())
     mask = segment(heatmap, value, spacing, result.min_component_ml)
@@ -523,14 +511,11 @@ def table_node(scene, create: bool = True):
 
 
 def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]:
-    metrics = result.metrics
-    flat: dict = {}
-    flat.update(metrics.get("per_case") or {})
-    flat.update(metrics.get("reference") or {})
+    from NormativeADLib.metrics import flat_metrics
+
+    flat = flat_metrics(result.metrics)
     flat["model"] = result.model_id
     flat["result"] = result.name
-    flat["device"] = metrics.get("device", "")
-    flat["seconds"] = metrics.get("seconds", "")
     flat["threshold"] = result.threshold
     flat["threshold_source"] = result.threshold_source
     if mask is not None:  # the threshold moved: the mask-derived figures follow it
@@ -541,7 +526,7 @@ def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]
         flat["anomaly_volume_ml"] = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
         flat["n_components"] = int(volumes.size)
         flat["largest_component_ml"] = float(volumes[0]) if volumes.size else 0.0
-        for key in ("dice", "lesion_detection_rate", "false_positive_components", "ssim_outside_anomaly",
+        for key in ("ref_dice", "ref_lesion_detection_rate", "ref_false_positive_components", "ssim_outside_anomaly",
                     "mae_outside_anomaly", "lpips_outside_anomaly", "ssim_inside_anomaly", "caci"):
             flat.pop(key, None)  # they were measured at the old threshold
     return {header: _format(flat.get(key)) for header, key, _ in TABLE_COLUMNS}

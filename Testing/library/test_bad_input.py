@@ -112,9 +112,9 @@ def test_unknown_model(out, capsys, sample_scan):
 
 
 def _copy_shipped_model(tmp_path):
-    from NormativeADLib import registry
+    from NormativeADLib import catalogue
 
-    card = registry.get_card(registry.DEFAULT_MODEL)
+    card = catalogue.get_card(catalogue.DEFAULT_MODEL)
     folder = tmp_path / "model"
     shutil.copytree(card.folder, folder)
     return card, folder

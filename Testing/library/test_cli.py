@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib import pipeline, registry
+from NormativeADLib import catalogue, paths, pipeline, registry
 
 
 def normativead(*args, cwd=None):
@@ -39,7 +39,7 @@ def test_demo_writes_every_output_on_the_input_grid(demo_run, sample_scan):
 def test_demo_metrics_are_consistent(demo_run):
     _, out = demo_run
     m = json.loads((out / "metrics.json").read_text())
-    card = registry.get_card(registry.DEFAULT_MODEL)
+    card = catalogue.get_card(catalogue.DEFAULT_MODEL)
     assert m["model"]["id"] == card.id
     assert m["threshold"] == {"source": "fpr5", "value": card.thresholds["fpr5"]}
     seg = sitk.ReadImage(str(out / "segmentation.nii.gz"))
@@ -80,21 +80,21 @@ def test_models_lists_the_shipped_model():
     run = normativead("models", "--json")
     assert run.returncode == 0, run.stderr
     cards = json.loads(run.stdout)
-    shipped = next(c for c in cards if c["id"] == registry.DEFAULT_MODEL)
+    shipped = next(c for c in cards if c["id"] == catalogue.DEFAULT_MODEL)
     assert set(shipped["thresholds"]) == {"fpr1", "fpr5", "fpr10"}
     assert "normativead train" in shipped["training"]["command"]
     table = normativead("models").stdout
-    card = registry.get_card(registry.DEFAULT_MODEL)
+    card = catalogue.get_card(catalogue.DEFAULT_MODEL)
     pooled = card.figures["evaluation"]["pooled"]["auroc"]
     assert f"healthy SSIM {card.figures['healthy_validation']['ssim']:.2f}, dev AUROC {pooled:.2f} (3 cases)" in table
 
 
 def test_import_model_for_offline_sites(tmp_path):
-    card = registry.get_card(registry.DEFAULT_MODEL)
+    card = catalogue.get_card(catalogue.DEFAULT_MODEL)
     run = normativead("models", "import", card.folder)
     assert run.returncode == 0, run.stderr
-    imported = registry.get_card(registry.DEFAULT_MODEL)
-    assert imported.folder == registry.home() / "models" / card.id
+    imported = catalogue.get_card(catalogue.DEFAULT_MODEL)
+    assert imported.folder == paths.home() / "models" / card.id
     assert normativead("models", "import", card.folder).returncode == 3  # already there, not overwritten
 
 
@@ -129,8 +129,8 @@ def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
 
     from NormativeADLib.evaluate import record_in_card
 
-    source = registry.get_card(registry.DEFAULT_MODEL)
-    folder = registry.home() / "models" / "ae-record-test"
+    source = catalogue.get_card(catalogue.DEFAULT_MODEL)
+    folder = paths.home() / "models" / "ae-record-test"
     shutil.copytree(source.folder, folder)
     try:
         (folder / "card.json").write_text(
@@ -141,7 +141,7 @@ def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
                   "cases": [{**row, "threshold_source": "fpr5"}, {**row, "threshold_source": "fpr1", "dice": 0.9}],
                   "summary": {"fpr5": {"per_volume_mean": {"dice": 0.2}}}, "pooled": {"auroc": 0.7}}
         record_in_card(report, "normativead evaluate --record")
-        card = registry.get_card("ae-record-test")
+        card = catalogue.get_card("ae-record-test")
         assert card.figures["evaluation"]["cases"] == [row]
         assert card.figures["healthy_validation"] == source.figures["healthy_validation"]
         assert card.thresholds == source.thresholds

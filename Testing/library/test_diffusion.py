@@ -22,7 +22,7 @@ from NormativeADLib.models import FAMILIES, inferers
 from NormativeADLib.models.conditioned import FiLMResnetBlock
 from NormativeADLib.models.diffusion import timestep_sequence
 from NormativeADLib.models.simplex import SimplexSettings, simplex_noise
-from NormativeADLib.registry import resources_dir
+from NormativeADLib.paths import resources_dir
 from NormativeADLib.train import TrainSettings
 
 DIFFUSION = ("ddpm", "pddpm", "cddpm", "autoddpm")
@@ -253,7 +253,7 @@ def test_restore_under_bf16_autocast(family, slices):
 
 def test_full_ddpm_chain_and_the_restoration_engine(slices):
     from NormativeADLib.card import ModelCard
-    from NormativeADLib.preprocess import ModelGrid
+    from NormativeADLib.grid import ModelGrid
     from NormativeADLib.registry import LoadedModel
     from NormativeADLib.restore import restore_volume
 

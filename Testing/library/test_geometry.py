@@ -98,7 +98,7 @@ def test_registration_recovers_a_known_affine():
     scan = sitk.Resample(template, template, truth.GetInverse(), sitk.sitkLinear, 0.0)
     found = preprocess.prepare(scan, grid).transform
     _, brain = preprocess.template_on_grid(grid)
-    reference = grid.reference()
+    reference = preprocess.grid_image(grid)
     points = [reference.TransformIndexToPhysicalPoint([int(i) for i in index[::-1]])
               for index in np.argwhere(sitk.GetArrayFromImage(brain) > 0)[::50]]
     error = [np.linalg.norm(np.subtract(found.TransformPoint(p), truth.TransformPoint(p))) for p in points]

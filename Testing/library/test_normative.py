@@ -18,7 +18,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from NormativeADLib import metrics, normative
-from NormativeADLib.preprocess import ModelGrid, template_on_grid
+from NormativeADLib.grid import ModelGrid
+from NormativeADLib.preprocess import template_on_grid
 
 from conftest import REPO, SHARED_DATA, needs_shared_data
 
@@ -47,11 +48,11 @@ def cohort():
 
 
 def test_hmean_and_overall_by_hand():
-    assert normative.hmean(1.0, 0.0) == 0.0
-    assert normative.hmean(0.5, 0.5) == pytest.approx(0.5)
-    assert normative.hmean(1.0, 0.5) == pytest.approx(2 / 3)
-    assert normative.hmean(-0.2, 1.0) == 0.0  # SSIM can be negative: clipped to 0
-    assert normative.hmean(None, 1.0) is None
+    assert metrics.hmean(1.0, 0.0) == 0.0
+    assert metrics.hmean(0.5, 0.5) == pytest.approx(0.5)
+    assert metrics.hmean(1.0, 0.5) == pytest.approx(2 / 3)
+    assert metrics.hmean(-0.2, 1.0) == 0.0  # SSIM can be negative: clipped to 0
+    assert metrics.hmean(None, 1.0) is None
     assert normative.overall(1.0, 0.5, 0.25) == pytest.approx((2 / 3 + 0.25) / 2)
     assert normative.overall(None, 0.5, 0.25) is None
 
@@ -106,7 +107,7 @@ def test_indices_name_variants_and_leave_missing_standard_ones_empty(cohort):
     assert out["RQI"] is None and out["AHI"] is None and out["overall"] is None
     assert out["RQI-SSIM"] == pytest.approx(1.0) and out["AHI-HIST"] == pytest.approx(1.0)
     assert out["CACI"] == pytest.approx(0.6)
-    assert out["overall-variants"] == pytest.approx((normative.hmean(1.0, 0.6) + 1.0) / 2)
+    assert out["overall-variants"] == pytest.approx((metrics.hmean(1.0, 0.6) + 1.0) / 2)
 
 
 def test_report_without_standard_weights_says_which_file_is_missing(tmp_path, monkeypatch):

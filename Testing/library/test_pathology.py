@@ -11,7 +11,7 @@ A model that copies its input, or a misregistered case, scores near 0.5 everywhe
 import json
 
 from conftest import SHARED_DATA, needs_shared_data
-from NormativeADLib import cli, registry
+from NormativeADLib import cli, paths
 
 POOLED_AUROC_FLOOR = 0.6
 GLIOMA_AUROC_FLOOR = 0.55
@@ -19,7 +19,7 @@ GLIOMA_AUROC_FLOOR = 0.55
 
 @needs_shared_data()
 def test_evaluate_dev_cases(tmp_path, capsys):
-    manifest = registry.resources_dir() / "Cases" / "shared_dev.json"
+    manifest = paths.resources_dir() / "Cases" / "shared_dev.json"
     code = cli.main(["evaluate", "--cases", str(manifest), "--root", str(SHARED_DATA), "--out", str(tmp_path)])
     out = capsys.readouterr()
     assert code == 0, out.err

@@ -354,7 +354,7 @@ def test_per_case_lpips_outside_the_anomaly(nowhere, weights, lpips_net):
 def test_standard_indices_run_through_both_networks(weights, lpips_net, inception_state):
     """RQI and AHI through the real LPIPS and Inception code paths (test weights): the values that
     hold for any network (identity: RQI 1; restorations equal to unseen healthy slices: AHI 1)."""
-    from NormativeADLib import normative
+    from NormativeADLib import metrics, normative
 
     net = perceptual.FIDInception()
     net.load_state_dict(inception_state)
@@ -370,7 +370,7 @@ def test_standard_indices_run_through_both_networks(weights, lpips_net, inceptio
     sets = normative.SliceSets(healthy, healthy, reference, pathological, healthy)
     out = normative.indices(sets, [0.5], distance, features)
     assert out["RQI"] == pytest.approx(1.0) and out["AHI"] == pytest.approx(1.0)
-    assert out["overall"] == pytest.approx((normative.hmean(1.0, 0.5) + 1.0) / 2)
+    assert out["overall"] == pytest.approx((metrics.hmean(1.0, 0.5) + 1.0) / 2)
 
 
 def test_inception_features_are_computed_once_per_content(inception_state):

@@ -6,21 +6,21 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from NormativeADLib import registry
+from NormativeADLib import catalogue, paths, registry
 from NormativeADLib.card import verify_weights
 from NormativeADLib.preprocess import template_on_grid
 
-SHIPPED = sorted(p.name for p in (registry.resources_dir() / "Models").iterdir() if (p / "card.json").is_file())
+SHIPPED = sorted(p.name for p in (paths.resources_dir() / "Models").iterdir() if (p / "card.json").is_file())
 MAX_WEIGHTS_MB = 40
 
 
 def test_the_default_and_a_second_model_are_shipped():
-    assert registry.DEFAULT_MODEL in SHIPPED and len(SHIPPED) >= 2
+    assert catalogue.DEFAULT_MODEL in SHIPPED and len(SHIPPED) >= 2
 
 
 @pytest.mark.parametrize("model_id", SHIPPED)
 def test_shipped_model_card_and_weights(model_id):
-    card = registry.get_card(model_id)
+    card = catalogue.get_card(model_id)
     assert card.id == model_id and card.folder.name == model_id
     path = verify_weights(card)
     assert path.stat().st_size < MAX_WEIGHTS_MB * 2**20

@@ -6,20 +6,20 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA, needs_shared_data
-from NormativeADLib import cli, data, registry
+from NormativeADLib import catalogue, cli, data, paths, registry
 from NormativeADLib.card import sha256
 
 
 @needs_shared_data()
 def test_train_writes_a_calibrated_model_that_the_registry_loads(tmp_path, capsys):
-    split = data.load_split(registry.resources_dir() / "Splits" / "ixi_t1.json")
+    split = data.load_split(paths.resources_dir() / "Splits" / "ixi_t1.json")
     tiny = {"train": list(split.train[:2]), "validation": list(split.validation[:1]),
             "calibration": list(split.calibration[:2])}
     (tmp_path / "split.json").write_text(json.dumps(tiny))
-    config = json.loads((registry.resources_dir() / "Configs" / "ae_small.json").read_text())
+    config = json.loads((paths.resources_dir() / "Configs" / "ae_small.json").read_text())
     config["id"] = "ae-test"
     (tmp_path / "config.json").write_text(json.dumps(config))
-    out = registry.home() / "models" / "ae-test"
+    out = paths.home() / "models" / "ae-test"
     code = cli.main(["train", "--config", str(tmp_path / "config.json"), "--data",
                      str(SHARED_DATA / "healthy" / "ixi_t1"), "--split", str(tmp_path / "split.json"),
                      "--epochs", "1", "--out", str(out)])
@@ -47,15 +47,22 @@ def recalibrate_restores_the_thresholds_and_drops_stale_figures(out, capsys):
     other thresholds leave the card."""
     from NormativeADLib.card import write_card
 
-    card = registry.get_card("ae-test")
+    card = catalogue.get_card("ae-test")
     stale = card.replace(thresholds={k: v * 3 for k, v in card.thresholds.items()},
                          figures={**card.figures, "evaluation": {"threshold": "fpr5", "cases": []}})
     write_card(stale, out)
     code = cli.main(["calibrate", "--model", "ae-test", "--data", str(SHARED_DATA / "healthy" / "ixi_t1")])
     assert code == 0, capsys.readouterr().err
-    again = registry.get_card("ae-test")
+    again = catalogue.get_card("ae-test")
     for name, value in card.thresholds.items():
         assert again.thresholds[name] == pytest.approx(value, rel=1e-4)
     assert "evaluation" not in again.figures
     assert again.figures["calibration"]["command"].startswith("normativead calibrate --model ae-test")
     assert again.weights == card.weights and again.training == card.training
+
+
+def test_shipped_split_is_the_one_split_subjects_makes():
+    """The split file says it was made by data.split_subjects: making it again gives the same split."""
+    split = data.load_split(paths.resources_dir() / "Splits" / "ixi_t1.json")
+    subjects = [*split.train, *split.validation, *split.calibration]
+    assert data.split_subjects(reversed(subjects), n_validation=15, n_calibration=25, seed=0) == split

@@ -52,11 +52,11 @@ def require_slicer_core():
 def shipped_model_reason(model_id: str | None = None) -> str | None:
     """None when the shipped model (the library's default) is present in Resources/Models."""
     try:
-        from NormativeADLib import registry
+        from NormativeADLib import catalogue, paths
     except ImportError as err:
         return f"NormativeADLib cannot be imported ({err})"
-    model_id = model_id or TEST_MODEL or registry.DEFAULT_MODEL
-    folder = Path(TEST_HOME) / "models" if TEST_HOME else registry.resources_dir() / "Models"
+    model_id = model_id or TEST_MODEL or catalogue.DEFAULT_MODEL
+    folder = Path(TEST_HOME) / "models" if TEST_HOME else paths.resources_dir() / "Models"
     for card in sorted(folder.glob("*/card.json")) if folder.is_dir() else []:
         try:
             if json.loads(card.read_text()).get("id") == model_id:
@@ -99,11 +99,12 @@ def cli_run(tmp_path_factory):
     reason = shipped_model_reason()
     if reason:
         pytest.skip(reason)
-    from NormativeADSlicerLib.process import ProcessRunner, RunRequest
+    from NormativeADLib.options import RestoreOptions
+    from NormativeADSlicerLib.process import ProcessRunner
 
     base = tmp_path_factory.mktemp("cli_run")
-    request = RunRequest(input_path=SAMPLE_T1, out_dir=base / "out", model=TEST_MODEL, device="cpu",
-                         threshold="fpr5", fmt="nrrd", reference_path=SAMPLE_LESION)
+    request = RestoreOptions(input_path=SAMPLE_T1, out_dir=base / "out", model=TEST_MODEL, device="cpu",
+                             threshold="fpr5", format="nrrd", reference_path=SAMPLE_LESION)
     events = []
     runner = ProcessRunner(request, on_event=events.append,
                            env={"NORMATIVEAD_HOME": TEST_HOME or str(base / "home"), "OMP_NUM_THREADS": "2"})

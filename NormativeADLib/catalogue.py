@@ -1,0 +1,86 @@
+"""The models installed: their cards, read with the standard library alone.
+
+A model is a folder holding card.json and its safetensors weights, in the user's folder
+(NORMATIVEAD_HOME/models: imported and trained models) or shipped in Resources/Models; a user
+model shadows a shipped one of the same id. Listing needs no torch, numpy or SimpleITK, so the
+Slicer panel can show the models before those packages are installed (registry.py loads them).
+A card that cannot be read is listed as broken and does not hide the others.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .card import CARD_FILE, ModelCard, read_card, verify_weights
+from .errors import ModelError
+from .paths import home, model_roots
+
+DEFAULT_MODEL = "ae-ixi-t1"
+
+
+@dataclass(frozen=True)
+class BrokenModel:
+    """A model folder whose card cannot be read: listed with the reason, never loaded."""
+
+    folder: Path
+    reason: str
+
+
+def scan_models() -> tuple[list[ModelCard], list[BrokenModel]]:
+    """Every readable model (user models first, ids unique) and every broken folder."""
+    cards: dict[str, ModelCard] = {}
+    broken = []
+    for root in model_roots():
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if not (folder / CARD_FILE).is_file():
+                continue
+            try:
+                card = read_card(folder)
+            except ModelError as err:
+                broken.append(BrokenModel(folder, str(err)))
+                continue
+            cards.setdefault(card.id, card)
+    return list(cards.values()), broken
+
+
+def list_models() -> list[ModelCard]:
+    """Every readable model, user models first; ids are unique (user shadows shipped)."""
+    return scan_models()[0]
+
+
+def get_card(model_id: str) -> ModelCard:
+    cards, broken = scan_models()
+    for card in cards:
+        if card.id == model_id:
+            return card
+    for entry in broken:
+        if entry.folder.name == model_id:
+            raise ModelError(entry.reason)
+    known = ", ".join(c.id for c in cards) or "none"
+    raise ModelError(f"unknown model '{model_id}' (known: {known}); see `normativead models`.")
+
+
+def import_model(folder: str | os.PathLike, overwrite: bool = False) -> ModelCard:
+    """Copy a model folder (card.json + weights) into the user's models after verifying it."""
+    source = read_card(Path(folder))
+    verify_weights(source)
+    target = home() / "models" / source.id
+    if target.exists() and not overwrite:
+        raise ModelError(f"model {source.id} is already imported at {target}; pass --overwrite to replace it.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{source.id}-", dir=target.parent))
+    try:
+        shutil.copy2(source.folder / CARD_FILE, staging / CARD_FILE)
+        shutil.copy2(source.weights_path, staging / source.weights["file"])
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return read_card(target)

@@ -1,0 +1,61 @@
+"""The options of one restore run, declared once: the command line, the Slicer panel and the
+Slicer job all take their choices and their command-line form from here. Standard library only."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
+FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
+DEFAULT_THRESHOLD = "fpr5"
+
+
+def resolve_threshold(spec: str | float, thresholds: dict, model_id: str = "") -> tuple[str, float]:
+    """(source, value): a calibrated threshold by name from a card's thresholds, or ('manual', a number).
+
+    The one resolver of the command line, the report and the Slicer slider.
+    """
+    if isinstance(spec, str) and spec in FPR_TARGETS:
+        if spec not in thresholds:
+            raise InputError(f"model {model_id} has no calibrated {spec} threshold; give a number instead.")
+        return spec, float(thresholds[spec])
+    try:
+        value = float(spec)
+    except ValueError:
+        raise InputError(f"threshold '{spec}' is neither {', '.join(FPR_TARGETS)} nor a number.") from None
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"threshold {value} must be a finite number >= 0.")
+    return "manual", value
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """One `normativead restore` run as the Slicer job launches it (arguments() is its command line)."""
+
+    input_path: Path
+    out_dir: Path
+    model: str | None = None
+    device: str = "auto"
+    threshold: str = DEFAULT_THRESHOLD
+    format: str = "nrrd"
+    mask_path: Path | None = None
+    reference_path: Path | None = None
+    transform_path: Path | None = None  # an earlier run's transform.tfm: same registration, no re-run
+
+    def arguments(self) -> list[str]:
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}")
+        if self.format not in FORMATS:
+            raise InputError(f"format must be one of {', '.join(FORMATS)}")
+        args = ["restore", str(self.input_path), "--out", str(self.out_dir), "--device", self.device,
+                "--threshold", str(self.threshold), "--format", self.format, "--progress", "json"]
+        for flag, value in (("--model", self.model), ("--mask", self.mask_path),
+                            ("--reference", self.reference_path), ("--transform", self.transform_path)):
+            if value:
+                args += [flag, str(value)]
+        return args
