@@ -1,27 +1,39 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - install into .venv, then analyse the shipped sample case with the shipped model
-#   make test   - install into .venv, then run the test suites
+#   make demo   - install what the demo needs into .venv, then analyse the shipped sample case
+#   make test   - install that plus the test tools (slicer-core, trame-slicer), then run the test suites
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --progress-bar off
 # torch 2.13.0: on the project's CPU machines pip takes a CPU build from local disk.
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,slicer
 
-.PHONY: demo test install bench
+.PHONY: demo test install bench screenshot
 install: $(VENV)/.installed
 
+# The library alone: what `normativead` needs (no Slicer, no VTK).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PIP) --upgrade pip
+	$(PIP) "$(TORCH)"
+	$(PIP) -e .
+	touch $@
+
+# The test tools: pytest, a real MRML scene (slicer-core) and rendered views (trame-slicer).
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e ".[test,slicer]"
 	touch $@
 
 demo: install
 	$(VENV)/bin/normativead demo --out normativead_demo --overwrite
 
-test: install
+test:
+	@echo "make test: about 20-25 minutes on a 2-core CPU (plus about 5 minutes of installation on a fresh machine)"
+	@$(MAKE) --no-print-directory $(VENV)/.installed-test
 	$(PY) -m pytest Testing
 
 bench: install
 	$(VENV)/bin/normativead bench
+
+# Refresh the README's screenshot (docs/screenshot_overlay.png); tests alone never write into the tree.
+screenshot: $(VENV)/.installed-test
+	NORMATIVEAD_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q Testing/slicer/test_slicer_render.py -k overlay

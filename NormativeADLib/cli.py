@@ -270,7 +270,7 @@ def cmd_evaluate(args, reporter: Reporter) -> int:
 
 
 def cmd_report(args, reporter: Reporter) -> int:
-    from .cohort import cohort_report, table_rows, write_cohort_report
+    from .report import cohort_report, table_rows, write_cohort_report
     from .evaluate import read_manifest
     from .paths import check_writable
 

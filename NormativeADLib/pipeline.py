@@ -163,7 +163,7 @@ def output_names(fmt: str) -> list[str]:
 
 def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", overwrite: bool = False) -> Path:
     """Write every output into out_dir, all or nothing."""
-    from .report import write_report  # matplotlib is imported only when a report is written
+    from .case_figure import write_report  # matplotlib is imported only when a report is written
 
     with paths.atomic_output_dir(out_dir, output_names(fmt), overwrite) as staging:
         brain = sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8)

@@ -111,14 +111,14 @@ def test_indices_name_variants_and_leave_missing_standard_ones_empty(cohort):
 
 
 def test_report_without_standard_weights_says_which_file_is_missing(tmp_path, monkeypatch):
-    from NormativeADLib import cohort, perceptual
+    from NormativeADLib import perceptual, report
 
     monkeypatch.setenv("NORMATIVEAD_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     if perceptual.lpips_available() or perceptual.inception_available():
         pytest.skip("an lpips package with its weights is installed here")
     messages = []
-    distance, features, notes = cohort.standard_networks(None, messages.append)
+    distance, features, notes = report.standard_networks(None, messages.append)
     assert distance is None and features is None
     assert perceptual.FILES["alexnet"].filename in notes["lpips"]
     assert perceptual.FILES["inception"].filename in notes["inception"]

@@ -1,0 +1,87 @@
+"""The library's shape: no slicer/qt/vtk, no import cycles, and a catalogue that needs no heavy package."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+LIB = Path(__file__).resolve().parents[2] / "NormativeADLib"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> library modules it imports (at module level or inside functions)."""
+    graph = {}
+    for path in LIB.rglob("*.py"):
+        name = ".".join(path.relative_to(LIB.parent).with_suffix("").parts).removesuffix(".__init__")
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.rsplit(".", 1)[0]
+                module = f"{base}.{node.module}" if node.level and node.module else (node.module or base)
+                submodules = [f"{module}.{alias.name}" for alias in node.names]
+                candidates = submodules if node.module is None else [module] + submodules
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            targets |= {c for c in candidates if c.startswith("NormativeADLib") and c != name}
+        graph[name] = targets
+    return {m: {t for t in ts if t in graph} for m, ts in graph.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return trail + [node, nxt]
+            if nxt not in state:
+                found = visit(nxt, trail + [node])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [])
+            if found:
+                return found
+    return None
+
+
+def test_library_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert "NormativeADLib.catalogue" in graph and graph["NormativeADLib.registry"]
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) is not None
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_library_never_imports_slicer_qt_or_vtk():
+    for path in LIB.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                assert name.split(".")[0] not in {"slicer", "qt", "vtk", "ctk", "vtkmodules"}, f"{path.name}: {name}"
+
+
+def test_listing_models_needs_only_the_standard_library():
+    """The Slicer panel lists models before torch and friends are installed."""
+    code = ("import sys; from NormativeADLib import catalogue, options, paths; cards = catalogue.list_models(); "
+            "heavy = [m for m in ('torch', 'numpy', 'SimpleITK', 'nibabel', 'safetensors', 'scipy', 'monai') "
+            "if m in sys.modules]; print(len(cards), heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=LIB.parent, check=True)
+    count, heavy = out.stdout.strip().split(" ", 1)
+    assert int(count) >= 2 and heavy == "[]", out.stdout
