@@ -62,13 +62,31 @@ def _cancel_on_signals() -> threading.Event:
     return cancel
 
 
-def cmd_restore(args, reporter: Reporter) -> int:
-    from . import pipeline
-    from .paths import check_writable
+def check_restore(args) -> Path:
+    """Everything about a restore's command line that can be checked before the heavy imports:
+    the files, the model, the threshold and the output folder (a mistake answers in well under a second)."""
+    from .catalogue import get_card
+    from .options import output_names, resolve_threshold
+    from .paths import case_name, check_input_file, check_writable
 
+    check_input_file(args.input, "scan")
+    for flag, what in (("mask", "mask"), ("reference", "reference")):
+        if getattr(args, flag):
+            check_input_file(getattr(args, flag), what)
+    if args.transform and not Path(args.transform).is_file():
+        raise FileNotFoundError(f"transform file not found: {args.transform}")
+    card = get_card(args.model)
+    resolve_threshold(args.threshold, card.thresholds, card.id)
+    out = Path(args.out) if args.out else Path(f"normativead_{case_name(args.input)}")
+    check_writable(out, output_names(args.format), args.overwrite)
+    return out
+
+
+def cmd_restore(args, reporter: Reporter) -> int:
+    out = check_restore(args)
     cancel = _cancel_on_signals()
-    out = Path(args.out) if args.out else Path(f"normativead_{pipeline._case_name(args.input)}")
-    check_writable(out, pipeline.output_names(args.format), args.overwrite)
+    from . import pipeline
+
     result = pipeline.analyse(args.input, args.model, args.mask, args.reference, args.threshold, args.device,
                               seed=args.seed, transform_path=args.transform, progress=reporter.progress,
                               cancel=cancel)

@@ -51,7 +51,7 @@ def list_scans(folder: str | os.PathLike) -> dict[str, Path]:
     """Subject id -> scan path for every readable scan in a folder."""
     folder = Path(folder)
     scans = {subject_id(p): p for p in sorted(folder.iterdir())
-             if p.name.lower().endswith(io.READABLE_SUFFIXES)}
+             if p.name.lower().endswith(paths.READABLE_SUFFIXES)}
     if not scans:
         raise FileNotFoundError(f"no NIfTI/NRRD/MHA scans in {folder}")
     return scans

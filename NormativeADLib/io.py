@@ -14,9 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .paths import file_suffix
+from .paths import check_input_file, file_suffix
 
-READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 # A scan has many grey levels; a label map a handful of integers.
 _MAX_LABEL_VALUES = 16
 # Grids are "the same" when they agree within this fraction of a voxel.
@@ -25,13 +24,7 @@ _GRID_TOLERANCE = 1e-3
 
 def read_image(path: str | os.PathLike, what: str = "scan") -> sitk.Image:
     """Read a 3D scalar image (NIfTI, NRRD, MHA) with its geometry; raise InputError otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} file not found: {path}. Check the path.")
-    if file_suffix(path) not in READABLE_SUFFIXES:
-        raise InputError(
-            f"{what} {path.name}: unsupported format; use one of {', '.join(READABLE_SUFFIXES)}."
-        )
+    path = check_input_file(path, what)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:

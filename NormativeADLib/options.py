@@ -13,6 +13,13 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
 FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
 DEFAULT_THRESHOLD = "fpr5"
+IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")  # on the input's grid
+TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png", "transform.tfm")
+
+
+def output_names(fmt: str) -> list[str]:
+    """The files a restore run writes."""
+    return [name + FORMATS[fmt] for name in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
 
 
 def resolve_threshold(spec: str | float, thresholds: dict, model_id: str = "") -> tuple[str, float]:

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import InputError, OutputError
+
+READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def home() -> Path:
@@ -43,6 +45,27 @@ def sample_case() -> tuple[Path, Path]:
     """The shipped sample case: (scan, reference lesion mask); Resources/SampleData/ATTRIBUTION.txt says whose."""
     folder = resources_dir() / "SampleData"
     return folder / "mslub_patient26_t1.nii.gz", folder / "mslub_patient26_lesion.nii.gz"
+
+
+def check_input_file(path: str | os.PathLike, what: str = "scan") -> Path:
+    """The path of an image file to read, or InputError saying what is wrong (before any heavy work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give the image file inside it.")
+    if not path.is_file():
+        raise InputError(f"{what} file not found: {path}. Check the path.")
+    if file_suffix(path) not in READABLE_SUFFIXES:
+        raise InputError(f"{what} {path.name}: unsupported format; use one of {', '.join(READABLE_SUFFIXES)}.")
+    return path
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """A scan's file name without its image suffix: the case's name in outputs."""
+    name = Path(path).name
+    for suffix in READABLE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
@@ -76,6 +99,10 @@ def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool) -> None
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {out_dir} ({ancestor} is not a writable folder); choose another --out.")
+    try:  # a real probe: permission bits say yes to root on read-only or virtual file systems (/proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".normativead-probe-", dir=ancestor))
+    except OSError as err:
+        raise OutputError(f"cannot write to {out_dir} ({ancestor}: {err.strerror}); choose another --out.") from None
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from . import anomaly, io, metrics, paths
 from .card import ModelCard
 from .errors import Cancelled
-from .options import FORMATS, resolve_threshold
+from .options import FORMATS, IMAGE_OUTPUTS, output_names, resolve_threshold
 from .preprocess import Prepared, prepare, to_model, to_native
 from .catalogue import DEFAULT_MODEL
 from .registry import LoadedModel, load_model
@@ -27,8 +27,6 @@ from .restore import restore_volume, select_device
 
 # progress(stage, fraction of the whole run in [0, 1], message)
 StageProgress = Callable[[str, float, str], None]
-IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")
-TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png", "transform.tfm")
 
 
 @dataclass
@@ -96,7 +94,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     flagged = eroded & (score > threshold_value)
     similarity = metrics.ssim_map(prepared.image, restored)
     result_metrics = {
-        "case": _case_name(scan_path),
+        "case": paths.case_name(scan_path),
         "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast},
         "device": choice.note,
         "mask_source": prepared.mask_source,
@@ -147,18 +145,6 @@ def _lpips_outside(image: np.ndarray, restored: np.ndarray, region: np.ndarray) 
 
 def _lps_to_ras(point) -> list[float]:
     return [-point[0], -point[1], point[2]]
-
-
-def _case_name(path: str | Path) -> str:
-    name = Path(path).name
-    for suffix in io.READABLE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def output_names(fmt: str) -> list[str]:
-    return [n + FORMATS[fmt] for n in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
 
 
 def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", overwrite: bool = False) -> Path:

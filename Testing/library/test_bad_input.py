@@ -149,3 +149,23 @@ def test_output_folder_not_writable(tmp_path, capsys, sample_scan):
     code, err = _run(capsys, sample_scan, "--out", blocker)
     assert code == 4 and "is a file" in err, err
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("extra, code, fragment", [
+    (["--model", "no-such-model"], 3, "unknown model 'no-such-model'"),
+    (["--threshold", "often"], 2, "neither fpr1, fpr5, fpr10 nor a number"),
+    (["--out", "/proc/normativead"], 4, "cannot write to /proc/normativead"),
+])
+def test_command_line_mistakes_answer_before_the_heavy_imports(sample_scan, extra, code, fragment):
+    """A wrong model, threshold or output folder is reported without importing torch or SimpleITK."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from NormativeADLib import cli; code = cli.main(sys.argv[1:]); "
+              "heavy = [m for m in ('torch', 'SimpleITK', 'nibabel', 'monai') if m in sys.modules]; "
+              "print('heavy', heavy); sys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", script, "restore", str(sample_scan), *extra],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == code, run.stderr
+    assert fragment in run.stderr and "Traceback" not in run.stderr
+    assert "heavy []" in run.stdout

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib import catalogue, paths, pipeline, registry
+from NormativeADLib import catalogue, options, paths, registry
 
 
 def normativead(*args, cwd=None):
@@ -27,7 +27,7 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_every_output_on_the_input_grid(demo_run, sample_scan):
     run, out = demo_run
     assert run.returncode == 0, run.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(pipeline.output_names("nifti"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(options.output_names("nifti"))
     scan = sitk.ReadImage(str(sample_scan))
     seg = sitk.ReadImage(str(out / "segmentation.nii.gz"))
     assert seg.GetSize() == scan.GetSize()
