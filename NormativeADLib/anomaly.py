@@ -34,9 +34,19 @@ def eroded_brain(brain: np.ndarray, iterations: int) -> np.ndarray:
 def score_map(image: np.ndarray, restored: np.ndarray, brain: np.ndarray, post: PostProcess) -> np.ndarray:
     """Post-processed residual (z, y, x): zero outside the eroded brain, 3D median filtered."""
     residual = np.abs(image - restored) * eroded_brain(brain, post.erode_iterations)
+    if post.normalise == "robust_sd":
+        residual = residual / robust_sd(image[brain])
     if post.median_size > 1:
         residual = ndimage.median_filter(residual, size=post.median_size)
     return residual.astype(np.float32)
+
+
+def robust_sd(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: the standard deviation of a normal core, blind to outliers."""
+    if values.size == 0:
+        return 1.0
+    mad = float(np.median(np.abs(values - np.median(values))))
+    return 1.4826 * mad if mad > 0 else 1.0
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:

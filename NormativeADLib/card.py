@@ -22,6 +22,7 @@ class PostProcess:
     erode_iterations: int = 3  # in-plane cross erosions of the brain mask
     median_size: int = 5  # 3D median filter; 0 or 1 disables
     min_component_ml: float = 0.056  # 7 voxels of 2 mm: smaller components are dropped
+    normalise: str = "none"  # "robust_sd": residual / (1.4826 MAD of the case's brain intensities): a z-score
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class ModelCard:
     restoration: dict = field(default_factory=dict)  # inference settings (t, steps, ensemble, noise)
     intensity: dict = field(default_factory=lambda: {"method": "percentile", "percentiles": [1.0, 99.0]})
     postprocess: PostProcess = PostProcess()
-    thresholds: dict = field(default_factory=dict)  # name (fpr1/fpr5/fpr10) -> score threshold
+    thresholds: dict = field(default_factory=dict)  # name (fpr1/fpr5/fpr10, z2...) -> score threshold
+    default_threshold: str = "fpr5"  # the threshold a run uses unless told otherwise
     healthy_case_scores: tuple = ()  # case scores of the calibration scans, for percentiles
     training: dict = field(default_factory=dict)  # data, licence, split, command, settings
     figures: dict = field(default_factory=dict)  # what the model reached, with how it was measured

@@ -20,6 +20,9 @@ from .errors import ModelError
 from .paths import home, model_roots
 
 DEFAULT_MODEL = "ae-ixi-t1"
+# The demo runs the model that measurably finds the sample case's MS lesions: on FLAIR, intensity alone
+# (Dice 0.49, 3.0 mL flagged of 8.2 mL); the T1 models flag 16-369 mL there with Dice <= 0.02.
+DEMO_MODEL = "intensity-flair"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from .errors import Cancelled, NormativeADError
-from .options import DEFAULT_THRESHOLD, DEVICES, FORMATS, FPR_TARGETS
+from .options import DEVICES, FORMATS
 
 
 class Reporter:
@@ -76,7 +76,7 @@ def check_restore(args) -> Path:
     if args.transform and not Path(args.transform).is_file():
         raise FileNotFoundError(f"transform file not found: {args.transform}")
     card = get_card(args.model)
-    resolve_threshold(args.threshold, card.thresholds, card.id)
+    resolve_threshold(args.threshold, card.thresholds, card.id, card.default_threshold)
     out = Path(args.out) if args.out else Path(f"normativead_{case_name(args.input)}")
     check_writable(out, output_names(args.format), args.overwrite)
     return out
@@ -120,6 +120,10 @@ def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) 
     ]
     ref = metrics.get("reference")
     if ref:
+        lines.insert(0, f"the reference marks {ref['reference_volume_ml']:.1f} mL of lesion in {ref['n_reference_lesions']} "
+                        f"lesions; the model flagged {per_case['anomaly_volume_ml']:.1f} mL in {per_case['n_components']} "
+                        f"components and found {round(ref['lesion_detection_rate'] * ref['n_reference_lesions'])} of the "
+                        f"{ref['n_reference_lesions']} lesions (Dice {ref['dice']:.2f})")
         lines.append(f"vs reference: Dice {ref['dice']:.3f}, AUPRC {ref['auprc']:.3f}, AUROC {ref['auroc']:.3f}, "
                      f"lesions detected {ref['lesion_detection_rate']:.2f}, false-positive components "
                      f"{ref['false_positive_components']}; CACI with the reference {_number(ref['caci_reference'])}")
@@ -136,11 +140,12 @@ def _percent(value: float | None) -> str:
 
 
 def cmd_demo(args, reporter: Reporter) -> int:
+    from .catalogue import get_card
     from .paths import sample_case
 
-    scan, lesion = sample_case()
+    scan, lesion = sample_case(get_card(args.model).contrast)
     args.input, args.reference, args.mask, args.transform = str(scan), str(lesion), None, None
-    args.threshold = "fpr5"
+    args.threshold = None  # the card's default
     args.out = args.out or "normativead_demo"
     return cmd_restore(args, reporter)
 
@@ -152,15 +157,18 @@ def cmd_models(args, reporter: Reporter) -> int:
         card = catalogue.import_model(args.folder, overwrite=args.overwrite)
         print(f"imported {card.id} into {card.folder}")
         return 0
-    cards = catalogue.list_models()
+    cards, broken = catalogue.scan_models()
     if args.json:
-        print(json.dumps([{**c.to_dict(), "folder": str(c.folder)} for c in cards], indent=2))
+        print(json.dumps([{**c.to_dict(), "folder": str(c.folder)} for c in cards]
+                         + [{"folder": str(b.folder), "broken": b.reason} for b in broken], indent=2))
         return 0
-    print(f"{'id':<16} {'family':<8} {'version':<8} {'contrast':<8} {'fpr5':>8}  {'figures':<42} where")
+    print(f"{'id':<16} {'family':<9} {'version':<8} {'contrast':<8} {'default threshold':<18} {'figures':<42} where")
     for c in cards:
-        fpr5 = c.thresholds.get("fpr5")
-        print(f"{c.id:<16} {c.family:<8} {c.version:<8} {c.contrast:<8} "
-              f"{'' if fpr5 is None else f'{fpr5:.4f}':>8}  {c.figures_summary():<42} {c.folder}")
+        value = c.thresholds.get(c.default_threshold)
+        default = f"{c.default_threshold} {'?' if value is None else f'{value:.4g}'}"
+        print(f"{c.id:<16} {c.family:<9} {c.version:<8} {c.contrast:<8} {default:<18} {c.figures_summary():<42} {c.folder}")
+    for b in broken:
+        print(f"{b.folder.name:<16} broken: {b.reason}")
     return 0
 
 
@@ -170,7 +178,7 @@ def cmd_train(args, reporter: Reporter) -> int:
 
     config = load_config(args.config, args.family)
     out = Path(args.out) if args.out else home() / "models" / config["id"]
-    train(config, Path(args.data), out, Path(args.split) if args.split else None, args.epochs,
+    train(config, Path(args.data) if args.data else None, out, Path(args.split) if args.split else None, args.epochs,
           Path(args.cache) if args.cache else None, args.overwrite, args.resume,
           command=_command(args), device=args.device,
           log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -199,8 +207,9 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("input", help="brain MRI: .nii, .nii.gz, .nrrd, .mha")
             sp.add_argument("--mask", help="brain mask on the scan's grid (else found automatically)")
             sp.add_argument("--reference", help="reference lesion mask on the scan's grid: adds Dice/AUPRC/AUROC")
-            sp.add_argument("--threshold", default=DEFAULT_THRESHOLD,
-                            help=" | ".join(FPR_TARGETS) + " (healthy-calibrated) or a number")
+            sp.add_argument("--threshold", help="a threshold the model's card names (fpr1 | fpr5 | fpr10 for the "
+                                                "healthy-calibrated ones; see `normativead models`) or a number; "
+                                                "default: the card's default")
             sp.add_argument("--transform", help="transform.tfm of an earlier run on this scan: skip registration")
         sp.add_argument("--model", default=None, help="model id (see `normativead models`)")
         sp.add_argument("--device", default="auto", choices=DEVICES)
@@ -222,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--family", help="model family (ae, vae, ddpm, pddpm, cddpm, autoddpm): with it --config "
                                      "may name a shipped size (small, published)")
     tr.add_argument("--config", required=True, help="config JSON, or the name of a shipped one (ae_small)")
-    tr.add_argument("--data", required=True, help="folder of healthy scans (IXI T1)")
+    tr.add_argument("--data", help="folder of healthy scans (IXI T1); not needed by the intensity baseline")
     tr.add_argument("--split", help="subject split JSON (default: Resources/Splits/ixi_t1.json)")
     tr.add_argument("--out", help="model folder to write (default: the user model cache)")
     tr.add_argument("--epochs", type=int, help="override the config's epochs")
@@ -324,9 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv
     if getattr(args, "model", "x") is None:
-        from .catalogue import DEFAULT_MODEL
+        from .catalogue import DEFAULT_MODEL, DEMO_MODEL
 
-        args.model = DEFAULT_MODEL
+        args.model = DEMO_MODEL if args.command == "demo" else DEFAULT_MODEL
     reporter = Reporter(getattr(args, "progress", "none"))
     try:
         return COMMANDS[args.command](args, reporter)

@@ -12,7 +12,6 @@ from .errors import InputError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
 FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
-DEFAULT_THRESHOLD = "fpr5"
 IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")  # on the input's grid
 TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png", "transform.tfm")
 
@@ -22,19 +21,23 @@ def output_names(fmt: str) -> list[str]:
     return [name + FORMATS[fmt] for name in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
 
 
-def resolve_threshold(spec: str | float, thresholds: dict, model_id: str = "") -> tuple[str, float]:
-    """(source, value): a calibrated threshold by name from a card's thresholds, or ('manual', a number).
+def resolve_threshold(spec: str | float | None, thresholds: dict, model_id: str = "",
+                      default: str = "fpr5") -> tuple[str, float]:
+    """(source, value): one of the card's named thresholds (None: its default), or ('manual', a number).
 
     The one resolver of the command line, the report and the Slicer slider.
     """
-    if isinstance(spec, str) and spec in FPR_TARGETS:
-        if spec not in thresholds:
-            raise InputError(f"model {model_id} has no calibrated {spec} threshold; give a number instead.")
+    spec = default if spec is None else spec
+    if isinstance(spec, str) and spec in thresholds:
         return spec, float(thresholds[spec])
+    names = ", ".join(thresholds) or "none"
+    if isinstance(spec, str) and spec in FPR_TARGETS:
+        raise InputError(f"model {model_id} has no calibrated {spec} threshold (it has: {names}); give one of "
+                         "those or a number.")
     try:
         value = float(spec)
     except ValueError:
-        raise InputError(f"threshold '{spec}' is neither {', '.join(FPR_TARGETS)} nor a number.") from None
+        raise InputError(f"threshold '{spec}' is neither a threshold of model {model_id} ({names}) nor a number.") from None
     if not math.isfinite(value) or value < 0:
         raise InputError(f"threshold {value} must be a finite number >= 0.")
     return "manual", value
@@ -48,7 +51,7 @@ class RestoreOptions:
     out_dir: Path
     model: str | None = None
     device: str = "auto"
-    threshold: str = DEFAULT_THRESHOLD
+    threshold: str | None = None  # None: the card's default threshold
     format: str = "nrrd"
     mask_path: Path | None = None
     reference_path: Path | None = None
@@ -60,8 +63,8 @@ class RestoreOptions:
         if self.format not in FORMATS:
             raise InputError(f"format must be one of {', '.join(FORMATS)}")
         args = ["restore", str(self.input_path), "--out", str(self.out_dir), "--device", self.device,
-                "--threshold", str(self.threshold), "--format", self.format, "--progress", "json"]
-        for flag, value in (("--model", self.model), ("--mask", self.mask_path),
+                "--format", self.format, "--progress", "json"]
+        for flag, value in (("--model", self.model), ("--threshold", self.threshold), ("--mask", self.mask_path),
                             ("--reference", self.reference_path), ("--transform", self.transform_path)):
             if value:
                 args += [flag, str(value)]

@@ -41,10 +41,16 @@ def model_roots() -> list[Path]:
     return [home() / "models", resources_dir() / "Models"]
 
 
-def sample_case() -> tuple[Path, Path]:
-    """The shipped sample case: (scan, reference lesion mask); Resources/SampleData/ATTRIBUTION.txt says whose."""
+SAMPLE_SCANS = {"T1": "mslub_patient26_t1.nii.gz", "FLAIR": "mslub_patient26_flair.nii.gz"}
+
+
+def sample_case(contrast: str = "T1") -> tuple[Path, Path]:
+    """The shipped sample case in a contrast: (scan, reference lesion mask); Resources/SampleData/ATTRIBUTION.txt
+    says whose. T1 and FLAIR ship (same patient, same grid)."""
+    if contrast not in SAMPLE_SCANS:
+        raise InputError(f"the sample case ships in {', '.join(SAMPLE_SCANS)}, not {contrast}; choose a model of those.")
     folder = resources_dir() / "SampleData"
-    return folder / "mslub_patient26_t1.nii.gz", folder / "mslub_patient26_lesion.nii.gz"
+    return folder / SAMPLE_SCANS[contrast], folder / "mslub_patient26_lesion.nii.gz"
 
 
 def check_input_file(path: str | os.PathLike, what: str = "scan") -> Path:

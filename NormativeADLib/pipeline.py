@@ -45,7 +45,7 @@ class CaseResult:
 
 def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
             mask_path: str | Path | None = None, reference_path: str | Path | None = None,
-            threshold: str | float = "fpr5", device: str = "auto", seed: int = 0,
+            threshold: str | float | None = None, device: str = "auto", seed: int = 0,
             transform_path: str | Path | sitk.Transform | None = None,
             progress: StageProgress | None = None, cancel: threading.Event | None = None) -> CaseResult:
     """Restore one scan and derive its heatmap, segmentation and metrics (nothing is written).
@@ -68,7 +68,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     reference = io.read_mask(reference_path, scan, "reference") if reference_path else None
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     card = loaded.card
-    threshold_source, threshold_value = resolve_threshold(threshold, card.thresholds, card.id)
+    threshold_source, threshold_value = resolve_threshold(threshold, card.thresholds, card.id, card.default_threshold)
     choice = select_device(device)
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
@@ -95,7 +95,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     similarity = metrics.ssim_map(prepared.image, restored)
     result_metrics = {
         "case": paths.case_name(scan_path),
-        "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast},
+        "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast,
+                  "default_threshold": card.default_threshold},
         "device": choice.note,
         "mask_source": prepared.mask_source,
         "threshold": {"source": threshold_source, "value": threshold_value},

@@ -35,8 +35,10 @@ def build_network(card: ModelCard) -> nn.Module:
 def load_model(model: str | ModelCard) -> LoadedModel:
     """Build the network from the card and load its verified weights (on the CPU, in eval mode)."""
     card = get_card(model) if isinstance(model, str) else model
-    path = verify_weights(card)
     network = build_network(card)
+    if not getattr(FAMILIES[card.family], "has_weights", True):  # the intensity baseline
+        return LoadedModel(card, network.eval())
+    path = verify_weights(card)
     try:
         network.load_state_dict(load_file(str(path)))
     except RuntimeError as err:

@@ -63,8 +63,13 @@ def restore_volume(model: LoadedModel, image: np.ndarray, brain: np.ndarray, dev
                    cancel: threading.Event | None = None) -> np.ndarray:
     """Pseudo-healthy counterpart of a model-space volume (z, y, x) in [0, 1].
 
-    Only slices holding brain are restored; the others are returned unchanged.
+    Only slices holding brain are restored; the others are returned unchanged. A whole-volume family
+    (the intensity baseline) restores the volume at once.
     """
+    if getattr(model.family, "whole_volume", False):
+        if progress:
+            progress(1, 1)
+        return np.where(brain, model.family.restore_volume(image, brain, model.card.restoration), 0.0).astype(np.float32)
     slices = np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE)
     restored = image.copy()
     batch_size = batch_size or batch_size_for(device, image.shape[1:], model.family.cpu_batch)

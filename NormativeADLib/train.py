@@ -65,7 +65,8 @@ def load_config(path: str | Path, family: str | None = None) -> dict:
 
 
 def card_from_config(config: dict) -> ModelCard:
-    """The card a config describes, before training: no weights, thresholds or figures yet."""
+    """The card a config describes, before training: no weights or figures yet; thresholds only where
+    the config states them as a rule (the intensity baseline's z-scores)."""
     grid = ModelGrid.from_dict(config["grid"]) if "grid" in config else ModelGrid()
     percentiles = list(config.get("intensity", {}).get("percentiles", (1.0, 99.0)))
     return ModelCard(
@@ -73,6 +74,7 @@ def card_from_config(config: dict) -> ModelCard:
         description=config["description"], grid=grid, network=config["network"],
         restoration=config.get("restoration", {}), intensity={"method": "percentile", "percentiles": percentiles},
         postprocess=PostProcess(**config.get("postprocess", {})),
+        thresholds=dict(config.get("thresholds", {})), default_threshold=config.get("default_threshold", "fpr5"),
     )
 
 
@@ -229,6 +231,10 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
     card = card_from_config(config)
+    if not getattr(_family(card), "has_weights", True):
+        return _write_rule_model(card, out_dir, command, log)
+    if data_dir is None:
+        raise InputError("--data is required: the folder of healthy scans to train on.")
     choice = select_device(device)
     log(f"training on {choice.note}")
     split = data.load_split(split_path or default_split_path())
@@ -295,6 +301,24 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
     )
     write_card(card, work)
     return card
+
+
+def _write_rule_model(card: ModelCard, out_dir: Path, command: str, log: Log) -> ModelCard:
+    """A model without weights (the intensity baseline): its card alone, thresholds as its config states."""
+    card = card.replace(training={
+        "data": "none: each case is scored against its own brain (no training data)",
+        "licence": "not applicable", "command": command, "seconds": 0})
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{card.id}-", dir=out_dir.parent))
+    try:
+        write_card(card, work)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"model {card.id} (no weights: {card.family}) written to {out_dir}")
+    return card.replace(folder=out_dir)
 
 
 def _family(card: ModelCard):

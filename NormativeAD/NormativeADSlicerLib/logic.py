@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import comparison, export, scene as scene_logic
-from NormativeADLib.options import DEFAULT_THRESHOLD, RestoreOptions
+from NormativeADLib.options import RestoreOptions
 
 from .process import ProcessProtocol, ProcessRunner, RunOutcome, new_work_dir
 
@@ -27,7 +27,7 @@ class RunSettings:
 
     models: list[str]
     device: str = "auto"
-    threshold: str = DEFAULT_THRESHOLD
+    threshold: str | None = None  # None: each model's default
     opacity: float = scene_logic.DEFAULT_OPACITY
     keep_files: bool = False
 

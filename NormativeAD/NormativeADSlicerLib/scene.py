@@ -273,6 +273,10 @@ class Result:
         return self.metrics.get("thresholds", {})
 
     @property
+    def default_threshold(self) -> str:
+        return (self.metrics.get("model") or {}).get("default_threshold", "fpr5")
+
+    @property
     def min_component_ml(self) -> float:
         return float(self.metrics.get("min_component_ml", 0.0))
 
@@ -453,7 +457,7 @@ def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
     from NormativeADLib.anomaly import segment
     from NormativeADLib.options import resolve_threshold
 
-    source, value = resolve_threshold(choice, result.thresholds, result.model_id)
+    source, value = resolve_threshold(choice, result.thresholds, result.model_id, result.default_threshold)
     heatmap = slicer.util.arrayFromVolume(result.heatmap)
     spacing = tuple(float(s) for s in result.input.GetSpacing())
     mask = segment(heatmap, value, spacing, result.min_component_ml)

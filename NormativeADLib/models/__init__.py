@@ -3,9 +3,11 @@
 from .autoencoder import VAE, SpatialAE
 from .base import Family
 from .diffusion_families import AnoDDPM, AutoDDPM, ConditionedDDPM, PatchedDDPM
+from .intensity import IntensityBaseline
 
 FAMILIES: dict[str, Family] = {
-    f.name: f for f in (SpatialAE(), VAE(), AnoDDPM(), PatchedDDPM(), ConditionedDDPM(), AutoDDPM())
+    f.name: f for f in (SpatialAE(), VAE(), AnoDDPM(), PatchedDDPM(), ConditionedDDPM(), AutoDDPM(),
+                        IntensityBaseline())
 }
 
 __all__ = ["FAMILIES", "Family"]

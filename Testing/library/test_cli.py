@@ -24,11 +24,11 @@ def demo_run(tmp_path_factory):
     return run, out
 
 
-def test_demo_writes_every_output_on_the_input_grid(demo_run, sample_scan):
+def test_demo_writes_every_output_on_the_input_grid(demo_run):
     run, out = demo_run
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(options.output_names("nifti"))
-    scan = sitk.ReadImage(str(sample_scan))
+    scan = sitk.ReadImage(str(paths.sample_case("FLAIR")[0]))
     seg = sitk.ReadImage(str(out / "segmentation.nii.gz"))
     assert seg.GetSize() == scan.GetSize()
     np.testing.assert_allclose(seg.GetOrigin(), scan.GetOrigin(), atol=1e-4)
@@ -39,9 +39,9 @@ def test_demo_writes_every_output_on_the_input_grid(demo_run, sample_scan):
 def test_demo_metrics_are_consistent(demo_run):
     _, out = demo_run
     m = json.loads((out / "metrics.json").read_text())
-    card = catalogue.get_card(catalogue.DEFAULT_MODEL)
-    assert m["model"]["id"] == card.id
-    assert m["threshold"] == {"source": "fpr5", "value": card.thresholds["fpr5"]}
+    card = catalogue.get_card(catalogue.DEMO_MODEL)
+    assert m["model"]["id"] == card.id and m["model"]["contrast"] == "FLAIR"
+    assert m["threshold"] == {"source": card.default_threshold, "value": card.thresholds[card.default_threshold]}
     seg = sitk.ReadImage(str(out / "segmentation.nii.gz"))
     voxel_ml = np.prod(seg.GetSpacing()) / 1000
     assert m["per_case"]["anomaly_volume_ml"] == pytest.approx(sitk.GetArrayFromImage(seg).sum() * voxel_ml)
@@ -98,11 +98,12 @@ def test_import_model_for_offline_sites(tmp_path):
     assert normativead("models", "import", card.folder).returncode == 3  # already there, not overwritten
 
 
-def test_transform_of_a_run_is_reused_exactly(demo_run, sample_scan, tmp_path):
+def test_transform_of_a_run_is_reused_exactly(demo_run, tmp_path):
     """A second model run on the same scan can share the first run's registration (--transform)."""
     _, out = demo_run
-    run = normativead("restore", sample_scan, "--transform", out / "transform.tfm", "--out", tmp_path / "again",
-                      "--progress", "none")
+    sample_scan = paths.sample_case("FLAIR")[0]
+    run = normativead("restore", sample_scan, "--model", catalogue.DEMO_MODEL, "--transform", out / "transform.tfm",
+                      "--out", tmp_path / "again", "--progress", "none")
     assert run.returncode == 0, run.stderr
     for name in ("heatmap.nii.gz", "segmentation.nii.gz"):
         np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / name))),
@@ -167,3 +168,13 @@ def test_bench_times_an_untrained_config_of_the_same_network():
     assert result["weights"] == "untrained: speed only" and result["whole_case_s_median"] is None
     assert result["parameters"] == sum(p.numel() for p in shipped.parameters())
     assert normativead("bench", "--config", "ae_small", "--model", "ae-ixi-t1").returncode == 2
+
+
+def test_demo_finds_the_sample_lesions(demo_run):
+    """The first case a user opens: the flagged volume within 3x of the lesion's and Dice at least 0.3
+    (the demo model was chosen because it measurably does this; the T1 models flagged 16-369 mL here)."""
+    run, out = demo_run
+    m = json.loads((out / "metrics.json").read_text())
+    flagged, lesion = m["per_case"]["anomaly_volume_ml"], m["reference"]["reference_volume_ml"]
+    assert lesion / 3 <= flagged <= 3 * lesion, (flagged, lesion)
+    assert m["reference"]["dice"] >= 0.3

@@ -11,6 +11,8 @@ from NormativeADLib.card import verify_weights
 from NormativeADLib.preprocess import template_on_grid
 
 SHIPPED = sorted(p.name for p in (paths.resources_dir() / "Models").iterdir() if (p / "card.json").is_file())
+TRAINED = [m for m in SHIPPED if catalogue.get_card(m).family != "intensity"]
+BASELINES = [m for m in SHIPPED if catalogue.get_card(m).family == "intensity"]
 MAX_WEIGHTS_MB = 40
 
 
@@ -18,7 +20,7 @@ def test_the_default_and_a_second_model_are_shipped():
     assert catalogue.DEFAULT_MODEL in SHIPPED and len(SHIPPED) >= 2
 
 
-@pytest.mark.parametrize("model_id", SHIPPED)
+@pytest.mark.parametrize("model_id", TRAINED)
 def test_shipped_model_card_and_weights(model_id):
     card = catalogue.get_card(model_id)
     assert card.id == model_id and card.folder.name == model_id
@@ -36,7 +38,7 @@ def test_shipped_model_card_and_weights(model_id):
     assert 0 < card.figures["healthy_validation"]["ssim"] <= 1
 
 
-@pytest.mark.parametrize("model_id", SHIPPED)
+@pytest.mark.parametrize("model_id", TRAINED)
 def test_shipped_model_restores_real_slices(model_id):
     """Two axial slices of the MNI152 template (real anatomy on the model grid) come back close."""
     model = registry.load_model(model_id)
@@ -48,3 +50,14 @@ def test_shipped_model_restores_real_slices(model_id):
         y = model.family.restore(model.network, x[:, None], model.card.restoration, torch.Generator().manual_seed(0))
     assert y.shape == (2, 1, 96, 96) and torch.isfinite(y).all()
     assert float((y[:, 0] - x).abs()[torch.from_numpy(brain)].mean()) < 0.2  # a restoration, not noise
+
+
+@pytest.mark.parametrize("model_id", BASELINES)
+def test_shipped_intensity_baselines(model_id):
+    """A baseline per contrast, made by the product's command, thresholds stated as z-scores by rule."""
+    card = catalogue.get_card(model_id)
+    assert card.contrast in {"T1", "T2", "FLAIR"} and card.thresholds[card.default_threshold] == 2.0
+    assert card.training["command"].startswith("normativead train") and model_id in card.training["command"]
+    assert card.postprocess.normalise == "robust_sd" and not card.weights
+    model = registry.load_model(model_id)
+    assert sum(p.numel() for p in model.network.parameters()) == 0
