@@ -39,10 +39,11 @@ def _library_path() -> None:
 
 _library_path()
 
-from NormativeADLib.options import DEFAULT_THRESHOLD, DEVICES, FORMATS, FPR_TARGETS  # noqa: E402  (standard library only)
+from NormativeADLib.options import DEVICES, FORMATS  # noqa: E402  (standard library only)
 
 SAMPLE_FILES = {  # file name -> SHA256 (Resources/SampleData: MSLUB patient 26, CC BY, see ATTRIBUTION.txt)
     "mslub_patient26_t1.nii.gz": "e813b2805017dcf886da9bb5e6c6c548dfa938c17d49ecd66ea1caabe3794b32",
+    "mslub_patient26_flair.nii.gz": "254ab239bdc83119015213af9c533f9af13dbed2b06b9a89fde43226cc4afa2a",
     "mslub_patient26_lesion.nii.gz": "5a9cc6ffbe3a5d2df67fba4207c0585b2f02a5f9f7f31e0e7e3f57cc59c2c5ac",
 }
 
@@ -84,7 +85,7 @@ class NormativeAD(ScriptedLoadableModule):
 
 
 def registerSampleData():
-    """The shipped sample case (T1 + lesion mask) in the Sample Data module, checked by SHA256."""
+    """The shipped sample case (T1, FLAIR, lesion mask) in the Sample Data module, checked by SHA256."""
     import SampleData
 
     folder = sample_data_folder()
@@ -96,9 +97,9 @@ def registerSampleData():
         sampleName="NormativeAD MSLUB patient 26",
         uris=[(folder / name).as_uri() for name in names],
         fileNames=names,
-        nodeNames=["MSLUB26 T1", "MSLUB26 lesion"],
+        nodeNames=["MSLUB26 T1", "MSLUB26 FLAIR", "MSLUB26 lesion"],
         thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "NormativeAD.png"),
-        loadFileTypes=["VolumeFile", "SegmentationFile"],
+        loadFileTypes=["VolumeFile", "VolumeFile", "SegmentationFile"],
         checksums=[f"SHA256:{SAMPLE_FILES[name]}" for name in names],
     )
 
@@ -115,9 +116,9 @@ class NormativeADParameterNode:
     reference: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
     model: str = ""
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    thresholdChoice: Annotated[str, Choice([*FPR_TARGETS, "manual"])] = DEFAULT_THRESHOLD
-    # Not bound in the .ui: the slider's range follows each result's scores, so the widget sets it
-    # (Slicer refuses to bind an unbounded float to a ctkSliderWidget).
+    # Neither is bound in the .ui: the threshold names are the chosen model's (its card's), and the
+    # slider's range follows each result's scores (Slicer refuses an unbounded float on a ctkSliderWidget).
+    thresholdChoice: str = ""  # a threshold the card names, "manual", or "" for the card's default
     threshold: float = 0.0
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     exportFormat: Annotated[str, Choice(list(FORMATS))] = "nifti"
@@ -182,10 +183,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._syncThreshold()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self.setParameterNode(None)  # enter() connects it again
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelJob()
@@ -206,12 +204,24 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._showThresholdChoice()
+        self._checkCanApply()
+
+    def _showThresholdChoice(self) -> None:
+        """The threshold combo follows the parameter node (a script or a loaded scene may set it)."""
+        choice = self._parameterNode.thresholdChoice if self._parameterNode else ""
+        combo = self.ui.thresholdChoiceComboBox
+        index = combo.findText(choice) if choice else -1
+        if index >= 0 and index != combo.currentIndex:
+            combo.currentIndex = index  # re-thresholds the result, as choosing it by hand does
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         running = self._job is not None
@@ -270,6 +280,8 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"{card.description}<br>Trained on: {training.get('data', 'unknown')} "
             f"({training.get('licence', training.get('license', 'licence not stated'))})<br>"
             f"Figures: {card.figures_summary()}")
+        if self._result is None or self._result.model_id != model_id:
+            self._fillThresholdChoices(card.thresholds, card.default_threshold)
         self._checkCanApply()
 
     def onImportWeights(self) -> None:
@@ -329,9 +341,11 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
         self._timer.start()
 
-    def _thresholdArgument(self) -> str:
+    def _thresholdArgument(self) -> str | None:
         p = self._parameterNode
-        return p.thresholdChoice if p.thresholdChoice != "manual" else repr(float(p.threshold))
+        if p.thresholdChoice == "manual":
+            return repr(float(p.threshold))
+        return p.thresholdChoice or None
 
     def _poll(self) -> None:
         if self._job is None or not self._job.poll():
@@ -381,11 +395,28 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.thresholdSlider.singleStep = (high - low) / 500.0
             self.ui.thresholdSlider.value = self._result.threshold
             self._parameterNode.threshold = self._result.threshold
+            self._fillThresholdChoices(self._result.thresholds, self._result.threshold_source)
         finally:
             self._updatingThreshold = False
 
+    def _fillThresholdChoices(self, names, current: str) -> None:
+        """The chosen model's named thresholds and "manual", without re-thresholding anything."""
+        combo = self.ui.thresholdChoiceComboBox
+        combo.blockSignals(True)
+        try:
+            combo.clear()
+            for name in [*names, "manual"]:
+                combo.addItem(name)
+            combo.currentIndex = max(0, combo.findText(current))
+        finally:
+            combo.blockSignals(False)
+        if self._parameterNode:
+            self._parameterNode.thresholdChoice = combo.currentText
+
     def onThresholdChoice(self, index=None) -> None:
         choice = self.ui.thresholdChoiceComboBox.currentText
+        if self._parameterNode and not self._updatingThreshold:
+            self._parameterNode.thresholdChoice = choice
         if self._result is None or choice == "manual" or self._updatingThreshold:
             return
         with slicer.util.tryWithErrorDisplay(_("Re-thresholding failed."), waitCursor=True):
@@ -402,6 +433,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updatingThreshold = True
             try:
                 self._parameterNode.threshold = value
+                self.ui.thresholdChoiceComboBox.currentIndex = self.ui.thresholdChoiceComboBox.findText("manual")
                 self._parameterNode.thresholdChoice = "manual"
             finally:
                 self._updatingThreshold = False
@@ -465,7 +497,7 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
 
     # running
 
-    def start(self, inputVolume, models, device="auto", threshold="fpr5", opacity=0.5, brainMask=None,
+    def start(self, inputVolume, models, device="auto", threshold=None, opacity=0.5, brainMask=None,
               reference=None, onProgress=None, onFinished=None):
         from NormativeADSlicerLib.logic import Job, RunSettings
 
