@@ -281,7 +281,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"({training.get('licence', training.get('license', 'licence not stated'))})<br>"
             f"Figures: {card.figures_summary()}")
         if self._result is None or self._result.model_id != model_id:
-            self._fillThresholdChoices(card.thresholds, card.default_threshold)
+            self._fillThresholdChoices(card.offered_thresholds(), card.default_threshold)
         self._checkCanApply()
 
     def onImportWeights(self) -> None:
@@ -608,7 +608,8 @@ class NormativeADTest(ScriptedLoadableModuleTest):
         before = slicer.mrmlScene.GetNumberOfNodes()
         mask = logic.setThreshold(result, result.threshold * 1.5)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
-        from NormativeADSlicerLib.scene import SEGMENT_ID, segment_array
+        from NormativeADSlicerLib.nodes import segment_array
+        from NormativeADSlicerLib.scene import SEGMENT_ID
 
         np.testing.assert_array_equal(segment_array(result.segmentation, SEGMENT_ID, volume), mask.astype(np.uint8))
         self.delayDisplay("Test passed")

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from .card import PostProcess
-from .options import FPR_TARGETS
+from .options import ADAPTIVE, FPR_TARGETS
 
 # Top fraction of brain voxels whose mean score is a case's single anomaly score.
 CASE_SCORE_TOP_FRACTION = 0.01
@@ -117,6 +117,80 @@ def calibrate_fpr(scores: Sequence[np.ndarray], brains: Sequence[np.ndarray],
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if mean_fpr(mid, scores, brains) > target else (lo, mid)
         thresholds[name] = hi
+    return thresholds
+
+
+def components_above_floor(score: np.ndarray, threshold: float, voxel_ml: float, min_component_ml: float) -> int:
+    """How many components of score > threshold are larger than the size floor."""
+    labels, n = label_components(score > threshold)
+    if n == 0:
+        return 0
+    sizes_ml = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_ml
+    return int((sizes_ml > min_component_ml).sum())
+
+
+def clean_threshold(score: np.ndarray, voxel_ml: float, min_component_ml: float) -> float:
+    """The smallest threshold at which a scan shows no component above the size floor.
+
+    Raising the threshold only shrinks or splits components, so "any component left" falls
+    monotonically with it and a bisection finds the edge.
+    """
+    lo, hi = 0.0, float(score.max())
+    if components_above_floor(score, lo, voxel_ml, min_component_ml) == 0:
+        return 0.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if components_above_floor(score, mid, voxel_ml, min_component_ml) else (lo, mid)
+    return hi
+
+
+def calibrate_components(scores: Sequence[np.ndarray], voxel_ml: float, min_component_ml: float,
+                         max_flagged_fraction: float = 0.10) -> tuple[float, dict]:
+    """Component-level calibration: the smallest threshold at which at most max_flagged_fraction of
+    the healthy scans show any flagged component (above the size floor); with the figures reached."""
+    cleans = np.sort([clean_threshold(s, voxel_ml, min_component_ml) for s in scores])
+    allowed = int(np.floor(max_flagged_fraction * len(cleans)))
+    threshold = float(cleans[len(cleans) - 1 - allowed])
+    counts = [components_above_floor(s, threshold, voxel_ml, min_component_ml) for s in scores]
+    return threshold, {"max_flagged_scan_fraction": max_flagged_fraction,
+                       "healthy_scans_flagged": float(np.mean(np.asarray(counts) > 0)),
+                       "false_components_per_healthy_scan": float(np.mean(counts))}
+
+
+def score_statistics(scores: Sequence[np.ndarray], brains: Sequence[np.ndarray], post: PostProcess) -> dict:
+    """Median and robust SD of the scores inside the eroded brain (where scores live), pooled over
+    healthy scans; empty when the SD is 0 (a model that scores most voxels exactly 0: AutoDDPM)."""
+    pooled = np.concatenate([s[eroded_brain(b, post.erode_iterations)] for s, b in zip(scores, brains)])
+    if float(np.median(np.abs(pooled - np.median(pooled)))) <= 0:
+        return {}
+    return {"healthy_median": float(np.median(pooled)), "healthy_robust_sd": robust_sd(pooled)}
+
+
+def adaptive_threshold(score: np.ndarray, brain: np.ndarray, base: float, healthy_median: float,
+                       healthy_robust_sd: float) -> float:
+    """The case-adaptive threshold: the calibrated base, moved with the case's own score distribution.
+
+    A site, scanner or contrast shift moves the residuals of a whole brain, not only of its lesions.
+    The base threshold sits (base - healthy median) / healthy SD robust standard deviations above the
+    healthy scans' typical score; the case gets the threshold as many of its own robust standard
+    deviations above its own median (both robust, so lesions barely move them). It never goes below
+    the base: a case that looks cleaner than the healthy scans keeps the calibrated threshold.
+    """
+    values = score[brain]
+    if values.size == 0 or healthy_robust_sd <= 0:
+        return float(base)
+    level = (base - healthy_median) / healthy_robust_sd
+    return float(max(base, np.median(values) + level * robust_sd(values)))
+
+
+def case_thresholds(card, score: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    """The card's calibrated thresholds and, when calibrated, this case's adaptive one (model space)."""
+    thresholds = {name: float(value) for name, value in card.thresholds.items()}
+    if card.adaptive:
+        a = card.adaptive
+        region = eroded_brain(brain, card.postprocess.erode_iterations)
+        thresholds[ADAPTIVE] = adaptive_threshold(score, region, card.thresholds[a["base"]], a["healthy_median"],
+                                                  a["healthy_robust_sd"])
     return thresholds
 
 

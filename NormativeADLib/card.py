@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
+from .options import ADAPTIVE
 from .paths import write_file_atomic
 from .grid import ModelGrid
 
@@ -39,6 +40,9 @@ class ModelCard:
     postprocess: PostProcess = PostProcess()
     thresholds: dict = field(default_factory=dict)  # name (fpr1/fpr5/fpr10, z2...) -> score threshold
     default_threshold: str = "fpr5"  # the threshold a run uses unless told otherwise
+    # the case-adaptive policy: {"base": a threshold name, "healthy_median", "healthy_robust_sd"} of
+    # the healthy calibration scans' scores (anomaly.case_thresholds); empty when not calibrated
+    adaptive: dict = field(default_factory=dict)
     healthy_case_scores: tuple = ()  # case scores of the calibration scans, for percentiles
     training: dict = field(default_factory=dict)  # data, licence, split, command, settings
     figures: dict = field(default_factory=dict)  # what the model reached, with how it was measured
@@ -86,6 +90,11 @@ class ModelCard:
         if self.thresholds.get("fpr5") == 0.0 and reached is not None:  # the 5 % target was out of reach
             parts.append(f"fpr5 flags {100 * reached:.1f} % of healthy voxels")
         return ", ".join(parts) or "no figures recorded"
+
+    def offered_thresholds(self) -> dict:
+        """The named thresholds a run may use: the calibrated values, and the case-adaptive policy
+        (None here: its value is measured on each case)."""
+        return {**self.thresholds, **({ADAPTIVE: None} if self.adaptive else {})}
 
     def replace(self, **changes) -> "ModelCard":
         return dataclasses.replace(self, **changes)

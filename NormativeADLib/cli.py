@@ -76,7 +76,7 @@ def check_restore(args) -> Path:
     if args.transform and not Path(args.transform).is_file():
         raise FileNotFoundError(f"transform file not found: {args.transform}")
     card = get_card(args.model)
-    resolve_threshold(args.threshold, card.thresholds, card.id, card.default_threshold)
+    resolve_threshold(args.threshold, card.offered_thresholds(), card.id, card.default_threshold)
     out = Path(args.out) if args.out else Path(f"normativead_{case_name(args.input)}")
     check_writable(out, output_names(args.format), args.overwrite)
     return out
@@ -188,8 +188,9 @@ def cmd_train(args, reporter: Reporter) -> int:
 def cmd_calibrate(args, reporter: Reporter) -> int:
     from .train import recalibrate
 
-    recalibrate(args.model, Path(args.data), Path(args.cache) if args.cache else None, _command(args),
-                log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device)
+    card = recalibrate(args.model, Path(args.data), Path(args.cache) if args.cache else None, _command(args),
+                       log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device, site=args.site)
+    print(f"model {card.id} calibrated: select it with --model {card.id}")
     return 0
 
 
@@ -241,9 +242,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", choices=DEVICES, help="where to train (auto: cuda, mps, else cpu)")
     cal = sub.add_parser("calibrate", help="calibrate a trained model's thresholds again (weights untouched)")
     cal.add_argument("--model", required=True, help="model id (see `normativead models`)")
-    cal.add_argument("--data", required=True, help="folder of healthy scans holding the card's calibration subjects")
+    cal.add_argument("--data", required=True, help="folder of healthy scans: the card's calibration subjects, or "
+                                                    "with --as a site's own healthy scans")
     cal.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
     cal.add_argument("--device", default="auto", choices=DEVICES)
+    cal.add_argument("--as", dest="site", metavar="SITE_ID",
+                     help="calibrate on every healthy scan in --data (your scanner's) into a new model ID@SITE_ID; "
+                          "the original stays as it is")
     ev = sub.add_parser("evaluate", help="Dice/AUPRC/AUROC of a model over labelled cases")
     ev.add_argument("--model", default=None)
     ev.add_argument("--cases", required=True, help="manifest JSON (see Resources/Cases/shared_dev.json)")

@@ -56,10 +56,11 @@ def _scores(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def analyse_cases(model: LoadedModel, cases: list[dict], device: str = "auto",
                   log: Callable[[str], None] = print, transforms: dict | None = None) -> list[CaseResult]:
-    """Each case analysed once at fpr5; transforms (case name -> registration) skip re-registering."""
+    """Each case analysed once at the card's default threshold; transforms (case name -> registration)
+    skip re-registering."""
     results = []
     for case in cases:
-        result = analyse(case["scan"], model, case.get("mask"), case["reference"], "fpr5", device,
+        result = analyse(case["scan"], model, case.get("mask"), case["reference"], None, device,
                          transform_path=(transforms or {}).get(case["name"]))
         results.append(result)
         log(f"{model.card.id} {case['name']}: AUROC {result.metrics['reference']['auroc']:.3f} "
@@ -80,30 +81,33 @@ def summarise(card: ModelCard, cases: list[dict], results: list[CaseResult]) -> 
     refs = [a[3] for a in analysed]
     brains = [a[4] for a in analysed]
     searched, _ = anomaly.best_dice_threshold(heats, refs, brains)
-    thresholds = {**{k: card.thresholds[k] for k in anomaly.FPR_TARGETS},
-                  "dice_searched_on_these_cases": searched}
     rows = []
     for (case, result, heat, ref, brain) in analysed:
         spacing = result.heatmap.GetSpacing()
+        # every policy of the card (the adaptive one has its own value per case), then the searched one
+        thresholds = {**result.metrics["thresholds"], SEARCHED: searched}
         for source, value in thresholds.items():
             seg = anomaly.segment(heat, value, spacing, card.postprocess.min_component_ml)
             m = metrics.detection_metrics(heat, seg, ref, brain, spacing)
             rows.append({"case": case["name"], "contrast": case.get("contrast", ""), "model": card.id,
-                         "threshold_source": source, "threshold": value, **m,
+                         "threshold_source": source, "threshold": value,
+                         "flagged_ml": float(seg.sum()) * float(np.prod(spacing)) / 1000.0, **m,
                          "caci": result.metrics["reference"]["caci_reference"]})
     pooled_y = np.concatenate([r[b] for r, b in zip(refs, brains)])
     pooled_s = np.concatenate([h[b] for h, b in zip(heats, brains)])
     summary = {}
-    for source in thresholds:
+    for source in dict.fromkeys(r["threshold_source"] for r in rows):
         subset = [r for r in rows if r["threshold_source"] == source]
+        values = [r["threshold"] for r in subset]
         summary[source] = {
-            "threshold": thresholds[source],
+            "threshold": values[0] if len(set(values)) == 1 else "per case",
             "per_volume_mean": {k: float(np.mean([r[k] for r in subset if r[k] is not None]))
-                                for k in ("dice", "auprc", "auroc", "lesion_detection_rate")},
-            "pooled_dice": _pooled_dice(heats, refs, brains, thresholds[source]),
+                                for k in ("dice", "auprc", "auroc", "lesion_detection_rate", "flagged_ml")},
+            "pooled_dice": _pooled_dice(heats, refs, brains, values),
         }
     return {
-        "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast},
+        "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast,
+                  "default_threshold": card.default_threshold},
         "n_cases": len(cases),
         "pooled": {"auprc": float(average_precision_score(pooled_y, pooled_s)),
                    "auroc": float(roc_auc_score(pooled_y, pooled_s))},
@@ -114,27 +118,31 @@ def summarise(card: ModelCard, cases: list[dict], results: list[CaseResult]) -> 
     }
 
 
-def _pooled_dice(heats, refs, brains, threshold) -> float:
-    tp = sum(int(((h > threshold) & r & b).sum()) for h, r, b in zip(heats, refs, brains))
-    total = sum(int(((h > threshold) & b).sum() + (r & b).sum()) for h, r, b in zip(heats, refs, brains))
+def _pooled_dice(heats, refs, brains, thresholds) -> float:
+    """Dice over the pooled voxels of all cases, each case at its own threshold value."""
+    tp = sum(int(((h > t) & r & b).sum()) for h, r, b, t in zip(heats, refs, brains, thresholds))
+    total = sum(int(((h > t) & b).sum() + (r & b).sum()) for h, r, b, t in zip(heats, refs, brains, thresholds))
     return 2 * tp / max(1, total)
 
 
-CASE_FIGURES = ("dice", "auprc", "auroc", "lesion_detection_rate", "false_positive_components", "caci")
+CASE_FIGURES = ("dice", "auprc", "auroc", "flagged_ml", "lesion_detection_rate", "false_positive_components", "caci")
+SEARCHED = "dice_searched_on_these_cases"
 
 
-def fpr5_cases(cases: list[dict], *labels: str) -> list[dict]:
-    """The per-case rows at the fpr5 threshold: the given label columns, then CASE_FIGURES."""
-    return [{k: r[k] for k in (*labels, *CASE_FIGURES)} for r in cases if r["threshold_source"] == "fpr5"]
+def default_cases(report: dict, *labels: str) -> list[dict]:
+    """The per-case rows at the model's default threshold: the given label columns, then CASE_FIGURES."""
+    default = report["model"]["default_threshold"]
+    return [{k: r.get(k) for k in (*labels, *CASE_FIGURES)} for r in report["cases"] if r["threshold_source"] == default]
 
 
 def record_in_card(report: dict, command: str) -> Path:
-    """Write an evaluation's fpr5 figures into the evaluated model's card (cards carry their figures)."""
+    """Write an evaluation's figures at the default threshold into the evaluated model's card."""
     card = get_card(report["model"]["id"])
+    default = report["model"]["default_threshold"]
     figures = {
-        "command": command, "threshold": "fpr5",
-        "cases": fpr5_cases(report["cases"], "case", "contrast"),
-        "per_volume_mean": report["summary"]["fpr5"]["per_volume_mean"],
+        "command": command, "threshold": default,
+        "cases": default_cases(report, "case", "contrast"),
+        "per_volume_mean": report["summary"][default]["per_volume_mean"],
         "pooled": report["pooled"],
         "note": "development cases, native grid, inside the brain mask; not a benchmark",
     }
@@ -157,7 +165,7 @@ def _plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = fpr5_cases(report["cases"], "case", "contrast")
+    rows = default_cases(report, "case", "contrast")
     keys = ("dice", "auprc", "auroc")
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(rows), 3.5), layout="constrained")
@@ -165,7 +173,8 @@ def _plot(report: dict, path: Path) -> None:
         ax.bar(x + (i - 1) * 0.27, [r[key] or 0 for r in rows], width=0.27, label=key)
     ax.set_xticks(x, [f"{r['case']}\n{r['contrast']}" for r in rows], fontsize=8)
     ax.set_ylim(0, 1)
-    ax.set_title(f"{report['model']['id']}: Dice at fpr5, AUPRC, AUROC per case", fontsize=9)
+    ax.set_title(f"{report['model']['id']}: Dice at {report['model']['default_threshold']}, AUPRC, AUROC per case",
+                 fontsize=9)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=90)
     plt.close(fig)

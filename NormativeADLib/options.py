@@ -21,15 +21,21 @@ def output_names(fmt: str) -> list[str]:
     return [name + FORMATS[fmt] for name in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
 
 
+ADAPTIVE = "adaptive"  # the case-adaptive policy: its value is measured on each case (anomaly.case_thresholds)
+COMPONENTS = "comp10"  # component-level calibration: at most 10 % of healthy scans show any flagged component
+
+
 def resolve_threshold(spec: str | float | None, thresholds: dict, model_id: str = "",
                       default: str = "fpr5") -> tuple[str, float]:
-    """(source, value): one of the card's named thresholds (None: its default), or ('manual', a number).
+    """(source, value): one of the named thresholds (None: the default), or ('manual', a number).
 
-    The one resolver of the command line, the report and the Slicer slider.
+    thresholds are a card's, with the case-adaptive one added once a case's scores are known (before
+    that its name maps to None and only the name is checked). The one resolver of the command line,
+    the report and the Slicer slider.
     """
     spec = default if spec is None else spec
     if isinstance(spec, str) and spec in thresholds:
-        return spec, float(thresholds[spec])
+        return spec, None if thresholds[spec] is None else float(thresholds[spec])
     names = ", ".join(thresholds) or "none"
     if isinstance(spec, str) and spec in FPR_TARGETS:
         raise InputError(f"model {model_id} has no calibrated {spec} threshold (it has: {names}); give one of "

@@ -68,7 +68,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     reference = io.read_mask(reference_path, scan, "reference") if reference_path else None
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     card = loaded.card
-    threshold_source, threshold_value = resolve_threshold(threshold, card.thresholds, card.id, card.default_threshold)
+    resolve_threshold(threshold, card.offered_thresholds(), card.id, card.default_threshold)  # fail before the work
     choice = select_device(device)
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
@@ -82,6 +82,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
 
     checkpoint("anomaly", 0.86, "anomaly map, segmentation and metrics")
     score = anomaly.score_map(prepared.image, restored, prepared.brain, card.postprocess)
+    thresholds = anomaly.case_thresholds(card, score, prepared.brain)
+    threshold_source, threshold_value = resolve_threshold(threshold, thresholds, card.id, card.default_threshold)
     native_brain = sitk.GetArrayFromImage(prepared.native_brain) > 0
     heatmap = sitk.GetArrayFromImage(to_native(score, prepared)) * native_brain
     spacing = scan.GetSpacing()
@@ -91,7 +93,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     pseudo = sitk.GetArrayViewFromImage(scan) + native_brain * native_change * np.subtract(*prepared.intensity_range[::-1])
 
     eroded = anomaly.eroded_brain(prepared.brain, card.postprocess.erode_iterations)
-    flagged = eroded & (score > threshold_value)
+    # one segmentation per run: the written (native) one, seen in model space for the restoration figures
+    flagged = eroded & to_model(io.image_like(segmentation.astype(np.uint8), scan), prepared)
     similarity = metrics.ssim_map(prepared.image, restored)
     result_metrics = {
         "case": paths.case_name(scan_path),
@@ -100,7 +103,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         "device": choice.note,
         "mask_source": prepared.mask_source,
         "threshold": {"source": threshold_source, "value": threshold_value},
-        "thresholds": dict(card.thresholds),
+        "thresholds": thresholds,  # the card's, and this case's adaptive one
         "min_component_ml": card.postprocess.min_component_ml,
         "per_case": metrics.case_metrics(
             segmentation, spacing, heatmap, native_brain,

@@ -18,7 +18,7 @@ from . import data, normative, paths
 from .catalogue import get_card
 from .data import cached_scan, list_scans
 from .errors import InputError, ModelError
-from .evaluate import CASE_FIGURES, analyse_cases, fpr5_cases, summarise
+from .evaluate import CASE_FIGURES, analyse_cases, default_cases, summarise
 from .paths import home
 from .preprocess import to_model
 from .registry import load_model
@@ -183,8 +183,8 @@ TABLE = [  # (header, getter) of the per-model table
     ("RQI-SSIM", lambda r: r["indices"]["RQI-SSIM"]),
     ("AHI-HIST", lambda r: r["indices"]["AHI-HIST"]),
     ("Overall (variants)", lambda r: r["indices"]["overall-variants"]),
-    ("Dice fpr5", lambda r: r["evaluation"]["summary"]["fpr5"]["per_volume_mean"]["dice"]),
-    ("AUPRC", lambda r: r["evaluation"]["summary"]["fpr5"]["per_volume_mean"]["auprc"]),
+    ("Dice (default threshold)", lambda r: _at_default(r["evaluation"])["dice"]),
+    ("AUPRC", lambda r: _at_default(r["evaluation"])["auprc"]),
     ("AUROC pooled", lambda r: r["evaluation"]["pooled"]["auroc"]),
 ]
 
@@ -223,8 +223,12 @@ CASE_COLUMNS = (*CASE_LABELS, *CASE_FIGURES)
 
 
 def case_rows(report: dict) -> list[dict]:
-    """Per case and model, at the fpr5 threshold."""
-    return [row for m in report["models"] for row in fpr5_cases(m["evaluation"]["cases"], *CASE_LABELS)]
+    """Per case and model, at each model's default threshold."""
+    return [row for m in report["models"] for row in default_cases(m["evaluation"], *CASE_LABELS)]
+
+
+def _at_default(evaluation: dict) -> dict:
+    return evaluation["summary"][evaluation["model"]["default_threshold"]]["per_volume_mean"]
 
 
 def _html_table(rows: list[dict], headers: list[str]) -> str:
@@ -252,8 +256,8 @@ reference scans, from {html.escape(report['healthy']['folder'])}. Pathological c
 {html.escape(', '.join(report['cases']))}.</p>
 {models}
 <p>n/a: the standard network's weights were not found (see below); the variants are computed instead
-under their own names. Dice and AUPRC are per-volume means at the healthy-calibrated fpr5 threshold.</p>
-<h2>Cases (fpr5; CACI with the reference lesion)</h2>{cases}
+under their own names. Dice and AUPRC are per-volume means at each model's default threshold.</p>
+<h2>Cases (default thresholds; CACI with the reference lesion)</h2>{cases}
 <h2>Networks</h2><ul>{notes}</ul>
 <h2>Indices</h2><img src="indices.png">
 <h2>Example slices (input, restoration, anomaly score; lesion outlined)</h2>{images}

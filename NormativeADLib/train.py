@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from . import anomaly, data, metrics
 from .card import ModelCard, PostProcess, sha256, write_card
 from .errors import InputError, ModelError
+from .options import COMPONENTS, FPR_TARGETS
 from .grid import ModelGrid
 from .paths import home, resources_dir
 from .registry import LoadedModel, build_network, load_model
@@ -167,25 +168,67 @@ def validation_loss(family, network: torch.nn.Module, slices: torch.Tensor, batc
     return float(sum(losses) / len(slices))
 
 
-def healthy_figures(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu")) -> dict:
-    """Restoration of unseen healthy scans: SSIM, PSNR and MAE inside the brain, mean over scans."""
-    rows = [metrics.restoration_fidelity(img, restore_volume(model, img, b, device), b)
-            for img, b in zip(images, brains)]
-    return {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")}
+def healthy_scores(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu")):
+    """(score maps, restoration figures: SSIM, PSNR, MAE inside the brain, mean over scans) of healthy scans."""
+    scores, rows = [], []
+    for img, b in zip(images, brains):
+        restored = restore_volume(model, img, b, device)
+        scores.append(anomaly.score_map(img, restored, b, model.card.postprocess))
+        rows.append(metrics.restoration_fidelity(img, restored, b))
+    return scores, {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")}
 
 
-def calibrate(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu")) -> tuple[dict, list[float], dict]:
-    """(FPR thresholds, healthy case scores, the card's calibration figures) on calibration scans."""
-    scores = [anomaly.score_map(img, restore_volume(model, img, b, device), b, model.card.postprocess)
-              for img, b in zip(images, brains)]
+@dataclass(frozen=True)
+class Calibration:
+    """What calibration on healthy scans gives a card."""
+
+    thresholds: dict  # fpr1/5/10 (voxel FPR) and comp10 (component level)
+    adaptive: dict  # the case-adaptive policy's healthy statistics (empty where they are degenerate)
+    case_scores: list
+    figures: dict
+
+
+def calibrate(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu")) -> Calibration:
+    """Every threshold policy calibrated on healthy calibration scans (see options: fpr*, comp10, adaptive)."""
+    scores, _ = healthy_scores(model, images, brains, device)
+    post = model.card.postprocess
+    voxel_ml = model.card.grid.spacing_mm ** 3 / 1000.0
     thresholds = anomaly.calibrate_fpr(scores, brains)
+    thresholds[COMPONENTS], components = anomaly.calibrate_components(scores, voxel_ml, post.min_component_ml)
+    statistics = anomaly.score_statistics(scores, brains, post)
+    adaptive = {"base": COMPONENTS, **statistics} if statistics else {}
     case_scores = [anomaly.case_score(s, b) for s, b in zip(scores, brains)]
-    figures = {"n_scans": len(images), "mean_voxel_fpr_at_fpr5": anomaly.mean_fpr(thresholds["fpr5"], scores, brains)}
-    unreachable = [name for name, value in thresholds.items() if value == 0.0]
+    figures = {"n_scans": len(images), "mean_voxel_fpr_at_fpr5": anomaly.mean_fpr(thresholds["fpr5"], scores, brains),
+               COMPONENTS: components}
+    unreachable = [name for name, value in thresholds.items() if value == 0.0 and name in FPR_TARGETS]
     if unreachable:
         figures["note"] = (f"{', '.join(unreachable)}: only {100 * anomaly.mean_fpr(0.0, scores, brains):.1f} % of "
                            "healthy brain voxels score above 0, so these thresholds flag every nonzero score")
-    return thresholds, case_scores, figures
+    if not adaptive:
+        figures["note_adaptive"] = "no case-adaptive policy: the healthy scores' robust SD is 0"
+    return Calibration(thresholds, adaptive, case_scores, figures)
+
+
+def flagged_on_healthy(card: ModelCard, scores, brains) -> dict:
+    """Flagged mL per healthy scan under each threshold policy (model space), and their median."""
+    voxel_mm = (card.grid.spacing_mm,) * 3
+    voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
+    per_scan = {}
+    for score, brain in zip(scores, brains):
+        for name, value in anomaly.case_thresholds(card, score, brain).items():
+            mask = anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml)
+            per_scan.setdefault(name, []).append(round(float(mask.sum()) * voxel_ml, 2))
+    return {name: {"median_ml": float(np.median(v)), "per_scan_ml": v} for name, v in per_scan.items()}
+
+
+def _calibrated(card: ModelCard, calibration: Calibration, val_scores, val_brains) -> ModelCard:
+    """The card with a calibration's thresholds, and the flagged volume of validation scans under each."""
+    card = card.replace(thresholds=calibration.thresholds, adaptive=calibration.adaptive,
+                        healthy_case_scores=tuple(calibration.case_scores))
+    healthy = dict(card.figures.get("healthy_validation") or {})
+    if val_scores:
+        healthy["flagged_ml"] = flagged_on_healthy(card, val_scores, val_brains)
+    return card.replace(figures={**card.figures, "calibration": calibration.figures, "healthy_validation": healthy})
 
 
 def _prepared_cohorts(card: ModelCard, data_dir: Path, cache_dir: Path, log: Log, **cohorts: list[str]):
@@ -202,25 +245,76 @@ def _prepared_cohorts(card: ModelCard, data_dir: Path, cache_dir: Path, log: Log
 
 
 def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
-                log: Log = print, device: str = "auto") -> ModelCard:
-    """Calibrate a trained model again on its card's calibration subjects, weights untouched (after a
-    change to preprocessing or to calibration). Evaluation figures measured at the old thresholds are
-    dropped from the card: run `normativead evaluate --record` again."""
+                log: Log = print, device: str = "auto", site: str | None = None) -> ModelCard:
+    """Calibrate a trained model again, weights untouched, and return its card.
+
+    Without site: on the card's own calibration subjects (after a change to preprocessing or to
+    calibration), rewriting its card; evaluation figures measured at other thresholds are dropped
+    (run `normativead evaluate --record` again). With site: on every healthy scan in data_dir (a
+    site's own scanner), written as a new model `<id>@<site>` in the user's models (card and a copy
+    of the weights); the original is left as it was.
+    """
     model = load_model(model_id)
     card = model.card
     if card.folder is None:
         raise ModelError(f"model {model_id}: no folder to write its card to.")
-    [(images, brains)] = _prepared_cohorts(card, data_dir, cache_dir or home() / "prepared", log,
-                                           calibration=data.card_subjects(card).calibration)
+    cache_dir = cache_dir or home() / "prepared"
+    choice = select_device(device).device
+    if site:
+        return _site_copy(model, site, data_dir, cache_dir, command, log, choice)
+    subjects = data.card_subjects(card)
+    cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, calibration=subjects.calibration,
+                                validation=subjects.validation)
+    (images, brains), (val_images, val_brains) = cohorts
     log("calibrating thresholds on calibration subjects")
-    thresholds, case_scores, calibration = calibrate(model, images, brains, select_device(device).device)
-    figures = dict(card.figures, calibration={**calibration, "command": command})
-    if thresholds != card.thresholds and figures.pop("evaluation", None) is not None:
+    calibration = calibrate(model, images, brains, choice)
+    log("flagged volume of the validation subjects under each threshold policy")
+    val_scores, _ = healthy_scores(model, val_images, val_brains, choice)
+    old = card
+    card = _calibrated(card, replace(calibration, figures={**calibration.figures, "command": command}), val_scores,
+                       val_brains)
+    if card.thresholds != old.thresholds and card.figures.pop("evaluation", None) is not None:
         log("thresholds changed: the card's evaluation figures are dropped; run normativead evaluate --record again")
-    card = card.replace(thresholds=thresholds, healthy_case_scores=tuple(case_scores), figures=figures)
     write_card(card, card.folder)
-    log(f"{card.id}: " + ", ".join(f"{k} {v:.4g}" for k, v in thresholds.items()))
+    log(f"{card.id}: " + ", ".join(f"{k} {v:.4g}" for k, v in card.thresholds.items()))
     return card
+
+
+MIN_SITE_SCANS = 3
+
+
+def _site_copy(model: LoadedModel, site: str, data_dir: Path, cache_dir: Path, command: str, log: Log,
+               device: torch.device) -> ModelCard:
+    """The model calibrated on a site's healthy scans, as a new model <id>@<site> beside the user's others."""
+    if not site.replace("-", "").replace("_", "").isalnum():
+        raise InputError(f"site id '{site}' may hold letters, digits, - and _ only.")
+    scans = data.list_scans(data_dir)
+    if len(scans) < MIN_SITE_SCANS:
+        raise InputError(f"{data_dir} holds {len(scans)} scans; a site calibration needs at least {MIN_SITE_SCANS} "
+                         "healthy scans of that scanner (25 or more make stable thresholds).")
+    [(images, brains)] = _prepared_cohorts(model.card, data_dir, cache_dir, log, site=sorted(scans))
+    log(f"calibrating {model.card.id} on {len(images)} scans of site {site}")
+    calibration = calibrate(model, images, brains, device)
+    site_id = f"{model.card.id}@{site}"
+    figures = {k: v for k, v in model.card.figures.items() if k != "evaluation"}  # measured at other thresholds
+    card = _calibrated(model.card.replace(id=site_id, figures=figures),
+                       replace(calibration, figures={**calibration.figures, "command": command}), [], [])
+    card = card.replace(training={**card.training, "site": {
+        "id": site, "derived_from": model.card.id, "data": str(data_dir), "n_scans": len(images),
+        "note": "thresholds and healthy case scores from this site's scans; weights as the original's"}})
+    target = home() / "models" / site_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{site_id}-", dir=target.parent))
+    try:
+        shutil.copy2(model.card.weights_path, work / model.card.weights["file"])
+        write_card(card, work)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"{site_id} written to {target}: " + ", ".join(f"{k} {v:.4g}" for k, v in card.thresholds.items()))
+    return card.replace(folder=target)
 
 
 def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None = None,
@@ -275,11 +369,10 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
     save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
     model = LoadedModel(card, network.eval())
     log("healthy restoration figures on validation subjects")
-    figures = healthy_figures(model, val_images, val_brains, device)
+    val_scores, figures = healthy_scores(model, val_images, val_brains, device)
     log("calibrating thresholds on calibration subjects")
-    thresholds, case_scores, calibration = calibrate(model, cal_images, cal_brains, device)
+    calibration = calibrate(model, cal_images, cal_brains, device)
     card = card.replace(
-        thresholds=thresholds, healthy_case_scores=tuple(case_scores),
         training={
             "data": "IXI T1 (healthy adults, Hammersmith Philips 3T), 2 mm NiChart copies",
             "licence": "CC BY-SA 3.0 (brain-development.org/ixi-dataset)",
@@ -295,10 +388,10 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
         figures={
             "healthy_validation": {**figures, "n_scans": len(val_images),
                                    "where": "model space (MNI 2 mm), inside the brain, intensities in [0, 1]"},
-            "calibration": calibration,
         },
         weights={"file": WEIGHTS_FILE, "sha256": sha256(work / WEIGHTS_FILE)},
     )
+    card = _calibrated(card, calibration, val_scores, val_brains)
     write_card(card, work)
     return card
 

@@ -13,8 +13,8 @@ import slicer
 from NormativeADLib import paths
 from NormativeADLib.options import FORMATS
 
-from .scene import (SEGMENT_ID, Result, segment_array, table_as_rows, table_node, volume_like, write_volume,
-                    write_with_storage)
+from .nodes import segment_array, volume_like, write_volume, write_with_storage
+from .scene import SEGMENT_ID, Result, table_as_rows, table_node
 
 
 def write_segmentation(segmentation_node, path: str | Path) -> Path:

@@ -86,3 +86,48 @@ def test_best_dice_threshold_finds_separating_value():
 def test_healthy_percentile():
     assert anomaly.healthy_percentile(0.5, [0.1, 0.2, 0.6, 0.7]) == 50.0
     assert anomaly.healthy_percentile(0.5, []) is None
+
+
+def _healthy_scores(n=10, shape=(30, 40, 40), seed=0):
+    """Healthy-like score maps: smooth noise around 0.03 inside a box 'brain'."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    brain = np.zeros(shape, bool)
+    brain[3:-3, 4:-4, 4:-4] = True
+    scores = []
+    for _ in range(n):
+        noise = ndimage.gaussian_filter(rng.normal(0, 1, shape), 1.5)
+        scores.append((np.clip(0.03 + 0.02 * noise / noise.std(), 0, None) * brain).astype(np.float32))
+    return scores, brain
+
+
+def test_component_calibration_allows_the_stated_share_of_flagged_healthy_scans():
+    scores, brain = _healthy_scores(n=10)
+    threshold, figures = anomaly.calibrate_components(scores, 0.008, 0.056, max_flagged_fraction=0.1)
+    flagged = [anomaly.components_above_floor(s, threshold, 0.008, 0.056) > 0 for s in scores]
+    assert sum(flagged) <= 1 and figures["healthy_scans_flagged"] == sum(flagged) / 10
+    slightly_lower = threshold * 0.97  # the smallest such threshold: a little lower flags more scans
+    assert sum(anomaly.components_above_floor(s, slightly_lower, 0.008, 0.056) > 0 for s in scores) > 1
+
+
+def test_adaptive_threshold_ignores_a_global_shift_but_keeps_a_planted_lesion():
+    from NormativeADLib.card import PostProcess
+
+    post = PostProcess(erode_iterations=0, median_size=1)
+    scores, brain = _healthy_scores(n=10)
+    stats = anomaly.score_statistics(scores, [brain] * len(scores), post)
+    base = anomaly.calibrate_components(scores, 0.008, 0.056)[0]
+    case, _ = _healthy_scores(n=1, seed=5)
+    shifted = (case[0] * 2.5 + 0.05) * brain  # another scanner: every residual larger
+    lesion = np.zeros_like(brain)
+    lesion[12:18, 15:21, 15:21] = True
+    shifted[lesion] += 0.6
+    fixed = anomaly.segment(shifted, base, (2, 2, 2), 0.056)
+    adaptive = anomaly.adaptive_threshold(shifted, brain, base, stats["healthy_median"], stats["healthy_robust_sd"])
+    flagged = anomaly.segment(shifted, adaptive, (2, 2, 2), 0.056)
+    assert (fixed & ~lesion).sum() > 20 * lesion.sum()  # the calibrated threshold flags the whole brain
+    assert (flagged & ~lesion).sum() < 0.2 * lesion.sum()  # the adaptive one does not
+    assert (flagged & lesion).sum() > 0.8 * lesion.sum()  # and keeps the lesion
+    assert anomaly.adaptive_threshold(scores[0], brain, base, stats["healthy_median"],
+                                      stats["healthy_robust_sd"]) == pytest.approx(base, rel=0.15)

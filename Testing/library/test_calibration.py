@@ -36,3 +36,32 @@ def test_card_records_calibration(shipped_model):
     assert card.thresholds["fpr1"] > card.thresholds["fpr5"] > card.thresholds["fpr10"] > 0
     assert len(card.healthy_case_scores) == card.figures["calibration"]["n_scans"] == 25
     assert abs(card.figures["calibration"]["mean_voxel_fpr_at_fpr5"] - 0.05) < 0.005
+
+
+@needs_shared_data()
+def test_site_recalibration_writes_a_new_model_and_leaves_the_original(tmp_path):
+    """calibrate --as SITE: a copy ID@SITE with this site's thresholds, selectable by id; the shipped
+    card and weights untouched. Three IXI scans stand in for a site's healthy scans."""
+    import hashlib
+    import os
+
+    from NormativeADLib import catalogue, cli, paths, registry
+
+    original = catalogue.get_card(catalogue.DEFAULT_MODEL)
+    before = hashlib.sha256((original.folder / "card.json").read_bytes()).hexdigest()
+    site = tmp_path / "site"
+    site.mkdir()
+    split = data.load_split(default_split_path())
+    scans = data.list_scans(SHARED_DATA / "healthy" / "ixi_t1")
+    for subject in split.validation[:3]:
+        os.symlink(scans[subject], site / scans[subject].name)
+    code = cli.main(["calibrate", "--model", original.id, "--data", str(site), "--as", "testsite"])
+    assert code == 0
+    copy = catalogue.get_card(f"{original.id}@testsite")
+    assert copy.folder.parent == paths.home() / "models"
+    assert copy.training["site"]["n_scans"] == 3 and copy.training["site"]["derived_from"] == original.id
+    assert set(copy.thresholds) >= {"fpr1", "fpr5", "fpr10", "comp10"} and copy.thresholds != original.thresholds
+    assert "evaluation" not in copy.figures
+    assert hashlib.sha256((original.folder / "card.json").read_bytes()).hexdigest() == before
+    registry.load_model(copy.id)  # its weights verify against its card
+    assert cli.main(["calibrate", "--model", original.id, "--data", str(site), "--as", "bad site!"]) == 2

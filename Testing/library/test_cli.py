@@ -136,9 +136,9 @@ def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
     try:
         (folder / "card.json").write_text(
             json.dumps({**json.loads((folder / "card.json").read_text()), "id": "ae-record-test"}))
-        row = {"case": "c1", "contrast": "T1", "dice": 0.2, "auprc": 0.3, "auroc": 0.7,
+        row = {"case": "c1", "contrast": "T1", "dice": 0.2, "auprc": 0.3, "auroc": 0.7, "flagged_ml": 12.0,
                "lesion_detection_rate": 0.5, "false_positive_components": 3, "caci": 0.1}
-        report = {"model": {"id": "ae-record-test"},
+        report = {"model": {"id": "ae-record-test", "default_threshold": "fpr5"},
                   "cases": [{**row, "threshold_source": "fpr5"}, {**row, "threshold_source": "fpr1", "dice": 0.9}],
                   "summary": {"fpr5": {"per_volume_mean": {"dice": 0.2}}}, "pooled": {"auroc": 0.7}}
         record_in_card(report, "normativead evaluate --record")

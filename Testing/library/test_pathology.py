@@ -11,7 +11,7 @@ A model that copies its input, or a misregistered case, scores near 0.5 everywhe
 import json
 
 from conftest import SHARED_DATA, needs_shared_data
-from NormativeADLib import cli, paths
+from NormativeADLib import catalogue, cli, paths
 
 POOLED_AUROC_FLOOR = 0.6
 GLIOMA_AUROC_FLOOR = 0.55
@@ -27,7 +27,8 @@ def test_evaluate_dev_cases(tmp_path, capsys):
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["n_cases"] == 3 and (tmp_path / "evaluation.png").is_file()
     sources = {r["threshold_source"] for r in report["cases"]}
-    assert sources == {"fpr1", "fpr5", "fpr10", "dice_searched_on_these_cases"}
+    card = catalogue.get_card(catalogue.DEFAULT_MODEL)
+    assert sources == {*card.offered_thresholds(), "dice_searched_on_these_cases"}
     assert report["pooled"]["auroc"] > POOLED_AUROC_FLOOR
     for row in report["cases"]:
         if row["threshold_source"] == "fpr5" and row["case"].startswith("brats"):
