@@ -135,18 +135,40 @@ def default_cases(report: dict, *labels: str) -> list[dict]:
     return [{k: r.get(k) for k in (*labels, *CASE_FIGURES)} for r in report["cases"] if r["threshold_source"] == default]
 
 
+HEALTHY_FLAGGED_ML_LIMIT = 10.0  # a default policy flags at most this median volume on healthy validation scans
+
+
+def choose_default(report: dict, card: ModelCard) -> tuple[str, str]:
+    """(policy, why): the card's threshold that measures best on the evaluated cases (per-volume mean
+    Dice, then less flagged volume) among those flagging a median of at most HEALTHY_FLAGGED_ML_LIMIT
+    on the healthy validation scans; the card's current default when none is known to qualify."""
+    healthy = (card.figures.get("healthy_validation") or {}).get("flagged_ml") or {}
+    eligible = [name for name in card.offered_thresholds()
+                if name in healthy and name in report["summary"]
+                and healthy[name]["median_ml"] <= HEALTHY_FLAGGED_ML_LIMIT]
+    if not eligible:
+        return card.default_threshold, "no policy has healthy flagged volumes within the limit on record; kept"
+    means = {name: report["summary"][name]["per_volume_mean"] for name in eligible}
+    best = max(eligible, key=lambda name: (round(means[name]["dice"], 3), -means[name]["flagged_ml"]))
+    return best, (f"best per-volume Dice ({means[best]['dice']:.3f}) on the evaluated cases among the policies "
+                  f"flagging a median of at most {HEALTHY_FLAGGED_ML_LIMIT:g} mL on the healthy validation scans "
+                  f"({', '.join(eligible)})")
+
+
 def record_in_card(report: dict, command: str) -> Path:
-    """Write an evaluation's figures at the default threshold into the evaluated model's card."""
+    """Write an evaluation into the evaluated model's card: its default policy chosen by choose_default,
+    and the figures at that policy."""
     card = get_card(report["model"]["id"])
-    default = report["model"]["default_threshold"]
+    default, why = choose_default(report, card)
+    report = {**report, "model": {**report["model"], "default_threshold": default}}
     figures = {
-        "command": command, "threshold": default,
+        "command": command, "threshold": default, "threshold_choice": why,
         "cases": default_cases(report, "case", "contrast"),
         "per_volume_mean": report["summary"][default]["per_volume_mean"],
         "pooled": report["pooled"],
         "note": "development cases, native grid, inside the brain mask; not a benchmark",
     }
-    write_card(card.replace(figures={**card.figures, "evaluation": figures}), card.folder)
+    write_card(card.replace(default_threshold=default, figures={**card.figures, "evaluation": figures}), card.folder)
     return card.folder / "card.json"
 
 

@@ -72,7 +72,7 @@ def scene():
     require_slicer_core()
     import slicer
 
-    from NormativeADSlicerLib.scene import ensure_segmentation_support
+    from NormativeADSlicerLib.nodes import ensure_segmentation_support
 
     ensure_segmentation_support()
     mrml = slicer.vtkMRMLScene()

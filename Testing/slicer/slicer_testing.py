@@ -19,7 +19,7 @@ def load_volume(mrml, path: Path, name: str):
 
 def file_array(path):
     """(array z,y,x, 4x4 IJK-to-RAS) of an image file, read by Slicer's own storage node."""
-    from NormativeADSlicerLib.scene import read_volume_array
+    from NormativeADSlicerLib.nodes import read_volume_array
     import slicer
 
     array, matrix = read_volume_array(path)

@@ -27,7 +27,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed; pip i
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 
-from NormativeADSlicerLib import scene as scene_logic  # noqa: E402
+from NormativeADSlicerLib import nodes, scene as scene_logic  # noqa: E402
 
 SCREENSHOT = REPO / "docs" / "screenshot_overlay.png"
 VIEW_SIZE = (512, 512)
@@ -123,7 +123,7 @@ def most_lesioned_slice_ras(lesion_node) -> tuple[float, float, float]:
     lesion = slicer.util.arrayFromVolume(lesion_node) > 0
     k = int(np.argmax(lesion.reshape(lesion.shape[0], -1).sum(axis=1)))
     j, i = np.argwhere(lesion[k]).mean(axis=0)
-    ras = scene_logic.ijk_to_ras(lesion_node) @ np.array([i, j, k, 1.0])
+    ras = nodes.ijk_to_ras(lesion_node) @ np.array([i, j, k, 1.0])
     return tuple(float(v) for v in ras[:3])
 
 

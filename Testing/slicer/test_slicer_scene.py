@@ -19,7 +19,7 @@ require_slicer_core()
 
 import slicer  # noqa: E402
 
-from NormativeADSlicerLib import comparison, export, scene as scene_logic  # noqa: E402
+from NormativeADSlicerLib import comparison, export, nodes, scene as scene_logic  # noqa: E402
 from NormativeADSlicerLib.logic import Job, RunSettings  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def test_run_inputs_keep_the_input_grid_and_leave_the_scene_alone(scene, sample_
     original, original_matrix = file_array(SAMPLE_T1)
     np.testing.assert_array_equal(array, original)
     np.testing.assert_allclose(matrix, original_matrix, atol=1e-6)
-    np.testing.assert_allclose(matrix, scene_logic.ijk_to_ras(sample_volume), atol=1e-6)
+    np.testing.assert_allclose(matrix, nodes.ijk_to_ras(sample_volume), atol=1e-6)
     reference, _ = file_array(files["reference"])
     np.testing.assert_array_equal(reference, file_array(SAMPLE_LESION)[0])
 
@@ -102,7 +102,7 @@ def test_result_nodes_have_the_input_geometry(scene, sample_volume, loaded, cli_
     _, file_matrix = file_array(SAMPLE_T1)
     for node in (loaded.pseudo_healthy, loaded.heatmap, loaded.brain_mask):
         assert node.GetImageData().GetDimensions() == sample_volume.GetImageData().GetDimensions()
-        np.testing.assert_allclose(scene_logic.ijk_to_ras(node), file_matrix, atol=1e-6)
+        np.testing.assert_allclose(nodes.ijk_to_ras(node), file_matrix, atol=1e-6)
     heatmap_file, heatmap_matrix = file_array(out_dir / "heatmap.nrrd")
     np.testing.assert_allclose(heatmap_matrix, file_matrix, atol=1e-4)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(loaded.heatmap), heatmap_file.astype(np.float32))
@@ -138,7 +138,7 @@ def test_segmentation_equals_the_library_mask(loaded, cli_run, sample_volume):
     from NormativeADLib.anomaly import segment
 
     out_dir, metrics, _ = cli_run
-    voxels = scene_logic.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume)
+    voxels = nodes.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume)
     written, _ = file_array(out_dir / "segmentation.nrrd")
     np.testing.assert_array_equal(voxels, (written > 0).astype(np.uint8))
     heatmap = slicer.util.arrayFromVolume(loaded.heatmap)
@@ -158,7 +158,7 @@ def test_threshold_moves_without_rerunning(scene, loaded, cli_run, sample_volume
         expected = segment(heatmap, value, spacing(sample_volume), metrics["min_component_ml"])
         np.testing.assert_array_equal(mask, expected)
         np.testing.assert_array_equal(
-            scene_logic.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume), expected)
+            nodes.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume), expected)
         assert loaded.threshold == pytest.approx(value)
         row = scene_logic.table_as_rows(scene_logic.table_node(scene))[0]
         voxel_ml = float(np.prod(spacing(sample_volume))) / 1000.0
@@ -191,14 +191,14 @@ def test_rerun_replaces_unedited_outputs_and_versions_edited_ones(scene, sample_
     assert scene.GetNumberOfNodes() == count  # replaced, not duplicated
     assert again.name == loaded.name == f"{sample_volume.GetName()} [{model}]"
 
-    edited = scene_logic.segment_array(again.segmentation, scene_logic.SEGMENT_ID, sample_volume)
+    edited = nodes.segment_array(again.segmentation, scene_logic.SEGMENT_ID, sample_volume)
     edited[tuple(s // 2 for s in edited.shape)] = 1 - edited[tuple(s // 2 for s in edited.shape)]
-    scene_logic.set_segment_array(again.segmentation, scene_logic.SEGMENT_ID, edited, sample_volume)
+    nodes.set_segment_array(again.segmentation, scene_logic.SEGMENT_ID, edited, sample_volume)
     third = scene_logic.load_result(scene, sample_volume, out_dir, model)
     assert third.name == f"{again.name} v2"
     assert again.segmentation.GetScene() is scene  # the user's edit is kept
     np.testing.assert_array_equal(
-        scene_logic.segment_array(again.segmentation, scene_logic.SEGMENT_ID, sample_volume), edited)
+        nodes.segment_array(again.segmentation, scene_logic.SEGMENT_ID, sample_volume), edited)
     assert len(scene_logic.results_in_scene(scene, sample_volume, model)) == 2
     assert len(scene_logic.table_as_rows(scene_logic.table_node(scene))) == 2
 
@@ -235,15 +235,15 @@ def test_export_round_trip(scene, sample_volume, loaded, tmp_path, fmt):
     scene_logic.set_threshold(scene, loaded, "fpr10")  # export what is in the scene, not the run's files
     written = export.export_result(scene, loaded, tmp_path, fmt)
     assert {p.parent for p in written.values()} == {tmp_path}
-    voxels = scene_logic.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume)
-    input_matrix = scene_logic.ijk_to_ras(sample_volume)
+    voxels = nodes.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume)
+    input_matrix = nodes.ijk_to_ras(sample_volume)
 
     reread = slicer.vtkMRMLSegmentationNode()
     scene.AddNode(reread)
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(written["segmentation"]))
     assert storage.ReadData(reread)
-    np.testing.assert_array_equal(scene_logic.segment_array(reread, scene_logic.SEGMENT_ID, sample_volume), voxels)
+    np.testing.assert_array_equal(nodes.segment_array(reread, scene_logic.SEGMENT_ID, sample_volume), voxels)
     header = written["segmentation"].read_bytes()[:4000].split(b"\n\n")[0].decode(errors="replace")
     assert "sizes: " + " ".join(str(d) for d in sample_volume.GetImageData().GetDimensions()) in header
 
