@@ -291,10 +291,11 @@ def cmd_evaluate(args, reporter: Reporter) -> int:
     write_evaluation(report, out, args.overwrite)
     if args.record:
         card_path = record_in_card(report, _command(args))
-        print(f"fpr5 figures recorded in {card_path}", file=sys.stderr)
+        print(f"figures at the default threshold recorded in {card_path}", file=sys.stderr)
     for source, s in report["summary"].items():
         mean = s["per_volume_mean"]
-        print(f"{source:<30} t={s['threshold']:.4f}  Dice {mean['dice']:.3f} (pooled {s['pooled_dice']:.3f})  "
+        value = s["threshold"] if isinstance(s["threshold"], str) else f"{s['threshold']:.4f}"  # "per case": adaptive
+        print(f"{source:<30} t={value:<8}  Dice {mean['dice']:.3f} (pooled {s['pooled_dice']:.3f})  "
               f"AUPRC {mean['auprc']:.3f}  AUROC {mean['auroc']:.3f}")
     print(f"pooled over voxels: AUPRC {report['pooled']['auprc']:.3f}, AUROC {report['pooled']['auroc']:.3f}; "
           f"written to {out}/")
