@@ -147,7 +147,8 @@ def choose_default(report: dict, card: ModelCard) -> tuple[str, str]:
                 if name in healthy and name in report["summary"]
                 and healthy[name]["median_ml"] <= HEALTHY_FLAGGED_ML_LIMIT]
     if not eligible:
-        return card.default_threshold, "no policy has healthy flagged volumes within the limit on record; kept"
+        kept = card.default_threshold if card.default_threshold in report["summary"] else report["model"]["default_threshold"]
+        return kept, "no evaluated policy is known to flag at most the limit on healthy scans; default kept"
     means = {name: report["summary"][name]["per_volume_mean"] for name in eligible}
     best = max(eligible, key=lambda name: (round(means[name]["dice"], 3), -means[name]["flagged_ml"]))
     return best, (f"best per-volume Dice ({means[best]['dice']:.3f}) on the evaluated cases among the policies "

@@ -81,7 +81,8 @@ def test_models_lists_the_shipped_model():
     assert run.returncode == 0, run.stderr
     cards = json.loads(run.stdout)
     shipped = next(c for c in cards if c["id"] == catalogue.DEFAULT_MODEL)
-    assert set(shipped["thresholds"]) == {"fpr1", "fpr5", "fpr10"}
+    assert set(shipped["thresholds"]) >= {"fpr1", "fpr5", "fpr10", "comp10"}
+    assert shipped["default_threshold"] in {*shipped["thresholds"], "adaptive"}
     assert "normativead train" in shipped["training"]["command"]
     table = normativead("models").stdout
     card = catalogue.get_card(catalogue.DEFAULT_MODEL)
