@@ -27,7 +27,7 @@ def test_train_writes_a_calibrated_model_that_the_registry_loads(tmp_path, capsy
     model = registry.load_model("ae-test")
     card = model.card
     assert card.weights["sha256"] == sha256(out / "weights.safetensors")
-    assert set(card.thresholds) == {"fpr1", "fpr5", "fpr10"}
+    assert set(card.thresholds) == {"fpr1", "fpr5", "fpr10", "comp10"}
     assert len(card.healthy_case_scores) == 2
     assert card.training["epochs_run"] == 1 and "--epochs 1" in card.training["command"]
     epoch_seconds = [h["seconds"] for h in card.training["history"]]  # summed over runs when resumed
