@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad input, 3 model problem, 4 out
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shlex
 import signal
@@ -15,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import paths
 from .errors import Cancelled, NormativeADError
 from .options import DEVICES, FORMATS
 
@@ -49,16 +51,34 @@ class Reporter:
 
 
 def _cancel_on_signals() -> threading.Event:
-    """SIGTERM/SIGINT set an event that the run checks between steps, so no output is half-written."""
+    """SIGINT/SIGTERM cancel the run at any moment, start-up included: they set the returned event
+    (the pipeline checks it between steps) and raise KeyboardInterrupt where the run is, which main()
+    answers with "cancelled", exit 130. Inside paths.interrupts_held() blocks (making the output
+    folder, moving finished outputs into place, cleaning up) the signal waits for the block's end, so
+    a cancel never leaves a half-written output. Returns the event; event.restore() puts the previous
+    handlers back, event.finish() makes later signals no-ops (the run has ended, its answer is given).
+    """
     cancel = threading.Event()
+    state = {"finished": False}
 
     def handler(signum, frame):
-        if cancel.is_set():
-            raise KeyboardInterrupt
         cancel.set()
+        if state["finished"] or paths.hold_interrupt():
+            return
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+    cancel.restore = restore
+    cancel.finish = lambda: state.update(finished=True)
     return cancel
 
 
@@ -84,19 +104,36 @@ def check_restore(args) -> Path:
 
 def cmd_restore(args, reporter: Reporter) -> int:
     out = check_restore(args)
-    cancel = _cancel_on_signals()
-    from . import pipeline
+    cancel = getattr(args, "cancel", None) or _cancel_on_signals()
+    # One run per output folder: a second run to the same --out refuses now (exit 4) rather than
+    # silently replacing this one's outputs; the claim lasts until the outputs are in place.
+    with paths.claim_output_dir(out):
+        from . import io  # SimpleITK and nibabel, not torch: a bad file answers before the heavy imports
 
-    result = pipeline.analyse(args.input, args.model, args.mask, args.reference, args.threshold, args.device,
-                              seed=args.seed, transform_path=args.transform, progress=reporter.progress,
-                              cancel=cancel)
-    if cancel.is_set():
-        raise Cancelled("run cancelled")
-    reporter.progress("write", 0.97, f"writing outputs to {out}")
-    pipeline.write_outputs(result, out, args.format, args.overwrite)
+        reporter.progress("read", 0.0, f"checking {Path(args.input).name}")
+        io.check_inputs(args.input, args.mask, args.reference, args.transform)
+        from . import pipeline
+
+        result = pipeline.analyse(args.input, args.model, args.mask, args.reference, args.threshold, args.device,
+                                  seed=args.seed, transform_path=args.transform, progress=reporter.progress,
+                                  cancel=cancel)
+        if cancel.is_set():
+            raise Cancelled("run cancelled")
+        reporter.progress("write", 0.97, f"writing outputs to {out}")
+        with paths.expected_output_size(_output_bytes(result)):
+            pipeline.write_outputs(result, out, args.format, args.overwrite)
+        if cancel.is_set():  # the signal came while the finished outputs were moved into place
+            raise Cancelled("cancelled as the outputs were put in place", outputs=out)
     reporter.close()
     _print_summary(result.metrics, out, args.json, reporter)
     return 0
+
+
+def _output_bytes(result) -> int:
+    """The most the outputs of a run can take on disk: the images uncompressed, plus the report."""
+    images = (result.pseudo_healthy, result.heatmap, result.segmentation, result.prepared.native_brain)
+    return sum(im.GetNumberOfPixels() * im.GetNumberOfComponentsPerPixel() * im.GetSizeOfPixelComponent()
+               for im in images) + 2_000_000
 
 
 def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) -> None:
@@ -335,16 +372,36 @@ COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "tra
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser().parse_args(argv)
-    args.argv = argv
-    if getattr(args, "model", "x") is None:
-        from .catalogue import DEFAULT_MODEL, DEMO_MODEL
-
-        args.model = DEMO_MODEL if args.command == "demo" else DEFAULT_MODEL
-    reporter = Reporter(getattr(args, "progress", "none"))
+    # First of all: from here on a Ctrl-C or SIGTERM answers "cancelled", exit 130, never a traceback.
+    cancel = _cancel_on_signals()
+    as_program = argv is None
+    reporter = Reporter("none")
+    command = None
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = parser().parse_args(argv)
+        command = args.command
+        args.argv = argv
+        args.cancel = cancel
+        if getattr(args, "model", "x") is None:
+            from .catalogue import DEFAULT_MODEL, DEMO_MODEL
+
+            args.model = DEMO_MODEL if args.command == "demo" else DEFAULT_MODEL
+        reporter = Reporter(getattr(args, "progress", "none"))
         return COMMANDS[args.command](args, reporter)
+    except (Cancelled, KeyboardInterrupt) as err:
+        reporter.close()
+        outputs = getattr(err, "outputs", None)
+        if outputs:
+            message = f"cancelled after the outputs were complete; they are in {outputs}/"
+        elif command in (None, "restore", "demo", "evaluate", "report"):  # they write all or nothing
+            message = "cancelled; nothing was written."
+        else:
+            message = "cancelled."
+        if reporter.mode == "json":
+            reporter.event("error", message=message, exit_code=Cancelled.exit_code)
+        print(f"normativead: {message}", file=sys.stderr)
+        return Cancelled.exit_code
     except (NormativeADError, FileNotFoundError, FileExistsError) as err:
         reporter.close()
         code = getattr(err, "exit_code", 2)
@@ -353,10 +410,20 @@ def main(argv: list[str] | None = None) -> int:
             reporter.event("error", message=message, exit_code=code)
         print(f"normativead: error: {message}", file=sys.stderr)
         return code
-    except KeyboardInterrupt:
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
         reporter.close()
-        print("normativead: cancelled; nothing was written.", file=sys.stderr)
-        return Cancelled.exit_code
+        where = f" writing {err.filename}" if err.filename else ""
+        message = f"no space left on the device{where}; free space there or choose another --out."
+        if reporter.mode == "json":
+            reporter.event("error", message=message, exit_code=4)
+        print(f"normativead: error: {message}", file=sys.stderr)
+        return 4
+    finally:
+        cancel.finish()  # the answer is given: a late signal changes nothing
+        if not as_program:  # called from Python (tests, scripts): give the caller its handlers back
+            cancel.restore()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,11 @@ class OutputError(NormativeADError):
 
 
 class Cancelled(NormativeADError):
-    """The run was cancelled by its caller; nothing was written."""
+    """The run was cancelled by its caller (Ctrl-C, SIGTERM, the Slicer module); nothing was written,
+    unless the cancel came as finished outputs were moved into place: then outputs names their folder."""
 
     exit_code = 130
+
+    def __init__(self, message: str = "run cancelled", outputs=None):
+        super().__init__(message)
+        self.outputs = outputs

@@ -7,12 +7,15 @@ module before any of the heavy packages (torch, SimpleITK, nibabel) is installed
 from __future__ import annotations
 
 import csv
+import errno
 import importlib.resources
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from .errors import InputError, OutputError
@@ -106,48 +109,325 @@ def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool) -> None
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {out_dir} ({ancestor} is not a writable folder); choose another --out.")
     try:  # a real probe: permission bits say yes to root on read-only or virtual file systems (/proc)
-        os.rmdir(tempfile.mkdtemp(prefix=".normativead-probe-", dir=ancestor))
+        with interrupts_held():  # a Ctrl-C between the two calls would leave the probe folder behind
+            os.rmdir(tempfile.mkdtemp(prefix=".normativead-probe-", dir=ancestor))
     except OSError as err:
         raise OutputError(f"cannot write to {out_dir} ({ancestor}: {err.strerror}); choose another --out.") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Cancelling at any moment without half-written files
+#
+# The command line turns SIGINT/SIGTERM into KeyboardInterrupt wherever the run is (cli._cancel_on_signals).
+# Its handler first asks hold_interrupt(): inside an interrupts_held() block (making a folder and its
+# lock, moving finished outputs into place, cleaning up) the signal is only noted, and acted on when
+# the block ends, so a cancel can never leave half of such a step behind.
+
+_held = {"depth": 0, "pending": False}
+
+
+@contextmanager
+def interrupts_held(reraise: bool = True):
+    """Run a block that a Ctrl-C or SIGTERM must not cut in half; a signal noted inside it is raised
+    as KeyboardInterrupt when the outermost block ends (reraise: the cancel wins over an error of the
+    block), or left to the caller, which sees its cancel event set (reraise=False: the commit of
+    finished outputs, which a cancel must neither interrupt nor undo). Python runs signal handlers in
+    the main thread, so only its blocks count."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _held["depth"] += 1
+    try:
+        yield
+    finally:
+        _held["depth"] -= 1
+        if _held["depth"] == 0 and _held["pending"]:
+            _held["pending"] = False
+            if reraise:  # the cancel wins over an error the block may have raised meanwhile
+                raise KeyboardInterrupt
+
+
+def hold_interrupt() -> bool:
+    """For a signal handler: True, and the signal noted, while an interrupts_held() block runs."""
+    if _held["depth"] > 0:
+        _held["pending"] = True
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# One run per output folder
+
+LOCK_FILE = ".normativead.lock"
+_claims: dict[str, int] = {}  # folders this process holds -> depth (claims nest within a process)
+_claims_guard = threading.Lock()
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+
+def _lock_fd(fd: int) -> bool:
+    """Lock an open file without waiting; False when another process holds it. The OS drops the
+    lock when its holder ends, however it ends, so a killed run leaves no stale claim."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
+            return False
+        return True  # a file system without locks (some network mounts): do not block the run
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p; the folders it created, outermost first (removed again if the run writes nothing)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    created = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+            created.append(path)
+        except FileExistsError:
+            pass
+    return created
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for path in reversed(folders):
+        try:
+            path.rmdir()
+        except OSError:
+            break
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        pid = os.read(fd, 64).decode(errors="replace").split()[0]
+        return f" (pid {int(pid)})"
+    except (OSError, IndexError, ValueError):
+        return ""
+
+
+@contextmanager
+def claim_output_dir(out_dir: str | os.PathLike):
+    """Hold out_dir for this run: another process claiming it meanwhile gets OutputError (exit 4)
+    instead of both writing there and the second silently replacing the first one's outputs.
+
+    The claim is a lock on out_dir/.normativead.lock (created, and the folder too if missing; both
+    removed again when the claim ends, the folder only if it stayed empty). Claims nest within a process.
+    """
+    out_dir = Path(out_dir)
+    key = os.path.abspath(out_dir)
+    with _claims_guard:
+        if key in _claims:
+            _claims[key] += 1
+            nested = True
+        else:
+            nested = False
+    if nested:
+        try:
+            yield out_dir
+        finally:
+            with _claims_guard:
+                _claims[key] -= 1
+        return
+    with interrupts_held():
+        fd, created = _acquire(out_dir)
+        with _claims_guard:
+            _claims[key] = 1
+    try:
+        yield out_dir
+    finally:
+        with interrupts_held():
+            with _claims_guard:
+                _claims.pop(key, None)
+            _release(fd, out_dir, created)
+
+
+def _acquire(out_dir: Path) -> tuple[int, list[Path]]:
+    lock = out_dir / LOCK_FILE
+    created: list[Path] = []
+    for _ in range(20):
+        try:
+            created += _make_dirs(out_dir)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # removed by a run releasing it just now: make it again
+            continue
+        except OSError as err:
+            _remove_if_empty(created)
+            raise _output_error(err, out_dir) from None
+        if not _lock_fd(fd):
+            holder = _holder(fd)
+            os.close(fd)
+            _remove_if_empty(created)
+            raise OutputError(f"another normativead run{holder} is writing to {out_dir}; wait for it to finish "
+                              "or choose another --out.")
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except OSError:
+            same = False
+        if same:
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError:
+                pass  # the pid is only for the message of a refused run
+            return fd, created
+        os.close(fd)  # its holder removed the file as we opened it: lock the new one
+    raise OutputError(f"could not lock {out_dir} for this run (other runs keep claiming it); try again.")
+
+
+def _release(fd: int, out_dir: Path, created: list[Path]) -> None:
+    lock = out_dir / LOCK_FILE
+    if os.name == "nt":  # an open file cannot be removed there
+        os.close(fd)
+    try:
+        os.remove(lock)  # still locked (POSIX): whoever opens it meanwhile sees it replaced and retries
+    except OSError:
+        pass
+    if os.name != "nt":
+        os.close(fd)
+    _remove_if_empty(created)
+
+
+# ----------------------------------------------------------------------------------------------
+# Output errors: a full disk says so, with the space needed
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+_expected_bytes: ContextVar[int | None] = ContextVar("normativead_expected_output_bytes", default=None)
+
+
+@contextmanager
+def expected_output_size(nbytes: int):
+    """What the outputs written inside this block need at most: a full disk's message says it."""
+    token = _expected_bytes.set(int(nbytes))
+    try:
+        yield
+    finally:
+        _expected_bytes.reset(token)
+
+
+def _megabytes(nbytes: float) -> str:
+    mb = nbytes / 1e6
+    return f"{mb:.1f} MB" if mb < 10 else f"{mb:.0f} MB"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _tree_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass
+    return total
+
+
+def no_space_error(out_dir: Path, written: int = 0) -> OutputError:
+    """The one-line error of a full disk: the folder, the space the outputs need and the space free."""
+    free = _free_bytes(out_dir)
+    expected = _expected_bytes.get()
+    need = f"the outputs need up to {_megabytes(expected)}" if expected else \
+        f"the outputs need more than the {_megabytes(written)} written before it filled"
+    have = "" if free is None else f", {_megabytes(free)} free"
+    return OutputError(f"no space left on the device of {out_dir}: {need}{have}; free space there or choose "
+                       "another --out. Nothing was written.")
+
+
+def _output_error(err: OSError, out_dir: Path, written: int = 0) -> OutputError:
+    if err.errno in _NO_SPACE:
+        return no_space_error(out_dir, written)
+    return OutputError(f"cannot write to {out_dir}: {err.strerror or err}; choose a writable --out folder.")
+
+
+def _disk_full(folder: Path) -> bool:
+    free = _free_bytes(folder)
+    return free is not None and free < 1 << 20
 
 
 @contextmanager
 def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrite: bool = False):
     """Yield a temporary folder to write into; on success move its files into out_dir.
 
-    Refuses up front when a target exists (unless overwrite), so a run never ends half-written;
-    on any error, or a cancel, the temporary folder is removed and out_dir is left as it was.
+    Refuses up front when a target exists (unless overwrite), or when another run holds out_dir
+    (claim_output_dir), so a run never ends half-written or mixed with another run's files; on any
+    error, a full disk or a cancel (Ctrl-C, SIGTERM) the temporary folder is removed and out_dir is
+    left as it was (a folder this run created is removed again).
     """
     out_dir = Path(out_dir)
     names = list(names)
     check_writable(out_dir, names, overwrite)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".normativead-", dir=out_dir))
-    except OSError as err:
-        raise OutputError(f"cannot write to {out_dir}: {err.strerror}; choose a writable --out folder.") from None
-    try:
-        yield staging
-        for name in names:
-            if not (staging / name).exists():
-                raise OutputError(f"internal: output {name} was not produced")
-        for name in names:
-            os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with claim_output_dir(out_dir):
+        try:
+            with interrupts_held():
+                staging = Path(tempfile.mkdtemp(prefix=".normativead-", dir=out_dir))
+        except OSError as err:
+            raise _output_error(err, out_dir) from None
+        try:
+            yield staging
+            for name in names:
+                if not (staging / name).exists():
+                    raise OutputError(f"internal: output {name} was not produced")
+        except BaseException as err:
+            with interrupts_held():
+                written = _tree_bytes(staging)
+                full = not isinstance(err, (OutputError, KeyboardInterrupt)) and _disk_full(staging)
+                shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(err, OSError) and err.errno in _NO_SPACE or full:
+                # image writers report a full disk in their own ways (ITK: RuntimeError or nothing)
+                raise no_space_error(out_dir, written) from None
+            if isinstance(err, OSError) and err.errno in _CANNOT_WRITE:
+                raise _output_error(err, out_dir) from None
+            raise
+        with interrupts_held(reraise=False):  # a cancel now finds the outputs complete, not half moved
+            try:
+                for name in names:
+                    os.replace(staging / name, out_dir / name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> None:
-    """Write one file through a temporary sibling and a rename."""
+    """Write one file through a temporary sibling and a rename (a cancel or a full disk leaves the
+    old file, or none, never a part of the new one)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; pass --overwrite to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=file_suffix(path), dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with interrupts_held():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=file_suffix(path), dir=path.parent)
+            os.close(fd)
+    except OSError as err:
+        raise _output_error(err, path.parent) from None
     try:
         write(Path(tmp))
-        os.replace(tmp, path)
+        with interrupts_held(reraise=False):
+            os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in _NO_SPACE:
+            raise no_space_error(path.parent) from None
+        raise
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with interrupts_held():
+            if os.path.exists(tmp):
+                os.remove(tmp)

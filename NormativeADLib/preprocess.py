@@ -157,6 +157,8 @@ def _run_registration(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Tra
 def scale_intensity(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[float, float]) -> tuple[float, float]:
     """Native values that map to 0 and 1: the given percentiles of the brain's voxels."""
     values = sitk.GetArrayViewFromImage(scan)[sitk.GetArrayViewFromImage(brain) > 0]
+    if values.size == 0:
+        raise InputError("no brain found in the scan (the brain mask is empty); is this a brain MRI?")
     lo, hi = np.percentile(values, percentiles)
     if not hi > lo:
         raise InputError("the brain region of the scan has no contrast; check the scan and its mask.")
@@ -195,6 +197,10 @@ def brain_mask(scan: sitk.Image, smoothed: sitk.Image, grid: ModelGrid, mask: si
     if brain is not None:
         return brain, register(brain), source
     rough = crude_brain_mask(scan)
+    rough_ml = float(sitk.GetArrayViewFromImage(rough).sum()) * _voxel_ml(scan)
+    if rough_ml < _MIN_BRAIN_ML:
+        raise InputError(f"no brain found in the scan (its largest head-like region holds {rough_ml:.0f} mL); "
+                         "is this a brain MRI? Give a brain mask with --mask if it is.")
     transform = register(rough)
     _, template_brain = template_on_grid(grid)
     warped = sitk.Resample(template_brain, scan, transform.GetInverse(), sitk.sitkNearestNeighbor, 0)

@@ -85,6 +85,9 @@ def write_run_inputs(folder: str | Path, input_node, mask_node=None, reference_n
     mask_node and reference_node may be label map volumes or segmentation nodes; segmentations are
     written as a label map on the input's grid (all segments merged to 1).
     """
+    if min(input_node.GetSpacing()) <= 0:  # Slicer's writers would store it as 1 mm: the run would be wrong
+        raise ValueError(f"{input_node.GetName()} has a voxel spacing of {tuple(input_node.GetSpacing())} mm; "
+                         "spacing must be positive (set it in the Volumes module).")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"input": write_volume(input_node, folder / "input.nrrd")}

@@ -119,9 +119,10 @@ class Job:
         return False
 
     def _load(self) -> None:
-        results = []
-        for model, out_dir in self.outputs:
-            results.append(scene_logic.load_result(self.scene, self.input_node, out_dir, model,
+        runs = [(model, scene_logic.read_run(self.input_node, out_dir)) for model, out_dir in self.outputs]
+        results = []  # every folder was read and checked above: a bad one fails before the scene changes
+        for model, run in runs:
+            results.append(scene_logic.load_result(self.scene, self.input_node, run, model,
                                                    opacity=self.settings.opacity, show=len(self.outputs) == 1))
             devices = results[-1].metrics.get("device")
             if devices:

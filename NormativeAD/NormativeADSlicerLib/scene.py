@@ -196,17 +196,18 @@ def remove_result(scene, result: Result) -> None:
                 scene.RemoveNode(child)
 
 
-def load_result(scene, input_node, out_dir: str | Path, model_id: str | None = None,
-                opacity: float = DEFAULT_OPACITY, show: bool = True) -> Result:
-    """Turn a finished run's folder into scene nodes on input_node's grid.
+@dataclass
+class RunFiles:
+    """A finished run's folder, read and checked against the input's grid; nothing in the scene yet."""
 
-    Everything is read and checked before the scene is touched, so a bad folder leaves the scene
-    as it was. A previous result of the same model on the same input is replaced when the user has
-    not edited it, and kept (the new one gets a version suffix) when they have.
-    """
+    metrics: dict
+    arrays: dict  # stem -> (z, y, x) array on the input's grid
+
+
+def read_run(input_node, out_dir: str | Path) -> RunFiles:
+    """Read a run's folder (metrics and images) and check every image lies on input_node's grid."""
     out_dir = Path(out_dir)
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    model_id = model_id or metrics.get("model", {}).get("id", "model")
     arrays = {}
     for stem in ("pseudo_healthy", "heatmap", "segmentation", "brain_mask"):
         files = sorted(out_dir.glob(stem + ".*"))
@@ -218,6 +219,20 @@ def load_result(scene, input_node, out_dir: str | Path, model_id: str | None = N
         if not same_grid(input_node, matrix, array.shape):
             raise ValueError(f"{files[0].name} is not on the grid of {input_node.GetName()}")
         arrays[stem] = array
+    return RunFiles(metrics, arrays)
+
+
+def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str | None = None,
+                opacity: float = DEFAULT_OPACITY, show: bool = True) -> Result:
+    """Turn a finished run's folder (or its files already read) into scene nodes on input_node's grid.
+
+    Everything is read and checked before the scene is touched, so a bad folder leaves the scene
+    as it was. A previous result of the same model on the same input is replaced when the user has
+    not edited it, and kept (the new one gets a version suffix) when they have.
+    """
+    run = out_dir if isinstance(out_dir, RunFiles) else read_run(input_node, out_dir)
+    metrics, arrays = run.metrics, run.arrays
+    model_id = model_id or metrics.get("model", {}).get("id", "model")
 
     ensure_segmentation_support()
     previous = results_in_scene(scene, input_node, model_id)
