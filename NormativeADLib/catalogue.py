@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .card import CARD_FILE, ModelCard, read_card, verify_weights
 from .errors import ModelError
-from .paths import home, model_roots
+from .paths import home, model_roots, write_folder_atomic
 
 DEFAULT_MODEL = "ae-ixi-t1"
 # The demo runs the model that measurably finds the sample case's MS lesions: on FLAIR, intensity alone
@@ -76,14 +75,10 @@ def import_model(folder: str | os.PathLike, overwrite: bool = False) -> ModelCar
     target = home() / "models" / source.id
     if target.exists() and not overwrite:
         raise ModelError(f"model {source.id} is already imported at {target}; pass --overwrite to replace it.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{source.id}-", dir=target.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         shutil.copy2(source.folder / CARD_FILE, staging / CARD_FILE)
         shutil.copy2(source.weights_path, staging / source.weights["file"])
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_folder_atomic(target, fill)
     return read_card(target)

@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import InputError, OutputError
 
+T = TypeVar("T")
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
@@ -75,6 +77,21 @@ def case_name(path: str | os.PathLike) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def write_folder_atomic(target: Path, fill: Callable[[Path], T]) -> T:
+    """Fill a staging folder beside target, then put it in target's place (replacing it) in one rename;
+    on any error nothing of it is left and target is as it was. Returns what fill returns."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        value = fill(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        return value
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:

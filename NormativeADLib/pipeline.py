@@ -20,7 +20,7 @@ from . import anomaly, io, metrics, paths
 from .card import ModelCard
 from .errors import Cancelled
 from .options import FORMATS, IMAGE_OUTPUTS, output_names, resolve_threshold
-from .preprocess import Prepared, prepare, to_model, to_native
+from .preprocess import Prepared, check_contrast, prepare, to_model, to_native
 from .catalogue import DEFAULT_MODEL
 from .registry import LoadedModel, load_model
 from .restore import restore_volume, select_device
@@ -73,6 +73,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
     prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
+    contrast_r = check_contrast(prepared, card.contrast)
 
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
     restored = restore_volume(
@@ -102,6 +103,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
                   "default_threshold": card.default_threshold},
         "device": choice.note,
         "mask_source": prepared.mask_source,
+        "template_correlation": contrast_r,  # the contrast check's number (a T1-like scan is positive)
         "threshold": {"source": threshold_source, "value": threshold_value},
         "thresholds": thresholds,  # the card's, and this case's adaptive one
         "min_component_ml": card.postprocess.min_component_ml,

@@ -217,7 +217,46 @@ def match_resolution(scan: sitk.Image, spacing_mm: float) -> sitk.Image:
     sigmas = [max(0.0, spacing_mm ** 2 - s ** 2) ** 0.5 / 2.355 for s in scan.GetSpacing()]
     if max(sigmas) == 0:
         return scan
-    return sitk.SmoothingRecursiveGaussian(sitk.Cast(scan, sitk.sitkFloat32), sigmas)
+    if min(sigmas) > 0:
+        return sitk.SmoothingRecursiveGaussian(sitk.Cast(scan, sitk.sitkFloat32), sigmas)
+    # thick slices (5.5 mm clinical scans): blur only the finer axes (ITK refuses a sigma of 0)
+    smoothed = sitk.Cast(scan, sitk.sitkFloat32)
+    for axis, sigma in enumerate(sigmas):
+        if sigma > 0:
+            smoothed = sitk.RecursiveGaussian(smoothed, sigma, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
+    return smoothed
+
+
+CONTRAST_SIGN = {"T1": 1.0, "T1C": 1.0, "FLAIR": 1.0, "T2": -1.0}  # of the scan's correlation with the T1 template
+_CONTRAST_LOOK = {"T1": "dark CSF, white matter brighter than grey", "T1C": "dark CSF", "FLAIR": "dark CSF",
+                  "T2": "bright CSF"}
+_MIN_CONTRAST_R = 0.1  # measured: T1/T1c +0.24..+0.60, FLAIR +0.29..+0.32, T2 -0.23..-0.40; negated scans ~0 or below
+
+
+def template_correlation(prepared: "Prepared") -> float:
+    """Correlation of the scan with the MNI152 T1 template inside the brain (model space)."""
+    t1, template_brain = template_on_grid(prepared.grid)
+    region = prepared.brain & (sitk.GetArrayViewFromImage(template_brain) > 0)
+    if region.sum() < 1000:
+        return float("nan")
+    scan, template = prepared.image[region], sitk.GetArrayViewFromImage(t1)[region]
+    if scan.std() == 0 or template.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(scan, template)[0, 1])
+
+
+def check_contrast(prepared: "Prepared", contrast: str) -> float:
+    """The scan's correlation with the T1 template; InputError when its sign or size says the scan is
+    not of the model's contrast (an inverted scan, or a T2 given to a T1 model)."""
+    r = template_correlation(prepared)
+    sign = CONTRAST_SIGN.get(contrast.upper())
+    if sign is not None and np.isfinite(r) and sign * r < _MIN_CONTRAST_R:
+        raise InputError(
+            f"the scan's intensity profile does not match the model's {contrast} contrast "
+            f"({_CONTRAST_LOOK[contrast.upper()]}): its correlation with the MNI152 T1 template inside the brain "
+            f"is {r:+.2f}, a {contrast} scan's is {sign * 0.2:+.1f} or beyond. Is the contrast inverted, or the "
+            "scan of another contrast? Choose a model of the scan's contrast (normativead models).")
+    return r
 
 
 def prepare(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None = None,

@@ -8,9 +8,7 @@ calibration subjects give the thresholds. The card records the command that prod
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,7 +25,7 @@ from .card import ModelCard, PostProcess, sha256, write_card
 from .errors import InputError, ModelError
 from .options import COMPONENTS, FPR_TARGETS
 from .grid import ModelGrid
-from .paths import home, resources_dir
+from .paths import home, resources_dir, write_folder_atomic
 from .registry import LoadedModel, build_network, load_model
 from .restore import restore_volume, select_device
 
@@ -303,16 +301,12 @@ def _site_copy(model: LoadedModel, site: str, data_dir: Path, cache_dir: Path, c
         "id": site, "derived_from": model.card.id, "data": str(data_dir), "n_scans": len(images),
         "note": "thresholds and healthy case scores from this site's scans; weights as the original's"}})
     target = home() / "models" / site_id
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{site_id}-", dir=target.parent))
-    try:
+
+    def fill(work: Path) -> None:
         shutil.copy2(model.card.weights_path, work / model.card.weights["file"])
         write_card(card, work)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+    write_folder_atomic(target, fill)
     log(f"{site_id} written to {target}: " + ", ".join(f"{k} {v:.4g}" for k, v in card.thresholds.items()))
     return card.replace(folder=target)
 
@@ -345,16 +339,9 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
         checkpoint.unlink(missing_ok=True)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{card.id}-", dir=out_dir.parent))
-    try:
-        card = _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, choice.device,
-                                  (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    card = write_folder_atomic(out_dir, lambda work: _fit_and_calibrate(
+        card, network, split, settings, checkpoint, work, log, command, choice.device,
+        (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains)))
     checkpoint.unlink(missing_ok=True)
     log(f"model {card.id} written to {out_dir}")
     return card.replace(folder=out_dir)
@@ -401,15 +388,7 @@ def _write_rule_model(card: ModelCard, out_dir: Path, command: str, log: Log) ->
     card = card.replace(training={
         "data": "none: each case is scored against its own brain (no training data)",
         "licence": "not applicable", "command": command, "seconds": 0})
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{card.id}-", dir=out_dir.parent))
-    try:
-        write_card(card, work)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    write_folder_atomic(out_dir, lambda work: write_card(card, work))
     log(f"model {card.id} (no weights: {card.family}) written to {out_dir}")
     return card.replace(folder=out_dir)
 

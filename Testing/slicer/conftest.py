@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from slicer_testing import load_volume  # noqa: F401  (re-exported for tests)
+from slicer_testing import load_volume, slicer_core_reason  # noqa: F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "NormativeAD"
@@ -32,15 +32,6 @@ for path in (str(REPO), str(MODULE_DIR)):
         sys.path.insert(0, path)
 
 
-def slicer_core_reason() -> str | None:
-    """None when slicer-core is importable, else why the MRML tests cannot run."""
-    try:
-        import slicer
-    except ImportError as err:
-        return f"slicer-core is not installed ({err}); pip install -e '.[slicer]'"
-    if not hasattr(slicer, "vtkMRMLScene"):
-        return "the `slicer` module found is not slicer-core (the unrelated PyPI package `slicer`?)"
-    return None
 
 
 def require_slicer_core():

@@ -57,6 +57,8 @@ import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from slicer_testing import slicer_core_reason
+
 REPO = Path(__file__).resolve().parents[2]
 SLICER_PYTHON = Path(os.environ.get("NORMATIVEAD_SLICER_PYTHON", REPO.parent / "shared" / "slicer-5.12"))
 SLICER_VERSION = (5, 12, 3)
@@ -79,13 +81,7 @@ def slicer_python_reason(root: Path | str | None = None) -> str | None:
         if not (root / relative).is_file():
             return (f"Slicer's Python files are not at {root} ({relative} missing): the Slicer module tests need "
                     "../shared/slicer-5.12 (or NORMATIVEAD_SLICER_PYTHON pointing at such a folder)")
-    try:
-        import slicer
-    except ImportError as err:
-        return f"slicer-core is not installed ({err}); pip install -e '.[slicer]'"
-    if not hasattr(slicer, "vtkMRMLScene"):
-        return "the `slicer` module found is not slicer-core (the unrelated PyPI package `slicer`?)"
-    return None
+    return slicer_core_reason()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,3 +24,14 @@ def file_array(path):
 
     array, matrix = read_volume_array(path)
     return array, slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def slicer_core_reason() -> str | None:
+    """None when slicer-core is importable, else why the MRML tests cannot run."""
+    try:
+        import slicer
+    except ImportError as err:
+        return f"slicer-core is not installed ({err}); pip install -e '.[slicer]'"
+    if not hasattr(slicer, "vtkMRMLScene"):
+        return "the `slicer` module found is not slicer-core (the unrelated PyPI package `slicer`?)"
+    return None
