@@ -201,8 +201,8 @@ def cmd_models(args, reporter: Reporter) -> int:
         return 0
     print(f"{'id':<16} {'family':<9} {'version':<8} {'contrast':<8} {'default threshold':<18} {'figures':<42} where")
     for c in cards:
-        value = c.thresholds.get(c.default_threshold)
-        default = f"{c.default_threshold} {'?' if value is None else f'{value:.4g}'}"
+        value = c.offered_thresholds().get(c.default_threshold)
+        default = f"{c.default_threshold} {'per case' if value is None else f'{value:.4g}'}"
         print(f"{c.id:<16} {c.family:<9} {c.version:<8} {c.contrast:<8} {default:<18} {c.figures_summary():<42} {c.folder}")
     for b in broken:
         print(f"{b.folder.name:<16} broken: {b.reason}")
