@@ -394,17 +394,19 @@ def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrit
     names = list(names)
     check_writable(out_dir, names, overwrite)
     with claim_output_dir(out_dir):
+        staging = None
         try:
-            with interrupts_held():
+            with interrupts_held():  # a cancel noted here is raised as the block ends: staging exists then
                 staging = Path(tempfile.mkdtemp(prefix=".normativead-", dir=out_dir))
-        except OSError as err:
-            raise _output_error(err, out_dir) from None
-        try:
             yield staging
             for name in names:
                 if not (staging / name).exists():
                     raise OutputError(f"internal: output {name} was not produced")
         except BaseException as err:
+            if staging is None:  # mkdtemp itself failed
+                if isinstance(err, OSError):
+                    raise _output_error(err, out_dir) from None
+                raise
             with interrupts_held():
                 written = _tree_bytes(staging)
                 full = not isinstance(err, (OutputError, KeyboardInterrupt)) and _disk_full(staging)
