@@ -120,38 +120,35 @@ def calibrate_fpr(scores: Sequence[np.ndarray], brains: Sequence[np.ndarray],
     return thresholds
 
 
-def components_above_floor(score: np.ndarray, threshold: float, voxel_ml: float, min_component_ml: float) -> int:
-    """How many components of score > threshold are larger than the size floor."""
-    labels, n = label_components(score > threshold)
-    if n == 0:
-        return 0
-    sizes_ml = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_ml
-    return int((sizes_ml > min_component_ml).sum())
+def components_above_floor(score: np.ndarray, threshold: float, spacing_mm: Sequence[float],
+                           min_component_ml: float) -> int:
+    """How many components of score > threshold are larger than the size floor (those segment() keeps)."""
+    return int((component_volumes_ml(score > threshold, spacing_mm) > min_component_ml).sum())
 
 
-def clean_threshold(score: np.ndarray, voxel_ml: float, min_component_ml: float) -> float:
+def clean_threshold(score: np.ndarray, spacing_mm: Sequence[float], min_component_ml: float) -> float:
     """The smallest threshold at which a scan shows no component above the size floor.
 
     Raising the threshold only shrinks or splits components, so "any component left" falls
     monotonically with it and a bisection finds the edge.
     """
     lo, hi = 0.0, float(score.max())
-    if components_above_floor(score, lo, voxel_ml, min_component_ml) == 0:
+    if components_above_floor(score, lo, spacing_mm, min_component_ml) == 0:
         return 0.0
     for _ in range(30):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if components_above_floor(score, mid, voxel_ml, min_component_ml) else (lo, mid)
+        lo, hi = (mid, hi) if components_above_floor(score, mid, spacing_mm, min_component_ml) else (lo, mid)
     return hi
 
 
-def calibrate_components(scores: Sequence[np.ndarray], voxel_ml: float, min_component_ml: float,
+def calibrate_components(scores: Sequence[np.ndarray], spacing_mm: Sequence[float], min_component_ml: float,
                          max_flagged_fraction: float = 0.10) -> tuple[float, dict]:
     """Component-level calibration: the smallest threshold at which at most max_flagged_fraction of
     the healthy scans show any flagged component (above the size floor); with the figures reached."""
-    cleans = np.sort([clean_threshold(s, voxel_ml, min_component_ml) for s in scores])
+    cleans = np.sort([clean_threshold(s, spacing_mm, min_component_ml) for s in scores])
     allowed = int(np.floor(max_flagged_fraction * len(cleans)))
     threshold = float(cleans[len(cleans) - 1 - allowed])
-    counts = [components_above_floor(s, threshold, voxel_ml, min_component_ml) for s in scores]
+    counts = [components_above_floor(s, threshold, spacing_mm, min_component_ml) for s in scores]
     return threshold, {"max_flagged_scan_fraction": max_flagged_fraction,
                        "healthy_scans_flagged": float(np.mean(np.asarray(counts) > 0)),
                        "false_components_per_healthy_scan": float(np.mean(counts))}
@@ -161,9 +158,9 @@ def score_statistics(scores: Sequence[np.ndarray], brains: Sequence[np.ndarray],
     """Median and robust SD of the scores inside the eroded brain (where scores live), pooled over
     healthy scans; empty when the SD is 0 (a model that scores most voxels exactly 0: AutoDDPM)."""
     pooled = np.concatenate([s[eroded_brain(b, post.erode_iterations)] for s, b in zip(scores, brains)])
-    if float(np.median(np.abs(pooled - np.median(pooled)))) <= 0:
-        return {}
-    return {"healthy_median": float(np.median(pooled)), "healthy_robust_sd": robust_sd(pooled)}
+    median = float(np.median(pooled))
+    mad = float(np.median(np.abs(pooled - median)))
+    return {"healthy_median": median, "healthy_robust_sd": 1.4826 * mad} if mad > 0 else {}
 
 
 def adaptive_threshold(score: np.ndarray, brain: np.ndarray, base: float, healthy_median: float,

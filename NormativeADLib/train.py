@@ -166,14 +166,17 @@ def validation_loss(family, network: torch.nn.Module, slices: torch.Tensor, batc
     return float(sum(losses) / len(slices))
 
 
-def healthy_scores(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu")):
-    """(score maps, restoration figures: SSIM, PSNR, MAE inside the brain, mean over scans) of healthy scans."""
+def healthy_scores(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu"),
+                   fidelity: bool = False):
+    """Score maps of healthy scans, and with fidelity their restoration figures (SSIM, PSNR, MAE inside
+    the brain, mean over scans), computed only where they are reported (training's validation)."""
     scores, rows = [], []
     for img, b in zip(images, brains):
         restored = restore_volume(model, img, b, device)
         scores.append(anomaly.score_map(img, restored, b, model.card.postprocess))
-        rows.append(metrics.restoration_fidelity(img, restored, b))
-    return scores, {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")}
+        if fidelity:
+            rows.append(metrics.restoration_fidelity(img, restored, b))
+    return scores, {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")} if rows else {}
 
 
 @dataclass(frozen=True)
@@ -190,9 +193,9 @@ def calibrate(model: LoadedModel, images, brains, device: torch.device = torch.d
     """Every threshold policy calibrated on healthy calibration scans (see options: fpr*, comp10, adaptive)."""
     scores, _ = healthy_scores(model, images, brains, device)
     post = model.card.postprocess
-    voxel_ml = model.card.grid.spacing_mm ** 3 / 1000.0
     thresholds = anomaly.calibrate_fpr(scores, brains)
-    thresholds[COMPONENTS], components = anomaly.calibrate_components(scores, voxel_ml, post.min_component_ml)
+    thresholds[COMPONENTS], components = anomaly.calibrate_components(scores, (model.card.grid.spacing_mm,) * 3,
+                                                                      post.min_component_ml)
     statistics = anomaly.score_statistics(scores, brains, post)
     adaptive = {"base": COMPONENTS, **statistics} if statistics else {}
     case_scores = [anomaly.case_score(s, b) for s, b in zip(scores, brains)]
@@ -356,7 +359,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
     save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
     model = LoadedModel(card, network.eval())
     log("healthy restoration figures on validation subjects")
-    val_scores, figures = healthy_scores(model, val_images, val_brains, device)
+    val_scores, figures = healthy_scores(model, val_images, val_brains, device, fidelity=True)
     log("calibrating thresholds on calibration subjects")
     calibration = calibrate(model, cal_images, cal_brains, device)
     card = card.replace(

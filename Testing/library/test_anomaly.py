@@ -104,11 +104,11 @@ def _healthy_scores(n=10, shape=(30, 40, 40), seed=0):
 
 def test_component_calibration_allows_the_stated_share_of_flagged_healthy_scans():
     scores, brain = _healthy_scores(n=10)
-    threshold, figures = anomaly.calibrate_components(scores, 0.008, 0.056, max_flagged_fraction=0.1)
-    flagged = [anomaly.components_above_floor(s, threshold, 0.008, 0.056) > 0 for s in scores]
+    threshold, figures = anomaly.calibrate_components(scores, (2.0, 2.0, 2.0), 0.056, max_flagged_fraction=0.1)
+    flagged = [anomaly.components_above_floor(s, threshold, (2.0, 2.0, 2.0), 0.056) > 0 for s in scores]
     assert sum(flagged) <= 1 and figures["healthy_scans_flagged"] == sum(flagged) / 10
     slightly_lower = threshold * 0.97  # the smallest such threshold: a little lower flags more scans
-    assert sum(anomaly.components_above_floor(s, slightly_lower, 0.008, 0.056) > 0 for s in scores) > 1
+    assert sum(anomaly.components_above_floor(s, slightly_lower, (2.0, 2.0, 2.0), 0.056) > 0 for s in scores) > 1
 
 
 def test_adaptive_threshold_ignores_a_global_shift_but_keeps_a_planted_lesion():
@@ -117,7 +117,7 @@ def test_adaptive_threshold_ignores_a_global_shift_but_keeps_a_planted_lesion():
     post = PostProcess(erode_iterations=0, median_size=1)
     scores, brain = _healthy_scores(n=10)
     stats = anomaly.score_statistics(scores, [brain] * len(scores), post)
-    base = anomaly.calibrate_components(scores, 0.008, 0.056)[0]
+    base = anomaly.calibrate_components(scores, (2.0, 2.0, 2.0), 0.056)[0]
     case, _ = _healthy_scores(n=1, seed=5)
     shifted = (case[0] * 2.5 + 0.05) * brain  # another scanner: every residual larger
     lesion = np.zeros_like(brain)
