@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import shlex
 import signal
@@ -314,6 +315,8 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--config", help="time a config's network untrained (e.g. cddpm_published): speed only")
     bench.add_argument("--device", default="auto", choices=DEVICES)
     bench.add_argument("--runs", type=int, default=3)
+    for name, (module, help_text) in EXTENSION_COMMANDS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
     return p
 
 
@@ -367,6 +370,15 @@ def cmd_bench(args, reporter: Reporter) -> int:
     return bench_main(args)
 
 
+# Commands that live in their own module: it defines add_arguments(parser) and run(args, reporter) and keeps
+# its heavy imports (dask, trame) inside run(), so that `normativead --help` stays fast and light.
+EXTENSION_COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def _extension(name: str):
+    return lambda args, reporter: importlib.import_module(EXTENSION_COMMANDS[name][0]).run(args, reporter)
+
+
 COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train,
             "calibrate": cmd_calibrate, "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench}
 
@@ -388,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
 
             args.model = DEMO_MODEL if args.command == "demo" else DEFAULT_MODEL
         reporter = Reporter(getattr(args, "progress", "none"))
-        return COMMANDS[args.command](args, reporter)
+        command_fn = COMMANDS.get(args.command) or _extension(args.command)
+        return command_fn(args, reporter)
     except (Cancelled, KeyboardInterrupt) as err:
         reporter.close()
         outputs = getattr(err, "outputs", None)
