@@ -372,7 +372,9 @@ def cmd_bench(args, reporter: Reporter) -> int:
 
 # Commands that live in their own module: it defines add_arguments(parser) and run(args, reporter) and keeps
 # its heavy imports (dask, trame) inside run(), so that `normativead --help` stays fast and light.
-EXTENSION_COMMANDS: dict[str, tuple[str, str]] = {}
+EXTENSION_COMMANDS: dict[str, tuple[str, str]] = {
+    "anomalies": ("NormativeADLib.anomalies_cli", "synthetic anomalies and contrasts: preview what SADM trains on"),
+}
 
 
 def _extension(name: str):
