@@ -1,0 +1,270 @@
+"""Synthetic anomalies (synthetic.py) and synthetic contrasts (synth_contrast.py) on real scans in
+model space: the shipped sample case (always), a healthy IXI scan of ../shared/data (when present)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from NormativeADLib import synth_contrast as sc
+from NormativeADLib import synthetic
+
+from conftest import SHARED_DATA, needs_shared_data
+
+
+@pytest.fixture(scope="module")
+def volume(sample_scan):
+    """(image, brain) of the sample case's T1 on the model grid."""
+    from NormativeADLib import io, preprocess
+    from NormativeADLib.grid import ModelGrid
+
+    prepared = preprocess.prepare(io.read_scan(sample_scan), ModelGrid())
+    return prepared.image, prepared.brain
+
+
+@pytest.fixture(scope="module")
+def slices(volume):
+    """Three axial slices of the sample case (low, middle, high) and another slice to take patches from."""
+    image, brain = volume
+    picked = [25, 40, 55]
+    return [(image[z], brain[z]) for z in picked], (image[45], brain[45])
+
+
+@pytest.fixture(scope="module")
+def labels(volume):
+    image, brain = volume
+    return sc.labels_for_volume(image, brain)
+
+
+def _draws(slices, kind, seeds=range(12)):
+    cases, other = slices
+    for seed in seeds:
+        image, brain = cases[seed % len(cases)]
+        out, mask = synthetic.generate(kind, image, brain, np.random.default_rng(seed), other)
+        yield image, brain, out, mask
+
+
+# --- anomalies -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", synthetic.KINDS)
+def test_same_seed_same_anomaly_other_seed_another(slices, kind):
+    cases, other = slices
+    image, brain = cases[1]
+    a = synthetic.generate(kind, image, brain, np.random.default_rng(7), other)
+    b = synthetic.generate(kind, image, brain, np.random.default_rng(7), other)
+    c = synthetic.generate(kind, image, brain, np.random.default_rng(8), other)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("kind", synthetic.KINDS)
+def test_mask_is_inside_the_brain_and_of_the_documented_size(slices, kind):
+    for image, brain, out, mask in _draws(slices, kind):
+        assert mask.dtype == bool and mask.shape == image.shape
+        assert synthetic.MIN_VOXELS <= mask.sum() <= synthetic.max_voxels(2)
+        assert not (mask & ~brain).any()
+
+
+@pytest.mark.parametrize("kind", synthetic.KINDS)
+def test_only_the_mask_changes_and_intensities_stay_in_range(slices, kind):
+    changed_any = 0
+    for image, brain, out, mask in _draws(slices, kind):
+        assert out.dtype == np.float32 and out.shape == image.shape
+        np.testing.assert_array_equal(out[~mask], image[~mask])  # background included: it stays 0
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        changed_any += bool((np.abs(out - image)[mask] > 1e-4).any())
+    assert changed_any >= 10  # nearly every draw is visible (a blur of a flat region may not be)
+
+
+def test_bright_blobs_rise_and_dark_blobs_fall_within_the_documented_range(slices):
+    largest = synthetic.SHIFT_RANGE[1] * (1 + synthetic.TEXTURE_AMPLITUDE) + 1e-5
+    for kind, sign in (("bright_blob", 1.0), ("dark_blob", -1.0)):
+        for image, _, out, mask in _draws(slices, kind):
+            change = sign * (out - image)[mask]
+            assert change.min() >= 0.0 and change.max() <= largest
+            unclipped = (out[mask] > 0.0) & (out[mask] < 1.0)
+            assert change[unclipped].mean() > 0.5 * synthetic.SHIFT_RANGE[0]
+
+
+def test_smoothing_removes_texture(slices):
+    before, after = [], []
+    for image, _, out, mask in _draws(slices, "smoothing"):
+        before.append(np.abs(np.diff(image, axis=1))[mask[:, 1:]].mean())
+        after.append(np.abs(np.diff(out, axis=1))[mask[:, 1:]].mean())
+    assert np.mean(after) < 0.8 * np.mean(before)
+
+
+def test_foreign_patch_brings_the_other_subjects_texture(slices):
+    cases, (_, other_brain) = slices
+    image, brain = cases[1]
+    # a checkerboard donor: alpha blending brings its values, Poisson blending its gradients
+    checker = (np.indices(image.shape).sum(0) % 2 * 0.6 + 0.2).astype(np.float32)
+    donor = np.where(other_brain, checker, 0.0).astype(np.float32)
+    for seed in range(6):
+        out, mask = synthetic.generate("foreign_patch", image, brain, np.random.default_rng(seed), (donor, other_brain))
+        assert np.abs(out - image)[mask].max() > 0.1
+
+
+def test_anomalies_work_on_volumes(volume):
+    image, brain = volume
+    other = (image[:, :, ::-1].copy(), brain[:, :, ::-1].copy())  # the mirrored brain lends patches
+    for i, kind in enumerate(synthetic.KINDS):
+        out, mask = synthetic.generate(kind, image, brain, np.random.default_rng(i), other)
+        assert synthetic.MIN_VOXELS <= mask.sum() <= synthetic.max_voxels(3)
+        assert not (mask & ~brain).any()
+        np.testing.assert_array_equal(out[~mask], image[~mask])
+
+
+def test_sample_draws_kinds_with_the_documented_probabilities(slices):
+    cases, other = slices
+    image, brain = cases[1]
+    rng = np.random.default_rng(0)
+    kinds = [synthetic.sample(image, brain, rng, other)[2] for _ in range(500)]
+    for kind, p in synthetic.PROBABILITIES.items():
+        assert abs(kinds.count(kind) / len(kinds) - p) < 0.07, kind
+    assert abs(sum(synthetic.PROBABILITIES.values()) - 1.0) < 1e-9
+
+
+def test_a_slice_takes_milliseconds(slices):
+    cases, other = slices
+    image, brain = cases[1]
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(50):
+        synthetic.sample(image, brain, rng, other)
+    assert (time.perf_counter() - start) / 50 < 0.03  # measured about 1-2 ms; room for a busy machine
+
+
+def test_too_small_a_brain_or_a_wrong_kind_is_refused():
+    image = np.zeros((32, 32), np.float32)
+    brain = np.zeros((32, 32), bool)
+    brain[10:12, 10:12] = True
+    with pytest.raises(ValueError, match="brain"):
+        synthetic.generate("bright_blob", image, brain, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unknown anomaly kind"):
+        synthetic.generate("tumour", image, brain, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="grid"):
+        synthetic.generate("foreign_patch", np.ones((32, 32), np.float32), np.ones((32, 32), bool),
+                           np.random.default_rng(0), (np.ones((16, 16), np.float32), np.ones((16, 16), bool)))
+
+
+def test_perlin_noise_is_seeded_smooth_and_bounded():
+    a = synthetic.perlin((40, 40), (4, 4), np.random.default_rng(1))
+    b = synthetic.perlin((40, 40), (4, 4), np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).max() <= 1.0 + 1e-5 and a.std() > 0.05
+    assert np.abs(np.diff(a, axis=0)).max() < 0.3  # smooth: ten pixels per lattice cell
+    assert synthetic.perlin((8, 9, 10), (2, 2, 2), np.random.default_rng(1)).shape == (8, 9, 10)
+
+
+def test_poisson_blend_keeps_the_host_outside_and_the_patch_shape_inside():
+    host = np.full((20, 20), 0.5, np.float32)
+    y, x = np.indices((20, 20))
+    patch = (0.1 + 0.4 * np.exp(-((y - 10) ** 2 + (x - 10) ** 2) / 8.0)).astype(np.float32)  # a bump on 0.1
+    inside = np.zeros((20, 20), bool)
+    inside[4:17, 4:17] = True
+    out = synthetic.poisson_blend(host, patch, inside)
+    np.testing.assert_array_equal(out[~inside], host[~inside])
+    # the bump shows, standing on the host's level (0.5), not on the patch's own (0.1)
+    assert abs(out[10, 10] - 0.9) < 0.05 and abs(out[4, 4] - 0.5) < 0.05
+
+
+# --- synthetic contrasts ---------------------------------------------------------------------------
+
+def _class_means(image, labels):
+    return {t: float(image[labels == t].mean()) for t in (sc.CSF, sc.GM, sc.WM)}
+
+
+def test_tissue_classes_of_a_t1_are_ordered_csf_gm_wm(volume, labels):
+    image, brain = volume
+    assert sc.tissue_priors() is not None, "the MNI GM/WM maps ship with nilearn beside the template"
+    assert (labels[~brain] == sc.BACKGROUND).all() and (labels[brain] > sc.BACKGROUND).all()
+    shares = np.bincount(labels[brain], minlength=4)[1:] / brain.sum()
+    assert shares.min() > 0.05, shares  # every tissue is there in earnest
+    means = _class_means(image, labels)
+    assert means[sc.CSF] < means[sc.GM] < means[sc.WM]
+
+
+def test_tissue_priors_are_probabilities():
+    priors = sc.tissue_priors()
+    if priors is None:
+        pytest.skip("the MNI152 GM/WM maps are not installed beside the template (nilearn)")
+    assert priors.shape[0] == 4 and priors.min() >= 0.0
+    assert np.abs(priors.sum(0) - 1.0).max() < 0.05
+
+
+@pytest.mark.parametrize("contrast", sc.CONTRASTS)
+def test_synthetic_contrasts_keep_the_documented_tissue_order(labels, contrast):
+    slab = labels[25:55]  # the middle of the brain: a quarter of the time of the whole volume
+    for seed in range(3):
+        image = sc.synthesise(slab, np.random.default_rng(seed), contrast)
+        means = _class_means(image, slab)
+        order = sc.CONTRAST_ORDER[contrast]
+        assert means[order[0]] < means[order[1]] < means[order[2]], (seed, means)
+
+
+def test_synthetic_images_are_normalised_like_scans_and_seeded(labels):
+    slab = labels[35:45]
+    a = sc.synthesise(slab, np.random.default_rng(3))
+    b = sc.synthesise(slab, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    brain = slab > 0
+    assert a.dtype == np.float32 and (a[~brain] == 0).all() and a.min() >= 0.0 and a.max() <= 1.0
+    lo, hi = np.percentile(a[brain], [1, 99])
+    assert lo < 0.02 and hi > 0.98  # percentiles (1, 99) of the brain on 0 and 1, as preprocess scales
+
+
+def test_random_contrast_draws_every_order(labels):
+    orders = set()
+    for seed in range(30):
+        means = sc.class_means(np.random.default_rng(seed))
+        orders.add(tuple(np.argsort(means[1:])))
+    assert len(orders) == 6
+
+
+def test_class_means_bias_and_noise_ranges():
+    rng = np.random.default_rng(0)
+    for contrast in sc.CONTRASTS:
+        means = sc.class_means(rng, contrast)
+        for tissue, (lo, hi) in zip(sc.CONTRAST_ORDER[contrast], sc.RANK_RANGES):
+            assert lo <= means[tissue] <= hi
+    field = sc.bias_field((40, 48, 48), rng, 0.2)
+    assert np.exp(-0.2) - 1e-5 <= field.min() and field.max() <= np.exp(0.2) + 1e-5
+    assert np.abs(np.log(field)).max() > 0.19  # the drawn strength is reached, not only bounded
+    assert np.abs(np.diff(np.log(field), axis=1)).max() < 0.05  # smooth over the brain
+    flat = np.full((64, 64), sc.WM, np.uint8)
+    quiet = sc.SynthSettings(class_std=(0.0, 0.0), blur_sigma=(0.0, 0.0), bias_max=0.0, noise_std=(0.02, 0.02),
+                             thick_slices=(1,))
+    raw = sc.synthesise(flat, np.random.default_rng(1), "T1", quiet)
+    assert raw.std() > 0.1  # noise alone spans the normalised range of a flat image
+    thick = sc.thick_slices(np.arange(12, dtype=np.float32).reshape(1, 12).repeat(3, 0), 3, axis=1)
+    assert thick.shape == (3, 12) and np.abs(thick - np.arange(12)).max() < 1.01
+
+
+@needs_shared_data()
+def test_a_healthy_ixi_scan_gives_ordered_classes_and_contrasts():
+    from NormativeADLib import data, io, preprocess
+    from NormativeADLib.grid import ModelGrid
+
+    path = sorted(data.list_scans(SHARED_DATA / "healthy" / "ixi_t1").values())[0]
+    prepared = preprocess.prepare(io.read_scan(path), ModelGrid())
+    labels = sc.labels_for_volume(prepared.image, prepared.brain)
+    means = _class_means(prepared.image, labels)
+    assert means[sc.CSF] < means[sc.GM] < means[sc.WM]
+    image = sc.synthesise(labels[30:50], np.random.default_rng(0), "FLAIR")
+    flair = _class_means(image, labels[30:50])
+    assert flair[sc.CSF] < flair[sc.WM] < flair[sc.GM]
+
+
+# --- the preview command -----------------------------------------------------------------------------
+
+def test_preview_command_writes_a_png_grid(tmp_path):
+    from NormativeADLib import cli
+
+    out = tmp_path / "grid.png"
+    assert cli.main(["anomalies", "preview", "--out", str(out), "--columns", "2", "--contrast", "T2"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["anomalies", "preview", "--out", str(out)]) == 4  # never replaced without --overwrite
