@@ -373,7 +373,9 @@ def cmd_bench(args, reporter: Reporter) -> int:
 # Commands that live in their own module: it defines add_arguments(parser) and run(args, reporter) and keeps
 # its heavy imports (dask, trame) inside run(), so that `normativead --help` stays fast and light.
 EXTENSION_COMMANDS: dict[str, tuple[str, str]] = {
+    "batch": ("NormativeADLib.batch", "restore many scans on a Dask cluster: resumable, cohort table"),
     "anomalies": ("NormativeADLib.anomalies_cli", "synthetic anomalies and contrasts: preview what SADM trains on"),
+    "web": ("NormativeADWeb.command", "browser viewer (trame-slicer) on Slicer's real scene"),
 }
 
 

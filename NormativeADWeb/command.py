@@ -1,0 +1,63 @@
+"""`normativead web`: the browser viewer, as a subcommand of the normativead command line.
+
+add_arguments() runs whenever the command line builds its parser, so it imports nothing beyond the
+standard library; run() imports trame, slicer-core and the app only when the page is wanted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default: this machine only; anything else opens the page to "
+                             "the network, which the server says at start-up)")
+    parser.add_argument("--data", help="folder of scans (and masks) the page offers to open")
+    parser.add_argument("--max-upload-mb", type=float, default=200.0, help="largest file the page accepts")
+    parser.add_argument("--open", action="store_true", help="open the page in this machine's browser")
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args, reporter) -> int:
+    from NormativeADLib.errors import InputError
+
+    from .slicer_lib import ensure_importable
+
+    data = Path(args.data) if args.data else None
+    if data is not None and not data.is_dir():
+        raise InputError(f"--data {data} is not a folder; give the folder holding the scans.")
+    if args.max_upload_mb <= 0:
+        raise InputError("--max-upload-mb must be a positive number of megabytes.")
+    ensure_importable()
+    if not is_loopback(args.host):
+        print(f"normativead web: listening on {args.host}, not only on this machine: anyone who can reach "
+              f"{args.host}:{args.port} can open scans and run models here. Research software, not for diagnosis.",
+              file=sys.stderr, flush=True)
+    upload_dir = Path(tempfile.mkdtemp(prefix="normativead-web-"))  # private (0700); removed on exit
+    try:
+        from .app import NormativeADWebApp
+
+        app = NormativeADWebApp(upload_dir=upload_dir, data_dir=data,
+                                max_upload_bytes=int(args.max_upload_mb * 2**20))
+        sys.argv = sys.argv[:1]  # trame reads sys.argv too: our options are already applied
+        app.server.start(port=args.port, host=args.host, open_browser=args.open, timeout=0)
+        app.close()
+    finally:
+        shutil.rmtree(upload_dir, ignore_errors=True)
+    return 0
