@@ -1,0 +1,482 @@
+"""The NormativeAD page: trame + Vuetify widgets over trame-slicer's Slicer slice views.
+
+Thin, like the Slicer panel's widget: every handler hands its work to the WebSession (session.py),
+which works through the Slicer module's NormativeADSlicerLib, and then copies what the session says
+into the page's state. Views: "Result" shows the scan in three linked Slicer slice views (axial,
+coronal, sagittal) with the heatmap as the foreground layer and the segmentation outline; "Compare"
+is the Slicer module's own comparison layout (comparison.layout_xml), one linked view per model.
+
+Element ids (na-...) name the controls for people reading the page's HTML and for the browser tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from trame.app import TrameApp
+from trame.widgets import client, html
+from trame_server.utils.asynchronous import create_task
+from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, slicer_layout_to_vue
+from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
+from trame_vuetify.widgets import vuetify3 as v3
+
+from NormativeADLib.errors import NormativeADError
+from NormativeADLib.options import DEVICES
+
+from NormativeADSlicerLib import comparison, scene as scene_logic
+
+from .session import DOWNLOADS, WebSession
+
+log = logging.getLogger("normativead.web")
+
+RESULT_LAYOUT = "Result"
+COMPARE_LAYOUT = "Compare"
+THREE_VIEWS = [ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.coronal_view(),
+               ViewLayoutDefinition.sagittal_view()]
+POLL_S = 0.2  # how often a running job's progress lines are read
+VIEWS_HEIGHT = "62vh"
+NO_REFERENCE = "none"
+
+
+class NormativeADWebApp(TrameApp):
+    """One server, one scene, one page; see the module docstring."""
+
+    def __init__(self, upload_dir: Path, data_dir: Path | None = None, max_upload_bytes: int = 200 << 20,
+                 server=None):
+        super().__init__(server=server)
+        self.slicer_app = SlicerApp()
+        register_rca_factories(self.slicer_app.view_manager, self.server)
+        self.layouts = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
+        self.layouts.register_layout(RESULT_LAYOUT, Layout(LayoutDirection.Horizontal, list(THREE_VIEWS)))
+        self.layouts.set_layout(RESULT_LAYOUT)
+        self.session = WebSession(self.slicer_app.scene, upload_dir, data_dir, max_upload_bytes)
+        self._sources = {str(i): s for i, s in enumerate(self.session.sources())}
+        self._init_state(max_upload_bytes)
+        self._bind()
+        self._build_ui()
+
+    # ------------------------------------------------------------------------------------------
+    # State
+
+    def _init_state(self, max_upload_bytes: int) -> None:
+        from NormativeADLib.catalogue import DEMO_MODEL
+
+        models = self.session.models()
+        s = self.state
+        s.sources = [{"title": src.label, "value": key} for key, src in self._sources.items()]
+        s.reference_sources = [{"title": "none", "value": NO_REFERENCE}] + s.sources
+        s.scan_source = None
+        s.reference_source = NO_REFERENCE
+        s.scan_name = ""
+        s.models = [{"title": f"{c.id} ({c.contrast})", "value": c.id} for c in models]
+        s.model = DEMO_MODEL if any(c.id == DEMO_MODEL for c in models) else (models[0].id if models else None)
+        s.compare_models = []
+        s.card = {}
+        s.devices = list(DEVICES)
+        s.device = "auto"
+        s.running = False
+        s.progress = 0
+        s.status = "Open a scan to begin."
+        s.error = ""
+        s.max_upload_bytes = max_upload_bytes
+        s.max_upload_mb = round(max_upload_bytes / 2**20)
+        s.results = []
+        s.current_result = None
+        s.threshold_choices = []
+        s.threshold_policy = None
+        s.threshold_value = 0.0
+        s.threshold_max = 1.0
+        s.opacity = scene_logic.DEFAULT_OPACITY
+        s.legend = {"low": "", "high": "", "gradient": _gradient_css(self.slicer_app.scene)}
+        s.table_headers = []
+        s.table_rows = []
+        s.downloads = [{"kind": kind, "label": label} for kind, (label, _) in DOWNLOADS.items()]
+        s.layout_name = RESULT_LAYOUT
+        s.runs_finished = 0  # counts finished runs: the browser tests wait on it
+        self._show_card(s.model)
+
+    def _bind(self) -> None:
+        s = self.state
+        s.change("scan_source")(self._on_scan_source)
+        s.change("reference_source")(self._on_reference_source)
+        s.change("model")(lambda model, **_: self._show_card(model))
+        s.change("threshold_policy")(self._on_threshold_policy)
+        s.change("threshold_value")(self._on_threshold_value)
+        s.change("opacity")(self._on_opacity)
+        s.change("current_result")(self._on_current_result)
+        s.change("layout_name")(lambda layout_name, **_: self._set_layout(layout_name))
+        self.server.trigger("na_upload")(self.upload)
+
+    def _show_card(self, model_id) -> None:
+        """The chosen model's card: contrast, training data, figures, thresholds."""
+        card = next((c for c in self.session.models() if c.id == model_id), None)
+        if card is None:
+            self.state.card = {}
+            return
+        training = card.training or {}
+        self.state.card = {
+            "id": card.id, "version": card.version, "family": card.family, "contrast": card.contrast,
+            "training": "; ".join(str(training[k]) for k in ("data", "licence") if training.get(k)) or "not stated",
+            "figures": card.figures_summary() or "none recorded",
+            "thresholds": ", ".join(card.offered_thresholds()) or "none",
+            "default_threshold": card.default_threshold,
+        }
+
+    def _fail(self, err: Exception) -> None:
+        """A problem the user can act on, in the page (the command line's wording for bad input)."""
+        if not isinstance(err, (NormativeADError, FileNotFoundError, ValueError, OSError)):
+            log.exception("unexpected error")
+        self.state.error = str(err)
+
+    # ------------------------------------------------------------------------------------------
+    # Opening files
+
+    def _on_scan_source(self, scan_source, **_) -> None:
+        if scan_source is None or scan_source not in self._sources:
+            return
+        self._open_scan(self._sources[scan_source].path)
+
+    def _open_scan(self, path: Path, name: str | None = None) -> None:
+        try:
+            node = self.session.load_scan(path, name)
+        except Exception as err:
+            self._fail(err)
+            return
+        s = self.state
+        s.error = ""
+        s.scan_name = node.GetName()
+        s.status = f"{node.GetName()} opened; choose a model and press Run."
+        s.reference_source = NO_REFERENCE
+        self._show_results_state()
+        self._set_layout(RESULT_LAYOUT)
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.set_background_volume_id(node.GetID())
+            view.set_foreground_volume_id(None)
+            view.reset_view()
+        self._link_views()
+
+    def _on_reference_source(self, reference_source, **_) -> None:
+        if reference_source in (None, NO_REFERENCE):
+            self.session.clear_reference()
+            return
+        if reference_source in self._sources:
+            self._open_reference(self._sources[reference_source].path)
+
+    def _open_reference(self, path: Path) -> None:
+        try:
+            self.session.load_reference(path)
+            self.state.error = ""
+        except Exception as err:
+            self._fail(err)
+
+    def upload(self, files, role: str = "scan") -> None:
+        """Files chosen in the page: written to the private upload folder, then opened as scan or reference."""
+        try:
+            client_file = _client_file(files)
+            path = self.session.save_upload(client_file.name, client_file.content)
+        except Exception as err:
+            self._fail(err)
+            return
+        if role == "reference":
+            self._open_reference(path)
+        else:
+            self.state.scan_source = None
+            self._open_scan(path)
+
+    # ------------------------------------------------------------------------------------------
+    # Running
+
+    def run(self, compare: bool = False) -> None:
+        s = self.state
+        models = list(s.compare_models) if compare else [s.model]
+        if compare:
+            models = ([s.model] if s.model and s.model not in models else []) + models
+        if compare and len(models) < 2:
+            s.error = "tick at least one more model to compare with."
+            return
+        if compare:
+            self._prepare_compare_views(models)
+        try:
+            self.session.start(models, device=s.device, opacity=s.opacity, on_progress=self._on_progress,
+                               on_finished=self._on_finished)
+        except Exception as err:
+            self._fail(err)
+            return
+        s.error = ""
+        s.running = True
+        s.progress = 0
+        s.status = f"running {', '.join(models)}..."
+        create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            with self.state:
+                going = self.session.poll()
+            if not going:
+                break
+            await asyncio.sleep(POLL_S)
+
+    def _on_progress(self, job_state) -> None:
+        self.state.progress = round(100 * job_state.fraction)
+        self.state.status = job_state.message
+
+    def _on_finished(self, job_state) -> None:
+        s = self.state
+        s.running = False
+        s.status = job_state.message + (f" (device: {job_state.device})" if job_state.device else "")
+        if job_state.status == "failed":
+            s.error = job_state.message
+        if job_state.status != "done":
+            return  # the previous results are still in the scene and the page
+        s.progress = 100
+        compare = len(job_state.results) > 1
+        self._set_layout(COMPARE_LAYOUT if compare else RESULT_LAYOUT)
+        self._show_results_state()
+        self._centre_views()
+        s.runs_finished += 1
+
+    def cancel(self) -> None:
+        self.session.cancel()
+
+    def _prepare_compare_views(self, models: list[str]) -> None:
+        """The comparison views exist before the job ends, as Slicer's layout manager makes them, so that
+        the module's show_comparison finds them; they are shown only once the job is done."""
+        xml = comparison.layout_xml(models, with_table=False)
+        self.layouts.register_layout(COMPARE_LAYOUT, slicer_layout_to_vue(xml))
+
+    # ------------------------------------------------------------------------------------------
+    # Results
+
+    def _show_results_state(self) -> None:
+        s = self.state
+        s.results = [{"title": f"{r.model_id}: {r.name}", "value": r.name} for r in self.session.results]
+        s.current_result = self.session.current.name if self.session.current else None
+        self._show_threshold()
+        self._show_table()
+
+    def _on_current_result(self, current_result, **_) -> None:
+        if current_result is None:
+            return
+        self.session.select(current_result)
+        self._show_threshold()
+
+    def _show_threshold(self) -> None:
+        s, result = self.state, self.session.current
+        if result is None:
+            s.threshold_choices, s.threshold_policy, s.threshold_value = [], None, 0.0
+            s.legend = {**s.legend, "low": "", "high": ""}
+            return
+        _, high = self.session.threshold_range()
+        s.threshold_choices = self.session.threshold_choices()
+        s.threshold_max = round(high, 4)
+        s.threshold_policy = result.threshold_source if result.threshold_source in result.thresholds else "manual"
+        s.threshold_value = round(result.threshold, 4)
+        low, top = scene_logic.heatmap_window(result)
+        s.legend = {**s.legend, "low": f"{low:.3g}", "high": f"{top:.3g}"}
+
+    def _on_threshold_policy(self, threshold_policy, **_) -> None:
+        result = self.session.current
+        if result is None or threshold_policy in (None, "manual") or threshold_policy == result.threshold_source:
+            return
+        self._apply_threshold(threshold_policy)
+
+    def _on_threshold_value(self, threshold_value, **_) -> None:
+        result = self.session.current
+        if result is None or threshold_value is None or abs(float(threshold_value) - result.threshold) < 1e-6:
+            return  # the page echoing a value the server set
+        self._apply_threshold(float(threshold_value))
+
+    def _apply_threshold(self, choice) -> None:
+        try:
+            self.session.set_threshold(choice)
+            self.state.error = ""
+        except Exception as err:
+            self._fail(err)
+        self._show_threshold()
+        self._show_table()
+
+    def _on_opacity(self, opacity, **_) -> None:
+        self.session.set_opacity(float(opacity))
+
+    def _show_table(self) -> None:
+        headers, rows = self.session.table()
+        keep = [h for h in headers if any(row.get(h) for row in rows)]  # columns this run filled
+        self.state.table_headers = [{"title": h, "key": h} for h in keep]
+        self.state.table_rows = rows
+
+    def download(self, kind: str):
+        """{name, data}: one file of the current result, as a binary attachment for the browser."""
+        try:
+            name, data = self.session.export(kind)
+        except Exception as err:
+            self._fail(err)
+            return None
+        return {"name": name, "data": self.server.protocol.addAttachment(data)}
+
+    # ------------------------------------------------------------------------------------------
+    # Views
+
+    def _set_layout(self, name: str) -> None:
+        if name == COMPARE_LAYOUT and not self.layouts.has_layout(COMPARE_LAYOUT):
+            name = RESULT_LAYOUT
+        self.layouts.set_layout(name)
+        self.state.layout_name = name
+
+    def _link_views(self) -> None:
+        """The three result views move together (Slicer's linked control), as in Slicer's own layouts."""
+        scene = self.slicer_app.scene
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            composite = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+            composite.SetLinkedControl(True)
+
+    def _centre_views(self) -> None:
+        """Every view on the largest anomaly (or the scan's centre when nothing was flagged)."""
+        ras = self.session.anomaly_centre_ras()
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.reset_view()
+            if ras is not None:
+                view.get_view_node().JumpSliceByOffsetting(*ras)
+            view.schedule_render()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ------------------------------------------------------------------------------------------
+    # The page
+
+    def _build_ui(self) -> None:
+        with SinglePageWithDrawerLayout(self.server, width=380) as self.ui:
+            client.Style(PAGE_CSS)
+            self.ui.title.set_text("NormativeAD")
+            with self.ui.toolbar:
+                v3.VSpacer()
+                html.Span("Research software: not a medical device, not for diagnosis.", classes="text-caption mr-4")
+            with self.ui.drawer:
+                self._build_inputs()
+                self._build_model()
+                self._build_run()
+                self._build_threshold()
+            with self.ui.content:
+                with v3.VContainer(fluid=True, classes="pa-2"):
+                    v3.VAlert(v_if="error", text=("error",), type="error", density="compact", id="na-error",
+                              closable=True, classes="mb-2", **{"click:close": "error = ''"})
+                    with html.Div(style=f"height: {VIEWS_HEIGHT}; position: relative;", id="na-views"):
+                        self.layouts.initialize_layout_grid(self.ui)
+                    self._build_legend()
+                    self._build_table()
+                    self._build_downloads()
+
+    def _build_inputs(self) -> None:
+        with v3.VCard(title="Scan", flat=True, classes="pb-0"):
+            with v3.VCardText():
+                v3.VSelect(label="Open", items=("sources",), v_model=("scan_source",), density="compact",
+                           id="na-scan-source", hide_details=True, classes="mb-2")
+                v3.VFileInput(label="or upload a scan", density="compact", id="na-scan-upload", hide_details=True,
+                              prepend_icon="mdi-upload", change=_upload_js("scan"), classes="mb-2")
+                v3.VSelect(label="Reference segmentation (optional)", items=("reference_sources",),
+                           v_model=("reference_source",), density="compact", id="na-reference-source",
+                           hide_details=True, classes="mb-2", disabled=("!scan_name",))
+                v3.VFileInput(label="or upload a reference", density="compact", id="na-reference-upload",
+                              hide_details=True, prepend_icon="mdi-upload", change=_upload_js("reference"),
+                              disabled=("!scan_name",))
+                html.Div("Largest upload: {{ max_upload_mb }} MB", classes="text-caption mt-1")
+
+    def _build_model(self) -> None:
+        with v3.VCard(title="Model", flat=True):
+            with v3.VCardText():
+                v3.VSelect(label="Model", items=("models",), v_model=("model",), density="compact",
+                           id="na-model", hide_details=True, classes="mb-2")
+                with html.Div(classes="text-caption na-card", id="na-card", v_if="card.id"):
+                    html.Div("<b>{{ card.id }}</b> {{ card.version }}: {{ card.family }}, contrast "
+                             "<b>{{ card.contrast }}</b>")
+                    html.Div("Trained on: {{ card.training }}")
+                    html.Div("Figures: {{ card.figures }}")
+                    html.Div("Thresholds: {{ card.thresholds }} (default {{ card.default_threshold }})")
+                v3.VSelect(label="Device", items=("devices",), v_model=("device",), density="compact",
+                           id="na-device", hide_details=True, classes="mt-2")
+
+    def _build_run(self) -> None:
+        with v3.VCard(title="Run", flat=True):
+            with v3.VCardText():
+                with html.Div(classes="d-flex ga-2"):
+                    v3.VBtn("Run", color="primary", id="na-run", click=self.run,
+                            disabled=("running || !scan_name || !model",))
+                    v3.VBtn("Cancel", color="error", id="na-cancel", click=self.cancel, v_if="running")
+                v3.VProgressLinear(model_value=("progress",), height=8, classes="my-2", id="na-progress",
+                                   color="primary", striped=("running",))
+                html.Div("{{ status }}", classes="text-caption", id="na-status")
+                v3.VSelect(label="Compare with", items=("models",), v_model=("compare_models",), multiple=True,
+                           chips=True, density="compact", id="na-compare-models", hide_details=True, classes="mt-2")
+                v3.VBtn("Compare", id="na-compare", click=(self.run, "[true]"), classes="mt-2",
+                        disabled=("running || !scan_name || !compare_models.length",))
+
+    def _build_threshold(self) -> None:
+        with v3.VCard(title="Threshold and display", flat=True, v_if="current_result"):
+            with v3.VCardText():
+                v3.VSelect(label="Result", items=("results",), v_model=("current_result",), density="compact",
+                           id="na-result", hide_details=True, classes="mb-2")
+                v3.VSelect(label="Threshold", items=("threshold_choices",), v_model=("threshold_policy",),
+                           density="compact", id="na-threshold-policy", hide_details=True, classes="mb-2")
+                v3.VSlider(v_model=("threshold_value",), min=0, max=("threshold_max",), step=0.01,
+                           thumb_label=True, density="compact", id="na-threshold", label="Value", hide_details=True)
+                html.Div("threshold {{ threshold_value }}", classes="text-caption", id="na-threshold-value")
+                v3.VSlider(v_model=("opacity",), min=0, max=1, step=0.05, density="compact", id="na-opacity",
+                           label="Opacity", hide_details=True, classes="mt-2")
+                with v3.VBtnToggle(v_model=("layout_name",), mandatory=True, density="compact", classes="mt-2"):
+                    v3.VBtn("Three views", value=RESULT_LAYOUT, id="na-layout-result")
+                    v3.VBtn("Compare", value=COMPARE_LAYOUT, id="na-layout-compare")
+
+    def _build_legend(self) -> None:
+        with html.Div(classes="d-flex align-center ga-2 mt-1", v_if="current_result", id="na-legend"):
+            html.Span("heatmap {{ legend.low }}", classes="text-caption")
+            html.Div(style=("{background: legend.gradient, width: '240px', height: '12px', borderRadius: '2px'}",))
+            html.Span("{{ legend.high }}", classes="text-caption")
+            html.Span("yellow outline: anomaly segmentation; magenta: reference", classes="text-caption ml-4")
+
+    def _build_table(self) -> None:
+        v3.VDataTable(headers=("table_headers",), items=("table_rows",), density="compact", id="na-table",
+                      v_if="table_rows.length", items_per_page=-1, hide_default_footer=True, classes="mt-2")
+
+    def _build_downloads(self) -> None:
+        with html.Div(classes="d-flex flex-wrap ga-2 mt-2", v_if="current_result", id="na-downloads"):
+            v3.VBtn("{{ d.label }}", v_for="d in downloads", key="d.kind", size="small", prepend_icon="mdi-download",
+                    id=("`na-download-${d.kind}`",),
+                    click=f"trigger('{self.ctrl.trigger_name(self.download)}', [d.kind]).then("
+                          "(r) => r && utils.download(r.name, r.data, 'application/octet-stream'))")
+
+
+def _upload_js(role: str) -> str:
+    """Client side of an upload: refuse a file over the limit before sending it, else hand it to the server."""
+    return ("(f = $event.target.files) && f.length && (f[0].size > max_upload_bytes "
+            f"? (error = `${{f[0].name}} is ${{Math.round(f[0].size / 1048576)}} MB; the limit of this server is "
+            f"${{max_upload_mb}} MB (normativead web --max-upload-mb).`) "
+            f": trigger('na_upload', [f[0], '{role}']))")
+
+
+def _client_file(files):
+    from trame.app.file_upload import ClientFile
+
+    first = files[0] if isinstance(files, list) else files
+    return ClientFile(first)
+
+
+def _gradient_css(scene) -> str:
+    """The heatmap colour table as a CSS gradient, for the colour bar beside the views."""
+    colours = scene_logic.heatmap_color_node(scene)
+    count = colours.GetNumberOfColors()
+    stops = []
+    for i in range(0, count, max(1, count // 16)):
+        rgba = [0.0] * 4
+        colours.GetColor(i, rgba)
+        stops.append(f"rgb({round(255 * rgba[0])},{round(255 * rgba[1])},{round(255 * rgba[2])})")
+    return f"linear-gradient(to right, {', '.join(stops)})"
+
+
+PAGE_CSS = """
+html { overflow-y: auto; }
+.na-card div { margin-top: 2px; }
+"""

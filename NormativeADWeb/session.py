@@ -1,0 +1,275 @@
+"""What one browser page does to the MRML scene, with no user interface: the web page's logic.
+
+A WebSession holds the scan shown, its optional reference segmentation, the job running and the
+results of the last finished job. Everything that touches results goes through the Slicer module's
+NormativeADSlicerLib (Job for runs, scene for display / threshold / table, comparison for the
+side-by-side views, export for files), so the page and the Slicer panel share one copy of that code.
+
+Files handed in by the page (uploads) are written into a private folder made by the server and
+removed when it stops; an upload larger than the limit is refused before it is written.
+A scan is checked with the library's own checks (the command line's messages) before it reaches the
+scene. A failed or cancelled job leaves the previous results as they were (the Job adds nothing to
+the scene until every model has finished).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import slicer
+
+from NormativeADLib import catalogue, paths
+from NormativeADLib.errors import InputError
+from NormativeADLib.paths import READABLE_SUFFIXES
+
+from NormativeADSlicerLib import export, nodes, scene as scene_logic
+from NormativeADSlicerLib.logic import Job, JobState, RunSettings
+from NormativeADSlicerLib.process import ProcessRunner
+
+REFERENCE_COLOR = (1.0, 0.0, 1.0)  # magenta: no colour of the heatmap's blue-to-red map, nor the anomaly's yellow
+DOWNLOADS = {  # kind -> (label, key in export.export_result's answer)
+    "segmentation": ("Segmentation (.seg.nrrd)", "segmentation"),
+    "labelmap": ("Segmentation (NIfTI)", "labelmap"),
+    "heatmap": ("Heatmap (NIfTI)", "heatmap"),
+    "pseudo_healthy": ("Pseudo-healthy (NIfTI)", "pseudo_healthy"),
+    "metrics": ("Metrics (CSV)", "metrics"),
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """An image file the page can open: the shipped sample case or a file of --data."""
+
+    label: str
+    path: Path
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(READABLE_SUFFIXES))
+
+
+class WebSession:
+    """The scene state behind one page; see the module docstring."""
+
+    def __init__(self, scene, upload_dir: Path, data_dir: Path | None = None, max_upload_bytes: int = 200 << 20,
+                 process_factory: Callable = ProcessRunner):
+        self.scene = scene
+        self.upload_dir = Path(upload_dir)
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.max_upload_bytes = int(max_upload_bytes)
+        self.process_factory = process_factory
+        self.scan = None
+        self.reference = None
+        self.job: Job | None = None
+        self.results: list[scene_logic.Result] = []
+        self.current: scene_logic.Result | None = None
+        nodes.ensure_segmentation_support()
+
+    # -- what can be opened
+
+    def sources(self) -> list[Source]:
+        found = []
+        for contrast in paths.SAMPLE_SCANS:
+            scan, lesion = paths.sample_case(contrast)
+            found.append(Source(f"sample: MSLUB patient 26 {contrast}", scan))
+        found.append(Source("sample: MSLUB patient 26 lesion (reference)", lesion))
+        if self.data_dir is not None and self.data_dir.is_dir():
+            found += [Source(str(p.relative_to(self.data_dir)), p) for p in image_files(self.data_dir)]
+        return found
+
+    def models(self) -> list:
+        return catalogue.list_models()
+
+    def save_upload(self, name: str, content: bytes) -> Path:
+        """An uploaded file, written under the private upload folder (its base name only)."""
+        if len(content) > self.max_upload_bytes:
+            raise InputError(f"{name} is {len(content) / 2**20:.0f} MB; the limit of this server is "
+                             f"{self.max_upload_bytes / 2**20:.0f} MB (normativead web --max-upload-mb).")
+        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.upload_dir))
+        target = folder / (Path(name).name or "upload")
+        target.write_bytes(content)
+        return target
+
+    # -- the scan and its reference
+
+    def load_scan(self, path: str | Path, name: str | None = None):
+        """Check the file as the command line does, then show it; the previous scan and its results go."""
+        from NormativeADLib import io
+
+        path = paths.check_input_file(path, "scan")
+        io.check_inputs(path)
+        self.cancel()
+        self._forget_scan()
+        self.scan = _read_volume(self.scene, path, name or paths.case_name(path))
+        return self.scan
+
+    def load_reference(self, path: str | Path):
+        """A reference lesion mask on the scan's grid, shown as a magenta outline; the run scores against it."""
+        from NormativeADLib import io
+
+        if self.scan is None:
+            raise InputError("open a scan first, then its reference segmentation.")
+        path = paths.check_input_file(path, "reference")
+        io.check_inputs(self.scan.GetStorageNode().GetFileName(), reference_path=path)
+        self.clear_reference()
+        self.reference = _read_reference(self.scene, path, self.scan)
+        return self.reference
+
+    def clear_reference(self) -> None:
+        if self.reference is not None:
+            self.scene.RemoveNode(self.reference)
+            self.reference = None
+
+    def _forget_scan(self) -> None:
+        for result in scene_logic.results_in_scene(self.scene):
+            scene_logic.remove_result(self.scene, result)
+        self.clear_reference()
+        if self.scan is not None:
+            self.scene.RemoveNode(self.scan)
+        self.scan, self.results, self.current = None, [], None
+
+    # -- running
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and self.job.state.status == "running"
+
+    def start(self, models: list[str], device: str = "auto", opacity: float = scene_logic.DEFAULT_OPACITY,
+              on_progress: Callable[[JobState], None] | None = None,
+              on_finished: Callable[[JobState], None] | None = None) -> Job:
+        if self.scan is None:
+            raise InputError("open a scan first.")
+        if self.running:
+            raise InputError("a run is going on; wait for it or cancel it.")
+        for model in models:
+            catalogue.get_card(model)  # an unknown model answers as the command line does
+        settings = RunSettings(models=list(models), device=device, opacity=opacity)
+        self.job = Job(self.scene, self.scan, settings, reference_node=self.reference, on_progress=on_progress,
+                       on_finished=self._finished(on_finished), process_factory=self.process_factory)
+        return self.job.start()
+
+    def _finished(self, then: Callable[[JobState], None] | None) -> Callable[[JobState], None]:
+        def finished(state: JobState) -> None:
+            if state.status == "done":
+                self.results = list(state.results)
+                self.current = self.results[0] if self.results else None
+            (then or (lambda s: None))(state)
+        return finished
+
+    def poll(self) -> bool:
+        """Advance the job; True while it runs (call from the thread that owns the scene)."""
+        return self.job is not None and self.job.poll()
+
+    def cancel(self) -> None:
+        if self.running:
+            self.job.cancel()
+
+    # -- results
+
+    def select(self, result_name: str) -> scene_logic.Result | None:
+        for result in self.results:
+            if result.name == result_name:
+                self.current = result
+        return self.current
+
+    def threshold_choices(self, result: scene_logic.Result | None = None) -> list[str]:
+        result = result or self.current
+        return [] if result is None else [*result.thresholds, "manual"]
+
+    def threshold_range(self, result: scene_logic.Result | None = None) -> tuple[float, float]:
+        result = result or self.current
+        if result is None:
+            return 0.0, 1.0
+        _, high = scene_logic.heatmap_window(result)
+        return 0.0, max(high, 2.0 * result.threshold)
+
+    def set_threshold(self, choice: str | float) -> None:
+        """Re-segment the current result from its heatmap (a policy name or a number), at once."""
+        if self.current is None:
+            raise InputError("run a model first.")
+        scene_logic.set_threshold(self.scene, self.current, choice)
+
+    def set_opacity(self, opacity: float) -> None:
+        scene_logic.set_opacity(self.scene, opacity)
+
+    def table(self) -> tuple[list[str], list[dict[str, str]]]:
+        table = scene_logic.table_node(self.scene, create=False)
+        if table is None:
+            return [], []
+        names = {r.name for r in self.results}
+        rows = [row for row in scene_logic.table_as_rows(table) if row.get("Result") in names]
+        return [header for header, _, _ in scene_logic.TABLE_COLUMNS], rows
+
+    def anomaly_centre_ras(self, result: scene_logic.Result | None = None) -> tuple[float, float, float] | None:
+        """RAS centre of the segmentation's largest connected part (where the views open), or None."""
+        from scipy import ndimage
+
+        result = result or self.current
+        if result is None:
+            return None
+        mask = nodes.segment_array(result.segmentation, scene_logic.SEGMENT_ID, result.input) > 0
+        labels, count = ndimage.label(mask)
+        if count == 0:
+            return None
+        largest = 1 + int(np.argmax(ndimage.sum(mask, labels, range(1, count + 1))))
+        k, j, i = np.argwhere(labels == largest).mean(axis=0)
+        ras = nodes.ijk_to_ras(result.input) @ np.array([i, j, k, 1.0])
+        return tuple(float(v) for v in ras[:3])
+
+    def export(self, kind: str) -> tuple[str, bytes]:
+        """(file name, bytes) of one download of the current result, on the input's grid.
+
+        Written by the Slicer module's export (the same files its Export button writes) into a
+        folder under the private upload folder, read back, and the folder removed.
+        """
+        if self.current is None:
+            raise InputError("run a model first.")
+        if kind not in DOWNLOADS:
+            raise InputError(f"unknown download {kind!r} ({', '.join(DOWNLOADS)}).")
+        folder = Path(tempfile.mkdtemp(prefix="export-", dir=self.upload_dir))
+        try:
+            path = export.export_result(self.scene, self.current, folder, "nifti")[DOWNLOADS[kind][1]]
+            return path.name, path.read_bytes()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        self.cancel()
+
+
+def _read_volume(scene, path: Path, name: str, label: bool = False):
+    """A volume node read by a storage node (as Slicer's loadVolume does), with its display."""
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if label else "vtkMRMLScalarVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetSingleFile(True)
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        raise InputError(f"{path.name} could not be read as an image.")
+    scene.AddNode(storage)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _read_reference(scene, path: Path, scan):
+    """A reference mask as a segmentation node on the scan's grid, drawn as a magenta outline."""
+    labelmap = _read_volume(scene, path, "reference labelmap", label=True)
+    try:
+        mask = slicer.util.arrayFromVolume(labelmap) > 0
+    finally:
+        scene.RemoveNode(labelmap)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{scan.GetName()} reference")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(scan)
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.GetSegmentation().AddEmptySegment("reference", "reference", list(REFERENCE_COLOR))
+    nodes.set_segment_array(segmentation, "reference", mask.astype(np.uint8), scan)
+    display = segmentation.GetDisplayNode()
+    display.SetVisibility2DFill(False)
+    display.SetSliceIntersectionThickness(2)
+    return segmentation
