@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The test tools: pytest, a real MRML scene (slicer-core) and rendered views (trame-slicer).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) -e ".[test,slicer,web]"
+	$(PIP) -e ".[test,slicer,web,batch]"
 	touch $@
 
 demo: install
