@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 CONTRAST_CHOICES = ("none", "random", "T1", "T1C", "T2", "FLAIR", "all")
-_CELL_INCHES = 1.3
+# synthetic.KINDS, repeated so that `normativead --help` need not import the generators (scipy)
+_KINDS = ("bright_blob", "dark_blob", "foreign_patch", "smoothing", "swelling")
+_CELL_INCHES = 1.8
 _DPI = 80
 
 
@@ -25,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="a healthy scan, or a folder of them (IXI); default: the shipped sample case")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (same seed, same picture)")
     parser.add_argument("--columns", type=int, default=6, help="slices per row")
+    parser.add_argument("--kinds", nargs="*", metavar="KIND",
+                        help="generators to show, of " + ", ".join(_KINDS) + " (default: all; --kinds alone: none, only the contrast rows)")
     parser.add_argument("--contrast", default="none", choices=CONTRAST_CHOICES,
                         help="also rows of synthetic contrasts: one contrast, random order, or all of them")
     parser.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
@@ -39,13 +43,19 @@ def run(args, reporter) -> int:
         from .errors import OutputError
 
         raise OutputError(f"{out} already exists; pass --overwrite to replace it.")
-    if args.columns < 1:
-        from .errors import InputError
+    from .errors import InputError
 
+    kinds = _KINDS if args.kinds is None else tuple(args.kinds)
+    unknown = [k for k in kinds if k not in _KINDS]
+    if unknown:
+        raise InputError(f"unknown anomaly kind {unknown[0]!r}; choose of {', '.join(_KINDS)}.")
+    if args.columns < 1:
         raise InputError("--columns must be at least 1.")
+    if not kinds and args.contrast == "none":
+        raise InputError("nothing to show: name --kinds or a --contrast.")
     scans = _healthy_scans(args)
     rng = np.random.default_rng(args.seed)
-    rows = anomaly_rows(scans, args.columns, rng)
+    rows = anomaly_rows(scans, args.columns, rng, kinds)
     if args.contrast != "none":
         rows += contrast_rows(scans, args.columns, args.contrast, rng)
     figure = render(rows)
@@ -84,7 +94,7 @@ def preview_slices(brain: np.ndarray, count: int) -> list[int]:
 Row = tuple[str, list[tuple[np.ndarray, np.ndarray | None]]]
 
 
-def anomaly_rows(scans, columns: int, rng: np.random.Generator) -> list[Row]:
+def anomaly_rows(scans, columns: int, rng: np.random.Generator, kinds: tuple[str, ...] = _KINDS) -> list[Row]:
     """One row per generator: (name, [(slice with the anomaly, its mask)] per column)."""
     from . import synthetic
 
@@ -92,7 +102,7 @@ def anomaly_rows(scans, columns: int, rng: np.random.Generator) -> list[Row]:
     other_image, other_brain = scans[-1]
     slices = preview_slices(brain, columns)
     rows = []
-    for kind in synthetic.KINDS:
+    for kind in kinds:
         cells = []
         for z in slices:
             # another subject's slice where there is one; the same scan's slice otherwise (CutPaste)
@@ -117,19 +127,32 @@ def contrast_rows(scans, columns: int, contrast: str, rng: np.random.Generator) 
     return rows
 
 
+def _brain_box(brains: list[np.ndarray], margin: int = 2) -> tuple[slice, slice]:
+    """The slices' common bounding box of the brain, so the cells show brain rather than background."""
+    union = np.logical_or.reduce(brains)
+    if not union.any():
+        return slice(None), slice(None)
+    box = []
+    for axis in (1, 0):
+        hits = np.flatnonzero(union.any(axis=axis))
+        box.append(slice(max(int(hits[0]) - margin, 0), int(hits[-1]) + margin + 1))
+    return tuple(box)
+
+
 def render(rows: list[Row]):
     """The grid as a matplotlib Figure (no pyplot: no global backend)."""
     from matplotlib.figure import Figure
 
     columns = max(len(cells) for _, cells in rows)
+    crop = _brain_box([picture > 0 for _, cells in rows for picture, _ in cells])
     fig = Figure(figsize=(_CELL_INCHES * columns + 1.0, _CELL_INCHES * len(rows)), facecolor="black")
     axes = fig.subplots(len(rows), columns, squeeze=False, gridspec_kw=dict(wspace=0.02, hspace=0.02))
     fig.subplots_adjust(left=1.0 / (_CELL_INCHES * columns + 1.0), right=0.995, top=0.995, bottom=0.005)
     for (name, cells), row_axes in zip(rows, axes):
         for ax, (picture, mask) in zip(row_axes, cells):
-            ax.imshow(picture, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            if mask is not None and mask.any():
-                ax.contour(mask.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+            ax.imshow(picture[crop], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            if mask is not None and mask.any():  # a thin, half-transparent outline: the anomaly stays visible
+                ax.contour(mask[crop].astype(float), levels=[0.5], colors="red", linewidths=0.6, alpha=0.6)
         row_axes[0].set_ylabel(name, color="white", fontsize=8)
         for ax in row_axes:
             ax.set_xticks([])

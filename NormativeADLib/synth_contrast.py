@@ -54,7 +54,7 @@ class SynthSettings:
     blur_sigma: tuple[float, float] = (0.0, 1.0)  # voxels: partial volume, scanner resolution
     bias_max: float = BIAS_MAX  # the log bias field's largest magnitude is drawn in [0, bias_max]
     noise_std: tuple[float, float] = (0.0, 0.04)  # additive Gaussian noise, after the bias
-    thick_slices: tuple[int, ...] = (1, 1, 2, 3)  # slice thickness in voxels, one drawn (1: none)
+    thick_slices: tuple[int, ...] = (1, 1, 1, 2, 3)  # slice thickness in voxels, one drawn (1: none)
 
 
 # --- tissue classes ---------------------------------------------------------------------------

@@ -82,11 +82,12 @@ def test_only_the_mask_changes_and_intensities_stay_in_range(slices, kind):
 def test_bright_blobs_rise_and_dark_blobs_fall_within_the_documented_range(slices):
     largest = synthetic.SHIFT_RANGE[1] * (1 + synthetic.TEXTURE_AMPLITUDE) + 1e-5
     for kind, sign in (("bright_blob", 1.0), ("dark_blob", -1.0)):
+        strong = 0
         for image, _, out, mask in _draws(slices, kind):
             change = sign * (out - image)[mask]
             assert change.min() >= 0.0 and change.max() <= largest
-            unclipped = (out[mask] > 0.0) & (out[mask] < 1.0)
-            assert change[unclipped].mean() > 0.5 * synthetic.SHIFT_RANGE[0]
+            strong += change.max() >= (1 - synthetic.TEXTURE_AMPLITUDE) * synthetic.SHIFT_RANGE[0]
+        assert strong >= 10  # the core reaches the documented shift unless the image's range clips it
 
 
 def test_smoothing_removes_texture(slices):
@@ -268,3 +269,9 @@ def test_preview_command_writes_a_png_grid(tmp_path):
     assert cli.main(["anomalies", "preview", "--out", str(out), "--columns", "2", "--contrast", "T2"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["anomalies", "preview", "--out", str(out)]) == 4  # never replaced without --overwrite
+
+
+def test_preview_knows_every_generator():
+    from NormativeADLib import anomalies_cli
+
+    assert anomalies_cli._KINDS == synthetic.KINDS  # repeated there to keep `normativead --help` light
