@@ -264,7 +264,7 @@ def _has_dashboard(client) -> bool:
     import importlib.util
 
     try:
-        services = client.scheduler_info(n_workers=0).get("services", {})
+        services = _scheduler_info(client).get("services", {})
     except Exception:
         return False
     local = client.cluster is not None
@@ -342,12 +342,20 @@ def remote_threads(client) -> dict[str, int]:
     """Library threads per worker of an existing cluster: its host's cores shared by the tasks that
     host runs at once (the cluster's workers x their threads)."""
     cores = client.run(os.cpu_count)
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    workers = _scheduler_info(client)["workers"]
     busy: dict[str, int] = {}
     for info in workers.values():
         busy[info["host"]] = busy.get(info["host"], 0) + info["nthreads"]
     return {address: max(1, (cores.get(address) or 1) // max(1, busy[info["host"]]))
             for address, info in workers.items()}
+
+
+def _scheduler_info(client) -> dict:
+    """Every worker's information (newer Dask lists only a few unless asked for all)."""
+    try:
+        return client.scheduler_info(n_workers=-1)
+    except TypeError:  # Dask before 2025: no n_workers, always all
+        return client.scheduler_info()
 
 
 class CaseProgress:
