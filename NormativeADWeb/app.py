@@ -130,7 +130,7 @@ class NormativeADWebApp(TrameApp):
         """A problem the user can act on, in the page (the command line's wording for bad input)."""
         if not isinstance(err, (NormativeADError, FileNotFoundError, ValueError, OSError)):
             log.exception("unexpected error")
-        self.state.error = str(err)
+        self.state.error = self.session.public_message(err)
 
     # ------------------------------------------------------------------------------------------
     # Opening files
@@ -255,6 +255,7 @@ class NormativeADWebApp(TrameApp):
         s = self.state
         s.results = [{"title": f"{r.model_id}: {r.name}", "value": r.name} for r in self.session.results]
         s.current_result = self.session.current.name if self.session.current else None
+        self._show_threshold_range()
         self._show_threshold()
         self._show_table()
 
@@ -262,7 +263,13 @@ class NormativeADWebApp(TrameApp):
         if current_result is None:
             return
         self.session.select(current_result)
+        self._show_threshold_range()
         self._show_threshold()
+
+    def _show_threshold_range(self) -> None:
+        """The slider's range, set once per result: a range that moved with the value would redraw the
+        slider under the user's hand."""
+        self.state.threshold_max = round(self.session.threshold_range()[1], 4)
 
     def _show_threshold(self) -> None:
         s, result = self.state, self.session.current
@@ -270,9 +277,7 @@ class NormativeADWebApp(TrameApp):
             s.threshold_choices, s.threshold_policy, s.threshold_value = [], None, 0.0
             s.legend = {**s.legend, "low": "", "high": ""}
             return
-        _, high = self.session.threshold_range()
         s.threshold_choices = self.session.threshold_choices()
-        s.threshold_max = round(high, 4)
         s.threshold_policy = result.threshold_source if result.threshold_source in result.thresholds else "manual"
         s.threshold_value = round(result.threshold, 4)
         low, top = scene_logic.heatmap_window(result)
@@ -352,6 +357,7 @@ class NormativeADWebApp(TrameApp):
         with SinglePageWithDrawerLayout(self.server, width=380) as self.ui:
             client.Style(PAGE_CSS)
             self.ui.title.set_text("NormativeAD")
+            self.ui.footer.hide()  # trame's "powered by" bar would cover the page's last row
             with self.ui.toolbar:
                 v3.VSpacer()
                 html.Span("Research software: not a medical device, not for diagnosis.", classes="text-caption mr-4")
@@ -367,8 +373,8 @@ class NormativeADWebApp(TrameApp):
                     with html.Div(style=f"height: {VIEWS_HEIGHT}; position: relative;", id="na-views"):
                         self.layouts.initialize_layout_grid(self.ui)
                     self._build_legend()
-                    self._build_table()
                     self._build_downloads()
+                    self._build_table()
 
     def _build_inputs(self) -> None:
         with v3.VCard(title="Scan", flat=True, classes="pb-0"):

@@ -7,6 +7,7 @@ standard library; run() imports trame, slicer-core and the app only when the pag
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import sys
 import tempfile
@@ -45,6 +46,8 @@ def run(args, reporter) -> int:
     if args.max_upload_mb <= 0:
         raise InputError("--max-upload-mb must be a positive number of megabytes.")
     ensure_importable()
+    if not os.environ.get("DISPLAY"):  # no X server: render the slice views through EGL straight away
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     if not is_loopback(args.host):
         print(f"normativead web: listening on {args.host}, not only on this machine: anyone who can reach "
               f"{args.host}:{args.port} can open scans and run models here. Research software, not for diagnosis.",

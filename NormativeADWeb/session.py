@@ -14,6 +14,7 @@ the scene until every model has finished).
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -186,7 +187,8 @@ class WebSession:
         if result is None:
             return 0.0, 1.0
         _, high = scene_logic.heatmap_window(result)
-        return 0.0, max(high, 2.0 * result.threshold)
+        named = [float(v) for v in result.thresholds.values() if v is not None]
+        return 0.0, max([high, 2.0 * result.threshold] + [1.5 * v for v in named])
 
     def set_threshold(self, choice: str | float) -> None:
         """Re-segment the current result from its heatmap (a policy name or a number), at once."""
@@ -237,6 +239,10 @@ class WebSession:
             return path.name, path.read_bytes()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def public_message(self, err: Exception) -> str:
+        """An error's message for the page: the command line's words, without this server's private folders."""
+        return re.sub(re.escape(str(self.upload_dir)) + r"/(upload|export)-[^/\s\"']+/", "", str(err))
 
     def close(self) -> None:
         self.cancel()
