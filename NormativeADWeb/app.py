@@ -96,6 +96,7 @@ class NormativeADWebApp(TrameApp):
         s.table_rows = []
         s.downloads = [{"kind": kind, "label": label} for kind, (label, _) in DOWNLOADS.items()]
         s.layout_name = RESULT_LAYOUT
+        s.compare_labels = []
         s.runs_finished = 0  # counts finished runs: the browser tests wait on it
         self._show_card(s.model)
 
@@ -234,6 +235,7 @@ class NormativeADWebApp(TrameApp):
             return  # the previous results are still in the scene and the page
         s.progress = 100
         compare = len(job_state.results) > 1
+        s.compare_labels = [r.model_id for r in job_state.results] if compare else []
         self._set_layout(COMPARE_LAYOUT if compare else RESULT_LAYOUT)
         self._show_results_state()
         self._centre_views()
@@ -263,6 +265,8 @@ class NormativeADWebApp(TrameApp):
         if current_result is None:
             return
         self.session.select(current_result)
+        if self.state.layout_name == RESULT_LAYOUT:
+            self.session.show_current(float(self.state.opacity))
         self._show_threshold_range()
         self._show_threshold()
 
@@ -326,8 +330,10 @@ class NormativeADWebApp(TrameApp):
     # Views
 
     def _set_layout(self, name: str) -> None:
-        if name == COMPARE_LAYOUT and not self.layouts.has_layout(COMPARE_LAYOUT):
+        if name == COMPARE_LAYOUT and len(self.session.results) < 2:
             name = RESULT_LAYOUT
+        if name == RESULT_LAYOUT:
+            self.session.show_current(float(self.state.opacity))
         self.layouts.set_layout(name)
         self.state.layout_name = name
 
@@ -370,6 +376,9 @@ class NormativeADWebApp(TrameApp):
                 with v3.VContainer(fluid=True, classes="pa-2"):
                     v3.VAlert(v_if="error", text=("error",), type="error", density="compact", id="na-error",
                               closable=True, classes="mb-2", **{"click:close": "error = ''"})
+                    with html.Div(classes="d-flex", v_if=f"layout_name === '{COMPARE_LAYOUT}'", id="na-compare-labels"):
+                        html.Div("{{ label }}", v_for="label in compare_labels", key="label",
+                                 classes="text-center text-subtitle-2", style="flex: 1 1 0;")
                     with html.Div(style=f"height: {VIEWS_HEIGHT}; position: relative;", id="na-views"):
                         self.layouts.initialize_layout_grid(self.ui)
                     self._build_legend()
@@ -432,7 +441,8 @@ class NormativeADWebApp(TrameApp):
                 html.Div("threshold {{ threshold_value }}", classes="text-caption", id="na-threshold-value")
                 v3.VSlider(v_model=("opacity",), min=0, max=1, step=0.05, density="compact", id="na-opacity",
                            label="Opacity", hide_details=True, classes="mt-2")
-                with v3.VBtnToggle(v_model=("layout_name",), mandatory=True, density="compact", classes="mt-2"):
+                with v3.VBtnToggle(v_model=("layout_name",), mandatory=True, density="compact", classes="mt-2",
+                                   v_if="results.length > 1"):
                     v3.VBtn("Three views", value=RESULT_LAYOUT, id="na-layout-result")
                     v3.VBtn("Compare", value=COMPARE_LAYOUT, id="na-layout-compare")
 

@@ -196,6 +196,11 @@ class WebSession:
             raise InputError("run a model first.")
         scene_logic.set_threshold(self.scene, self.current, choice)
 
+    def show_current(self, opacity: float) -> None:
+        """The current result over its scan in the main (non-comparison) views."""
+        if self.current is not None:
+            scene_logic.show_heatmap(self.scene, self.current, opacity=opacity, show=True)
+
     def set_opacity(self, opacity: float) -> None:
         scene_logic.set_opacity(self.scene, opacity)
 

@@ -8,104 +8,16 @@ tests skip and say how to install them (.ci/run installs them, so in CI they run
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from web_server import REPO, Server, browser_reason, new_browser  # noqa: F401  (REPO: for the tests)
+
 SAMPLE = REPO / "Resources" / "SampleData"
 SAMPLE_FLAIR = SAMPLE / "mslub_patient26_flair.nii.gz"
 SAMPLE_LESION = SAMPLE / "mslub_patient26_lesion.nii.gz"
 DEMO_MODEL = "intensity-flair"  # catalogue.DEMO_MODEL: weightless, finds this case's lesions on FLAIR
 COMPARE_MODEL = "ae-ixi-t1"  # the small shipped autoencoder
 MAX_UPLOAD_MB = 20  # the test server's limit: above the sample files (4 MB), below the oversized test file
-START_TIMEOUT_S = 120
-
-
-
-def browser_reason() -> str | None:
-    """None when a headless Chromium can be driven here, else why not."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed; pip install -e '.[web]'"
-    try:
-        import trame_slicer  # noqa: F401
-    except ImportError:
-        return "trame-slicer is not installed; pip install -e '.[slicer,web]'"
-    if not chromium_binary() or not shutil.which("chromedriver"):
-        return "Chromium and chromedriver are not installed; apt-get install chromium chromium-driver (.ci/run does)"
-    return None
-
-
-def chromium_binary() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    """A `normativead web` process; its output is kept for failure messages."""
-
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.tmp = tmp
-        self.lines: list[str] = []
-        env = dict(os.environ, NORMATIVEAD_HOME=str(tmp / "home"), TMPDIR=str(tmp), OMP_NUM_THREADS="2",
-                   PYTHONPATH=str(REPO))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "NormativeADLib.cli", "web", "--port", str(self.port),
-             "--max-upload-mb", str(MAX_UPLOAD_MB)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-        self._wait_until_up()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("normativead web stopped at start:\n" + self.log())
-            try:
-                urllib.request.urlopen(self.url, timeout=2).read()
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("normativead web did not answer in time:\n" + self.log())
-
-    def log(self, last: int = 40) -> str:
-        return "\n".join(self.lines[-last:])
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
 
 
 @pytest.fixture(scope="module")
@@ -113,28 +25,13 @@ def server(tmp_path_factory):
     reason = browser_reason()
     if reason:
         pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("web_server")
-    running = Server(tmp)
+    running = Server(tmp_path_factory.mktemp("web_server"), max_upload_mb=MAX_UPLOAD_MB)
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="module")
 def browser(server, tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    downloads = tmp_path_factory.mktemp("downloads")
-    options = Options()
-    options.binary_location = chromium_binary()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1100",
-                     "--force-device-scale-factor=1"):
-        options.add_argument(argument)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    driver.downloads = downloads
+    driver = new_browser(tmp_path_factory.mktemp("downloads"))
     yield driver
     driver.quit()

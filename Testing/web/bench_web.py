@@ -1,0 +1,99 @@
+"""Measurements of `normativead web` (not a test: run it by hand, it prints JSON; docs/web.md quotes it).
+
+1. Time from page load to the first heatmap on the shipped sample case (FLAIR, the demo model), in a
+   real headless Chromium against a freshly started server, median of 3; against the command line's
+   wall time on the same case and model, median of 3.
+2. Memory (resident set) of the server process after the page is open, after 1 run and after 10 runs.
+
+    .venv/bin/python Testing/web/bench_web.py [--repeats 3] [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from web_page import Page  # noqa: E402
+from web_server import REPO, Server, browser_reason, new_browser  # noqa: E402
+
+SAMPLE_FLAIR = REPO / "Resources" / "SampleData" / "mslub_patient26_flair.nii.gz"
+MODEL = "intensity-flair"
+
+
+def page_to_first_heatmap(tmp: Path) -> float:
+    server = Server(tmp)
+    driver = new_browser(tmp)
+    try:
+        page = Page(driver, server.url)
+        started = time.monotonic()
+        page.open()
+        page.choose("na-scan-source", "FLAIR")
+        page.wait(lambda: "opened" in page.text("na-status"), 60)
+        status = page.run_and_wait()
+        assert status.startswith("finished"), status
+        return time.monotonic() - started
+    finally:
+        driver.quit()
+        server.stop()
+
+
+def cli_seconds(tmp: Path) -> float:
+    env = dict(os.environ, NORMATIVEAD_HOME=str(tmp / "home"), OMP_NUM_THREADS="2", PYTHONPATH=str(REPO))
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "NormativeADLib.cli", "restore", str(SAMPLE_FLAIR), "--model", MODEL,
+                    "--out", str(tmp / "out"), "--overwrite", "--progress", "none"], env=env, check=True,
+                   capture_output=True)
+    return time.monotonic() - started
+
+
+def memory_after_runs(tmp: Path, runs: int) -> dict:
+    server = Server(tmp)
+    driver = new_browser(tmp)
+    try:
+        page = Page(driver, server.url)
+        page.open()
+        page.choose("na-scan-source", "FLAIR")
+        page.wait(lambda: "opened" in page.text("na-status"), 60)
+        rss = {"page open": round(server.rss_mb())}
+        for run in range(1, runs + 1):
+            assert page.run_and_wait().startswith("finished")
+            if run in (1, runs):
+                rss[f"after {run} run{'s' if run > 1 else ''}"] = round(server.rss_mb())
+        return rss
+    finally:
+        driver.quit()
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    reason = browser_reason()
+    if reason:
+        sys.exit(reason)
+    with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
+        tmp = Path(tmp)
+        page = [page_to_first_heatmap(Path(tempfile.mkdtemp(dir=tmp))) for _ in range(args.repeats)]
+        cli = [cli_seconds(Path(tempfile.mkdtemp(dir=tmp))) for _ in range(args.repeats)]
+        memory = memory_after_runs(Path(tempfile.mkdtemp(dir=tmp)), args.runs)
+    print(json.dumps({
+        "case": SAMPLE_FLAIR.name, "model": MODEL, "cpus": os.cpu_count(),
+        "page_load_to_first_heatmap_s": [round(t, 1) for t in page], "page_median_s": round(statistics.median(page), 1),
+        "cli_wall_s": [round(t, 1) for t in cli], "cli_median_s": round(statistics.median(cli), 1),
+        "server_rss_mb": memory,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
