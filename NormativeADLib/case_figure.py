@@ -353,3 +353,57 @@ def render(result):
 def write_report(result, path: Path) -> None:
     """report.png of a run: see the module docstring."""
     render(result).savefig(path, dpi=DPI)
+
+
+TEMPLATE_COLOUR = "#ffd400"
+BRAIN_MASK_COLOUR = "#00d8ff"
+REGISTRATION_SLICES = (0.25, 0.45, 0.65, 0.85)  # of the template brain's extent along the slice axis
+
+
+def registration_panels(prepared) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(slice index, scan, template brain, brain mask) on native axial slices through the template's brain."""
+    from .preprocess import template_on_grid
+
+    _, template_brain = template_on_grid(prepared.grid)
+    warped = sitk.Resample(template_brain, prepared.native, prepared.transform.GetInverse(),
+                           sitk.sitkNearestNeighbor, 0)
+    template = sitk.GetArrayFromImage(warped) > 0
+    brain = sitk.GetArrayViewFromImage(prepared.native_brain) > 0
+    scan = sitk.GetArrayViewFromImage(prepared.native)
+    view = View.of(prepared.native)
+    covered = np.flatnonzero(_per_slice(template, view.axis, np.any))
+    if covered.size == 0:
+        covered = np.arange(scan.shape[view.axis])
+    indices = sorted({int(covered[round(f * (covered.size - 1))]) for f in REGISTRATION_SLICES})
+    return [(i, view.slice(scan, i), view.slice(template, i), view.slice(brain, i)) for i in indices]
+
+
+def render_registration(prepared, qc: float):
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    view = View.of(prepared.native)
+    shown = registration_panels(prepared)
+    brain_values = sitk.GetArrayViewFromImage(prepared.native)[sitk.GetArrayViewFromImage(prepared.native_brain) > 0]
+    lo, hi = np.percentile(brain_values, SCAN_WINDOW_PERCENTILES) if brain_values.size else (0.0, 1.0)
+    fig = Figure(figsize=(PANEL_WIDTH_IN * len(shown) + 1.5, PANEL_WIDTH_IN * view.aspect + 0.9),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(shown)))
+    for ax, (index, scan, template, brain) in zip(axes, shown):
+        ax.imshow(view.display(scan), cmap="gray", vmin=lo, vmax=hi, aspect=view.aspect, interpolation="nearest")
+        for mask, colour in ((template, TEMPLATE_COLOUR), (brain, BRAIN_MASK_COLOUR)):
+            if mask.any():
+                ax.contour(view.display(mask.astype(float)), [0.5], colors=colour, linewidths=0.8)
+        ax.set_title(f"slice {index}", fontsize=8)
+        ax.set_axis_off()
+    fig.legend(handles=[Line2D([], [], color=TEMPLATE_COLOUR, label="MNI152 brain, registered"),
+                        Line2D([], [], color=BRAIN_MASK_COLOUR, label=f"brain mask ({prepared.mask_source})")],
+               loc="outside right upper", fontsize=8, frameon=False)
+    fig.suptitle(f"Registration check: {qc:.1%} of the template brain lies on the scan's brain "
+                 "(the yellow outline should follow the brain's edge)", fontsize=9)
+    return fig
+
+
+def write_registration(prepared, qc: float, path: Path) -> None:
+    """registration.png: the registered template's brain outline over native slices of the scan."""
+    render_registration(prepared, qc).savefig(path, dpi=DPI)

@@ -13,7 +13,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
 FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
 IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")  # on the input's grid
-TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png", "transform.tfm")
+TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png", "registration.png", "transform.tfm")
 
 
 def output_names(fmt: str) -> list[str]:

@@ -20,7 +20,7 @@ from . import anomaly, io, metrics, paths
 from .card import ModelCard
 from .errors import Cancelled
 from .options import FORMATS, IMAGE_OUTPUTS, output_names, resolve_threshold
-from .preprocess import Prepared, check_contrast, prepare, to_model, to_native
+from .preprocess import Prepared, check_contrast, check_registration, prepare, to_model, to_native
 from .catalogue import DEFAULT_MODEL
 from .registry import LoadedModel, load_model
 from .restore import restore_volume, select_device
@@ -73,6 +73,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
     prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
+    registration_qc = check_registration(prepared)
     contrast_r = check_contrast(prepared, card.contrast)
 
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
@@ -103,6 +104,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
                   "default_threshold": card.default_threshold},
         "device": choice.note,
         "mask_source": prepared.mask_source,
+        "registration_qc": registration_qc,  # share of the registered template brain on the scan's brain
         "template_correlation": contrast_r,  # the contrast check's number (a T1-like scan is positive)
         "threshold": {"source": threshold_source, "value": threshold_value},
         "thresholds": thresholds,  # the card's, and this case's adaptive one
@@ -155,7 +157,7 @@ def _lps_to_ras(point) -> list[float]:
 
 def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", overwrite: bool = False) -> Path:
     """Write every output into out_dir, all or nothing."""
-    from .case_figure import write_report  # matplotlib is imported only when a report is written
+    from .case_figure import write_registration, write_report  # matplotlib is imported only when a report is written
 
     with paths.atomic_output_dir(out_dir, output_names(fmt), overwrite) as staging:
         brain = sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8)
@@ -164,6 +166,7 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
         (staging / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
         paths.write_csv([metrics.flat_metrics(result.metrics)], staging / "metrics.csv")
         write_report(result, staging / "report.png")
+        write_registration(result.prepared, result.metrics["registration_qc"], staging / "registration.png")
         # model (MNI) -> scan points: --transform reuses it, so runs of several models share one registration
         sitk.WriteTransform(result.prepared.transform, str(staging / "transform.tfm"))
     return Path(out_dir)
