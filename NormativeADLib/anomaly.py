@@ -33,12 +33,19 @@ def eroded_brain(brain: np.ndarray, iterations: int) -> np.ndarray:
 
 def score_map(image: np.ndarray, restored: np.ndarray, brain: np.ndarray, post: PostProcess) -> np.ndarray:
     """Post-processed residual (z, y, x): zero outside the eroded brain, 3D median filtered."""
-    residual = np.abs(image - restored) * eroded_brain(brain, post.erode_iterations)
+    residual = np.abs(image - restored)
     if post.normalise == "robust_sd":
         residual = residual / robust_sd(image[brain])
+    return postprocess_score(residual, brain, post)
+
+
+def postprocess_score(score: np.ndarray, brain: np.ndarray, post: PostProcess) -> np.ndarray:
+    """A raw voxel score (a residual, or a segmenter's probability) zeroed outside the eroded brain and
+    3D median filtered."""
+    score = score * eroded_brain(brain, post.erode_iterations)
     if post.median_size > 1:
-        residual = ndimage.median_filter(residual, size=post.median_size)
-    return residual.astype(np.float32)
+        score = ndimage.median_filter(score, size=post.median_size)
+    return score.astype(np.float32)
 
 
 def robust_sd(values: np.ndarray) -> float:

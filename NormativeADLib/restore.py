@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import anomaly
 from .errors import Cancelled, InputError
 from .options import DEVICES
 from .models.base import SliceGenerators
@@ -90,3 +91,29 @@ def restore_volume(model: LoadedModel, image: np.ndarray, brain: np.ndarray, dev
             if progress:
                 progress(done, len(slices))
     return np.where(brain, restored, 0.0).astype(np.float32)
+
+
+def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, brain: np.ndarray,
+                 device: torch.device, batch_size: int | None = None,
+                 cancel: threading.Event | None = None) -> np.ndarray:
+    """The model's anomaly score map (z, y, x) of a volume and its restoration, post-processed as the card says.
+
+    Restoration families score the residual (anomaly.score_map). A family with a `probability` method
+    (SADM: a segmenter on the scan and its restoration) scores with it, slice by slice; its heatmap is
+    that probability, zeroed outside the eroded brain and median filtered like a residual.
+    """
+    if not hasattr(model.family, "probability"):
+        return anomaly.score_map(image, restored, brain, model.card.postprocess)
+    slices = np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE)
+    probability = np.zeros(image.shape, np.float32)
+    batch_size = batch_size or batch_size_for(device, image.shape[1:], model.family.cpu_batch)
+    network = model.network.to(device)
+    with torch.inference_mode():
+        for start in range(0, len(slices), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("scoring cancelled")
+            index = slices[start:start + batch_size]
+            x, r = (torch.from_numpy(np.ascontiguousarray(a[index][:, None], np.float32)).to(device)
+                    for a in (image, restored))
+            probability[index] = model.family.probability(network, x, r)[:, 0].cpu().numpy()
+    return anomaly.postprocess_score(probability, brain, model.card.postprocess)

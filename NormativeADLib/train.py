@@ -27,7 +27,7 @@ from .options import COMPONENTS, FPR_TARGETS
 from .grid import ModelGrid
 from .paths import home, resources_dir, write_folder_atomic
 from .registry import LoadedModel, build_network, load_model
-from .restore import restore_volume, select_device
+from .restore import restore_volume, score_volume, select_device
 
 Log = Callable[[str], None]
 WEIGHTS_FILE = "weights.safetensors"
@@ -42,6 +42,7 @@ class TrainSettings:
     slice_step: int = 1  # every n-th axial slice (neighbours at 2 mm are near-duplicates)
     augment_prob: float = 0.5
     seed: int = 0
+    train_subjects: int = 0  # the first n training subjects of the split only (0: all); for CPU budgets
 
 
 def load_config(path: str | Path, family: str | None = None) -> dict:
@@ -89,6 +90,14 @@ def brain_slices(images: list[np.ndarray], brains: list[np.ndarray], min_voxels:
     return torch.from_numpy(np.concatenate(keep)[:, None].astype(np.float32))
 
 
+def stacked_slices(volumes: list[np.ndarray], brains: list[np.ndarray], min_voxels: int,
+                   step: int = 1) -> torch.Tensor:
+    """brain_slices of multi-channel volumes (c, z, y, x): (N, c, H, W), channels kept together."""
+    keep = [v[:, ::step][:, b[::step].reshape(len(b[::step]), -1).sum(1) >= min_voxels]
+            for v, b in zip(volumes, brains)]
+    return torch.from_numpy(np.concatenate(keep, axis=1).transpose(1, 0, 2, 3).astype(np.float32))
+
+
 def augmenter(prob: float, seed: int) -> Compose:
     """Contrast and acquisition augmentation (METHODS.md: gamma, bias field, blur, noise)."""
     transform = Compose([
@@ -108,11 +117,21 @@ def augment_batch(batch: torch.Tensor, transform: Compose) -> torch.Tensor:
 
 
 def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch.Tensor,
-        settings: TrainSettings, checkpoint: Path, log: Log, device: torch.device = torch.device("cpu")) -> dict:
+        settings: TrainSettings, checkpoint: Path, log: Log, device: torch.device = torch.device("cpu"),
+        options: dict | None = None) -> dict:
     """Train on device with Adam; keep the epoch with the lowest validation loss; resume from checkpoint.
 
-    Slices stay in CPU memory and are augmented there; each batch moves to the device.
+    Slices stay in CPU memory and are augmented there; each batch moves to the device. A family that
+    makes its own batches (SADM: synthetic anomalies and contrasts, family.training_batch with the
+    config's `synthetic` options) gets them drawn from a numpy generator seeded per epoch, and its
+    validation batches are drawn once with a fixed seed, so that validation losses compare across epochs.
     """
+    options = options or {}
+    make_batch = getattr(family, "training_batch", None)
+    if make_batch is not None:
+        fixed = np.random.default_rng(settings.seed + 10_000)
+        validation = [make_batch(validation[i:i + settings.batch_size], fixed, options)
+                      for i in range(0, len(validation), settings.batch_size)]
     torch.manual_seed(settings.seed)
     network.to(device)
     optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
@@ -127,6 +146,7 @@ def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch
         log(f"resumed from {checkpoint} at epoch {state['epoch']}")
     transform = augmenter(settings.augment_prob, settings.seed + state["epoch"])
     generator = torch.Generator().manual_seed(settings.seed + state["epoch"])
+    rng = np.random.default_rng(settings.seed + state["epoch"])
     # noise is drawn on the device (a CPU generator cannot serve CUDA tensors); on the CPU, one generator
     noise = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(settings.seed + state["epoch"])
     for epoch in range(state["epoch"], settings.epochs):
@@ -135,7 +155,9 @@ def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch
         order = torch.randperm(len(train), generator=generator)
         losses = []
         for start in range(0, len(order), settings.batch_size):
-            batch = augment_batch(train[order[start:start + settings.batch_size]], transform).to(device)
+            chosen = train[order[start:start + settings.batch_size]]
+            batch = (_to(make_batch(chosen, rng, options), device) if make_batch
+                     else augment_batch(chosen, transform).to(device))
             loss = family.loss(network, batch, noise)
             optimiser.zero_grad()
             loss.backward()
@@ -157,9 +179,19 @@ def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch
     return state
 
 
-def validation_loss(family, network: torch.nn.Module, slices: torch.Tensor, batch_size: int,
+def _to(batch, device: torch.device):
+    """A batch (a tensor, or a family's tuple of tensors) on device."""
+    return batch.to(device) if isinstance(batch, torch.Tensor) else tuple(t.to(device) for t in batch)
+
+
+def validation_loss(family, network: torch.nn.Module, slices, batch_size: int,
                     device: torch.device = torch.device("cpu")) -> float:
+    """Mean loss over validation slices, or over a family's prepared validation batches (a list)."""
     network.eval()
+    if isinstance(slices, list):
+        with torch.inference_mode():
+            losses = [family.loss(network, _to(b, device), None).item() * len(b[0]) for b in slices]
+        return float(sum(losses) / sum(len(b[0]) for b in slices))
     with torch.inference_mode():
         losses = [family.loss(network, slices[i:i + batch_size].to(device), None).item() * len(slices[i:i + batch_size])
                   for i in range(0, len(slices), batch_size)]
@@ -173,7 +205,7 @@ def healthy_scores(model: LoadedModel, images, brains, device: torch.device = to
     scores, rows = [], []
     for img, b in zip(images, brains):
         restored = restore_volume(model, img, b, device)
-        scores.append(anomaly.score_map(img, restored, b, model.card.postprocess))
+        scores.append(score_volume(model, img, restored, b, device))
         if fidelity:
             rows.append(metrics.restoration_fidelity(img, restored, b))
     return scores, {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")} if rows else {}
@@ -234,15 +266,21 @@ def _calibrated(card: ModelCard, calibration: Calibration, val_scores, val_brain
 
 def _prepared_cohorts(card: ModelCard, data_dir: Path, cache_dir: Path, log: Log, **cohorts: list[str]):
     """[(images, brains)] in model space for each named list of subjects, all checked present first."""
-    scans = data.list_scans(data_dir)
-    missing = [s for ids in cohorts.values() for s in ids if s not in scans]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} subjects of {card.id}'s split are not in {data_dir}: {missing[:3]}")
+    scans = _check_present(card, data_dir, *cohorts.values())
     out = []
     for what, ids in cohorts.items():
         log(f"preparing {len(ids)} {what} scans (cached in {cache_dir})")
         out.append(data.load_cohort([scans[s] for s in ids], cache_dir, card.grid, card.percentiles))
     return out
+
+
+def _check_present(card: ModelCard, data_dir: Path, *cohorts) -> dict:
+    """The folder's scans by subject, after checking it holds every subject of the cohorts."""
+    scans = data.list_scans(data_dir)
+    missing = [s for ids in cohorts for s in ids if s not in scans]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} subjects of {card.id}'s split are not in {data_dir}: {missing[:3]}")
+    return scans
 
 
 def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
@@ -329,12 +367,26 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     choice = select_device(device)
     log(f"training on {choice.note}")
     split = data.load_split(split_path or default_split_path())
+    if settings.train_subjects:
+        split = replace(split, train=split.train[:settings.train_subjects])
+    family = _family(card)
+    if hasattr(family, "complete_network"):  # SADM pins its frozen restorer's version and hash
+        card = card.replace(network=family.complete_network(card.network))
+    options = config.get("synthetic", {})
     cache_dir = cache_dir or home() / "prepared"
-    cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, training=split.train,
-                                validation=split.validation, calibration=split.calibration)
-    (train_images, train_brains), (val_images, val_brains), (cal_images, cal_brains) = cohorts
-    train_slices = brain_slices(train_images, train_brains, settings.min_brain_voxels, settings.slice_step)
-    val_slices = brain_slices(val_images, val_brains, settings.min_brain_voxels, settings.slice_step)
+    _check_present(card, data_dir, split.calibration)  # fail now, not after training
+    cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, training=split.train, validation=split.validation)
+    (train_images, train_brains), (val_images, val_brains) = cohorts
+    # calibration scans are prepared after training: registration can overlap with it elsewhere
+    calibration_cohort = lambda: _prepared_cohorts(card, data_dir, cache_dir, log, calibration=split.calibration)[0]  # noqa: E731
+    if hasattr(family, "training_volumes"):  # slices carry the channels the family's batches need
+        log("stacking the channels of the training slices")
+        train_slices, val_slices = (
+            stacked_slices(family.training_volumes(i, b, options), b, settings.min_brain_voxels, settings.slice_step)
+            for i, b in ((train_images, train_brains), (val_images, val_brains)))
+    else:
+        train_slices = brain_slices(train_images, train_brains, settings.min_brain_voxels, settings.slice_step)
+        val_slices = brain_slices(val_images, val_brains, settings.min_brain_voxels, settings.slice_step)
     log(f"{len(train_slices)} training slices, {len(val_slices)} validation slices")
 
     network = build_network(card)
@@ -344,22 +396,23 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
         checkpoint.unlink(missing_ok=True)
     card = write_folder_atomic(out_dir, lambda work: _fit_and_calibrate(
         card, network, split, settings, checkpoint, work, log, command, choice.device,
-        (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains)))
+        (train_slices, val_slices), (val_images, val_brains), calibration_cohort, options))
     checkpoint.unlink(missing_ok=True)
     log(f"model {card.id} written to {out_dir}")
     return card.replace(folder=out_dir)
 
 
 def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, device, slices,
-                       validation, calibration):
-    (train_slices, val_slices), (val_images, val_brains), (cal_images, cal_brains) = slices, validation, calibration
-    state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log, device)
+                       validation, calibration, options=None):
+    (train_slices, val_slices), (val_images, val_brains) = slices, validation
+    state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log, device, options)
     # every epoch's time, those of an interrupted run before --resume included
     train_seconds = sum(h.get("seconds", 0.0) for h in state["history"])
     save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
     model = LoadedModel(card, network.eval())
     log("healthy restoration figures on validation subjects")
     val_scores, figures = healthy_scores(model, val_images, val_brains, device, fidelity=True)
+    cal_images, cal_brains = calibration()
     log("calibrating thresholds on calibration subjects")
     calibration = calibrate(model, cal_images, cal_brains, device)
     card = card.replace(
@@ -374,6 +427,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
             "seconds": round(train_seconds), "device": device.type,
             "command": command,
             "torch": torch.__version__,
+            **({"synthetic": options} if options else {}),
         },
         figures={
             "healthy_validation": {**figures, "n_scans": len(val_images),

@@ -4,10 +4,11 @@ from .autoencoder import VAE, SpatialAE
 from .base import Family
 from .diffusion_families import AnoDDPM, AutoDDPM, ConditionedDDPM, PatchedDDPM
 from .intensity import IntensityBaseline
+from .sadm import SADM
 
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (SpatialAE(), VAE(), AnoDDPM(), PatchedDDPM(), ConditionedDDPM(), AutoDDPM(),
-                        IntensityBaseline())
+                        IntensityBaseline(), SADM())
 }
 
 __all__ = ["FAMILIES", "Family"]

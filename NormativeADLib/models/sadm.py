@@ -1,0 +1,164 @@
+"""SADM (Behrendt et al., MIDL 2024): a supervised anomaly segmenter on top of a frozen restorer.
+
+A shipped restoration model (any family, `network.restorer` names it; "none" for the scan alone)
+turns a slice into its pseudo-healthy counterpart; a small MONAI U-Net takes the scan, that
+restoration and their absolute residual and outputs the probability that each voxel is anomalous.
+The U-Net learns from healthy slices carrying synthetic anomalies (synthetic.py) and, for a model
+trained on synthetic contrasts, slices redrawn in a random contrast from their tissue labels
+(synth_contrast.py) first. The restorer stays frozen and is never copied: the card names it with
+its version and weights hash, and build() refuses a restorer whose weights changed since.
+
+In the pipeline, restore() is the restorer's pseudo-healthy image (the restoration a user sees)
+and probability() is the heatmap (restore.score_volume post-processes it like a residual).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from monai.networks.nets import UNet
+from torch import nn
+
+from .. import synth_contrast, synthetic
+from ..errors import ModelError
+
+NO_RESTORER = "none"
+# channels of a training slice (training_volumes): the image, its brain mask, its tissue labels
+IMAGE, BRAIN, LABELS = 0, 1, 2
+SYNTH_CONTRASTS = ("T1", "T1C", "T2", "FLAIR", None)  # None: SynthSeg's random tissue order
+
+
+class SADMNet(nn.Module):
+    """The trainable U-Net beside a frozen restorer; only the U-Net is in the state dict (the
+    weights file), and the restorer stays in eval mode whatever mode the whole is put in."""
+
+    def __init__(self, unet: nn.Module, restorer=None):
+        super().__init__()
+        self.unet = unet
+        self.restorer = restorer.network if restorer is not None else None
+        self.restorer_card = restorer.card if restorer is not None else None
+        self.restorer_family = restorer.family if restorer is not None else None
+        if self.restorer is not None:
+            self.restorer.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "SADMNet":
+        self.unet.train(mode)
+        if self.restorer is not None:
+            self.restorer.eval()
+        self.training = mode
+        return self
+
+    def state_dict(self, *args, **kwargs):
+        return self.unet.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.unet.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def restore(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        """The frozen restorer's pseudo-healthy slices, in [0, 1] (the scan itself without one)."""
+        if self.restorer is None:
+            return x
+        with torch.no_grad():
+            return self.restorer_family.restore(self.restorer, x, self.restorer_card.restoration, generator).clamp(0, 1)
+
+    def forward(self, x: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        """Anomaly logits (B, 1, H, W) of slices x and their restorations."""
+        inputs = x if self.restorer is None else torch.cat([x, restored, (x - restored).abs()], dim=1)
+        return self.unet(inputs)
+
+
+class SADM:
+    name = "sadm"
+    cpu_batch = 16
+
+    def build(self, network: dict) -> nn.Module:
+        restorer = load_restorer(network)
+        unet = UNet(
+            spatial_dims=2, in_channels=1 if restorer is None else 3, out_channels=1,
+            channels=tuple(network["channels"]), strides=tuple(network["strides"]),
+            num_res_units=int(network.get("num_res_units", 1)), norm=network.get("norm", "batch"),
+        )
+        return SADMNet(unet, restorer)
+
+    def complete_network(self, network: dict) -> dict:
+        """The card's network settings with the restorer's version and weights hash, pinned at training."""
+        restorer = load_restorer(network)
+        if restorer is None:
+            return dict(network)
+        return {**network, "restorer_version": restorer.card.version,
+                "restorer_sha256": restorer.card.weights.get("sha256"),
+                "restorer_family": restorer.card.family}
+
+    # --- training -------------------------------------------------------------------------------
+
+    def training_volumes(self, images, brains, options: dict) -> list[np.ndarray]:
+        """(image, brain, tissue labels) per scan, (3, z, y, x): what training_batch draws from.
+        Labels are computed only where synthetic contrasts are asked for (they take a second a scan)."""
+        synth = float(options.get("contrast_prob", 0.0)) > 0
+        return [np.stack([img, b.astype(np.float32),
+                          synth_contrast.labels_for_volume(img, b).astype(np.float32) if synth else np.zeros_like(img)])
+                for img, b in zip(images, brains)]
+
+    def training_batch(self, slices: torch.Tensor, rng: np.random.Generator, options: dict):
+        """(x, brain, target) from training slices (B, 3, H, W): each slice redrawn in a random contrast
+        with probability contrast_prob, then given one synthetic anomaly with probability anomaly_prob
+        (the others stay healthy, their target empty). A foreign patch comes from another slice."""
+        contrast_prob = float(options.get("contrast_prob", 0.0))
+        anomaly_prob = float(options.get("anomaly_prob", 0.7))
+        images, brains, targets = [], [], []
+        arrays = slices.numpy()
+        for i, s in enumerate(arrays):
+            image, brain, labels = s[IMAGE], s[BRAIN] > 0, s[LABELS].astype(np.uint8)
+            if rng.random() < contrast_prob:
+                contrast = SYNTH_CONTRASTS[rng.integers(len(SYNTH_CONTRASTS))]
+                image = synth_contrast.synthesise(labels, rng, contrast)
+            mask = np.zeros(brain.shape, bool)
+            if rng.random() < anomaly_prob and brain.sum() >= synthetic.MIN_VOXELS:
+                other = arrays[(i + 1) % len(arrays)]
+                image, mask, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0))
+            images.append(image)
+            brains.append(brain)
+            targets.append(mask)
+        as_tensor = lambda a: torch.from_numpy(np.stack(a)[:, None].astype(np.float32))  # noqa: E731
+        return as_tensor(images), as_tensor(brains), as_tensor(targets)
+
+    def loss(self, net: SADMNet, batch, generator=None) -> torch.Tensor:
+        """Dice + binary cross-entropy of the anomaly logits against the synthetic masks. Dice is
+        pooled over the batch, so healthy slices (empty targets) count without a 0/0."""
+        x, brain, target = batch
+        restored = net.restore(x) * brain
+        logits = net(x, restored)
+        return _loss_fn()(logits, target)
+
+    # --- inference ------------------------------------------------------------------------------
+
+    def restore(self, net: SADMNet, x: torch.Tensor, settings: dict, generator=None) -> torch.Tensor:
+        return net.restore(x, generator)
+
+    def probability(self, net: SADMNet, x: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        """Anomaly probability (B, 1, H, W) in [0, 1] of slices x given their restorations."""
+        return torch.sigmoid(net(x, restored).float())
+
+
+def _loss_fn() -> nn.Module:
+    return DiceCELoss(sigmoid=True, batch=True)
+
+
+def load_restorer(network: dict):
+    """The frozen restorer a SADM card names (None for "none"), checked against the pinned hash."""
+    name = network.get("restorer", NO_RESTORER)
+    if name == NO_RESTORER:
+        return None
+    from ..registry import load_model  # the registry imports the families
+
+    restorer = load_model(name)
+    if restorer.card.family == SADM.name or getattr(restorer.family, "whole_volume", False):
+        raise ModelError(f"SADM restorer {name} ({restorer.card.family}) does not restore slices; name a "
+                         "restoration model of a slice family.")
+    pinned = network.get("restorer_sha256")
+    if pinned and restorer.card.weights.get("sha256") != pinned:
+        raise ModelError(f"SADM restorer {name} is not the one this model was trained on (weights sha256 "
+                         f"{str(restorer.card.weights.get('sha256'))[:12]}... != {pinned[:12]}...); "
+                         "install that version of it or retrain.")
+    return restorer

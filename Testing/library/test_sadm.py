@@ -1,0 +1,128 @@
+"""SADM: a supervised anomaly segmenter on a frozen restorer, trained on synthetic anomalies.
+
+No detection figures are asserted: the shipped CPU model's Dice and AUPRC are recorded in its card
+and docs/evaluation, measured, not tested (a small model reaches a fixed figure only by luck).
+"""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from NormativeADLib import catalogue, pipeline, registry, train
+from NormativeADLib.card import verify_weights
+from NormativeADLib.errors import ModelError
+from NormativeADLib.models import FAMILIES
+from NormativeADLib.models.sadm import load_restorer
+from NormativeADLib.preprocess import template_on_grid
+
+SADM = FAMILIES["sadm"]
+SHIPPED_SADM = [c.id for c in catalogue.list_models() if c.family == "sadm"]
+SMALL = {"restorer": "ae-ixi-t1", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
+
+
+def template_slices(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """n axial slices of the MNI152 T1 template on the model grid (real anatomy), scaled like a scan."""
+    t1, mask = template_on_grid(catalogue.get_card("ae-ixi-t1").grid)
+    image = sitk.GetArrayFromImage(t1)[30:30 + 2 * n:2].astype(np.float32)
+    brain = sitk.GetArrayFromImage(mask)[30:30 + 2 * n:2] > 0
+    return (np.clip(image / np.percentile(image[brain], 99), 0, 1) * brain).astype(np.float32), brain
+
+
+def slices_of(image: np.ndarray, brain: np.ndarray, labels: bool = False) -> torch.Tensor:
+    """Training slices (N, 3, H, W) as train.stacked_slices makes them from SADM.training_volumes."""
+    volumes = SADM.training_volumes([image], [brain], {"contrast_prob": 1.0 if labels else 0.0})
+    return train.stacked_slices(volumes, [brain], min_voxels=500)
+
+
+def test_network_holds_only_the_unet_and_keeps_the_restorer_frozen():
+    net = SADM.build(SMALL)
+    assert all(not k.startswith("restorer") for k in net.state_dict())  # weights file: the U-Net only
+    net.train()
+    assert net.unet.training and not net.restorer.training  # the restorer's batch norm never moves
+    assert not any(p.requires_grad for p in net.restorer.parameters())
+    assert SADM.build({**SMALL, "restorer": "none"}).unet.model[0].conv.unit0.conv.in_channels == 1
+
+
+def test_restorer_is_pinned_by_its_hash():
+    pinned = SADM.complete_network(SMALL)
+    assert pinned["restorer_sha256"] == catalogue.get_card("ae-ixi-t1").weights["sha256"]
+    with pytest.raises(ModelError, match="not the one"):
+        load_restorer({**pinned, "restorer_sha256": "0" * 64})
+    with pytest.raises(ModelError, match="does not restore slices"):
+        load_restorer({**SMALL, "restorer": "intensity-flair"})
+
+
+def test_training_batches_carry_anomalies_and_contrasts():
+    image, brain = template_slices()
+    slices = slices_of(image, brain, labels=True)
+    x, b, target = SADM.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 1.0, "contrast_prob": 1.0})
+    assert x.shape == b.shape == target.shape == (len(slices), 1, 96, 96)
+    assert target.sum((1, 2, 3)).min() > 0 and not (target.bool() & ~b.bool()).any()  # inside the brain
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    assert not torch.allclose(x[:, 0] * b[:, 0], slices[:, 0] * b[:, 0])  # redrawn in other contrasts
+    again = SADM.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 1.0, "contrast_prob": 1.0})
+    assert all(torch.equal(u, v) for u, v in zip((x, b, target), again))  # seeded
+    _, _, healthy = SADM.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 0.0})
+    assert healthy.sum() == 0
+
+
+def test_training_loss_falls_on_real_slices():
+    """Adam steps on a fixed batch of template slices with synthetic anomalies lower Dice + BCE."""
+    torch.manual_seed(0)
+    image, brain = template_slices()
+    batch = SADM.training_batch(slices_of(image, brain), np.random.default_rng(1), {"anomaly_prob": 0.8})
+    net = SADM.build(SMALL)
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    net.train()
+    for _ in range(25):
+        loss = SADM.loss(net, batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3])
+
+
+def test_fit_checkpoints_and_resumes_with_fixed_validation_batches(tmp_path):
+    image, brain = template_slices()
+    slices = slices_of(image, brain)
+    settings = train.TrainSettings(epochs=1, batch_size=4)
+    checkpoint = tmp_path / "sadm.pt"
+    options = {"anomaly_prob": 0.7}
+    state = train.fit(SADM, SADM.build(SMALL), slices[:6], slices[6:], settings, checkpoint, lambda m: None,
+                      options=options)
+    assert state["epoch"] == 1 and checkpoint.is_file()
+    resumed = train.fit(SADM, SADM.build(SMALL), slices[:6], slices[6:], train.TrainSettings(epochs=2, batch_size=4),
+                        checkpoint, lambda m: None, options=options)
+    assert resumed["epoch"] == 2 and resumed["history"][0] == state["history"][0]
+
+
+@pytest.mark.parametrize("model_id", SHIPPED_SADM)
+def test_shipped_sadm_card(model_id):
+    card = catalogue.get_card(model_id)
+    verify_weights(card)
+    assert card.network["restorer_sha256"] == catalogue.get_card(card.network["restorer"]).weights["sha256"]
+    assert card.training["command"].startswith("normativead train --family sadm")
+    assert card.training["seconds"] > 0 and card.training["synthetic"]["anomaly_prob"] > 0
+    assert len(card.training["subjects"]["train"]) == card.training["settings"]["train_subjects"]
+    assert {"fpr1", "fpr5", "fpr10", "comp10"} <= set(card.thresholds)
+    assert all(0 <= v <= 1 for v in card.thresholds.values())  # thresholds on a probability
+    assert card.default_threshold in card.offered_thresholds()
+    json.dumps(card.to_dict())
+
+
+@pytest.mark.parametrize("model_id", SHIPPED_SADM)
+def test_shipped_sadm_restores_the_sample_case(model_id, sample_scan, tmp_path):
+    """End to end on the shipped sample: the heatmap is a probability, every output is written."""
+    model = registry.load_model(model_id)
+    result = pipeline.analyse(sample_scan, model, device="cpu")
+    heatmap = sitk.GetArrayFromImage(result.heatmap)
+    assert 0 <= heatmap.min() and heatmap.max() <= 1 and heatmap.max() > 0
+    assert 0 <= result.score.min() and result.score.max() <= 1
+    assert result.restored.shape == result.prepared.image.shape
+    written = pipeline.write_outputs(result, tmp_path / "out")
+    assert (tmp_path / "out" / "heatmap.nii.gz").is_file() and written
