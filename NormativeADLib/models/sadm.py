@@ -24,6 +24,9 @@ from .. import synth_contrast, synthetic
 from ..errors import ModelError
 
 NO_RESTORER = "none"
+# Anomalies cover about 1 % of the training voxels: the logit head starts at that prior (Lin et al.
+# 2017), so training does not spend its first hundreds of steps lowering every logit from 0.
+PRIOR = 0.01
 # channels of a training slice (training_volumes): the image, its brain mask, its tissue labels
 IMAGE, BRAIN, LABELS = 0, 1, 2
 SYNTH_CONTRASTS = ("T1", "T1C", "T2", "FLAIR", None)  # None: SynthSeg's random tissue order
@@ -33,9 +36,10 @@ class SADMNet(nn.Module):
     """The trainable U-Net beside a frozen restorer; only the U-Net is in the state dict (the
     weights file), and the restorer stays in eval mode whatever mode the whole is put in."""
 
-    def __init__(self, unet: nn.Module, restorer=None):
+    def __init__(self, unet: nn.Module, features: int, restorer=None):
         super().__init__()
-        self.unet = unet
+        self.unet = nn.Sequential(unet, nn.Conv2d(features, 1, kernel_size=1))
+        nn.init.constant_(self.unet[1].bias, float(np.log(PRIOR / (1 - PRIOR))))
         self.restorer = restorer.network if restorer is not None else None
         self.restorer_card = restorer.card if restorer is not None else None
         self.restorer_family = restorer.family if restorer is not None else None
@@ -74,12 +78,13 @@ class SADM:
 
     def build(self, network: dict) -> nn.Module:
         restorer = load_restorer(network)
+        features = int(network["channels"][0])  # the U-Net's output features, read by a 1x1 logit head
         unet = UNet(
-            spatial_dims=2, in_channels=1 if restorer is None else 3, out_channels=1,
+            spatial_dims=2, in_channels=1 if restorer is None else 3, out_channels=features,
             channels=tuple(network["channels"]), strides=tuple(network["strides"]),
             num_res_units=int(network.get("num_res_units", 1)), norm=network.get("norm", "batch"),
         )
-        return SADMNet(unet, restorer)
+        return SADMNet(unet, features, restorer)
 
     def complete_network(self, network: dict) -> dict:
         """The card's network settings with the restorer's version and weights hash, pinned at training."""

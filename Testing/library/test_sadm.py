@@ -43,7 +43,7 @@ def test_network_holds_only_the_unet_and_keeps_the_restorer_frozen():
     net.train()
     assert net.unet.training and not net.restorer.training  # the restorer's batch norm never moves
     assert not any(p.requires_grad for p in net.restorer.parameters())
-    assert SADM.build({**SMALL, "restorer": "none"}).unet.model[0].conv.unit0.conv.in_channels == 1
+    assert SADM.build({**SMALL, "restorer": "none"}).unet[0].model[0].conv.unit0.conv.in_channels == 1
 
 
 def test_restorer_is_pinned_by_its_hash():
