@@ -242,8 +242,8 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelCardLabel.text = _("No model installed: import one with 'Import local weights...'.")
         self._cards = {card.id: card for card in cards}
         for card in cards:
-            self.ui.modelComboBox.addItem(f"{card.id} ({card.contrast})", card.id)
-            item = qt.QListWidgetItem(f"{card.id} ({card.contrast})")
+            self.ui.modelComboBox.addItem(f"{card.id} ({card.contrast_summary})", card.id)
+            item = qt.QListWidgetItem(f"{card.id} ({card.contrast_summary})")
             item.setData(qt.Qt.UserRole, card.id)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
             item.setCheckState(qt.Qt.Unchecked)
@@ -276,7 +276,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.model = model_id
         training = card.training or {}
         self.ui.modelCardLabel.text = (
-            f"<b>{card.id}</b> v{card.version} · {card.family} · contrast {card.contrast}<br>"
+            f"<b>{card.id}</b> v{card.version} · {card.family} · contrasts {card.contrast_summary}<br>"
             f"{card.description}<br>Trained on: {training.get('data', 'unknown')} "
             f"({training.get('licence', training.get('license', 'licence not stated'))})<br>"
             f"Figures: {card.figures_summary()}")

@@ -47,12 +47,33 @@ class ModelCard:
     training: dict = field(default_factory=dict)  # data, licence, split, command, settings
     figures: dict = field(default_factory=dict)  # what the model reached, with how it was measured
     weights: dict = field(default_factory=dict)  # {"file": ..., "sha256": ...}
+    contrasts: tuple = ()  # the scan contrasts the model was trained for (empty: just `contrast`)
     folder: Path | None = None  # where the card was read from (not stored)
 
     @property
     def percentiles(self) -> tuple[float, float]:
         low, high = self.intensity["percentiles"]
         return float(low), float(high)
+
+    @property
+    def trained_contrasts(self) -> tuple[str, ...]:
+        return tuple(self.contrasts) or (self.contrast,)
+
+    @property
+    def evaluated_contrasts(self) -> tuple[str, ...]:
+        """The contrasts of the cases behind the card's evaluation figures."""
+        cases = (self.figures.get("evaluation") or {}).get("cases") or []
+        return tuple(sorted({c["contrast"] for c in cases if c.get("contrast")}))
+
+    def accepts(self, contrast: str) -> bool:
+        return contrast.lower() in (c.lower() for c in self.trained_contrasts)
+
+    @property
+    def contrast_summary(self) -> str:
+        """'T1' or 'T1, T2, FLAIR (evaluated on T2, FLAIR)': the model list's contrast column."""
+        trained = ", ".join(self.trained_contrasts)
+        evaluated = ", ".join(self.evaluated_contrasts)
+        return f"{trained} (evaluated on {evaluated})" if evaluated and evaluated != trained else trained
 
     @property
     def weights_path(self) -> Path:
@@ -64,7 +85,8 @@ class ModelCard:
         d = dataclasses.asdict(self)
         d.pop("folder")
         d["grid"] = self.grid.to_dict()
-        d["healthy_case_scores"] = list(self.healthy_case_scores)
+        for name in ("healthy_case_scores", "contrasts"):
+            d[name] = list(getattr(self, name))
         return d
 
     @classmethod
@@ -72,7 +94,8 @@ class ModelCard:
         d = dict(d)
         d["grid"] = ModelGrid.from_dict(d["grid"])
         d["postprocess"] = PostProcess(**d.get("postprocess", {}))
-        d["healthy_case_scores"] = tuple(d.get("healthy_case_scores", ()))
+        for name in ("healthy_case_scores", "contrasts"):
+            d[name] = tuple(d.get(name, ()))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known}, folder=folder)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import Cancelled, NormativeADError
-from .options import DEVICES, FORMATS
+from .options import CONTRASTS, DEVICES, FORMATS, canonical_contrast
 
 
 class Reporter:
@@ -117,7 +117,7 @@ def cmd_restore(args, reporter: Reporter) -> int:
 
         result = pipeline.analyse(args.input, args.model, args.mask, args.reference, args.threshold, args.device,
                                   seed=args.seed, transform_path=args.transform, progress=reporter.progress,
-                                  cancel=cancel)
+                                  cancel=cancel, contrast=args.contrast)
         if cancel.is_set():
             raise Cancelled("run cancelled")
         reporter.progress("write", 0.97, f"writing outputs to {out}")
@@ -165,8 +165,13 @@ def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) 
         lines.append(f"vs reference: Dice {ref['dice']:.3f}, AUPRC {ref['auprc']:.3f}, AUROC {ref['auroc']:.3f}, "
                      f"lesions detected {ref['lesion_detection_rate']:.2f}, false-positive components "
                      f"{ref['false_positive_components']}; CACI with the reference {_number(ref['caci_reference'])}")
+    contrast = metrics["contrast"]
+    lines.insert(1, f"scan contrast {contrast['scan']} ({contrast['source']}); model trained for "
+                    f"{', '.join(contrast['model_contrasts'])}")
     lines.append(f"outputs in {out}/")
     print("\n".join(lines))
+    if contrast["warning"]:
+        print(f"normativead: warning: {contrast['warning']}", file=sys.stderr)
 
 
 def _number(value: float | None) -> str:
@@ -182,7 +187,7 @@ def cmd_demo(args, reporter: Reporter) -> int:
     from .paths import sample_case
 
     scan, lesion = sample_case(get_card(args.model).contrast)
-    args.input, args.reference, args.mask, args.transform = str(scan), str(lesion), None, None
+    args.input, args.reference, args.mask, args.transform, args.contrast = str(scan), str(lesion), None, None, None
     args.threshold = None  # the card's default
     args.out = args.out or "normativead_demo"
     return cmd_restore(args, reporter)
@@ -200,11 +205,11 @@ def cmd_models(args, reporter: Reporter) -> int:
         print(json.dumps([{**c.to_dict(), "folder": str(c.folder)} for c in cards]
                          + [{"folder": str(b.folder), "broken": b.reason} for b in broken], indent=2))
         return 0
-    print(f"{'id':<16} {'family':<9} {'version':<8} {'contrast':<8} {'default threshold':<18} {'figures':<42} where")
+    print(f"{'id':<16} {'family':<9} {'version':<8} {'contrasts':<26} {'default threshold':<18} {'figures':<42} where")
     for c in cards:
         value = c.offered_thresholds().get(c.default_threshold)
         default = f"{c.default_threshold} {'per case' if value is None else f'{value:.4g}'}"
-        print(f"{c.id:<16} {c.family:<9} {c.version:<8} {c.contrast:<8} {default:<18} {c.figures_summary():<42} {c.folder}")
+        print(f"{c.id:<16} {c.family:<9} {c.version:<8} {c.contrast_summary:<26} {default:<18} {c.figures_summary():<42} {c.folder}")
     for b in broken:
         print(f"{b.folder.name:<16} broken: {b.reason}")
     return 0
@@ -237,6 +242,13 @@ def _command(args) -> str:
     return "normativead " + " ".join(shlex.quote(a) for a in args.argv)
 
 
+def _contrast(text: str) -> str:
+    try:
+        return canonical_contrast(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="normativead", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -250,6 +262,8 @@ def parser() -> argparse.ArgumentParser:
                                                 "healthy-calibrated ones; see `normativead models`) or a number; "
                                                 "default: the card's default")
             sp.add_argument("--transform", help="transform.tfm of an earlier run on this scan: skip registration")
+            sp.add_argument("--contrast", type=_contrast, metavar="|".join(CONTRASTS),
+                            help="the scan's contrast (default: from its file name, e.g. sub-1_T2w, flair.nii.gz)")
         sp.add_argument("--model", default=None, help="model id (see `normativead models`)")
         sp.add_argument("--device", default="auto", choices=DEVICES)
         sp.add_argument("--out", help="output folder")

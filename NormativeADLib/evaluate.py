@@ -61,7 +61,7 @@ def analyse_cases(model: LoadedModel, cases: list[dict], device: str = "auto",
     results = []
     for case in cases:
         result = analyse(case["scan"], model, case.get("mask"), case["reference"], None, device,
-                         transform_path=(transforms or {}).get(case["name"]))
+                         transform_path=(transforms or {}).get(case["name"]), contrast=case.get("contrast"))
         results.append(result)
         log(f"{model.card.id} {case['name']}: AUROC {result.metrics['reference']['auroc']:.3f} "
             f"({result.metrics['seconds']} s)")

@@ -4,6 +4,7 @@ Slicer job all take their choices and their command-line form from here. Standar
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,32 @@ TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png", "registration.png"
 def output_names(fmt: str) -> list[str]:
     """The files a restore run writes."""
     return [name + FORMATS[fmt] for name in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
+
+
+CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
+# File-name words that name a contrast, checked in this order (t1c before t1, flair before t2)
+_CONTRAST_WORDS = (("FLAIR", ("flair",)), ("T1c", ("t1c", "t1ce", "t1gd", "t1post", "t1_post", "ce-gd", "gad")),
+                   ("T2", ("t2",)), ("T1", ("t1",)))
+
+
+def canonical_contrast(name: str) -> str:
+    """'t1c', 'FLAIR', 'T1C' -> the spelling of CONTRASTS; ValueError for anything else."""
+    for contrast in CONTRASTS:
+        if name.strip().lower() == contrast.lower():
+            return contrast
+    raise ValueError(f"unknown contrast {name!r}: choose one of {', '.join(CONTRASTS)}")
+
+
+def guess_contrast(file_name: str) -> str | None:
+    """The contrast a scan's file name states (BIDS T1w/T2w/FLAIR, t1c, t1post...), or None."""
+    words = re.split(r"[^a-z0-9]+", file_name.lower().replace("-", "_"))
+    joined = "_".join(words)
+    for contrast, names in _CONTRAST_WORDS:
+        for name in names:
+            key = name.replace("-", "_")
+            if any(w == key or w == key + "w" for w in words) or ("_" in key and key in joined):
+                return contrast
+    return None
 
 
 ADAPTIVE = "adaptive"  # the case-adaptive policy: its value is measured on each case (anomaly.case_thresholds)
@@ -62,6 +89,7 @@ class RestoreOptions:
     mask_path: Path | None = None
     reference_path: Path | None = None
     transform_path: Path | None = None  # an earlier run's transform.tfm: same registration, no re-run
+    contrast: str | None = None  # the scan's contrast (CONTRASTS); None: from its file name
 
     def arguments(self) -> list[str]:
         if self.device not in DEVICES:
@@ -71,7 +99,8 @@ class RestoreOptions:
         args = ["restore", str(self.input_path), "--out", str(self.out_dir), "--device", self.device,
                 "--format", self.format, "--progress", "json"]
         for flag, value in (("--model", self.model), ("--threshold", self.threshold), ("--mask", self.mask_path),
-                            ("--reference", self.reference_path), ("--transform", self.transform_path)):
+                            ("--reference", self.reference_path), ("--transform", self.transform_path),
+                            ("--contrast", self.contrast)):
             if value:
                 args += [flag, str(value)]
         return args

@@ -19,11 +19,11 @@ import SimpleITK as sitk
 from . import anomaly, io, metrics, paths
 from .card import ModelCard
 from .errors import Cancelled
-from .options import FORMATS, IMAGE_OUTPUTS, output_names, resolve_threshold
+from .options import FORMATS, IMAGE_OUTPUTS, canonical_contrast, guess_contrast, output_names, resolve_threshold
 from .preprocess import Prepared, check_contrast, check_registration, prepare, to_model, to_native
 from .catalogue import DEFAULT_MODEL
 from .registry import LoadedModel, load_model
-from .restore import restore_volume, select_device
+from .restore import restore_volume, score_volume, select_device
 
 # progress(stage, fraction of the whole run in [0, 1], message)
 StageProgress = Callable[[str, float, str], None]
@@ -47,11 +47,13 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
             mask_path: str | Path | None = None, reference_path: str | Path | None = None,
             threshold: str | float | None = None, device: str = "auto", seed: int = 0,
             transform_path: str | Path | sitk.Transform | None = None,
-            progress: StageProgress | None = None, cancel: threading.Event | None = None) -> CaseResult:
+            progress: StageProgress | None = None, cancel: threading.Event | None = None,
+            contrast: str | None = None) -> CaseResult:
     """Restore one scan and derive its heatmap, segmentation and metrics (nothing is written).
 
     transform_path: a registration from an earlier run's transform.tfm (or a transform), to skip
     registration and make runs of several models on one scan see exactly the same alignment.
+    contrast: the scan's contrast (options.CONTRASTS); None: from its file name, else the model's.
     """
     started = time.perf_counter()
     report = progress or (lambda stage, fraction, message: None)
@@ -74,7 +76,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
     prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
     registration_qc = check_registration(prepared)
-    contrast_r = check_contrast(prepared, card.contrast)
+    scan_contrast = scan_contrast_of(scan_path, contrast, card)
+    contrast_r = check_contrast(prepared, scan_contrast["scan"])
 
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
     restored = restore_volume(
@@ -83,7 +86,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     )
 
     checkpoint("anomaly", 0.86, "anomaly map, segmentation and metrics")
-    score = anomaly.score_map(prepared.image, restored, prepared.brain, card.postprocess)
+    score = score_volume(loaded, prepared.image, restored, prepared.brain, choice.device, cancel=cancel)
     thresholds = anomaly.case_thresholds(card, score, prepared.brain)
     threshold_source, threshold_value = resolve_threshold(threshold, thresholds, card.id, card.default_threshold)
     native_brain = sitk.GetArrayFromImage(prepared.native_brain) > 0
@@ -105,6 +108,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         "device": choice.note,
         "mask_source": prepared.mask_source,
         "registration_qc": registration_qc,  # share of the registered template brain on the scan's brain
+        "contrast": scan_contrast,
         "template_correlation": contrast_r,  # the contrast check's number (a T1-like scan is positive)
         "threshold": {"source": threshold_source, "value": threshold_value},
         "thresholds": thresholds,  # the card's, and this case's adaptive one
@@ -136,6 +140,21 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         segmentation=io.image_like(segmentation.astype(np.uint8), scan),
         reference=reference, metrics=result_metrics,
     )
+
+
+def scan_contrast_of(scan_path: str | Path, given: str | None, card) -> dict:
+    """The scan's contrast, where it came from, and a warning when the model was not trained for it."""
+    if given:
+        scan, source = canonical_contrast(given), "as given"
+    elif guess_contrast(Path(scan_path).name):
+        scan, source = guess_contrast(Path(scan_path).name), "from the file name"
+    else:
+        scan, source = card.trained_contrasts[0], "assumed the model's: give --contrast"
+    warning = None
+    if not card.accepts(scan):
+        warning = (f"model {card.id} was trained for {', '.join(card.trained_contrasts)}, not {scan}: its figures "
+                   f"and thresholds do not hold for this scan. Choose a model for {scan} (normativead models).")
+    return {"scan": scan, "source": source, "model_contrasts": list(card.trained_contrasts), "warning": warning}
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ from .grid import ModelGrid
 # Volumes of a brain: a skull-stripped scan's foreground is below this, a whole head above.
 _MAX_BRAIN_ML = 2500.0
 _MIN_BRAIN_ML = 300.0
+_MAX_HEAD_SHARE = 0.85  # of the field of view: a head leaves air in the corners (a sphere fills 52 % of its box)
 _TEMPLATE_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 
 
@@ -132,8 +133,10 @@ def crude_brain_mask(scan: sitk.Image) -> sitk.Image:
     core = sitk.BinaryFillhole(sitk.BinaryDilate(core, _radius_voxels(scan, 6.0)))
     if float(sitk.GetArrayViewFromImage(core).sum()) * _voxel_ml(scan) >= _MIN_BRAIN_ML:
         return core
-    depth = sitk.SignedMaurerDistanceMap(head_mask(scan), insideIsPositive=True, squaredDistance=False,
-                                         useImageSpacing=True)
+    head = head_mask(scan)
+    if sitk.GetArrayViewFromImage(head).mean() > _MAX_HEAD_SHARE:  # no air around it: noise, not a head
+        return core
+    depth = sitk.SignedMaurerDistanceMap(head, insideIsPositive=True, squaredDistance=False, useImageSpacing=True)
     return _largest_component(sitk.Cast(depth > 10.0, sitk.sitkUInt8))
 
 
@@ -326,15 +329,15 @@ def template_correlation(prepared: "Prepared") -> float:
 
 def check_contrast(prepared: "Prepared", contrast: str) -> float:
     """The scan's correlation with the T1 template; InputError when its sign or size says the scan is
-    not of the model's contrast (an inverted scan, or a T2 given to a T1 model)."""
+    not of the stated contrast (an inverted scan, or a T2 said to be a T1)."""
     r = template_correlation(prepared)
     sign = CONTRAST_SIGN.get(contrast.upper())
     if sign is not None and np.isfinite(r) and sign * r < _MIN_CONTRAST_R:
         raise InputError(
-            f"the scan's intensity profile does not match the model's {contrast} contrast "
-            f"({_CONTRAST_LOOK[contrast.upper()]}): its correlation with the MNI152 T1 template inside the brain "
-            f"is {r:+.2f}, a {contrast} scan's is {sign * 0.2:+.1f} or beyond. Is the contrast inverted, or the "
-            "scan of another contrast? Choose a model of the scan's contrast (normativead models).")
+            f"the scan's intensity profile does not look like {contrast} ({_CONTRAST_LOOK[contrast.upper()]}): its "
+            f"correlation with the MNI152 T1 template inside the brain is {r:+.2f}, a {contrast} scan's is "
+            f"{sign * 0.2:+.1f} or beyond. Is the contrast inverted, or the scan of another contrast? State its "
+            "contrast with --contrast and choose a model for it (normativead models).")
     return r
 
 

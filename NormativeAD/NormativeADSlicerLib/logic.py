@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import comparison, export, scene as scene_logic
-from NormativeADLib.options import RestoreOptions
+from NormativeADLib.options import RestoreOptions, guess_contrast
 
 from .process import ProcessProtocol, ProcessRunner, RunOutcome, new_work_dir
 
@@ -82,7 +82,9 @@ class Job:
             device=self.settings.device, mask_path=self.inputs.get("mask"),
             reference_path=self.inputs.get("reference"), threshold=self.settings.threshold, format="nrrd",
             # compared models share the first run's registration: same alignment, no repeated work
-            transform_path=self.outputs[0][1] / "transform.tfm" if self.outputs else None)
+            transform_path=self.outputs[0][1] / "transform.tfm" if self.outputs else None,
+            # the exported file is input.nrrd: the node's name (often the file's) says the contrast
+            contrast=guess_contrast(self.input_node.GetName() or ""))
         self._runner = self.process_factory(request, on_event=self._event)
         self._runner.start()
 
