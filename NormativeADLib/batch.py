@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import InputError, OutputError
+from .batch_outputs import make_public
 from .options import DEVICES, FORMATS
 
 RUN_FILE = "batch.json"  # the settings complete cases were made with: a rerun must match them
@@ -79,16 +80,22 @@ def run(args, reporter) -> int:
         raise InputError("--workers must be 1 or more.")
     paths.check_writable(out, [], overwrite=True)
     with paths.claim_output_dir(out):  # one batch per OUT: a second refuses (exit 4)
-        _check_run_settings(out, args, layout)
+        settings = _check_run_settings(out, args, layout)
         layout.clear_staging()  # a killed run's uncommitted leftovers
-        plan = make_plan(cohort.cases, cards, layout, args.overwrite)
+        plan = make_plan(cohort.cases, cards, layout, args.overwrite, args.threshold, args.seed)
         _say_plan(plan, cards, reporter)
+
+        def started() -> None:  # recorded once the cluster answers: a mistaken command leaves nothing
+            _record_run_settings(out, settings)
+            for model_id, card in cards.items():
+                layout.start_model(model_id, card.version)
+
         cancelled = False
         try:
             if plan.todo:
-                for model_id, card in cards.items():
-                    layout.start_model(model_id, card.version)
-                cancelled = not _run_on_cluster(plan, cohort.cases, layout, args, reporter)
+                cancelled = not _run_on_cluster(plan, cohort.cases, layout, args, reporter, started)
+            else:
+                started()
         finally:
             layout.clear_staging()
         if cancelled:
@@ -111,23 +118,38 @@ def _check_models(model_ids: list[str] | None, threshold: str | None) -> dict:
     return cards
 
 
-def _check_run_settings(out: Path, args, layout) -> None:
-    """Complete cases are kept only if they were made the same way: refuse a rerun that differs."""
+def _check_run_settings(out: Path, args, layout) -> dict:
+    """This run's settings; complete cases are kept only if they were made the same way, so a rerun
+    that differs from the recorded settings is refused."""
     settings = {"threshold": args.threshold, "seed": args.seed, "format": args.format,
                 "layout": "bids" if layout.bids_root else "cases"}
     record = out / RUN_FILE
     if record.is_file() and not args.overwrite:
-        previous = json.loads(record.read_text())
+        try:
+            previous = json.loads(record.read_text())
+        except (OSError, ValueError):
+            raise OutputError(f"{record} cannot be read; remove it to continue this batch (its complete cases are "
+                              "checked one by one), or pass --overwrite to redo it all.") from None
         changed = [k for k in settings if previous.get(k) != settings[k]]
         if changed:
             was = ", ".join(f"{k} {previous.get(k)!r} (now {settings[k]!r})" for k in changed)
             raise OutputError(f"{out} holds a batch made with {was}: rerun with the same settings to complete it, "
                               "pass --overwrite to redo it all, or choose another --out.")
-    paths.write_file_atomic(record, lambda tmp: tmp.write_text(json.dumps(settings, indent=2) + "\n"), overwrite=True)
+    return settings
 
 
-def make_plan(cases, cards: dict, layout, overwrite: bool = False) -> Plan:
-    """Pair each case with the models of its contrast; skip complete pairs; fail missing files now."""
+def _record_run_settings(out: Path, settings: dict) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+        make_public(tmp)
+
+    paths.write_file_atomic(out / RUN_FILE, write, overwrite=True)
+
+
+def make_plan(cases, cards: dict, layout, overwrite: bool = False, threshold: str | None = None,
+              seed: int = 0) -> Plan:
+    """Pair each case with the models of its contrast; skip pairs complete with these settings; fail
+    missing files now."""
     plan = Plan(pairs=[])
     for case in cases:
         models = [m for m, card in cards.items() if _fits(case.contrast, card.contrast)]
@@ -139,7 +161,8 @@ def make_plan(cases, cards: dict, layout, overwrite: bool = False) -> Plan:
             plan.pairs.append((case, model_id))
             if missing:
                 plan.failed[(case.id, model_id)] = missing
-            elif not overwrite and layout.is_complete(case, model_id):
+            elif not overwrite and layout.is_complete(case, model_id) and \
+                    _made_with(layout.metrics_path(case, model_id), cards[model_id], threshold, seed):
                 plan.skipped.append((case, model_id))
             else:
                 plan.todo.setdefault(case.id, []).append(model_id)
@@ -148,6 +171,22 @@ def make_plan(cases, cards: dict, layout, overwrite: bool = False) -> Plan:
         raise InputError(f"no scan fits the models' contrasts ({', '.join(c.contrast for c in cards.values())}); "
                          f"the scans are {contrasts}: choose models of those contrasts (normativead models).")
     return plan
+
+
+def _made_with(metrics_path: Path, card, threshold: str | None, seed: int) -> bool:
+    """Whether a complete case was made with this threshold and seed (an interrupted --overwrite run
+    with other settings leaves cases of both kinds: those of the other kind are redone)."""
+    try:
+        made = json.loads(metrics_path.read_text())
+        source, value = made["threshold"]["source"], made["threshold"]["value"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if made.get("seed", 0) != seed:
+        return False
+    wanted = card.default_threshold if threshold is None else threshold
+    if wanted in card.offered_thresholds():
+        return source == wanted
+    return source == "manual" and value is not None and abs(float(wanted) - value) < 1e-12
 
 
 def _fits(case_contrast: str | None, model_contrast: str) -> bool:
@@ -185,8 +224,9 @@ def _note(reporter, message: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # The cluster
 
-def _run_on_cluster(plan: Plan, cases, layout, args, reporter) -> bool:
-    """Run plan.todo; commit each finished case; record failures in plan.failed. False if cancelled."""
+def _run_on_cluster(plan: Plan, cases, layout, args, reporter, started) -> bool:
+    """Run plan.todo; commit each finished case; record failures in plan.failed. False if cancelled.
+    started() is called once the cluster answers, before the first task."""
     try:
         from distributed import Event, as_completed
     except ImportError:
@@ -200,6 +240,7 @@ def _run_on_cluster(plan: Plan, cases, layout, args, reporter) -> bool:
     with dask_client(args.scheduler, args.workers) as (client, threads):
         if client.dashboard_link and _has_dashboard(client):
             _note(reporter, f"Dask dashboard: {client.dashboard_link}")
+        started()
         cancel = Event(f"normativead-cancel-{uuid.uuid4().hex}", client=client)
         futures = {}
         for case_id, models in plan.todo.items():
@@ -236,7 +277,7 @@ def _outcomes(future, models: list[str]) -> list[dict]:
         raise
     except BaseException as err:  # KilledWorker (out of memory?), a cancelled future, a lost connection
         message = f"the worker running this scan failed: {one_line(err)}"
-        return [{"model": m, "status": "failed", "error": message, "staging": None, "metrics": None} for m in models]
+        return [{"model": m, "status": "failed", "error": message, "staging": None} for m in models]
 
 
 def _settle(outcome: dict, case, layout, plan: Plan) -> None:
@@ -271,9 +312,17 @@ def _has_dashboard(client) -> bool:
     return "dashboard" in services and (not local or importlib.util.find_spec("bokeh") is not None)
 
 
+def cores() -> int:
+    """The cores this process may use (a container's or a job's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """One local worker per 2 cores: each scan's registration and restoration use 2 threads well."""
-    return max(1, (os.cpu_count() or 1) // 2)
+    return max(1, cores() // 2)
 
 
 @contextmanager
@@ -286,7 +335,7 @@ def dask_client(scheduler: str | None, workers: int | None):
             raise InputError("--workers sizes a local cluster; with --scheduler the cluster's own workers run.")
         try:
             client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, ValueError) as err:  # ValueError: not an address
             raise InputError(f"no Dask scheduler answered at {scheduler} ({err}); check the address, or leave "
                              "out --scheduler to run on this machine.") from None
         try:
@@ -300,7 +349,7 @@ def dask_client(scheduler: str | None, workers: int | None):
     import logging
 
     n = workers or default_workers()
-    threads = max(1, (os.cpu_count() or 1) // n)
+    threads = max(1, cores() // n)
     environ = {f"distributed.nanny.pre-spawn-environ.{v}": threads
                for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     dashboard = ":0" if importlib.util.find_spec("bokeh") else None

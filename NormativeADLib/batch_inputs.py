@@ -71,6 +71,9 @@ def read_inputs(inputs: list[str], exclude: Path | None = None) -> Cohort:
 
 
 def _outside(cases: list[Case], folder: Path | None) -> list[Case]:
+    """The cases not inside folder, with absolute paths (a remote worker has another working folder)."""
+    cases = [replace(c, scan=c.scan.absolute(), mask=c.mask and c.mask.absolute(),
+                     reference=c.reference and c.reference.absolute()) for c in cases]
     if folder is None:
         return cases
     folder = Path(folder).resolve()

@@ -26,7 +26,8 @@ BIDS_VERSION = "1.9.0"
 _BIDS_IMAGES = {"pseudo_healthy": ("pseudohealthy", None), "heatmap": ("heatmap", None),
                 "segmentation": ("anomaly", "mask"), "brain_mask": ("brain", "mask")}
 _BIDS_TABLES = {"metrics.json": ("metrics", ".json"), "metrics.csv": ("metrics", ".csv"),
-                "report.png": ("report", ".png")}
+                "report.png": ("report", ".png"), "registration.png": ("registration", ".png")}
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -49,7 +49,7 @@ _process = {"configured": False, "models": {}, "loads": 0}
 
 
 def run_scan(task: ScanTask) -> list[dict]:
-    """One outcome per model: {model, status: done | failed | cancelled, error, staging, metrics, ...}."""
+    """One outcome per model: {model, status: done | failed | cancelled, error, staging, worker, ...}."""
     worker = _configure(task.library_threads)
     cancel = ClusterCancel(task.cancel_event)
     outcomes = []
@@ -80,14 +80,13 @@ def _run_model(task: ScanTask, model_id: str, cancel: "ClusterCancel") -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         staging = make_public(Path(tempfile.mkdtemp(prefix=f"{case.id}-", dir=folder)))
         pipeline.write_outputs(result, staging, task.fmt, overwrite=True)
-        return {"model": model_id, "status": "done", "error": None, "staging": str(staging),
-                "metrics": result.metrics}
+        return {"model": model_id, "status": "done", "error": None, "staging": str(staging)}
     except Cancelled:
         _remove(staging)
-        return {"model": model_id, "status": "cancelled", "error": "cancelled", "staging": None, "metrics": None}
+        return {"model": model_id, "status": "cancelled", "error": "cancelled", "staging": None}
     except Exception as err:  # one case's failure is its row's error; the batch goes on
         _remove(staging)
-        return {"model": model_id, "status": "failed", "error": one_line(err), "staging": None, "metrics": None}
+        return {"model": model_id, "status": "failed", "error": one_line(err), "staging": None}
 
 
 def one_line(err: BaseException) -> str:

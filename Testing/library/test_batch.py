@@ -152,7 +152,7 @@ def test_interrupted_batch_resumes_where_it_stopped(variants, tmp_path):
     assert not (out / ".normativead-staging").exists() and not (out / paths.LOCK_FILE).exists()
     before = {p: p.stat().st_mtime_ns for case in finished for p in (out / MODEL / case).iterdir()}
 
-    again = batch(*args[:-4], "--workers", 2, "--progress", "json")  # the worker count may change between runs
+    again = batch(*args)
     assert again.returncode == 0, again.stderr
     ran = {e["case"] for e in events(again.stdout) if e["event"] == "case"}
     assert ran == set(variants) - set(finished)  # the finished cases were skipped ...
@@ -186,17 +186,19 @@ def test_bids_dataset_is_read_and_written_as_derivatives(tmp_path):
     (root / "sub-02" / "anat" / "sub-02_FLAIR.json").write_text("{}")  # a sidecar is no scan
     out = root / "derivatives" / "normativead"  # inside the dataset, where BIDS puts derivatives
 
-    run = batch(root, "--out", out, "--model", MODEL, "intensity-flair", "--workers", 2, "--progress", "none")
+    run = batch(root, "--out", out, "--model", MODEL, "intensity-flair", "--workers", 1, "--progress", "none")
     assert run.returncode == 0, run.stderr
     rows = read_cohort(out)  # each scan with the model of its contrast only
     assert {(c, r["model"], r["subject"], r["session"]) for c, r in rows.items()} == {
         ("sub-01_ses-1_T1w", MODEL, "01", "1"), ("sub-02_FLAIR", "intensity-flair", "02", "")}
     anat = out / MODEL / "sub-01" / "ses-1" / "anat"
-    assert sorted(p.name for p in anat.iterdir()) == sorted([
-        "sub-01_ses-1_desc-pseudohealthy_T1w.nii.gz", "sub-01_ses-1_desc-heatmap_T1w.nii.gz",
-        "sub-01_ses-1_desc-anomaly_mask.nii.gz", "sub-01_ses-1_desc-brain_mask.nii.gz",
-        "sub-01_ses-1_desc-metrics_T1w.json", "sub-01_ses-1_desc-metrics_T1w.csv",
-        "sub-01_ses-1_desc-report_T1w.png", "sub-01_ses-1_from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.tfm"])
+    written = sorted(p.name for p in anat.iterdir())
+    assert len(written) == len(NAMES)  # every output of restore, under its BIDS name
+    assert {"sub-01_ses-1_desc-pseudohealthy_T1w.nii.gz", "sub-01_ses-1_desc-heatmap_T1w.nii.gz",
+            "sub-01_ses-1_desc-anomaly_mask.nii.gz", "sub-01_ses-1_desc-brain_mask.nii.gz",
+            "sub-01_ses-1_desc-metrics_T1w.json", "sub-01_ses-1_desc-metrics_T1w.csv",
+            "sub-01_ses-1_desc-report_T1w.png",
+            "sub-01_ses-1_from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.tfm"} <= set(written)
     description = json.loads((out / MODEL / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "NormativeAD"
 
@@ -250,6 +252,15 @@ def test_plan_pairs_contrasts_and_fails_missing_files_up_front(tmp_path, variant
                                                   ("gone", "intensity-flair")]
     assert plan.todo == {"t1": [MODEL], "unknown": [MODEL, "intensity-flair"]}
     assert "not found" in plan.failed[("gone", "intensity-flair")] and plan.unmatched == {"T2": 1}
+
+    # a complete case is skipped only if it was made with this run's threshold and seed
+    layout = Layout(tmp_path / "out")
+    for name, target in layout.targets(cases[0], MODEL).items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps({"threshold": {"source": "z3", "value": 3.0}, "seed": 0}))
+    assert make_plan(cases[:1], cards, layout, threshold="z3").skipped == [(cases[0], MODEL)]
+    assert make_plan(cases[:1], cards, layout).todo == {"t1": [MODEL]}  # the card's default is z2
+    assert make_plan(cases[:1], cards, layout, threshold="z3", seed=1).todo == {"t1": [MODEL]}
 
 
 def test_bids_names_keep_the_source_entities():
