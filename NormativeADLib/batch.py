@@ -207,11 +207,11 @@ def _missing_file(case) -> str | None:
 
 def _say_plan(plan: Plan, cards: dict, reporter) -> None:
     for contrast, n in plan.unmatched.items():
-        _note(reporter, f"{n} {contrast} scan{'s' * (n > 1)} fit none of the models "
+        _note(reporter, f"{n} {contrast} scan{'s fit' if n > 1 else ' fits'} none of the models "
                         f"({', '.join(cards)}): not run; add a {contrast} model with --model (normativead models)")
     n_todo = sum(len(m) for m in plan.todo.values())
-    _note(reporter, f"{len(plan.pairs)} case runs: {len(plan.skipped)} already complete, {n_todo} to run, "
-                    f"{len(plan.failed)} with missing files")
+    _note(reporter, f"{len(plan.pairs)} case run{'s' * (len(plan.pairs) != 1)}: {len(plan.skipped)} already complete, "
+                    f"{n_todo} to run, {len(plan.failed)} with missing files")
 
 
 def _note(reporter, message: str) -> None:
@@ -371,7 +371,9 @@ def dask_client(scheduler: str | None, workers: int | None):
 @contextmanager
 def _workers_ignore_ctrl_c():
     """Worker processes inherit SIGINT ignored, so a Ctrl-C at the terminal reaches only this process,
-    which cancels the batch and stops its workers itself (else each worker prints a traceback)."""
+    which cancels the batch and stops its workers itself (else each worker prints a traceback).
+    Only an ignored signal survives the workers' exec, so for the second or two it takes to spawn them
+    a Ctrl-C is ignored here too (SIGTERM still cancels)."""
     if sys.platform == "win32":
         yield
         return
