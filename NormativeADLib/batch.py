@@ -30,7 +30,6 @@ from .options import DEVICES, FORMATS
 
 RUN_FILE = "batch.json"  # the settings complete cases were made with: a rerun must match them
 REGISTRATIONS = "registrations"
-T1_LIKE = {"T1": {"T1", "T1C"}, "T1C": {"T1C", "T1"}}  # a T1 model reads a T1c scan and vice versa
 
 
 def add_arguments(p) -> None:
@@ -152,7 +151,7 @@ def make_plan(cases, cards: dict, layout, overwrite: bool = False, threshold: st
     missing files now."""
     plan = Plan(pairs=[])
     for case in cases:
-        models = [m for m, card in cards.items() if _fits(case.contrast, card.contrast)]
+        models = [m for m, card in cards.items() if _fits(case.contrast, card)]
         if not models:
             plan.unmatched[case.contrast] = plan.unmatched.get(case.contrast, 0) + 1
             continue
@@ -168,7 +167,8 @@ def make_plan(cases, cards: dict, layout, overwrite: bool = False, threshold: st
                 plan.todo.setdefault(case.id, []).append(model_id)
     if not plan.pairs:
         contrasts = ", ".join(sorted(plan.unmatched))
-        raise InputError(f"no scan fits the models' contrasts ({', '.join(c.contrast for c in cards.values())}); "
+        trained = ", ".join(sorted({c for card in cards.values() for c in card.trained_contrasts}))
+        raise InputError(f"no scan fits the models' contrasts ({trained}); "
                          f"the scans are {contrasts}: choose models of those contrasts (normativead models).")
     return plan
 
@@ -189,10 +189,10 @@ def _made_with(metrics_path: Path, card, threshold: str | None, seed: int) -> bo
     return source == "manual" and value is not None and abs(float(wanted) - value) < 1e-12
 
 
-def _fits(case_contrast: str | None, model_contrast: str) -> bool:
-    if case_contrast is None:  # unknown (a folder, a glob): the pipeline's contrast check decides
-        return True
-    return model_contrast.upper() in T1_LIKE.get(case_contrast, {case_contrast})
+def _fits(case_contrast: str | None, card) -> bool:
+    """A scan of known contrast runs with the models trained for it; one of unknown contrast with every
+    model (the pipeline then states the contrast it assumed, and its contrast check decides)."""
+    return case_contrast is None or card.accepts(case_contrast)
 
 
 def _missing_file(case) -> str | None:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InputError
+from .options import CONTRASTS, canonical_contrast, guess_contrast
 from .paths import READABLE_SUFFIXES, case_name, file_suffix
 
-# Contrast names a manifest or a BIDS suffix may use -> a model card's contrast.
-CONTRASTS = {"t1": "T1", "t1w": "T1", "t1c": "T1C", "t1ce": "T1C", "t1gd": "T1C", "t2": "T2", "t2w": "T2",
-             "flair": "FLAIR"}
+# BIDS suffixes and their spellings in a manifest -> the product's contrast (options.CONTRASTS)
+CONTRAST_ALIASES = {"t1w": "T1", "t2w": "T2", "t1ce": "T1c", "t1gd": "T1c"}
 BIDS_SUFFIXES = ("T1w", "T2w", "FLAIR")
 MANIFEST_COLUMNS = ("scan", "mask", "reference", "contrast", "subject")
 
@@ -31,7 +31,7 @@ class Case:
     scan: Path
     mask: Path | None = None
     reference: Path | None = None
-    contrast: str | None = None  # a card contrast (T1, T1C, T2, FLAIR), None when unknown
+    contrast: str | None = None  # options.CONTRASTS (T1, T1c, T2, FLAIR); None when unknown
     subject: str | None = None
     session: str | None = None
     bids_dir: str | None = None  # BIDS: the source's folder relative to the dataset (sub-01/ses-1/anat)
@@ -87,7 +87,7 @@ def _read_one(item: str) -> list[Case]:
     if path.is_file():
         if file_suffix(path) not in READABLE_SUFFIXES:
             raise InputError(f"{item} is neither a scan ({', '.join(READABLE_SUFFIXES)}) nor a CSV manifest.")
-        return [Case(case_name(path), path)]
+        return [scan_case(path)]
     if path.is_dir():
         return read_folder(path)
     if glob.has_magic(item):
@@ -96,7 +96,7 @@ def _read_one(item: str) -> list[Case]:
         if not scans:
             raise InputError(f"the pattern {item} matches no scan ({', '.join(READABLE_SUFFIXES)}); check it "
                              "(quote it so that the shell does not expand it).")
-        return [Case(case_name(p), p) for p in scans]
+        return [scan_case(p) for p in scans]
     raise InputError(f"input not found: {item}. Give a folder of scans, a glob, a CSV manifest or a BIDS dataset.")
 
 
@@ -109,7 +109,7 @@ def read_folder(folder: Path) -> list[Case]:
         hint = (f"; its subfolders hold scans: give a glob such as '{folder}/**/*.nii.gz' or a CSV manifest"
                 if nested else "")
         raise InputError(f"no scans directly inside {folder} ({', '.join(READABLE_SUFFIXES)}){hint}.")
-    return [Case(case_name(p), p) for p in scans]
+    return [scan_case(p) for p in scans]
 
 
 def read_manifest(path: Path) -> list[Case]:
@@ -131,7 +131,7 @@ def read_manifest(path: Path) -> list[Case]:
             id=case_name(scan), scan=scan,
             mask=_relative_to(path.parent, row["mask"]) if row.get("mask") else None,
             reference=_relative_to(path.parent, row["reference"]) if row.get("reference") else None,
-            contrast=_contrast(row.get("contrast"), f"manifest {path}, line {line}"),
+            contrast=_contrast(row.get("contrast"), f"manifest {path}, line {line}") or guess_contrast(scan.name),
             subject=row.get("subject") or None,
             extra={k: v for k, v in row.items() if k not in MANIFEST_COLUMNS},
         ))
@@ -149,9 +149,17 @@ def _contrast(value: str | None, where: str) -> str | None:
     if not value:
         return None
     key = value.strip().lower()
-    if key not in CONTRASTS:
-        raise InputError(f"{where}: unknown contrast '{value}'; use one of T1, T1c, T2, FLAIR (or T1w, T2w).")
-    return CONTRASTS[key]
+    try:
+        return CONTRAST_ALIASES.get(key) or canonical_contrast(key)
+    except ValueError:
+        raise InputError(f"{where}: unknown contrast '{value}'; use one of {', '.join(CONTRASTS)} "
+                         "(or T1w, T2w).") from None
+
+
+def scan_case(path: Path) -> Case:
+    """A scan given as a file, in a folder or by a glob: its contrast as `restore` reads it from the
+    file name (T1w, t1c, flair...), else unknown."""
+    return Case(case_name(path), path, contrast=guess_contrast(path.name))
 
 
 def _unique_ids(cases: list[Case]) -> list[Case]:
@@ -205,7 +213,7 @@ def read_bids(root: Path) -> list[Case]:
         suffix = f.entities["suffix"]
         stem = case_name(scan)
         cases.append(Case(
-            id=stem, scan=scan, contrast=CONTRASTS[suffix.lower()],
+            id=stem, scan=scan, contrast=_contrast(suffix, str(scan)),
             subject=f.entities.get("subject"), session=f.entities.get("session"),
             bids_dir=str(scan.parent.resolve().relative_to(root.resolve())),
             bids_entities=stem[: -len(suffix) - 1], bids_suffix=suffix,

@@ -52,13 +52,22 @@ def cohort_rows(pairs: list[tuple], failed: dict[tuple, str], layout) -> list[di
             metrics_path = layout.metrics_path(case, model_id)
             row["outputs"] = os.path.relpath(metrics_path.parent, layout.out)
             row["report"] = os.path.relpath(layout.report_path(case, model_id), layout.out)
-            row.update({k: v for k, v in flat_metrics(json.loads(metrics_path.read_text())).items()
-                        if k not in ("case", "model")})
+            metrics = json.loads(metrics_path.read_text())
+            row.update(_contrast_columns(metrics.get("contrast"), case.contrast))
+            row.update({k: v for k, v in flat_metrics(metrics).items() if k not in ("case", "model")})
         else:
             row.update(status="failed", error=error or "not run (the batch was cancelled); rerun to complete it")
         row.update({k: v for k, v in case.extra.items() if k not in row})
         rows.append(row)
     return rows
+
+
+def _contrast_columns(stated, given: str | None) -> dict:
+    """The contrast the run took the scan for, where it came from, and the pipeline's warning if any."""
+    if not isinstance(stated, dict):  # metrics of a version that did not state it
+        return {}
+    return {"contrast": given or stated.get("scan"), "contrast_source": stated.get("source"),
+            "contrast_warning": stated.get("warning")}
 
 
 def write_parquet(rows: list[dict], path: Path) -> None:

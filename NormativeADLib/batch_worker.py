@@ -71,7 +71,7 @@ def _run_model(task: ScanTask, model_id: str, cancel: "ClusterCancel") -> dict:
         model = loaded_model(model_id)
         transform, cache_file = _cached_registration(task, model.card)
         result = pipeline.analyse(case.scan, model, case.mask, case.reference, task.threshold, task.device,
-                                  seed=task.seed, transform_path=transform, cancel=cancel)
+                                  seed=task.seed, transform_path=transform, cancel=cancel, contrast=case.contrast)
         if cache_file is not None and transform is None:
             _store_registration(result.prepared.transform, cache_file)
         if cancel.is_set():

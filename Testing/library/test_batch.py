@@ -217,7 +217,7 @@ def test_bids_dataset_is_read_and_written_as_derivatives(tmp_path):
 
 
 def test_inputs_from_folder_glob_and_manifest(variants, tmp_path):
-    from NormativeADLib.batch_inputs import read_inputs
+    from NormativeADLib.batch_inputs import read_inputs, scan_case
     from NormativeADLib.errors import InputError
 
     folder = variants["case_a"].parent
@@ -236,6 +236,9 @@ def test_inputs_from_folder_glob_and_manifest(variants, tmp_path):
         read_inputs([str(tmp_path / "nohead.csv")])
     with pytest.raises(InputError, match="input not found"):
         read_inputs([str(tmp_path / "missing")])
+    # a scan's contrast is read from its name as restore reads it, else unknown (then every model runs)
+    assert [scan_case(Path(n)).contrast for n in ("sub-1_T1w.nii.gz", "p_flair.nrrd", "case_a.nii.gz")] == \
+        ["T1", "FLAIR", None]
 
 
 def test_plan_pairs_contrasts_and_fails_missing_files_up_front(tmp_path, variants):
