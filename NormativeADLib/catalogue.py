@@ -51,6 +51,25 @@ def scan_models() -> tuple[list[ModelCard], list[BrokenModel]]:
     return list(cards.values()), broken
 
 
+def measured_auprc(card: ModelCard, contrast: str) -> float | None:
+    """Mean AUPRC of the card's evaluation cases in that contrast, or None when it has none."""
+    cases = (card.figures.get("evaluation") or {}).get("cases") or []
+    values = [c["auprc"] for c in cases if c.get("contrast", "").lower() == contrast.lower() and c.get("auprc") is not None]
+    return sum(values) / len(values) if values else None
+
+
+def default_model(contrast: str | None = None) -> str:
+    """The model a run takes when none is named: for a scan of known contrast, the installed model with
+    the best measured detection on that contrast (mean AUPRC of the dev cases of that contrast in its
+    card: a T1 model measured on T1c counts there, with restore's out-of-contrast warning); else
+    DEFAULT_MODEL. Measured, not chosen: a better model that is installed and evaluated takes over."""
+    if contrast is None:
+        return DEFAULT_MODEL
+    measured = [(auprc, card.id) for card in list_models()
+                for auprc in [measured_auprc(card, contrast)] if auprc is not None]
+    return max(measured, key=lambda m: (m[0], m[1] == DEFAULT_MODEL))[1] if measured else DEFAULT_MODEL
+
+
 def list_models() -> list[ModelCard]:
     """Every readable model, user models first; ids are unique (user shadows shipped)."""
     return scan_models()[0]

@@ -91,6 +91,11 @@ def check_restore(args) -> Path:
     from .paths import case_name, check_input_file, check_writable
 
     check_input_file(args.input, "scan")
+    if args.model is None:  # the best measured model for the scan's contrast (catalogue.default_model)
+        from .catalogue import default_model
+        from .options import guess_contrast
+
+        args.model = default_model(args.contrast or guess_contrast(Path(args.input).name))
     for flag, what in (("mask", "mask"), ("reference", "reference")):
         if getattr(args, flag):
             check_input_file(getattr(args, flag), what)
@@ -413,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
         args.argv = argv
         args.cancel = cancel
-        if getattr(args, "model", "x") is None:
+        if getattr(args, "model", "x") is None and args.command != "restore":  # restore: by the scan's contrast
             from .catalogue import DEFAULT_MODEL, DEMO_MODEL
 
             args.model = DEMO_MODEL if args.command == "demo" else DEFAULT_MODEL

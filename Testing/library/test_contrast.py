@@ -61,3 +61,33 @@ def test_a_stated_contrast_wins_and_a_wrong_one_is_refused(tmp_path, capsys):
     assert "does not look like T2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["restore", str(flair), "--contrast", "PD", "--out", str(tmp_path / "p")])
+
+
+def _user_model(source_id: str, new_id: str, auprc_by_contrast: dict) -> None:
+    """A copy of a shipped weightless model in the user's models, with evaluation figures as given."""
+    from NormativeADLib.card import write_card
+    from NormativeADLib.paths import home
+
+    card = catalogue.get_card(source_id)
+    cases = [{"case": f"case_{c}", "contrast": c, "auprc": a} for c, a in auprc_by_contrast.items()]
+    folder = home() / "models" / new_id
+    folder.mkdir(parents=True)
+    write_card(card.replace(id=new_id, figures={"evaluation": {"cases": cases}}), folder)
+
+
+def test_the_default_model_is_the_best_measured_for_the_scan_contrast(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
+    measured = {c: max(filter(None, (catalogue.measured_auprc(card, c) for card in catalogue.list_models())),
+                       default=0.0) for c in CONTRASTS}
+    _user_model("intensity-t1", "better-on-t2", {"T2": measured["T2"] + 0.1, "FLAIR": 0.0})
+    assert catalogue.default_model("T2") == "better-on-t2"
+    assert catalogue.default_model("FLAIR") != "better-on-t2"
+    assert catalogue.default_model(None) == catalogue.DEFAULT_MODEL
+
+
+def test_restore_without_a_model_takes_the_default_for_the_scan_contrast(tmp_path, capsys):
+    flair = SAMPLE / "mslub_patient26_flair.nii.gz"
+    out = tmp_path / "out"
+    assert main(["restore", str(flair), "--out", str(out), "--progress", "none"]) == 0
+    model = json.loads((out / "metrics.json").read_text())["model"]["id"]
+    assert model == catalogue.default_model("FLAIR")
