@@ -19,8 +19,10 @@ from trame.app import TrameApp
 from trame.widgets import client, html
 from trame_server.utils.asynchronous import create_task
 from trame_slicer.core import LayoutManager, SlicerApp
-from trame_slicer.rca_view import register_rca_factories
-from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition, slicer_layout_to_vue
+from trame_slicer.app.ui import create_vertical_slice_view_gutter_ui
+from trame_slicer.rca_view import RemoteViewFactory
+from trame_slicer.views import (Layout, LayoutDirection, SliceView, ViewLayoutDefinition, ViewType,
+                                slicer_layout_to_vue)
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
@@ -42,6 +44,24 @@ VIEWS_HEIGHT = "62vh"
 NO_REFERENCE = "none"
 
 
+class LinkedSliceView(SliceView):
+    """trame-slicer's slice view whose slice slider also moves the views linked to it, as Slicer's slice
+    controller does: the offset change is wrapped in a slice-offset interaction, which is what Slicer's
+    link logic broadcasts to the other views of the view group (a bare offset change is not)."""
+
+    def __init__(self, scene, app_logic, name, *args, **kwargs):
+        super().__init__(scene, app_logic, name, *args, **kwargs)
+        self._application_logic = app_logic
+
+    def set_slice_value(self, value: float) -> None:
+        logic = self._application_logic.GetSliceLogic(self.get_view_node())
+        logic.StartSliceOffsetInteraction()
+        try:
+            super().set_slice_value(value)
+        finally:
+            logic.EndSliceOffsetInteraction()
+
+
 class NormativeADWebApp(TrameApp):
     """One server, one scene, one page; see the module docstring."""
 
@@ -49,7 +69,8 @@ class NormativeADWebApp(TrameApp):
                  server=None):
         super().__init__(server=server)
         self.slicer_app = SlicerApp()
-        register_rca_factories(self.slicer_app.view_manager, self.server)
+        self.slicer_app.view_manager.register_factory(RemoteViewFactory(
+            self.server, LinkedSliceView, ViewType.SLICE_VIEW, populate_view_ui_f=create_vertical_slice_view_gutter_ui))
         self.layouts = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layouts.register_layout(RESULT_LAYOUT, Layout(LayoutDirection.Horizontal, list(THREE_VIEWS)))
         self.layouts.set_layout(RESULT_LAYOUT)
@@ -97,7 +118,6 @@ class NormativeADWebApp(TrameApp):
         s.downloads = [{"kind": kind, "label": label} for kind, (label, _) in DOWNLOADS.items()]
         s.layout_name = RESULT_LAYOUT
         s.compare_labels = []
-        s.runs_finished = 0  # counts finished runs: the browser tests wait on it
         self._show_card(s.model)
 
     def _bind(self) -> None:
@@ -141,12 +161,12 @@ class NormativeADWebApp(TrameApp):
             return
         self._open_scan(self._sources[scan_source].path)
 
-    def _open_scan(self, path: Path, name: str | None = None) -> None:
+    def _open_scan(self, path: Path, name: str | None = None) -> bool:
         try:
             node = self.session.load_scan(path, name)
         except Exception as err:
-            self._fail(err)
-            return
+            self._fail(err)  # the scan shown and its results stay as they were
+            return False
         s = self.state
         s.error = ""
         s.scan_name = node.GetName()
@@ -159,6 +179,7 @@ class NormativeADWebApp(TrameApp):
             view.set_foreground_volume_id(None)
             view.reset_view()
         self._link_views()
+        return True
 
     def _on_reference_source(self, reference_source, **_) -> None:
         if reference_source in (None, NO_REFERENCE):
@@ -184,9 +205,8 @@ class NormativeADWebApp(TrameApp):
             return
         if role == "reference":
             self._open_reference(path)
-        else:
-            self.state.scan_source = None
-            self._open_scan(path)
+        elif self._open_scan(path):
+            self.state.scan_source = None  # the scan shown is the upload, no longer the one picked
 
     # ------------------------------------------------------------------------------------------
     # Running
@@ -239,7 +259,6 @@ class NormativeADWebApp(TrameApp):
         self._set_layout(COMPARE_LAYOUT if compare else RESULT_LAYOUT)
         self._show_results_state()
         self._centre_views()
-        s.runs_finished += 1
 
     def cancel(self) -> None:
         self.session.cancel()

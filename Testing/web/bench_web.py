@@ -65,13 +65,20 @@ def memory_after_runs(tmp: Path, runs: int) -> dict:
         page.wait(lambda: "opened" in page.text("na-status"), 60)
         rss = {"page open": round(server.rss_mb())}
         for run in range(1, runs + 1):
-            assert page.run_and_wait().startswith("finished")
+            status = page.run_and_wait()
+            assert status.startswith("finished"), f"run {run}: {status} / {page.error()}"
             if run in (1, runs):
                 rss[f"after {run} run{'s' if run > 1 else ''}"] = round(server.rss_mb())
         return rss
     finally:
         driver.quit()
         server.stop()
+
+
+def log(what: str, value):
+    """Each figure on stderr as it comes, so a late failure keeps the earlier ones."""
+    print(what, value, file=sys.stderr, flush=True)
+    return value
 
 
 def main() -> None:
@@ -84,9 +91,9 @@ def main() -> None:
         sys.exit(reason)
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         tmp = Path(tmp)
-        page = [page_to_first_heatmap(Path(tempfile.mkdtemp(dir=tmp))) for _ in range(args.repeats)]
-        cli = [cli_seconds(Path(tempfile.mkdtemp(dir=tmp))) for _ in range(args.repeats)]
-        memory = memory_after_runs(Path(tempfile.mkdtemp(dir=tmp)), args.runs)
+        page = [log("page", page_to_first_heatmap(Path(tempfile.mkdtemp(dir=tmp)))) for _ in range(args.repeats)]
+        cli = [log("cli", cli_seconds(Path(tempfile.mkdtemp(dir=tmp)))) for _ in range(args.repeats)]
+        memory = log("memory", memory_after_runs(Path(tempfile.mkdtemp(dir=tmp)), args.runs))
     print(json.dumps({
         "case": SAMPLE_FLAIR.name, "model": MODEL, "cpus": os.cpu_count(),
         "page_load_to_first_heatmap_s": [round(t, 1) for t in page], "page_median_s": round(statistics.median(page), 1),

@@ -97,6 +97,14 @@ def colour_masks(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return saturated & ~magenta, magenta
 
 
+def grey_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two views' pixels where both show the scan's grey (no overlay colour)."""
+    rows, columns = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+    a, b = a[:rows, :columns].astype(np.int16), b[:rows, :columns].astype(np.int16)
+    grey = ((a.max(axis=2) - a.min(axis=2)) < 20) & ((b.max(axis=2) - b.min(axis=2)) < 20)
+    return float(np.abs(a - b)[grey].mean())
+
+
 def keep_screenshot(path, name: str) -> None:
     if os.environ.get("NORMATIVEAD_UPDATE_SCREENSHOT") == "1":
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
@@ -161,6 +169,16 @@ def test_sample_case_run_threshold_compare_download(page, cli_run, tmp_path, ser
     inside, outside = heat[lesion].mean(), heat[~lesion].mean()
     print(f"heatmap colour covers {inside:.0%} of the lesion's pixels and {outside:.1%} of the rest of the view")
     assert inside > 0.2 and inside > 5 * outside, "the heatmap colour does not lie over the lesion"
+
+    # The comparison views are linked: stepping the first view's slice slider moves the second one along.
+    first_before = page.view_pixels(page.screenshot(tmp_path / "before.png"), 0)
+    page.move_slice(0, Keys.ARROW_RIGHT, 5)
+
+    def linked() -> bool:
+        shot = page.screenshot(tmp_path / "after.png")
+        first, second = page.view_pixels(shot, 0), page.view_pixels(shot, 1)
+        return grey_difference(first, first_before) > 5 and grey_difference(first, second) < 3
+    page.wait(linked, 30, "the second view did not follow the first one's slice slider")
 
 
 def test_cancel_leaves_the_previous_results(page):

@@ -85,10 +85,18 @@ class Page:
             thumb.send_keys(key)
             time.sleep(0.1)
 
+    def move_slice(self, view_index: int, key: str, times: int = 1) -> None:
+        """Step a view's slice slider (the one under each view) by keyboard."""
+        thumb = self.driver.find_elements(By.CSS_SELECTOR, "#na-views .slice-slider .v-slider-thumb")[view_index]
+        for _ in range(times):
+            thumb.send_keys(key)
+            time.sleep(0.1)
+
     def run_and_wait(self, button_id: str = "na-run") -> str:
         """Press Run (or Compare), wait for the Cancel button to come and go; returns the status line."""
+        before = self.text("na-status")
         self.click(button_id)
-        self.wait(lambda: self.exists("na-cancel"), 30, "the run did not start")
+        self.wait(lambda: self.exists("na-cancel") or self.text("na-status") != before, 120, "the run did not start")
         self.wait(lambda: not self.exists("na-cancel"), RUN_TIMEOUT_S, "the run did not end")
         return self.text("na-status")
 
@@ -123,6 +131,8 @@ class Page:
         """The page as the browser draws it, saved to path; returns its (rows, columns, RGB) pixels."""
         from PIL import Image
 
+        self.driver.execute_script("window.scrollTo(0, 0)")  # a download button may have scrolled the page
+        time.sleep(0.3)
         self.driver.save_screenshot(str(path))
         return np.asarray(Image.open(path).convert("RGB"))
 
