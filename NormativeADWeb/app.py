@@ -19,7 +19,9 @@ from trame.app import TrameApp
 from trame.widgets import client, html
 from trame_server.utils.asynchronous import create_task
 from trame_slicer.core import LayoutManager, SlicerApp
-from trame_slicer.app.ui import create_vertical_slice_view_gutter_ui
+from trame_slicer.app.logic.slice_view_logic import connect_slice_view_slider_to_state
+from trame_slicer.app.ui import create_vertical_view_gutter_ui
+from trame_slicer.app.ui.slider import Slider
 from trame_slicer.rca_view import RemoteViewFactory
 from trame_slicer.views import (Layout, LayoutDirection, SliceView, ViewLayoutDefinition, ViewType,
                                 slicer_layout_to_vue)
@@ -62,6 +64,16 @@ class LinkedSliceView(SliceView):
             logic.EndSliceOffsetInteraction()
 
 
+def slice_view_gutter(server, view_id: str, view) -> None:
+    """What each view carries: trame-slicer's reset-camera button and slice slider (without its
+    show-in-3D button: the page has no 3D view)."""
+    create_vertical_view_gutter_ui(server, view_id, view)
+    with html.Div(classes="slice-slider-gutter",
+                  style="position: absolute; bottom: 0; left: 0; background-color: transparent; width: 100%;"):
+        Slider(classes="slice-slider", typed_state=connect_slice_view_slider_to_state(server, view), theme="dark",
+               dense=True)
+
+
 class NormativeADWebApp(TrameApp):
     """One server, one scene, one page; see the module docstring."""
 
@@ -70,7 +82,7 @@ class NormativeADWebApp(TrameApp):
         super().__init__(server=server)
         self.slicer_app = SlicerApp()
         self.slicer_app.view_manager.register_factory(RemoteViewFactory(
-            self.server, LinkedSliceView, ViewType.SLICE_VIEW, populate_view_ui_f=create_vertical_slice_view_gutter_ui))
+            self.server, LinkedSliceView, ViewType.SLICE_VIEW, populate_view_ui_f=slice_view_gutter))
         self.layouts = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layouts.register_layout(RESULT_LAYOUT, Layout(LayoutDirection.Horizontal, list(THREE_VIEWS)))
         self.layouts.set_layout(RESULT_LAYOUT)

@@ -35,6 +35,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def binding_notice(host: str, port: int) -> str | None:
+    """What the server says at start-up when it listens beyond this machine (None when it does not)."""
+    if is_loopback(host):
+        return None
+    return (f"normativead web: listening on {host}, not only on this machine: anyone who can reach {host}:{port} "
+            "can open scans and run models here. Research software, not for diagnosis.")
+
+
 def run(args, reporter) -> int:
     from NormativeADLib.errors import InputError
 
@@ -48,10 +56,9 @@ def run(args, reporter) -> int:
     ensure_importable()
     if not os.environ.get("DISPLAY"):  # no X server: render the slice views through EGL straight away
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    if not is_loopback(args.host):
-        print(f"normativead web: listening on {args.host}, not only on this machine: anyone who can reach "
-              f"{args.host}:{args.port} can open scans and run models here. Research software, not for diagnosis.",
-              file=sys.stderr, flush=True)
+    notice = binding_notice(args.host, args.port)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     upload_dir = Path(tempfile.mkdtemp(prefix="normativead-web-"))  # private (0700); removed on exit
     try:
         from .app import NormativeADWebApp

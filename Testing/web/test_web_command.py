@@ -1,0 +1,46 @@
+"""`normativead web` as a command: its options are checked before anything heavy, and binding beyond this
+machine is said out loud. No browser needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from web_server import REPO
+
+
+def test_only_loopback_addresses_count_as_this_machine():
+    from NormativeADWeb.command import is_loopback
+
+    assert all(is_loopback(host) for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
+    assert not any(is_loopback(host) for host in ("0.0.0.0", "192.168.1.10", "::", "example.org"))
+
+
+def test_binding_beyond_this_machine_is_said_at_start_up():
+    from NormativeADWeb.command import binding_notice
+
+    assert binding_notice("127.0.0.1", 8080) is None
+    assert "listening on 0.0.0.0, not only on this machine" in binding_notice("0.0.0.0", 8080)
+
+
+def test_a_missing_data_folder_is_a_clear_input_error(tmp_path, capsys):
+    from NormativeADLib.cli import main
+
+    assert main(["web", "--data", str(tmp_path / "absent")]) == 2
+    assert f"--data {tmp_path / 'absent'} is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_the_upload_limit_must_be_positive(limit, capsys):
+    from NormativeADLib.cli import main
+
+    assert main(["web", "--max-upload-mb", limit]) == 2
+    assert "--max-upload-mb must be a positive number" in capsys.readouterr().err
+
+
+def test_the_command_line_lists_web_without_importing_trame():
+    code = ("import sys; from NormativeADLib.cli import parser; parser(); "
+            "print([m for m in ('trame', 'trame_slicer', 'slicer', 'vtk') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
