@@ -183,6 +183,10 @@ class NormativeADWebApp(TrameApp):
         s.error = ""
         s.scan_name = node.GetName()
         s.status = f"{node.GetName()} opened; choose a model and press Run."
+        contrast, model = self.session.suggested_model()
+        if model:  # what `normativead restore` would take for this scan without --model
+            s.model = model
+            s.status = f"{node.GetName()} opened ({contrast}): {model} has the best measured detection on {contrast}."
         s.reference_source = NO_REFERENCE
         self._show_results_state()
         self._set_layout(RESULT_LAYOUT)

@@ -119,6 +119,17 @@ class WebSession:
         self.scan = _read_volume(self.scene, path, name or paths.case_name(path))
         return self.scan
 
+    def suggested_model(self) -> tuple[str | None, str | None]:
+        """(contrast, model id): the scan's contrast as its file name says it (BIDS-style suffixes, t1, flair...)
+        and the installed model with the best measured detection on that contrast (catalogue.default_model,
+        what `normativead restore` takes without --model); (None, None) when the name says nothing."""
+        from NormativeADLib.options import guess_contrast
+
+        if self.scan is None:
+            return None, None
+        contrast = guess_contrast(Path(self.scan.GetStorageNode().GetFileName()).name)
+        return (contrast, catalogue.default_model(contrast)) if contrast else (None, None)
+
     def load_reference(self, path: str | Path):
         """A reference lesion mask on the scan's grid, shown as a magenta outline; the run scores against it."""
         from NormativeADLib import io
