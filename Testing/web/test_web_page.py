@@ -202,6 +202,17 @@ def test_cancel_leaves_the_previous_results(page):
     page.choose("na-model", DEMO_MODEL)
 
 
+@pytest.mark.skipif(sys.platform == "darwin", reason="needs a device this machine lacks: Apple's MPS is one off macOS")
+def test_a_failed_run_shows_why_and_leaves_the_previous_results(page):
+    before = page.table()
+    page.choose("na-device", "mps")
+    status = page.run_and_wait()
+    assert "device mps is not available on this machine" in page.error(), f"{status} / {page.error()}"
+    assert page.table() == before
+    assert len(page.views()) == 2
+    page.choose("na-device", "auto")
+
+
 def test_bad_uploads_are_refused_in_the_page_with_the_command_lines_words(page, tmp_path, server):
     before = page.table()
     garbage = tmp_path / "garbage.nii.gz"
