@@ -105,7 +105,7 @@ class NormativeADWebApp(TrameApp):
         s.scan_source = None
         s.reference_source = NO_REFERENCE
         s.scan_name = ""
-        s.models = [{"title": f"{c.id} ({c.contrast})", "value": c.id} for c in models]
+        s.models = [{"title": f"{c.id} ({', '.join(c.trained_contrasts)})", "value": c.id} for c in models]
         s.model = DEMO_MODEL if any(c.id == DEMO_MODEL for c in models) else (models[0].id if models else None)
         s.compare_models = []
         s.card = {}
@@ -152,7 +152,8 @@ class NormativeADWebApp(TrameApp):
             return
         training = card.training or {}
         self.state.card = {
-            "id": card.id, "version": card.version, "family": card.family, "contrast": card.contrast,
+            "id": card.id, "version": card.version, "family": card.family,
+            "contrast": card.contrast_summary,  # "T1" or "T1, T2, FLAIR (evaluated on T2, FLAIR)"
             "training": "; ".join(str(training[k]) for k in ("data", "licence") if training.get(k)) or "not stated",
             "figures": card.figures_summary() or "none recorded",
             "thresholds": ", ".join(card.offered_thresholds()) or "none",
@@ -441,7 +442,7 @@ class NormativeADWebApp(TrameApp):
                 v3.VSelect(label="Model", items=("models",), v_model=("model",), density="compact",
                            id="na-model", hide_details=True, classes="mb-2")
                 with html.Div(classes="text-caption na-card", id="na-card", v_if="card.id"):
-                    html.Div("<b>{{ card.id }}</b> {{ card.version }}: {{ card.family }}, contrast "
+                    html.Div("<b>{{ card.id }}</b> {{ card.version }}: {{ card.family }}, contrasts "
                              "<b>{{ card.contrast }}</b>")
                     html.Div("Trained on: {{ card.training }}")
                     html.Div("Figures: {{ card.figures }}")
