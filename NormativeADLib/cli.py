@@ -286,7 +286,8 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--overwrite", action="store_true")
     models.add_argument("--json", action="store_true")
     tr = sub.add_parser("train", help="train and calibrate a model on healthy scans")
-    tr.add_argument("--family", help="model family (ae, vae, ddpm, pddpm, cddpm, autoddpm): with it --config "
+    tr.add_argument("--family", help="model family (ae, vae, ddpm, pddpm, cddpm, autoddpm, sadm, intensity): "
+                                     "with it --config "
                                      "may name a shipped size (small, published)")
     tr.add_argument("--config", required=True, help="config JSON, or the name of a shipped one (ae_small)")
     tr.add_argument("--data", help="folder of healthy scans (IXI T1); not needed by the intensity baseline")

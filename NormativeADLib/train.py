@@ -75,6 +75,7 @@ def card_from_config(config: dict) -> ModelCard:
         restoration=config.get("restoration", {}), intensity={"method": "percentile", "percentiles": percentiles},
         postprocess=PostProcess(**config.get("postprocess", {})),
         thresholds=dict(config.get("thresholds", {})), default_threshold=config.get("default_threshold", "fpr5"),
+        contrasts=tuple(config.get("contrasts", ())),
     )
 
 

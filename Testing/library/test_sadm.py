@@ -78,13 +78,13 @@ def test_training_loss_falls_on_real_slices():
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     net.train()
-    for _ in range(25):
+    for _ in range(12):
         loss = SADM.loss(net, batch)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
-    assert np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3])
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3])
 
 
 def test_fit_checkpoints_and_resumes_with_fixed_validation_batches(tmp_path):
@@ -112,6 +112,8 @@ def test_shipped_sadm_card(model_id):
     assert {"fpr1", "fpr5", "fpr10", "comp10"} <= set(card.thresholds)
     assert all(0 <= v <= 1 for v in card.thresholds.values())  # thresholds on a probability
     assert card.default_threshold in card.offered_thresholds()
+    if card.training["synthetic"].get("contrast_prob", 0) > 0:  # trained on synthetic contrasts: it says which
+        assert all(card.accepts(c) for c in ("T1", "T1c", "T2", "FLAIR"))
     json.dumps(card.to_dict())
 
 
