@@ -189,9 +189,12 @@ def _percent(value: float | None) -> str:
 
 def cmd_demo(args, reporter: Reporter) -> int:
     from .catalogue import get_card
-    from .paths import sample_case
+    from .paths import SAMPLE_SCANS, sample_case
 
-    scan, lesion = sample_case(get_card(args.model).contrast)
+    card = get_card(args.model)
+    # a model of several contrasts (sadm-synth: "any") runs on the first of them the sample ships in
+    contrast = next((c for c in card.trained_contrasts if c in SAMPLE_SCANS), card.contrast)
+    scan, lesion = sample_case(contrast)
     args.input, args.reference, args.mask, args.transform, args.contrast = str(scan), str(lesion), None, None, None
     args.threshold = None  # the card's default
     args.out = args.out or "normativead_demo"
