@@ -29,7 +29,10 @@ class LoadedModel:
 def build_network(card: ModelCard) -> nn.Module:
     if card.family not in FAMILIES:
         raise ModelError(f"model {card.id}: family '{card.family}' is not supported by this version.")
-    return FAMILIES[card.family].build(card.network)
+    family = FAMILIES[card.family]
+    if getattr(family, "builds_on_models", False):  # SADM: a frozen restorer, loaded through this registry
+        return family.build(card.network, load_model)
+    return family.build(card.network)
 
 
 def load_model(model: str | ModelCard) -> LoadedModel:

@@ -372,7 +372,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
         split = replace(split, train=split.train[:settings.train_subjects])
     family = _family(card)
     if hasattr(family, "complete_network"):  # SADM pins its frozen restorer's version and hash
-        card = card.replace(network=family.complete_network(card.network))
+        card = card.replace(network=family.complete_network(card.network, load_model))
     options = config.get("synthetic", {})
     cache_dir = cache_dir or home() / "prepared"
     _check_present(card, data_dir, split.calibration)  # fail now, not after training

@@ -14,6 +14,8 @@ and probability() is the heatmap (restore.score_volume post-processes it like a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
@@ -75,9 +77,12 @@ class SADMNet(nn.Module):
 class SADM:
     name = "sadm"
     cpu_batch = 16
+    # build() gets the registry's load_model for the frozen restorer (importing the registry here
+    # would close an import cycle: the registry imports the families)
+    builds_on_models = True
 
-    def build(self, network: dict) -> nn.Module:
-        restorer = load_restorer(network)
+    def build(self, network: dict, load_model: Callable) -> nn.Module:
+        restorer = load_restorer(network, load_model)
         features = int(network["channels"][0])  # the U-Net's output features, read by a 1x1 logit head
         unet = UNet(
             spatial_dims=2, in_channels=1 if restorer is None else 3, out_channels=features,
@@ -86,9 +91,9 @@ class SADM:
         )
         return SADMNet(unet, features, restorer)
 
-    def complete_network(self, network: dict) -> dict:
+    def complete_network(self, network: dict, load_model: Callable) -> dict:
         """The card's network settings with the restorer's version and weights hash, pinned at training."""
-        restorer = load_restorer(network)
+        restorer = load_restorer(network, load_model)
         if restorer is None:
             return dict(network)
         return {**network, "restorer_version": restorer.card.version,
@@ -150,13 +155,12 @@ def _loss_fn() -> nn.Module:
     return DiceCELoss(sigmoid=True, batch=True)
 
 
-def load_restorer(network: dict):
-    """The frozen restorer a SADM card names (None for "none"), checked against the pinned hash."""
+def load_restorer(network: dict, load_model: Callable):
+    """The frozen restorer a SADM card names (None for "none") through load_model (registry.load_model),
+    checked against the pinned hash."""
     name = network.get("restorer", NO_RESTORER)
     if name == NO_RESTORER:
         return None
-    from ..registry import load_model  # the registry imports the families
-
     restorer = load_model(name)
     if restorer.card.family == SADM.name or getattr(restorer.family, "whole_volume", False):
         raise ModelError(f"SADM restorer {name} ({restorer.card.family}) does not restore slices; name a "

@@ -23,6 +23,10 @@ SHIPPED_SADM = [c.id for c in catalogue.list_models() if c.family == "sadm"]
 SMALL = {"restorer": "ae-ixi-t1", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
 
 
+def sadm_net(network: dict = SMALL):
+    return SADM.build(network, registry.load_model)
+
+
 def template_slices(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """n axial slices of the MNI152 T1 template on the model grid (real anatomy), scaled like a scan."""
     t1, mask = template_on_grid(catalogue.get_card("ae-ixi-t1").grid)
@@ -38,21 +42,21 @@ def slices_of(image: np.ndarray, brain: np.ndarray, labels: bool = False) -> tor
 
 
 def test_network_holds_only_the_unet_and_keeps_the_restorer_frozen():
-    net = SADM.build(SMALL)
+    net = sadm_net()
     assert all(not k.startswith("restorer") for k in net.state_dict())  # weights file: the U-Net only
     net.train()
     assert net.unet.training and not net.restorer.training  # the restorer's batch norm never moves
     assert not any(p.requires_grad for p in net.restorer.parameters())
-    assert SADM.build({**SMALL, "restorer": "none"}).unet[0].model[0].conv.unit0.conv.in_channels == 1
+    assert sadm_net({**SMALL, "restorer": "none"}).unet[0].model[0].conv.unit0.conv.in_channels == 1
 
 
 def test_restorer_is_pinned_by_its_hash():
-    pinned = SADM.complete_network(SMALL)
+    pinned = SADM.complete_network(SMALL, registry.load_model)
     assert pinned["restorer_sha256"] == catalogue.get_card("ae-ixi-t1").weights["sha256"]
     with pytest.raises(ModelError, match="not the one"):
-        load_restorer({**pinned, "restorer_sha256": "0" * 64})
+        load_restorer({**pinned, "restorer_sha256": "0" * 64}, registry.load_model)
     with pytest.raises(ModelError, match="does not restore slices"):
-        load_restorer({**SMALL, "restorer": "intensity-flair"})
+        load_restorer({**SMALL, "restorer": "intensity-flair"}, registry.load_model)
 
 
 def test_training_batches_carry_anomalies_and_contrasts():
@@ -74,7 +78,7 @@ def test_training_loss_falls_on_real_slices():
     torch.manual_seed(0)
     image, brain = template_slices()
     batch = SADM.training_batch(slices_of(image, brain), np.random.default_rng(1), {"anomaly_prob": 0.8})
-    net = SADM.build(SMALL)
+    net = sadm_net()
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     net.train()
@@ -93,10 +97,10 @@ def test_fit_checkpoints_and_resumes_with_fixed_validation_batches(tmp_path):
     settings = train.TrainSettings(epochs=1, batch_size=4)
     checkpoint = tmp_path / "sadm.pt"
     options = {"anomaly_prob": 0.7}
-    state = train.fit(SADM, SADM.build(SMALL), slices[:6], slices[6:], settings, checkpoint, lambda m: None,
+    state = train.fit(SADM, sadm_net(), slices[:6], slices[6:], settings, checkpoint, lambda m: None,
                       options=options)
     assert state["epoch"] == 1 and checkpoint.is_file()
-    resumed = train.fit(SADM, SADM.build(SMALL), slices[:6], slices[6:], train.TrainSettings(epochs=2, batch_size=4),
+    resumed = train.fit(SADM, sadm_net(), slices[:6], slices[6:], train.TrainSettings(epochs=2, batch_size=4),
                         checkpoint, lambda m: None, options=options)
     assert resumed["epoch"] == 2 and resumed["history"][0] == state["history"][0]
 
