@@ -107,10 +107,10 @@ def run(args, reporter) -> int:
 
 def _check_models(model_ids: list[str] | None, threshold: str | None) -> dict:
     """Cards by id, each checked (known model, threshold it offers) before any work."""
-    from .catalogue import DEFAULT_MODEL, get_card
+    from .catalogue import default_model, get_card
     from .options import resolve_threshold
 
-    ids = list(dict.fromkeys(model_ids or [DEFAULT_MODEL]))
+    ids = list(dict.fromkeys(model_ids or [default_model()]))
     cards = {m: get_card(m) for m in ids}
     for card in cards.values():
         resolve_threshold(threshold, card.offered_thresholds(), card.id, card.default_threshold)

@@ -18,7 +18,7 @@ from .card import CARD_FILE, ModelCard, read_card, verify_weights
 from .errors import ModelError
 from .paths import home, model_roots, write_folder_atomic
 
-DEFAULT_MODEL = "ae-ixi-t1"
+DEFAULT_MODEL = "ae-ixi-t1"  # only when no installed model has evaluation figures (see default_model)
 # The demo runs the model that measurably finds the sample case's MS lesions: on FLAIR, intensity alone
 # (Dice 0.49, 3.0 mL flagged of 8.2 mL); the T1 models flag 16-369 mL there with Dice <= 0.02.
 DEMO_MODEL = "intensity-flair"
@@ -61,12 +61,18 @@ def measured_auprc(card: ModelCard, contrast: str) -> float | None:
 def default_model(contrast: str | None = None) -> str:
     """The model a run takes when none is named: for a scan of known contrast, the installed model with
     the best measured detection on that contrast (mean AUPRC of the dev cases of that contrast in its
-    card: a T1 model measured on T1c counts there, with restore's out-of-contrast warning); else
-    DEFAULT_MODEL. Measured, not chosen: a better model that is installed and evaluated takes over."""
-    if contrast is None:
-        return DEFAULT_MODEL
-    measured = [(auprc, card.id) for card in list_models()
-                for auprc in [measured_auprc(card, contrast)] if auprc is not None]
+    card: a T1 model measured on T1c counts there, with restore's out-of-contrast warning); for a scan of
+    unknown contrast, the best mean over the contrasts among the models measured in every one of them;
+    DEFAULT_MODEL when nothing is measured. Measured, not chosen: a better model that is installed and
+    evaluated takes over."""
+    if contrast is None:  # the best over every case-contrast pair, among models measured in every contrast
+        from .options import CONTRASTS
+
+        measured = [(sum(per) / len(per), card.id) for card in list_models()
+                    for per in [[measured_auprc(card, c) for c in CONTRASTS]] if None not in per]
+    else:
+        measured = [(auprc, card.id) for card in list_models()
+                    for auprc in [measured_auprc(card, contrast)] if auprc is not None]
     return max(measured, key=lambda m: (m[0], m[1] == DEFAULT_MODEL))[1] if measured else DEFAULT_MODEL
 
 

@@ -423,9 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = argv
         args.cancel = cancel
         if getattr(args, "model", "x") is None and args.command != "restore":  # restore: by the scan's contrast
-            from .catalogue import DEFAULT_MODEL, DEMO_MODEL
+            from .catalogue import DEMO_MODEL, default_model
 
-            args.model = DEMO_MODEL if args.command == "demo" else DEFAULT_MODEL
+            args.model = DEMO_MODEL if args.command == "demo" else default_model()
         reporter = Reporter(getattr(args, "progress", "none"))
         command_fn = COMMANDS.get(args.command) or _extension(args.command)
         return command_fn(args, reporter)
