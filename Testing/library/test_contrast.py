@@ -82,7 +82,9 @@ def test_the_default_model_is_the_best_measured_for_the_scan_contrast(tmp_path, 
     _user_model("intensity-t1", "better-on-t2", {"T2": measured["T2"] + 0.1, "FLAIR": 0.0})
     assert catalogue.default_model("T2") == "better-on-t2"
     assert catalogue.default_model("FLAIR") != "better-on-t2"
-    assert catalogue.default_model(None) == catalogue.DEFAULT_MODEL
+    assert catalogue.default_model(None) != "better-on-t2"  # not measured in every contrast
+    _user_model("intensity-t1", "better-everywhere", {c: 1.0 for c in CONTRASTS})
+    assert catalogue.default_model(None) == "better-everywhere"
 
 
 def test_restore_without_a_model_takes_the_default_for_the_scan_contrast(tmp_path, capsys):
