@@ -126,7 +126,8 @@ def test_missing_weights_file(tmp_path, out, capsys, sample_scan, monkeypatch):
     monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "models").mkdir(parents=True)
     shutil.copytree(folder, tmp_path / "home" / "models" / card.id)
-    _assert_failed_cleanly(*_run(capsys, sample_scan, "--out", out), out, 3, ["missing", "re-import"])
+    _assert_failed_cleanly(*_run(capsys, sample_scan, "--model", card.id, "--out", out), out, 3,
+                           ["missing", "re-import"])
 
 
 def test_weights_not_matching_card(tmp_path, out, capsys, sample_scan, monkeypatch):
@@ -138,7 +139,7 @@ def test_weights_not_matching_card(tmp_path, out, capsys, sample_scan, monkeypat
     monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "models").mkdir(parents=True)
     shutil.copytree(folder, tmp_path / "home" / "models" / card.id)
-    _assert_failed_cleanly(*_run(capsys, sample_scan, "--out", out), out, 3, ["sha256"])
+    _assert_failed_cleanly(*_run(capsys, sample_scan, "--model", card.id, "--out", out), out, 3, ["sha256"])
 
 
 def test_output_folder_not_writable(tmp_path, capsys, sample_scan):
@@ -153,7 +154,7 @@ def test_output_folder_not_writable(tmp_path, capsys, sample_scan):
 
 @pytest.mark.parametrize("extra, code, fragment", [
     (["--model", "no-such-model"], 3, "unknown model 'no-such-model'"),
-    (["--threshold", "often"], 2, "threshold 'often' is neither a threshold of model ae-ixi-t1"),
+    (["--model", "ae-ixi-t1", "--threshold", "often"], 2, "threshold 'often' is neither a threshold of model ae-ixi-t1"),
     (["--out", "/proc/normativead"], 4, "cannot write to /proc/normativead"),
 ])
 def test_command_line_mistakes_answer_before_the_heavy_imports(sample_scan, extra, code, fragment):
