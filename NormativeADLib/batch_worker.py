@@ -53,23 +53,25 @@ def run_scan(task: ScanTask) -> list[dict]:
     worker = _configure(task.library_threads)
     cancel = ClusterCancel(task.cancel_event)
     outcomes = []
+    # the scan is read for its digest once, not once per model
+    digest = scan_digest(task.case) if task.registration_cache is not None else None
     for model_id in task.models:
         started = time.perf_counter()
-        outcome = _run_model(task, model_id, cancel)
+        outcome = _run_model(task, model_id, cancel, digest)
         outcome.update(worker=worker, seconds=round(time.perf_counter() - started, 2),
                        worker_peak_mb=peak_memory_mb(), model_loads=_process["loads"])
         outcomes.append(outcome)
     return outcomes
 
 
-def _run_model(task: ScanTask, model_id: str, cancel: "ClusterCancel") -> dict:
+def _run_model(task: ScanTask, model_id: str, cancel: "ClusterCancel", digest: str | None) -> dict:
     from . import pipeline
 
     case = task.case
     staging = None
     try:
         model = loaded_model(model_id)
-        transform, cache_file = _cached_registration(task, model.card)
+        transform, cache_file = _cached_registration(task, model.card, digest)
         result = pipeline.analyse(case.scan, model, case.mask, case.reference, task.threshold, task.device,
                                   seed=task.seed, transform_path=transform, cancel=cancel, contrast=case.contrast)
         if cache_file is not None and transform is None:
@@ -150,27 +152,26 @@ def peak_memory_mb() -> float:
 # ----------------------------------------------------------------------------------------------
 # Registration cache: a scan's registration to the template, kept between models and between runs
 
-def registration_key(case: Case, grid_dict: dict) -> str:
-    """The scan's (and its mask's) bytes and the model grid: what the registration depends on.
+def scan_digest(case: Case) -> str:
+    """The scan's and its mask's bytes (sha256 each): what its registration depends on besides the grid."""
+    from .card import sha256
 
-    Models sharing a grid share the registration, as `restore --transform` lets them."""
-    digest = hashlib.sha256(repr(sorted(grid_dict.items())).encode())
-    for path in (case.scan, case.mask):
-        if path is not None:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        digest.update(b"|")
-    return digest.hexdigest()[:32]
+    return "|".join(sha256(Path(path)) if path is not None else "" for path in (case.scan, case.mask))
 
 
-def _cached_registration(task: ScanTask, card):
+def registration_key(digest: str, grid_dict: dict) -> str:
+    """A scan_digest and the model grid. Models sharing a grid share the registration, as
+    `restore --transform` lets them."""
+    return hashlib.sha256(f"{sorted(grid_dict.items())!r}|{digest}".encode()).hexdigest()[:32]
+
+
+def _cached_registration(task: ScanTask, card, digest: str | None):
     """(the cached transform or None, the cache file to fill or None)."""
-    if task.registration_cache is None:
+    if digest is None:
         return None, None
     from . import io
 
-    cache_file = Path(task.registration_cache) / f"{registration_key(task.case, card.grid.to_dict())}.tfm"
+    cache_file = Path(task.registration_cache) / f"{registration_key(digest, card.grid.to_dict())}.tfm"
     if not cache_file.is_file():
         return None, cache_file
     try:

@@ -23,11 +23,11 @@ from . import io
 from .pipeline import analyse
 from .preprocess import prepare
 from .registry import LoadedModel, build_network, load_model
-from .restore import MIN_BRAIN_VOXELS_PER_SLICE, restore_volume, select_device
+from .restore import brain_slice_indices, restore_volume, select_device
 
 
 def baseline_restore(model: LoadedModel, image: np.ndarray, brain: np.ndarray, device: torch.device) -> None:
-    slices = np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE)
+    slices = brain_slice_indices(brain)
     network = model.network.to(device)
     with torch.no_grad():
         for z in slices:
@@ -59,7 +59,7 @@ def run(scan_path: Path, model: LoadedModel, device_name: str = "auto", runs: in
     device = select_device(device_name).device
     scan = io.read_scan(scan_path)
     prepared = prepare(scan, model.card.grid, None, model.card.percentiles)
-    n_slices = int((prepared.brain.reshape(prepared.brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE).sum())
+    n_slices = len(brain_slice_indices(prepared.brain))
     restore_volume(model, prepared.image, prepared.brain, device)  # warm-up
     engine = _timed(lambda: restore_volume(model, prepared.image, prepared.brain, device), runs, device)
     baseline = _timed(lambda: baseline_restore(model, prepared.image, prepared.brain, device), runs, device)

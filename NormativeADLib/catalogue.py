@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .card import CARD_FILE, ModelCard, read_card, verify_weights
 from .errors import ModelError
+from .options import CONTRASTS
 from .paths import home, model_roots, write_folder_atomic
 
 DEFAULT_MODEL = "ae-ixi-t1"  # only when no installed model has evaluation figures (see default_model)
@@ -66,8 +67,6 @@ def default_model(contrast: str | None = None) -> str:
     DEFAULT_MODEL when nothing is measured. Measured, not chosen: a better model that is installed and
     evaluated takes over."""
     if contrast is None:  # the best over every case-contrast pair, among models measured in every contrast
-        from .options import CONTRASTS
-
         measured = [(sum(per) / len(per), card.id) for card in list_models()
                     for per in [[measured_auprc(card, c) for c in CONTRASTS]] if None not in per]
     else:

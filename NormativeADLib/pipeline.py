@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from . import anomaly, io, metrics, paths
 from .card import ModelCard
-from .errors import Cancelled
+from .errors import Cancelled, InputError
 from .options import FORMATS, IMAGE_OUTPUTS, canonical_contrast, guess_contrast, output_names, resolve_threshold
 from .preprocess import Prepared, check_contrast, check_registration, prepare, to_model, to_native
 from .catalogue import DEFAULT_MODEL
@@ -71,12 +71,12 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     card = loaded.card
     resolve_threshold(threshold, card.offered_thresholds(), card.id, card.default_threshold)  # fail before the work
+    scan_contrast = scan_contrast_of(scan_path, contrast, card)
     choice = select_device(device)
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
     prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
     registration_qc = check_registration(prepared)
-    scan_contrast = scan_contrast_of(scan_path, contrast, card)
     contrast_r = check_contrast(prepared, scan_contrast["scan"])
 
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
@@ -144,10 +144,14 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
 
 def scan_contrast_of(scan_path: str | Path, given: str | None, card) -> dict:
     """The scan's contrast, where it came from, and a warning when the model was not trained for it."""
+    named = guess_contrast(Path(scan_path).name)
     if given:
-        scan, source = canonical_contrast(given), "as given"
-    elif guess_contrast(Path(scan_path).name):
-        scan, source = guess_contrast(Path(scan_path).name), "from the file name"
+        try:
+            scan, source = canonical_contrast(given), "as given"
+        except ValueError as err:  # a manifest's or a caller's spelling, not argparse's
+            raise InputError(str(err)) from None
+    elif named:
+        scan, source = named, "from the file name"
     else:
         scan, source = card.trained_contrasts[0], "assumed the model's: give --contrast"
     warning = None

@@ -279,8 +279,8 @@ QC_MIN_OVERLAP = 0.93
 def registration_qc(prepared: "Prepared") -> float:
     """Share of the registered template brain that lies on the scan's brain (the scan's field of view only).
 
-    The scan's brain is its mask or skull-stripped foreground dilated 4 mm, or, for a whole-head scan,
-    its head eroded 4 mm (the scalp and skull). A registration that is off by a centimetre or more puts
+    The scan's brain is its mask or skull-stripped foreground dilated BRAIN_MARGIN_MM, or, for a
+    whole-head scan, its head eroded HEAD_MARGIN_MM (the scalp and skull). A registration that is off by a centimetre or more puts
     the template's brain over air or scalp; a thin clinical slab only counts where it has slices.
     """
     scan = prepared.native

@@ -71,7 +71,7 @@ def restore_volume(model: LoadedModel, image: np.ndarray, brain: np.ndarray, dev
         if progress:
             progress(1, 1)
         return np.where(brain, model.family.restore_volume(image, brain, model.card.restoration), 0.0).astype(np.float32)
-    slices = np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE)
+    slices = brain_slice_indices(brain)
     restored = image.copy()
     batch_size = batch_size or batch_size_for(device, image.shape[1:], model.family.cpu_batch)
     network = model.network.to(device)
@@ -93,6 +93,11 @@ def restore_volume(model: LoadedModel, image: np.ndarray, brain: np.ndarray, dev
     return np.where(brain, restored, 0.0).astype(np.float32)
 
 
+def brain_slice_indices(brain: np.ndarray) -> np.ndarray:
+    """The axial slices with enough brain to restore or score."""
+    return np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE)
+
+
 def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, brain: np.ndarray,
                  device: torch.device, batch_size: int | None = None,
                  cancel: threading.Event | None = None) -> np.ndarray:
@@ -104,7 +109,7 @@ def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, br
     """
     if not hasattr(model.family, "probability"):
         return anomaly.score_map(image, restored, brain, model.card.postprocess)
-    slices = np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(1) >= MIN_BRAIN_VOXELS_PER_SLICE)
+    slices = brain_slice_indices(brain)
     probability = np.zeros(image.shape, np.float32)
     batch_size = batch_size or batch_size_for(device, image.shape[1:], model.family.cpu_batch)
     network = model.network.to(device)

@@ -182,9 +182,9 @@ def foreign_patch(image, brain, rng, other=None):
     targets = np.argwhere(brain)
     for _ in range(_MAX_ATTEMPTS):
         shift = source_centres[rng.integers(len(source_centres))] - targets[rng.integers(len(targets))]
-        allowed = _shifted(source_brain, -shift)
         if other is None and np.abs(shift).max() < RADIUS_VOXELS[1]:
             continue  # a patch from its own neighbourhood would hardly differ
+        allowed = _shifted(source_brain, -shift)
         try:
             region = _draw_region(brain, rng, allowed)
         except ValueError:

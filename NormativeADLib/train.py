@@ -86,9 +86,7 @@ def default_split_path() -> Path:
 def brain_slices(images: list[np.ndarray], brains: list[np.ndarray], min_voxels: int,
                  step: int = 1) -> torch.Tensor:
     """Every step-th axial slice (N, 1, H, W) holding at least min_voxels of brain."""
-    keep = [img[::step][b[::step].reshape(len(b[::step]), -1).sum(1) >= min_voxels]
-            for img, b in zip(images, brains)]
-    return torch.from_numpy(np.concatenate(keep)[:, None].astype(np.float32))
+    return stacked_slices([img[None] for img in images], brains, min_voxels, step)
 
 
 def stacked_slices(volumes: list[np.ndarray], brains: list[np.ndarray], min_voxels: int,
