@@ -99,6 +99,7 @@ class NormativeADWebApp(TrameApp):
         from NormativeADLib.catalogue import DEMO_MODEL
 
         models = self.session.models()
+        self._cards = {c.id: c for c in models}  # the model list is fixed while the page is up
         s = self.state
         s.sources = [{"title": src.label, "value": key} for key, src in self._sources.items()]
         s.reference_sources = [{"title": "none", "value": NO_REFERENCE}] + s.sources
@@ -146,7 +147,7 @@ class NormativeADWebApp(TrameApp):
 
     def _show_card(self, model_id) -> None:
         """The chosen model's card: contrast, training data, figures, thresholds."""
-        card = next((c for c in self.session.models() if c.id == model_id), None)
+        card = self._cards.get(model_id)
         if card is None:
             self.state.card = {}
             return

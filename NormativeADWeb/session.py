@@ -275,9 +275,9 @@ class WebSession:
         self.cancel()
 
 
-def _read_volume(scene, path: Path, name: str, label: bool = False):
+def _read_volume(scene, path: Path, name: str):
     """A volume node read by a storage node (as Slicer's loadVolume does), with its display."""
-    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if label else "vtkMRMLScalarVolumeNode", name)
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
     storage.SetSingleFile(True)
@@ -292,11 +292,10 @@ def _read_volume(scene, path: Path, name: str, label: bool = False):
 
 def _read_reference(scene, path: Path, scan):
     """A reference mask as a segmentation node on the scan's grid, drawn as a magenta outline."""
-    labelmap = _read_volume(scene, path, "reference labelmap", label=True)
     try:
-        mask = slicer.util.arrayFromVolume(labelmap) > 0
-    finally:
-        scene.RemoveNode(labelmap)
+        mask = nodes.read_volume_array(path)[0] > 0  # read without adding a node to the scene
+    except OSError:
+        raise InputError(f"{path.name} could not be read as an image.") from None
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{scan.GetName()} reference")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(scan)
     segmentation.CreateDefaultDisplayNodes()
