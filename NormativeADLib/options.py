@@ -50,6 +50,9 @@ def guess_contrast(file_name: str) -> str | None:
 
 ADAPTIVE = "adaptive"  # the case-adaptive policy: its value is measured on each case (anomaly.case_thresholds)
 COMPONENTS = "comp10"  # component-level calibration: at most 10 % of healthy scans show any flagged component
+# a segmenter's own decision boundary: probability 0.5, the point its Dice + cross-entropy training aims at
+# (offered by models whose heatmap is a probability, next to the calibrated policies)
+PROBABILITY_HALF = "p50"
 
 
 def resolve_threshold(spec: str | float | None, thresholds: dict, model_id: str = "",

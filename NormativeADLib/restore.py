@@ -118,7 +118,7 @@ def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, br
             if cancel is not None and cancel.is_set():
                 raise Cancelled("scoring cancelled")
             index = slices[start:start + batch_size]
-            x, r = (torch.from_numpy(np.ascontiguousarray(a[index][:, None], np.float32)).to(device)
-                    for a in (image, restored))
-            probability[index] = model.family.probability(network, x, r)[:, 0].cpu().numpy()
+            x, r, b = (torch.from_numpy(np.ascontiguousarray(a[index][:, None], np.float32)).to(device)
+                       for a in (image, restored, brain))
+            probability[index] = model.family.probability(network, x, r, b)[:, 0].cpu().numpy()
     return anomaly.postprocess_score(probability, brain, model.card.postprocess)

@@ -48,7 +48,9 @@ KINDS = ("bright_blob", "dark_blob", "foreign_patch", "smoothing", "swelling")
 # teach the segmenter that texture, context and shape can be abnormal too.
 PROBABILITIES = {"bright_blob": 0.3, "dark_blob": 0.25, "foreign_patch": 0.2, "smoothing": 0.1, "swelling": 0.15}
 
-RADIUS_VOXELS = (3.0, 10.0)  # semi-axes of the anomaly's ellipse (6 to 20 mm on the 2 mm model grid)
+# semi-axes of the anomaly's ellipse (4 to 20 mm on the 2 mm model grid), each drawn log-uniformly, so
+# that small anomalies (an MS lesion is a few mm) are as common as large ones (a tumour)
+RADIUS_VOXELS = (2.0, 10.0)
 ROUGHNESS = (0.15, 0.4)  # amplitude of the Perlin perturbation of the boundary, relative to the radius
 EDGE_FRACTION = 0.3  # soft edge, relative to the radius, inside the mask
 MIN_VOXELS = 8  # the smallest mask any generator returns
@@ -135,7 +137,7 @@ def _draw_region(brain: np.ndarray, rng: np.random.Generator, allowed: np.ndarra
 
 def _ellipse_at(centre: np.ndarray, shape: tuple[int, ...], inside: np.ndarray, rng: np.random.Generator) -> _Region:
     ndim = len(shape)
-    radii = rng.uniform(*RADIUS_VOXELS, size=ndim)
+    radii = np.exp(rng.uniform(*np.log(RADIUS_VOXELS), size=ndim))
     roughness = rng.uniform(*ROUGHNESS)
     half = int(np.ceil(radii.max() * (1 + roughness))) + 1
     lo = np.maximum(centre - half, 0)

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from . import anomaly, data, metrics
 from .card import ModelCard, PostProcess, sha256, write_card
 from .errors import InputError, ModelError
-from .options import COMPONENTS, FPR_TARGETS
+from .options import COMPONENTS, FPR_TARGETS, PROBABILITY_HALF
 from .grid import ModelGrid
 from .paths import home, resources_dir, write_folder_atomic
 from .registry import LoadedModel, build_network, load_model
@@ -227,6 +227,8 @@ def calibrate(model: LoadedModel, images, brains, device: torch.device = torch.d
     thresholds = anomaly.calibrate_fpr(scores, brains)
     thresholds[COMPONENTS], components = anomaly.calibrate_components(scores, (model.card.grid.spacing_mm,) * 3,
                                                                       post.min_component_ml)
+    if hasattr(model.family, "probability"):
+        thresholds[PROBABILITY_HALF] = 0.5
     statistics = anomaly.score_statistics(scores, brains, post)
     adaptive = {"base": COMPONENTS, **statistics} if statistics else {}
     case_scores = [anomaly.case_score(s, b) for s, b in zip(scores, brains)]

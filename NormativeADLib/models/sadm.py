@@ -3,6 +3,8 @@
 A shipped restoration model (any family, `network.restorer` names it; "none" for the scan alone)
 turns a slice into its pseudo-healthy counterpart; a small MONAI U-Net takes the scan, that
 restoration and their absolute residual and outputs the probability that each voxel is anomalous.
+`network.inputs` may add "zscore": the slice's robust z-score against its own brain (median and MAD),
+the cue of the intensity baseline in a form that does not depend on the scanner's intensity scale.
 The U-Net learns from healthy slices carrying synthetic anomalies (synthetic.py) and, for a model
 trained on synthetic contrasts, slices redrawn in a random contrast from their tissue labels
 (synth_contrast.py) first. The restorer stays frozen and is never copied: the card names it with
@@ -32,14 +34,44 @@ PRIOR = 0.01
 # channels of a training slice (training_volumes): the image, its brain mask, its tissue labels
 IMAGE, BRAIN, LABELS = 0, 1, 2
 SYNTH_CONTRASTS = ("T1", "T1C", "T2", "FLAIR", None)  # None: SynthSeg's random tissue order
+INPUTS = ("scan", "restoration", "residual", "zscore")
+Z_CLIP = 5.0  # the z-score channel is clipped to +-Z_CLIP and scaled to [-1, 1]
+MAD_TO_SD = 1.4826
+
+
+def network_inputs(network: dict) -> tuple[str, ...]:
+    """The U-Net's input channels a card names; without `inputs`, those of the first SADM models."""
+    default = ("scan",) if network.get("restorer", NO_RESTORER) == NO_RESTORER else INPUTS[:3]
+    inputs = tuple(network.get("inputs", default))
+    unknown = set(inputs) - set(INPUTS)
+    if unknown or not inputs:
+        raise ModelError(f"SADM inputs {list(inputs)}: each must be one of {', '.join(INPUTS)}.")
+    if network.get("restorer", NO_RESTORER) == NO_RESTORER and {"restoration", "residual"} & set(inputs):
+        raise ModelError("a SADM model without a restorer cannot read a restoration or residual.")
+    return inputs
+
+
+def robust_zscore(x: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    """Each slice's robust z-score against its own brain voxels, clipped and scaled to [-1, 1], 0 outside."""
+    out = torch.zeros_like(x)
+    for i in range(len(x)):
+        inside = brain[i] > 0
+        values = x[i][inside]
+        if values.numel() < 2:
+            continue
+        median = values.median()
+        sd = MAD_TO_SD * (values - median).abs().median() + 1e-3
+        out[i][inside] = ((values - median) / sd).clamp(-Z_CLIP, Z_CLIP) / Z_CLIP
+    return out
 
 
 class SADMNet(nn.Module):
     """The trainable U-Net beside a frozen restorer; only the U-Net is in the state dict (the
     weights file), and the restorer stays in eval mode whatever mode the whole is put in."""
 
-    def __init__(self, unet: nn.Module, features: int, restorer=None):
+    def __init__(self, unet: nn.Module, features: int, restorer=None, inputs: tuple[str, ...] = INPUTS[:3]):
         super().__init__()
+        self.inputs = inputs
         self.unet = nn.Sequential(unet, nn.Conv2d(features, 1, kernel_size=1))
         nn.init.constant_(self.unet[1].bias, float(np.log(PRIOR / (1 - PRIOR))))
         self.restorer = restorer.network if restorer is not None else None
@@ -68,10 +100,11 @@ class SADMNet(nn.Module):
         with torch.no_grad():
             return self.restorer_family.restore(self.restorer, x, self.restorer_card.restoration, generator).clamp(0, 1)
 
-    def forward(self, x: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
-        """Anomaly logits (B, 1, H, W) of slices x and their restorations."""
-        inputs = x if self.restorer is None else torch.cat([x, restored, (x - restored).abs()], dim=1)
-        return self.unet(inputs)
+    def forward(self, x: torch.Tensor, restored: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+        """Anomaly logits (B, 1, H, W) of slices x, their restorations and brain masks."""
+        channels = {"scan": lambda: x, "restoration": lambda: restored,
+                    "residual": lambda: (x - restored).abs(), "zscore": lambda: robust_zscore(x, brain)}
+        return self.unet(torch.cat([channels[name]() for name in self.inputs], dim=1))
 
 
 class SADM:
@@ -83,13 +116,14 @@ class SADM:
 
     def build(self, network: dict, load_model: Callable) -> nn.Module:
         restorer = load_restorer(network, load_model)
+        inputs = network_inputs(network)
         features = int(network["channels"][0])  # the U-Net's output features, read by a 1x1 logit head
         unet = UNet(
-            spatial_dims=2, in_channels=1 if restorer is None else 3, out_channels=features,
+            spatial_dims=2, in_channels=len(inputs), out_channels=features,
             channels=tuple(network["channels"]), strides=tuple(network["strides"]),
             num_res_units=int(network.get("num_res_units", 1)), norm=network.get("norm", "batch"),
         )
-        return SADMNet(unet, features, restorer)
+        return SADMNet(unet, features, restorer, inputs)
 
     def complete_network(self, network: dict, load_model: Callable) -> dict:
         """The card's network settings with the restorer's version and weights hash, pinned at training."""
@@ -112,10 +146,12 @@ class SADM:
 
     def training_batch(self, slices: torch.Tensor, rng: np.random.Generator, options: dict):
         """(x, brain, target) from training slices (B, 3, H, W): each slice redrawn in a random contrast
-        with probability contrast_prob, then given one synthetic anomaly with probability anomaly_prob
-        (the others stay healthy, their target empty). A foreign patch comes from another slice."""
+        with probability contrast_prob, then given synthetic anomalies with probability anomaly_prob
+        (1 to max_anomalies of them, as MS lesions come several to a slice; the other slices stay
+        healthy, their target empty). A foreign patch comes from another slice."""
         contrast_prob = float(options.get("contrast_prob", 0.0))
         anomaly_prob = float(options.get("anomaly_prob", 0.7))
+        max_anomalies = int(options.get("max_anomalies", 1))
         images, brains, targets = [], [], []
         arrays = slices.numpy()
         for i, s in enumerate(arrays):
@@ -126,7 +162,9 @@ class SADM:
             mask = np.zeros(brain.shape, bool)
             if rng.random() < anomaly_prob and brain.sum() >= synthetic.MIN_VOXELS:
                 other = arrays[(i + 1) % len(arrays)]
-                image, mask, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0))
+                for _ in range(rng.integers(1, max_anomalies + 1)):
+                    image, added, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0))
+                    mask |= added
             images.append(image)
             brains.append(brain)
             targets.append(mask)
@@ -138,7 +176,7 @@ class SADM:
         pooled over the batch, so healthy slices (empty targets) count without a 0/0."""
         x, brain, target = batch
         restored = net.restore(x) * brain
-        logits = net(x, restored)
+        logits = net(x, restored, brain)
         return _loss_fn()(logits, target)
 
     # --- inference ------------------------------------------------------------------------------
@@ -146,9 +184,9 @@ class SADM:
     def restore(self, net: SADMNet, x: torch.Tensor, settings: dict, generator=None) -> torch.Tensor:
         return net.restore(x, generator)
 
-    def probability(self, net: SADMNet, x: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
-        """Anomaly probability (B, 1, H, W) in [0, 1] of slices x given their restorations."""
-        return torch.sigmoid(net(x, restored).float())
+    def probability(self, net: SADMNet, x: torch.Tensor, restored: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+        """Anomaly probability (B, 1, H, W) in [0, 1] of slices x given their restorations and brain masks."""
+        return torch.sigmoid(net(x, restored, brain).float())
 
 
 def _loss_fn() -> nn.Module:

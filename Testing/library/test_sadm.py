@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
 from NormativeADLib import catalogue, pipeline, registry, train
 from NormativeADLib.card import verify_weights
 from NormativeADLib.errors import ModelError
 from NormativeADLib.models import FAMILIES
-from NormativeADLib.models.sadm import load_restorer
+from NormativeADLib.models.sadm import Z_CLIP, load_restorer, network_inputs, robust_zscore
 from NormativeADLib.preprocess import template_on_grid
 
 SADM = FAMILIES["sadm"]
@@ -50,6 +51,33 @@ def test_network_holds_only_the_unet_and_keeps_the_restorer_frozen():
     assert sadm_net({**SMALL, "restorer": "none"}).unet[0].model[0].conv.unit0.conv.in_channels == 1
 
 
+def test_inputs_are_named_and_checked():
+    assert network_inputs(SMALL) == ("scan", "restoration", "residual")  # the first models' channels
+    assert network_inputs({**SMALL, "restorer": "none"}) == ("scan",)
+    net = sadm_net({**SMALL, "restorer": "none", "inputs": ["scan", "zscore"]})
+    assert net.unet[0].model[0].conv.unit0.conv.in_channels == 2
+    with pytest.raises(ModelError, match="without a restorer"):
+        network_inputs({**SMALL, "restorer": "none", "inputs": ["scan", "residual"]})
+    with pytest.raises(ModelError, match="must be one of"):
+        network_inputs({**SMALL, "inputs": ["scan", "gradient"]})
+
+
+def test_zscore_channel_is_robust_and_scale_free():
+    """The z-score of a slice against its own brain: 0 at the brain's median, the same for a scan at
+    another intensity scale or offset, clipped at +-Z_CLIP SDs, 0 outside the brain."""
+    image, brain = template_slices(4)
+    x, b = torch.from_numpy(image[:, None]), torch.from_numpy(brain[:, None].astype(np.float32))
+    z = robust_zscore(x, b)
+    assert torch.allclose(z, robust_zscore(0.5 * x + 0.2 * b, b), atol=0.01)  # scanner scale and offset do not matter
+    assert float(z.abs().max()) <= 1 and not z[b == 0].any()
+    for i in range(len(x)):
+        inside = z[i][b[i] > 0]
+        assert abs(float(inside.median())) < 0.02
+    bright = x.clone()
+    bright[0, 0, 48, 48] = 1.0
+    assert float(robust_zscore(bright, b)[0, 0, 48, 48]) > 1.0 / Z_CLIP  # a bright voxel stands out
+
+
 def test_restorer_is_pinned_by_its_hash():
     pinned = SADM.complete_network(SMALL, registry.load_model)
     assert pinned["restorer_sha256"] == catalogue.get_card("ae-ixi-t1").weights["sha256"]
@@ -71,6 +99,9 @@ def test_training_batches_carry_anomalies_and_contrasts():
     assert all(torch.equal(u, v) for u, v in zip((x, b, target), again))  # seeded
     _, _, healthy = SADM.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 0.0})
     assert healthy.sum() == 0
+    _, _, several = SADM.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 1.0, "max_anomalies": 3})
+    components = [ndimage.label(t[0].numpy())[1] for t in several]
+    assert max(components) > 1  # several anomalies to a slice, as MS lesions come
 
 
 def test_training_loss_falls_on_real_slices():

@@ -17,6 +17,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from NormativeADLib import catalogue  # noqa: E402
 
 SEARCHED = "dice_searched_on_these_cases"
+POLICIES = ("fpr1", "fpr5", "fpr10", "comp10", "adaptive", "p50")  # the columns of the healthy table
 
 
 def evaluations() -> list[dict]:
@@ -43,10 +44,10 @@ def policy_table(reports: list[dict]) -> str:
 
 
 def healthy_table(models: list[str]) -> str:
-    lines = ["| model | " + " | ".join(["fpr1", "fpr5", "fpr10", "comp10", "adaptive"]) + " |", "|---|---|---|---|---|---|"]
+    lines = ["| model | " + " | ".join(POLICIES) + " |", "|---|" + "---|" * len(POLICIES)]
     for model in models:
         flagged = (catalogue.get_card(model).figures.get("healthy_validation") or {}).get("flagged_ml") or {}
-        cells = [f"{flagged[p]['median_ml']:.1f}" if p in flagged else "" for p in ("fpr1", "fpr5", "fpr10", "comp10", "adaptive")]
+        cells = [f"{flagged[p]['median_ml']:.1f}" if p in flagged else "" for p in POLICIES]
         lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
