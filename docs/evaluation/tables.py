@@ -1,7 +1,9 @@
-"""The README's result tables, made from the evaluation outputs kept here and the models' cards.
+"""The result tables, made from the evaluation outputs kept here and the models' cards.
 
     .venv/bin/python docs/evaluation/tables.py > /tmp/tables.md
 
+rewrites docs/evaluation/policies.md (every policy of every case) and prints the README's tables
+(every model on every case at its default policy; mean AUPRC per contrast) to paste into its Results.
 Each folder docs/evaluation/<name>/ holds one `normativead evaluate` output (evaluation.json).
 """
 
@@ -52,12 +54,73 @@ def healthy_table(models: list[str]) -> str:
     return "\n".join(lines)
 
 
+def case_rows(reports: list[dict]) -> dict[str, dict[str, dict]]:
+    """model -> case -> its rows by policy. A case scored in several runs of one model keeps the run
+    that scored the most cases (the all-contrast run, whose searched threshold spans every contrast)."""
+    merged: dict[str, dict[str, dict]] = {}
+    for report in sorted(reports, key=lambda r: r["n_cases"]):
+        cases = merged.setdefault(report["model"]["id"], {})
+        for row in report["cases"]:
+            cases.setdefault(row["case"], {})
+        for row in report["cases"]:
+            cases[row["case"]][row["threshold_source"]] = row
+    return merged
+
+
+def _healthy_median(model: str, policy: str) -> str:
+    flagged = (catalogue.get_card(model).figures.get("healthy_validation") or {}).get("flagged_ml") or {}
+    return f"{flagged[policy]['median_ml']:.1f}" if policy in flagged else "not measured"
+
+
+def summary_table(reports: list[dict]) -> str:
+    """The README's one table: every shipped model and intensity baseline on every dev case it was run on."""
+    lines = ["| model | case (contrast) | default policy | flagged / lesion mL | Dice (default) | Dice (best threshold) "
+             "| AUPRC | AUROC | healthy IXI median mL (default) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for model, cases in sorted(case_rows(reports).items()):
+        default = catalogue.get_card(model).default_threshold
+        for case, rows in cases.items():
+            row, best = rows.get(default), rows.get(SEARCHED)
+            if row is None:
+                continue
+            best_dice = f"{best['dice']:.3f}" if best else ""
+            lines.append(f"| `{model}` | {case} ({row['contrast']}) | {default} | {row['flagged_ml']:.1f} / "
+                         f"{row['reference_volume_ml']:.1f} | {row['dice']:.3f} | {best_dice} | {row['auprc']:.3f} | "
+                         f"{row['auroc']:.3f} | {_healthy_median(model, default)} |")
+    return "\n".join(lines)
+
+
+def auprc_means(reports: list[dict]) -> str:
+    """Mean per-case AUPRC per contrast and over every case-contrast pair a model was run on."""
+    contrasts = ("FLAIR", "T1", "T1c", "T2")
+    lines = ["| model | " + " | ".join(contrasts) + " | all pairs (n) |", "|---|" + "---|" * (len(contrasts) + 1)]
+    for model, cases in sorted(case_rows(reports).items()):
+        rows = [next(iter(r.values())) for r in cases.values()]
+        cells = []
+        for contrast in contrasts:
+            values = [r["auprc"] for r in rows if r["contrast"] == contrast]
+            cells.append(f"{sum(values) / len(values):.3f}" if values else "")
+        mean = sum(r["auprc"] for r in rows) / len(rows)
+        lines.append(f"| `{model}` | " + " | ".join(cells) + f" | {mean:.3f} ({len(rows)}) |")
+    return "\n".join(lines)
+
+
+POLICIES_HEADER = """# Every threshold policy on the development cases
+
+Made by `.venv/bin/python docs/evaluation/tables.py` from the evaluations in this folder (development \
+cases; more are held back). Flagged and lesion volumes on the native grid inside the brain mask; the \
+model's default policy is marked. The second table: median flagged mL on the 15 healthy IXI validation \
+subjects (model space) per policy.
+"""
+
+
 def main() -> None:
     reports = evaluations()
-    print(policy_table(reports))
+    print(summary_table(reports))
     print()
+    print(auprc_means(reports))
     models = sorted({r["model"]["id"] for r in reports if catalogue.get_card(r["model"]["id"]).family != "intensity"})
-    print(healthy_table(models))
+    (HERE / "policies.md").write_text(f"{POLICIES_HEADER}\n{policy_table(reports)}\n\n{healthy_table(models)}\n")
 
 
 if __name__ == "__main__":
