@@ -152,6 +152,28 @@ def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
         shutil.rmtree(folder)
 
 
+def test_default_policy_keeps_healthy_scans_and_lesion_cases_in_bounds():
+    """evaluate --record's choice: fpr1 (17 mL on healthy scans) is never the default; p50, better on
+    Dice but flagging 5x a case's lesion, loses to comp10 while comp10 stays within 3x, and wins once
+    no eligible policy does."""
+    from NormativeADLib.evaluate import choose_default
+
+    card = catalogue.get_card("sadm-synth")
+    assert card.figures["healthy_validation"]["flagged_ml"]["fpr1"]["median_ml"] > 10
+
+    def report(comp10_ml):
+        flagged = {"fpr1": (60.0, 50.0), "p50": (45.0, 9.0), "comp10": (comp10_ml, 9.0)}
+        dice = {"fpr1": 0.6, "p50": 0.5, "comp10": 0.3}
+        cases = [{"threshold_source": name, "flagged_ml": ml, "reference_volume_ml": ref}
+                 for name, pair in flagged.items() for ml, ref in [pair[:1] + (9.0,), pair[1:] + (80.0,)]]
+        summary = {name: {"per_volume_mean": {"dice": d, "flagged_ml": 1.0}} for name, d in dice.items()}
+        return {"model": {"default_threshold": "p50"}, "cases": cases, "summary": summary}
+
+    assert choose_default(report(comp10_ml=20.0), card)[0] == "comp10"
+    policy, why = choose_default(report(comp10_ml=40.0), card)
+    assert policy == "p50" and "none keeps every case within 3x" in why
+
+
 def test_bench_times_engine_baseline_and_whole_case():
     run = normativead("bench", "--model", "ae-ixi-t1", "--runs", "1", "--device", "cpu")
     assert run.returncode == 0, run.stderr
