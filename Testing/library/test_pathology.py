@@ -27,7 +27,7 @@ def test_evaluate_dev_cases(tmp_path, capsys):
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["n_cases"] == 3 and (tmp_path / "evaluation.png").is_file()
     sources = {r["threshold_source"] for r in report["cases"]}
-    card = catalogue.get_card(catalogue.DEFAULT_MODEL)
+    card = catalogue.get_card(report["model"]["id"])  # the measured default model: no --model given
     assert sources == {*card.offered_thresholds(), "dice_searched_on_these_cases"}
     assert report["pooled"]["auroc"] > POOLED_AUROC_FLOOR
     for row in report["cases"]:
