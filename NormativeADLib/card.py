@@ -114,6 +114,11 @@ class ModelCard:
             parts.append(f"fpr5 flags {100 * reached:.1f} % of healthy voxels")
         return ", ".join(parts) or "no figures recorded"
 
+    def healthy_flagged_ml(self) -> dict:
+        """Policy -> flagged volume on the healthy validation scans ({"median_ml", "per_scan_ml"}), as
+        calibrate measured it; empty when it was not measured."""
+        return (self.figures.get("healthy_validation") or {}).get("flagged_ml") or {}
+
     def offered_thresholds(self) -> dict:
         """The named thresholds a run may use: the calibrated values, and the case-adaptive policy
         (None here: its value is measured on each case)."""

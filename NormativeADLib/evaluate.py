@@ -145,7 +145,7 @@ def choose_default(report: dict, card: ModelCard) -> tuple[str, str]:
     on the healthy validation scans and, if any of those does, at most OVERSHOOT_LIMIT times the lesion
     volume of every evaluated case (a clinician reads the flagged volume first); the card's current
     default when none is known to qualify."""
-    healthy = (card.figures.get("healthy_validation") or {}).get("flagged_ml") or {}
+    healthy = card.healthy_flagged_ml()
     eligible = [name for name in card.offered_thresholds()
                 if name in healthy and name in report["summary"]
                 and healthy[name]["median_ml"] <= HEALTHY_FLAGGED_ML_LIMIT]

@@ -162,11 +162,11 @@ def test_default_policy_keeps_healthy_scans_and_lesion_cases_in_bounds():
     assert card.figures["healthy_validation"]["flagged_ml"]["fpr1"]["median_ml"] > 10
 
     def report(comp10_ml):
-        flagged = {"fpr1": (60.0, 50.0), "p50": (45.0, 9.0), "comp10": (comp10_ml, 9.0)}
-        dice = {"fpr1": 0.6, "p50": 0.5, "comp10": 0.3}
-        cases = [{"threshold_source": name, "flagged_ml": ml, "reference_volume_ml": ref}
-                 for name, pair in flagged.items() for ml, ref in [pair[:1] + (9.0,), pair[1:] + (80.0,)]]
-        summary = {name: {"per_volume_mean": {"dice": d, "flagged_ml": 1.0}} for name, d in dice.items()}
+        """Two cases, a 9 mL and an 80 mL lesion; (flagged mL on each, per-volume Dice) per policy."""
+        policies = {"fpr1": ((60.0, 50.0), 0.6), "p50": ((45.0, 9.0), 0.5), "comp10": ((comp10_ml, 9.0), 0.3)}
+        cases = [{"threshold_source": name, "flagged_ml": ml, "reference_volume_ml": lesion_ml}
+                 for name, (flagged, _) in policies.items() for ml, lesion_ml in zip(flagged, (9.0, 80.0))]
+        summary = {name: {"per_volume_mean": {"dice": dice, "flagged_ml": 1.0}} for name, (_, dice) in policies.items()}
         return {"model": {"default_threshold": "p50"}, "cases": cases, "summary": summary}
 
     assert choose_default(report(comp10_ml=20.0), card)[0] == "comp10"

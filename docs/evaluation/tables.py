@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from NormativeADLib import catalogue  # noqa: E402
+from NormativeADLib.options import CONTRASTS  # noqa: E402
 
 SEARCHED = "dice_searched_on_these_cases"
 POLICIES = ("fpr1", "fpr5", "fpr10", "comp10", "adaptive", "p50")  # the columns of the healthy table
@@ -48,7 +49,7 @@ def policy_table(reports: list[dict]) -> str:
 def healthy_table(models: list[str]) -> str:
     lines = ["| model | " + " | ".join(POLICIES) + " |", "|---|" + "---|" * len(POLICIES)]
     for model in models:
-        flagged = (catalogue.get_card(model).figures.get("healthy_validation") or {}).get("flagged_ml") or {}
+        flagged = catalogue.get_card(model).healthy_flagged_ml()
         cells = [f"{flagged[p]['median_ml']:.1f}" if p in flagged else "" for p in POLICIES]
         lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -58,17 +59,16 @@ def case_rows(reports: list[dict]) -> dict[str, dict[str, dict]]:
     """model -> case -> its rows by policy. A case scored in several runs of one model keeps the run
     that scored the most cases (the all-contrast run, whose searched threshold spans every contrast)."""
     merged: dict[str, dict[str, dict]] = {}
-    for report in sorted(reports, key=lambda r: r["n_cases"]):
-        cases = merged.setdefault(report["model"]["id"], {})
+    for report in sorted(reports, key=lambda r: r["n_cases"]):  # larger runs last: they replace
+        by_case: dict[str, dict] = {}
         for row in report["cases"]:
-            cases.setdefault(row["case"], {})
-        for row in report["cases"]:
-            cases[row["case"]][row["threshold_source"]] = row
+            by_case.setdefault(row["case"], {})[row["threshold_source"]] = row
+        merged.setdefault(report["model"]["id"], {}).update(by_case)
     return merged
 
 
 def _healthy_median(model: str, policy: str) -> str:
-    flagged = (catalogue.get_card(model).figures.get("healthy_validation") or {}).get("flagged_ml") or {}
+    flagged = catalogue.get_card(model).healthy_flagged_ml()
     return f"{flagged[policy]['median_ml']:.1f}" if policy in flagged else "not measured"
 
 
@@ -92,12 +92,11 @@ def summary_table(reports: list[dict]) -> str:
 
 def auprc_means(reports: list[dict]) -> str:
     """Mean per-case AUPRC per contrast and over every case-contrast pair a model was run on."""
-    contrasts = ("FLAIR", "T1", "T1c", "T2")
-    lines = ["| model | " + " | ".join(contrasts) + " | all pairs (n) |", "|---|" + "---|" * (len(contrasts) + 1)]
+    lines = ["| model | " + " | ".join(CONTRASTS) + " | all pairs (n) |", "|---|" + "---|" * (len(CONTRASTS) + 1)]
     for model, cases in sorted(case_rows(reports).items()):
         rows = [next(iter(r.values())) for r in cases.values()]
         cells = []
-        for contrast in contrasts:
+        for contrast in CONTRASTS:
             values = [r["auprc"] for r in rows if r["contrast"] == contrast]
             cells.append(f"{sum(values) / len(values):.3f}" if values else "")
         mean = sum(r["auprc"] for r in rows) / len(rows)
