@@ -301,9 +301,26 @@ def generate(kind: str, image: np.ndarray, brain: np.ndarray, rng: np.random.Gen
     return out.astype(np.float32), mask
 
 
+def kind_weights(weights: dict | None) -> dict[str, float]:
+    """How often sample() draws each kind: PROBABILITIES, or `weights` (kind -> relative weight, kinds
+    left out never drawn) normalised. ValueError names an unknown kind or weights that are all 0."""
+    if not weights:
+        return dict(PROBABILITIES)
+    unknown = set(weights) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown anomaly kind(s) {sorted(unknown)}; each must be one of {', '.join(KINDS)}")
+    total = float(sum(weights.values()))
+    if total <= 0 or any(float(w) < 0 for w in weights.values()):
+        raise ValueError(f"anomaly kind weights {weights} must be >= 0 with a positive sum")
+    return {k: float(weights.get(k, 0.0)) / total for k in KINDS}
+
+
 def sample(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
-           other: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """(image with one anomaly, its mask, its kind), the kind drawn with PROBABILITIES."""
-    kind = str(rng.choice(KINDS, p=[PROBABILITIES[k] for k in KINDS]))
+           other: tuple[np.ndarray, np.ndarray] | None = None,
+           probabilities: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(image with one anomaly, its mask, its kind), the kind drawn with `probabilities`
+    (kind_weights' output; PROBABILITIES by default)."""
+    probabilities = probabilities or PROBABILITIES
+    kind = str(rng.choice(KINDS, p=[probabilities[k] for k in KINDS]))
     out, mask = generate(kind, image, brain, rng, other)
     return out, mask, kind

@@ -16,7 +16,9 @@ from NormativeADLib import catalogue, pipeline, registry, train
 from NormativeADLib.card import verify_weights
 from NormativeADLib.errors import ModelError
 from NormativeADLib.models import FAMILIES
-from NormativeADLib.models.sadm import NO_RESTORER, Z_CLIP, load_restorer, network_inputs, robust_zscore
+from NormativeADLib.models.sadm import (IMAGE, LABELS, NO_RESTORER, SYNTH_CONTRASTS, Z_CLIP, anomaly_kinds, load_restorer,
+                                        network_inputs, robust_zscore, synthetic_contrasts)
+from NormativeADLib.synth_contrast import GM, WM
 from NormativeADLib.preprocess import template_on_grid
 
 SADM = FAMILIES["sadm"]
@@ -102,6 +104,28 @@ def test_training_batches_carry_anomalies_and_contrasts():
     _, _, several = SADM.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 1.0, "max_anomalies": 3})
     components = [ndimage.label(t[0].numpy())[1] for t in several]
     assert max(components) > 1  # several anomalies to a slice, as MS lesions come
+
+
+def test_config_restricts_synthetic_contrasts_and_anomaly_kinds():
+    assert synthetic_contrasts({}) == SYNTH_CONTRASTS
+    assert synthetic_contrasts({"contrasts": ["flair", "T2", "random"]}) == ("FLAIR", "T2", None)
+    with pytest.raises(ModelError, match="synthetic contrasts"):
+        synthetic_contrasts({"contrasts": ["PD"]})
+    with pytest.raises(ModelError, match="synthetic.kinds"):
+        anomaly_kinds({"kinds": {"glow": 1.0}})
+    image, brain = template_slices()
+    slices = slices_of(image, brain, labels=True)
+    # only FLAIR: grey matter brighter than white matter on every slice (T1 has it the other way round)
+    x, _, _ = SADM.training_batch(slices, np.random.default_rng(0),
+                                  {"anomaly_prob": 0.0, "contrast_prob": 1.0, "contrasts": ["FLAIR"]})
+    labels = slices[:, LABELS].long()
+    for image_slice, label_slice in zip(x[:, 0], labels):
+        assert image_slice[label_slice == GM].mean() > image_slice[label_slice == WM].mean()
+    # only hyper-intense blobs: every anomaly makes its slice brighter
+    x, _, target = SADM.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 1.0, "kinds": {"bright_blob": 1}})
+    inside = target[:, 0].bool()
+    assert inside.any() and float((x[:, 0] - slices[:, IMAGE])[inside].min()) >= 0
+    assert float((x[:, 0] - slices[:, IMAGE])[inside].mean()) > 0.05
 
 
 def test_training_loss_falls_on_real_slices():

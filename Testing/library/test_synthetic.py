@@ -129,6 +129,21 @@ def test_sample_draws_kinds_with_the_documented_probabilities(slices):
     assert abs(sum(synthetic.PROBABILITIES.values()) - 1.0) < 1e-9
 
 
+def test_kind_weights_restrict_and_reweight_the_draw(slices):
+    cases, other = slices
+    image, brain = cases[1]
+    weights = synthetic.kind_weights({"bright_blob": 3, "smoothing": 1})
+    assert weights["bright_blob"] == 0.75 and weights["dark_blob"] == 0.0
+    rng = np.random.default_rng(0)
+    kinds = [synthetic.sample(image, brain, rng, other, weights)[2] for _ in range(200)]
+    assert set(kinds) == {"bright_blob", "smoothing"} and kinds.count("bright_blob") > 120
+    assert synthetic.kind_weights(None) == synthetic.PROBABILITIES
+    with pytest.raises(ValueError, match="unknown anomaly kind"):
+        synthetic.kind_weights({"glow": 1})
+    with pytest.raises(ValueError, match="positive sum"):
+        synthetic.kind_weights({"bright_blob": 0})
+
+
 def test_a_slice_takes_milliseconds(slices):
     cases, other = slices
     image, brain = cases[1]
