@@ -63,11 +63,12 @@ def default_model(contrast: str | None = None) -> str:
     """The model a run takes when none is named: for a scan of known contrast, the installed model with
     the best measured detection on that contrast (mean AUPRC of the dev cases of that contrast in its
     card: a T1 model measured on T1c counts there, with restore's out-of-contrast warning); for a scan of
-    unknown contrast, the best mean over the contrasts among the models measured in every one of them;
-    DEFAULT_MODEL when nothing is measured. Measured, not chosen: a better model that is installed and
-    evaluated takes over."""
-    if contrast is None:  # the best over every case-contrast pair, among models measured in every contrast
+    unknown contrast, the best mean over the contrasts among the models trained for and measured in every
+    one of them (a FLAIR/T2 model measured on T1 does not run a scan that may be T1); DEFAULT_MODEL when
+    nothing is measured. Measured, not chosen: a better model that is installed and evaluated takes over."""
+    if contrast is None:  # the best over every case-contrast pair, among models for and measured in every contrast
         measured = [(sum(per) / len(per), card.id) for card in list_models()
+                    if all(card.accepts(c) for c in CONTRASTS)
                     for per in [[measured_auprc(card, c) for c in CONTRASTS]] if None not in per]
     else:
         measured = [(auprc, card.id) for card in list_models()

@@ -63,8 +63,9 @@ def test_a_stated_contrast_wins_and_a_wrong_one_is_refused(tmp_path, capsys):
         main(["restore", str(flair), "--contrast", "PD", "--out", str(tmp_path / "p")])
 
 
-def _user_model(source_id: str, new_id: str, auprc_by_contrast: dict) -> None:
-    """A copy of a shipped weightless model in the user's models, with evaluation figures as given."""
+def _user_model(source_id: str, new_id: str, auprc_by_contrast: dict, contrasts: tuple = ()) -> None:
+    """A copy of a shipped weightless model in the user's models, with evaluation figures as given
+    (and the contrasts it was trained for, when given)."""
     from NormativeADLib.card import write_card
     from NormativeADLib.paths import home
 
@@ -72,7 +73,8 @@ def _user_model(source_id: str, new_id: str, auprc_by_contrast: dict) -> None:
     cases = [{"case": f"case_{c}", "contrast": c, "auprc": a} for c, a in auprc_by_contrast.items()]
     folder = home() / "models" / new_id
     folder.mkdir(parents=True)
-    write_card(card.replace(id=new_id, figures={"evaluation": {"cases": cases}}), folder)
+    write_card(card.replace(id=new_id, figures={"evaluation": {"cases": cases}}, contrasts=contrasts or card.contrasts),
+               folder)
 
 
 def test_the_default_model_is_the_best_measured_for_the_scan_contrast(tmp_path, monkeypatch):
@@ -83,7 +85,9 @@ def test_the_default_model_is_the_best_measured_for_the_scan_contrast(tmp_path, 
     assert catalogue.default_model("T2") == "better-on-t2"
     assert catalogue.default_model("FLAIR") != "better-on-t2"
     assert catalogue.default_model(None) != "better-on-t2"  # not measured in every contrast
-    _user_model("intensity-t1", "better-everywhere", {c: 1.0 for c in CONTRASTS})
+    _user_model("intensity-t1", "measured-everywhere", {c: 1.0 for c in CONTRASTS})
+    assert catalogue.default_model(None) != "measured-everywhere"  # trained for T1 only
+    _user_model("intensity-t1", "better-everywhere", {c: 1.0 for c in CONTRASTS}, contrasts=CONTRASTS)
     assert catalogue.default_model(None) == "better-everywhere"
 
 
