@@ -20,7 +20,7 @@ from monai.transforms import (Compose, RandAdjustContrast, RandBiasField, RandGa
                               RandGaussianSmooth)
 from safetensors.torch import save_file
 
-from . import anomaly, data, metrics
+from . import anomaly, data, metrics, synth_contrast
 from .card import ModelCard, PostProcess, sha256, write_card
 from .errors import InputError, ModelError
 from .options import COMPONENTS, FPR_TARGETS, PROBABILITY_HALF
@@ -210,6 +210,24 @@ def healthy_scores(model: LoadedModel, images, brains, device: torch.device = to
     return scores, {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")} if rows else {}
 
 
+HEALTHY_CONTRAST = "T1"  # the healthy scans the product trains and calibrates on (IXI) are T1
+
+
+def in_model_contrast(card: ModelCard, images, brains, seed: int) -> tuple[list, str | None]:
+    """Healthy model-space scans as the model meets them, and a note when they were changed: unchanged
+    for a model trained for T1; for one trained for other contrasts only (FLAIR, T2), each scan redrawn
+    from its tissue labels as a synthetic scan of one of them in turn (seeded), as in its training:
+    no healthy scan of those contrasts is here, and a T1 is out of such a model's contrasts."""
+    if card.accepts(HEALTHY_CONTRAST):
+        return list(images), None
+    contrasts = card.trained_contrasts
+    rng = np.random.default_rng(seed)
+    redrawn = [synth_contrast.synthesise(synth_contrast.labels_for_volume(img, b, card.grid), rng,
+                                         contrasts[i % len(contrasts)]) for i, (img, b) in enumerate(zip(images, brains))]
+    return redrawn, (f"healthy IXI T1 scans redrawn from their tissue labels as synthetic {' and '.join(contrasts)} "
+                     "(no healthy scans of those contrasts here)")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What calibration on healthy scans gives a card."""
@@ -260,6 +278,8 @@ def _calibrated(card: ModelCard, calibration: Calibration, val_scores, val_brain
     card = card.replace(thresholds=calibration.thresholds, adaptive=calibration.adaptive,
                         healthy_case_scores=tuple(calibration.case_scores))
     healthy = dict(card.figures.get("healthy_validation") or {})
+    if "scans" in calibration.figures:  # healthy scans redrawn in the model's contrasts (in_model_contrast)
+        healthy["scans"] = calibration.figures["scans"]
     if val_scores:
         healthy["flagged_ml"] = flagged_on_healthy(card, val_scores, val_brains)
     return card.replace(figures={**card.figures, "calibration": calibration.figures, "healthy_validation": healthy})
@@ -306,13 +326,16 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, calibration=subjects.calibration,
                                 validation=subjects.validation)
     (images, brains), (val_images, val_brains) = cohorts
-    log("calibrating thresholds on calibration subjects")
+    images, note = in_model_contrast(card, images, brains, seed=0)
+    val_images, _ = in_model_contrast(card, val_images, val_brains, seed=1)
+    log("calibrating thresholds on calibration subjects" + (f" ({note})" if note else ""))
     calibration = calibrate(model, images, brains, choice)
     log("flagged volume of the validation subjects under each threshold policy")
     val_scores, _ = healthy_scores(model, val_images, val_brains, choice)
     old = card
-    card = _calibrated(card, replace(calibration, figures={**calibration.figures, "command": command}), val_scores,
-                       val_brains)
+    card = _calibrated(card, replace(calibration, figures={**calibration.figures, "command": command,
+                                                           **({"scans": note} if note else {})}),
+                       val_scores, val_brains)
     if card.thresholds != old.thresholds and card.figures.pop("evaluation", None) is not None:
         log("thresholds changed: the card's evaluation figures are dropped; run normativead evaluate --record again")
     write_card(card, card.folder)
@@ -412,10 +435,13 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
     save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
     model = LoadedModel(card, network.eval())
     log("healthy restoration figures on validation subjects")
+    val_images, note = in_model_contrast(card, val_images, val_brains, seed=1)
     val_scores, figures = healthy_scores(model, val_images, val_brains, device, fidelity=True)
     cal_images, cal_brains = calibration()
+    cal_images, _ = in_model_contrast(card, cal_images, cal_brains, seed=0)
     log("calibrating thresholds on calibration subjects")
     calibration = calibrate(model, cal_images, cal_brains, device)
+    calibration = replace(calibration, figures={**calibration.figures, **({"scans": note} if note else {})})
     card = card.replace(
         training={
             "data": "IXI T1 (healthy adults, Hammersmith Philips 3T), 2 mm NiChart copies",

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from NormativeADLib import catalogue, pipeline, registry, train
+from NormativeADLib import catalogue, pipeline, registry, synth_contrast, train
 from NormativeADLib.card import verify_weights
 from NormativeADLib.errors import ModelError
 from NormativeADLib.models import FAMILIES
@@ -188,3 +188,20 @@ def test_shipped_sadm_restores_the_sample_case(model_id, sample_scan, tmp_path):
     assert result.restored.shape == result.prepared.image.shape
     written = pipeline.write_outputs(result, tmp_path / "out")
     assert (tmp_path / "out" / "heatmap.nii.gz").is_file() and written
+
+
+def test_healthy_scans_meet_a_model_not_trained_for_t1_in_its_own_contrasts():
+    """Calibration of a FLAIR model on healthy T1 would measure it out of its contrasts: the scans are
+    redrawn as synthetic FLAIR from their tissue labels (seeded); a T1 model gets them as they are."""
+    image, brain = template_slices()
+    card = catalogue.get_card("sadm-synth")
+    same, note = train.in_model_contrast(card, [image], [brain], seed=0)
+    assert note is None and same[0] is image
+    flair = card.replace(contrast="FLAIR", contrasts=("FLAIR",))
+    (redrawn,), note = train.in_model_contrast(flair, [image], [brain], seed=0)
+    assert "synthetic FLAIR" in note
+    labels = synth_contrast.labels_for_volume(image, brain, card.grid)
+    assert image[labels == GM].mean() < image[labels == WM].mean()  # T1: white matter brighter
+    assert redrawn[labels == GM].mean() > redrawn[labels == WM].mean()  # FLAIR: grey matter brighter
+    assert not redrawn[~brain].any() and redrawn.max() <= 1
+    np.testing.assert_array_equal(redrawn, train.in_model_contrast(flair, [image], [brain], seed=0)[0][0])
