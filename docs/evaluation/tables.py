@@ -49,9 +49,10 @@ def policy_table(reports: list[dict]) -> str:
 def healthy_table(models: list[str]) -> str:
     lines = ["| model | " + " | ".join(POLICIES) + " |", "|---|" + "---|" * len(POLICIES)]
     for model in models:
-        flagged = catalogue.get_card(model).healthy_flagged_ml()
+        card = catalogue.get_card(model)
+        flagged = card.healthy_flagged_ml()
         cells = [f"{flagged[p]['median_ml']:.1f}" if p in flagged else "" for p in POLICIES]
-        lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{model}`{_redrawn(card)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -67,9 +68,17 @@ def case_rows(reports: list[dict]) -> dict[str, dict[str, dict]]:
     return merged
 
 
+def _redrawn(card) -> str:
+    """A mark for a model whose healthy validation scans were redrawn in a synthetic contrast (one not
+    trained for T1: train.in_model_contrast)."""
+    redrawn = (card.figures.get("healthy_validation") or {}).get("scans")
+    return " (synthetic " + "/".join(card.trained_contrasts) + ")" if redrawn else ""
+
+
 def _healthy_median(model: str, policy: str) -> str:
-    flagged = catalogue.get_card(model).healthy_flagged_ml()
-    return f"{flagged[policy]['median_ml']:.1f}" if policy in flagged else "not measured"
+    card = catalogue.get_card(model)
+    flagged = card.healthy_flagged_ml()
+    return f"{flagged[policy]['median_ml']:.1f}{_redrawn(card)}" if policy in flagged else "not measured"
 
 
 def summary_table(reports: list[dict]) -> str:
@@ -109,7 +118,8 @@ POLICIES_HEADER = """# Every threshold policy on the development cases
 Made by `.venv/bin/python docs/evaluation/tables.py` from the evaluations in this folder (development \
 cases; more are held back). Flagged and lesion volumes on the native grid inside the brain mask; the \
 model's default policy is marked. The second table: median flagged mL on the 15 healthy IXI validation \
-subjects (model space) per policy.
+subjects (model space) per policy; for a model not trained for T1, those scans redrawn as synthetic scans \
+of its contrasts from their tissue labels (marked).
 """
 
 
