@@ -172,8 +172,12 @@ def test_shipped_sadm_card(model_id):
     assert {"fpr1", "fpr5", "fpr10", "comp10"} <= set(card.thresholds)
     assert all(0 <= v <= 1 for v in card.thresholds.values())  # thresholds on a probability
     assert card.default_threshold in card.offered_thresholds()
-    if card.training["synthetic"].get("contrast_prob", 0) > 0:  # trained on synthetic contrasts: it says which
-        assert all(card.accepts(c) for c in ("T1", "T1c", "T2", "FLAIR"))
+    synthetic_options = card.training["synthetic"]
+    if synthetic_options.get("contrast_prob", 0) > 0:  # trained on synthetic contrasts: its card says which
+        drawn = {c.upper() for c in synthetic_contrasts(synthetic_options) if c}
+        assert drawn and all(card.accepts(c) for c in drawn)
+        if synthetic_options["contrast_prob"] >= 1:  # every slice redrawn: it claims no contrast it never saw
+            assert {c.upper() for c in card.trained_contrasts} == drawn
     json.dumps(card.to_dict())
 
 
