@@ -222,8 +222,8 @@ def in_model_contrast(card: ModelCard, images, brains, seed: int) -> tuple[list,
         return list(images), None
     contrasts = card.trained_contrasts
     rng = np.random.default_rng(seed)
-    redrawn = [synth_contrast.synthesise(synth_contrast.labels_for_volume(img, b, card.grid), rng,
-                                         contrasts[i % len(contrasts)]) for i, (img, b) in enumerate(zip(images, brains))]
+    labels = (synth_contrast.labels_for_volume(img, b, card.grid) for img, b in zip(images, brains))
+    redrawn = [synth_contrast.synthesise(lab, rng, contrasts[i % len(contrasts)]) for i, lab in enumerate(labels)]
     return redrawn, (f"healthy IXI T1 scans redrawn from their tissue labels as synthetic {' and '.join(contrasts)} "
                      "(no healthy scans of those contrasts here)")
 
@@ -273,16 +273,18 @@ def flagged_on_healthy(card: ModelCard, scores, brains) -> dict:
     return {name: {"median_ml": float(np.median(v)), "per_scan_ml": v} for name, v in per_scan.items()}
 
 
-def _calibrated(card: ModelCard, calibration: Calibration, val_scores, val_brains) -> ModelCard:
-    """The card with a calibration's thresholds, and the flagged volume of validation scans under each."""
+def _calibrated(card: ModelCard, calibration: Calibration, val_scores, val_brains,
+                scans: str | None = None) -> ModelCard:
+    """The card with a calibration's thresholds, and the flagged volume of validation scans under each;
+    `scans` says how the healthy scans were changed for the model (in_model_contrast), in both figures."""
     card = card.replace(thresholds=calibration.thresholds, adaptive=calibration.adaptive,
                         healthy_case_scores=tuple(calibration.case_scores))
-    healthy = dict(card.figures.get("healthy_validation") or {})
-    if "scans" in calibration.figures:  # healthy scans redrawn in the model's contrasts (in_model_contrast)
-        healthy["scans"] = calibration.figures["scans"]
+    noted = {"scans": scans} if scans else {}
+    healthy = {**(card.figures.get("healthy_validation") or {}), **noted}
     if val_scores:
         healthy["flagged_ml"] = flagged_on_healthy(card, val_scores, val_brains)
-    return card.replace(figures={**card.figures, "calibration": calibration.figures, "healthy_validation": healthy})
+    return card.replace(figures={**card.figures, "calibration": {**calibration.figures, **noted},
+                                 "healthy_validation": healthy})
 
 
 def _prepared_cohorts(card: ModelCard, data_dir: Path, cache_dir: Path, log: Log, **cohorts: list[str]):
@@ -333,9 +335,8 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     log("flagged volume of the validation subjects under each threshold policy")
     val_scores, _ = healthy_scores(model, val_images, val_brains, choice)
     old = card
-    card = _calibrated(card, replace(calibration, figures={**calibration.figures, "command": command,
-                                                           **({"scans": note} if note else {})}),
-                       val_scores, val_brains)
+    card = _calibrated(card, replace(calibration, figures={**calibration.figures, "command": command}), val_scores,
+                       val_brains, note)
     if card.thresholds != old.thresholds and card.figures.pop("evaluation", None) is not None:
         log("thresholds changed: the card's evaluation figures are dropped; run normativead evaluate --record again")
     write_card(card, card.folder)
@@ -441,7 +442,6 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
     cal_images, _ = in_model_contrast(card, cal_images, cal_brains, seed=0)
     log("calibrating thresholds on calibration subjects")
     calibration = calibrate(model, cal_images, cal_brains, device)
-    calibration = replace(calibration, figures={**calibration.figures, **({"scans": note} if note else {})})
     card = card.replace(
         training={
             "data": "IXI T1 (healthy adults, Hammersmith Philips 3T), 2 mm NiChart copies",
@@ -462,7 +462,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
         },
         weights={"file": WEIGHTS_FILE, "sha256": sha256(work / WEIGHTS_FILE)},
     )
-    card = _calibrated(card, calibration, val_scores, val_brains)
+    card = _calibrated(card, calibration, val_scores, val_brains, note)
     write_card(card, work)
     return card
 
