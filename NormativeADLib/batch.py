@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paths
+from . import jsontext, paths
 from .errors import InputError, OutputError
 from .batch_outputs import make_public
 from .options import DEVICES, FORMATS
@@ -139,7 +139,7 @@ def _check_run_settings(out: Path, args, layout) -> dict:
 
 def _record_run_settings(out: Path, settings: dict) -> None:
     def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+        tmp.write_text(jsontext.dumps(settings, indent=2) + "\n")
         make_public(tmp)
 
     paths.write_file_atomic(out / RUN_FILE, write, overwrite=True)

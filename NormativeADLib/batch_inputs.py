@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InputError
 from .options import CONTRASTS, canonical_contrast, guess_contrast
-from .paths import READABLE_SUFFIXES, case_name, file_suffix
+from .paths import READABLE_SUFFIXES, case_name, checked_name, file_suffix
 
 # BIDS suffixes and their spellings in a manifest -> the product's contrast (options.CONTRASTS)
 CONTRAST_ALIASES = {"t1w": "T1", "t2w": "T2", "t1ce": "T1c", "t1gd": "T1c"}
@@ -132,7 +133,7 @@ def read_manifest(path: Path) -> list[Case]:
             mask=_relative_to(path.parent, row["mask"]) if row.get("mask") else None,
             reference=_relative_to(path.parent, row["reference"]) if row.get("reference") else None,
             contrast=_contrast(row.get("contrast"), f"manifest {path}, line {line}") or guess_contrast(scan.name),
-            subject=row.get("subject") or None,
+            subject=checked_name(row["subject"], f"manifest {path}, line {line}: subject") if row.get("subject") else None,
             extra={k: v for k, v in row.items() if k not in MANIFEST_COLUMNS},
         ))
     if not cases:
@@ -194,12 +195,24 @@ def is_bids_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "dataset_description.json").is_file()
 
 
+def _check_description(path: Path) -> None:
+    """A BIDS dataset_description.json must be a JSON object naming the dataset's BIDSVersion."""
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path} is not valid JSON ({str(err).splitlines()[0] if str(err) else 'empty'}); fix it "
+                         "(BIDS needs at least Name and BIDSVersion) or list the scans in a CSV manifest.") from None
+    if not isinstance(description, dict) or "BIDSVersion" not in description:
+        raise InputError(f"{path} names no BIDSVersion; a BIDS dataset_description.json needs Name and BIDSVersion.")
+
+
 def read_bids(root: Path) -> list[Case]:
     """The anatomical T1w, T2w and FLAIR scans of a BIDS dataset (pybids), one case each."""
     try:
         from bids import BIDSLayout
     except ImportError:
         raise InputError("reading a BIDS dataset needs pybids: pip install 'normativead[batch]'.") from None
+    _check_description(root / "dataset_description.json")
     try:
         layout = BIDSLayout(str(root), validate=False)
     except Exception as err:  # pybids raises its own types for a broken dataset_description.json

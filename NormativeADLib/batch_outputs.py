@@ -17,7 +17,7 @@ from pathlib import Path
 from .batch_inputs import Case
 from .errors import InputError
 from .options import FORMATS, output_names
-from .paths import interrupts_held, write_file_atomic
+from .paths import interrupts_held, is_inside, write_file_atomic
 
 STAGING = ".normativead-staging"
 TEMPLATE_SPACE = "MNI152NLin2009aSym"  # ModelGrid's space: the transform maps it to the scan
@@ -104,6 +104,8 @@ class Layout:
         if missing:
             raise RuntimeError(f"internal: staged outputs of {case.id} lack {', '.join(missing)}")
         targets = self.targets(case, model_id)
+        if not all(is_inside(t, self.out) for t in targets.values()):  # never replace anything outside --out
+            raise InputError(f"case {case.id}: its outputs would lie outside {self.out}; rename the scan or subject.")
         with interrupts_held(reraise=False):  # a Ctrl-C waits for the case to be wholly in place
             if self.bids_root is None:
                 _replace_folder(staging, targets["metrics.json"].parent)

@@ -9,7 +9,6 @@ sizes no machine here has trained.
 
 from __future__ import annotations
 
-import json
 import platform
 import resource
 import statistics
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import io
+from . import io, jsontext
 from .pipeline import analyse
 from .preprocess import prepare
 from .registry import LoadedModel, build_network, load_model
@@ -98,5 +97,5 @@ def main(args) -> int:
         result = run(scan_path, untrained(args.config), args.device, args.runs, whole_case=False)
     else:
         result = run(scan_path, load_model(args.model), args.device, args.runs)
-    print(json.dumps(result, indent=2))
+    print(jsontext.dumps(result, indent=2))
     return 0

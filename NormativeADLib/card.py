@@ -8,10 +8,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelError
-from .options import ADAPTIVE
-from .paths import write_file_atomic
+from . import jsontext
+from .errors import InputError, ModelError
 from .grid import ModelGrid
+from .options import ADAPTIVE
+from .paths import checked_name, write_file_atomic
 
 CARD_FILE = "card.json"
 
@@ -131,14 +132,127 @@ class ModelCard:
 def read_card(folder: Path) -> ModelCard:
     path = folder / CARD_FILE
     try:
-        return ModelCard.from_dict(json.loads(path.read_text()), folder)
+        d = json.loads(path.read_text())
+        problem = card_problem(d)
+        if problem:
+            raise ValueError(problem)
+        return ModelCard.from_dict(d, folder)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"model card {path} cannot be read ({err}); reinstall or re-import the model.") from None
 
 
+# --- the card's schema ----------------------------------------------------------------------------
+# Checked on every read (import, listing, loading): a bad card is refused with the field it gets wrong,
+# before its values can reach a path, an allocation or a table. Bounds are generous for real models
+# and far below what exhausts a machine.
+_REQUIRED = {"id": str, "family": str, "version": str, "contrast": str, "description": str, "grid": dict,
+             "network": dict}
+_OPTIONAL = {"restoration": dict, "intensity": dict, "postprocess": dict, "thresholds": dict,
+             "default_threshold": str, "adaptive": dict, "healthy_case_scores": list, "training": dict,
+             "figures": dict, "weights": dict, "contrasts": list}
+MAX_GRID_VOXELS = 512 ** 3
+MAX_CHANNELS = 4096  # per layer of a network
+_SHA256 = set("0123456789abcdef")
+
+
+def card_problem(d) -> str | None:
+    """What is wrong with a card's JSON, in one phrase naming the field; None for a valid card."""
+    if not isinstance(d, dict):
+        return "the card is not a JSON object"
+    unknown = sorted(set(d) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)} (a card of a newer normativead, or a typo)"
+    for name, kind in {**_REQUIRED, **_OPTIONAL}.items():
+        if name not in d:
+            if name in _REQUIRED:
+                return f"field '{name}' is missing"
+            continue
+        if not isinstance(d[name], kind):
+            return f"field '{name}' must be a {kind.__name__}, not {type(d[name]).__name__}"
+    for check in (_id_problem, _grid_problem, _network_problem, _threshold_problem, _weights_problem,
+                  _numbers_problem):
+        problem = check(d)
+        if problem:
+            return problem
+    return None
+
+
+def _id_problem(d: dict) -> str | None:
+    try:
+        checked_name(d["id"], "id")
+    except InputError as err:
+        return f"field {err}"
+    return None
+
+
+def _grid_problem(d: dict) -> str | None:
+    grid = d["grid"]
+    size, spacing, origin = grid.get("size_xyz"), grid.get("spacing_mm"), grid.get("origin_lps")
+    if not (isinstance(size, list) and len(size) == 3 and all(_is_int(n) and 8 <= n <= 1024 for n in size)):
+        return "field 'grid.size_xyz' must be three integers from 8 to 1024"
+    if size[0] * size[1] * size[2] > MAX_GRID_VOXELS:
+        return f"field 'grid.size_xyz' {size} exceeds {MAX_GRID_VOXELS} voxels"
+    if not (_is_number(spacing) and 0.1 <= spacing <= 10):
+        return "field 'grid.spacing_mm' must be a number from 0.1 to 10"
+    if not (isinstance(origin, list) and len(origin) == 3 and all(_is_number(v) and abs(v) < 1e4 for v in origin)):
+        return "field 'grid.origin_lps' must be three numbers (mm)"
+    return None
+
+
+def _network_problem(d: dict) -> str | None:
+    for name in ("channels", "strides"):
+        values = d["network"].get(name)
+        if values is None:
+            continue
+        if not (isinstance(values, list) and 0 < len(values) <= 12 and all(_is_int(v) and v >= 1 for v in values)):
+            return f"field 'network.{name}' must be a list of 1 to 12 positive integers"
+        if name == "channels" and max(values) > MAX_CHANNELS:
+            return f"field 'network.channels' holds {max(values)}, above the {MAX_CHANNELS} channels a layer may have"
+        if name == "strides" and max(values) > 4:
+            return "field 'network.strides' must be 1 to 4"
+    return None
+
+
+def _threshold_problem(d: dict) -> str | None:
+    for name, value in d.get("thresholds", {}).items():
+        if not (_is_number(value) and value == value and abs(value) != float("inf")):
+            return f"field 'thresholds.{name}' must be a finite number, not {value!r}"
+    return None
+
+
+def _weights_problem(d: dict) -> str | None:
+    weights = d.get("weights", {})
+    if not weights:
+        return None
+    try:
+        checked_name(weights.get("file"), "weights file")
+    except InputError as err:
+        return f"field 'weights.file': {err}"
+    digest = weights.get("sha256")
+    if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _SHA256):
+        return "field 'weights.sha256' must be 64 lower-case hex digits"
+    return None
+
+
+def _numbers_problem(d: dict) -> str | None:
+    if not all(_is_number(v) for v in d.get("healthy_case_scores", [])):
+        return "field 'healthy_case_scores' must hold numbers"
+    if not all(isinstance(c, str) for c in d.get("contrasts", [])):
+        return "field 'contrasts' must hold names"
+    return None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def write_card(card: ModelCard, folder: Path) -> None:
     """card.json through a temporary file: an interrupted write never leaves a broken card."""
-    text = json.dumps(card.to_dict(), indent=2) + "\n"
+    text = jsontext.dumps(card.to_dict(), indent=2) + "\n"
     write_file_atomic(folder / CARD_FILE, lambda tmp: tmp.write_text(text), overwrite=True)
 
 

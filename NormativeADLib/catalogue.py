@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .card import CARD_FILE, ModelCard, read_card, verify_weights
-from .errors import ModelError
+from .errors import InputError, ModelError
 from .options import CONTRASTS
-from .paths import home, model_roots, write_folder_atomic
+from .paths import child_path, home, model_roots, write_folder_atomic
 
 DEFAULT_MODEL = "ae-ixi-t1"  # only when no installed model has evaluation figures (see default_model)
 # The demo runs the model that measurably finds the sample case's MS lesions: on FLAIR, intensity alone
@@ -94,16 +94,37 @@ def get_card(model_id: str) -> ModelCard:
 
 
 def import_model(folder: str | os.PathLike, overwrite: bool = False) -> ModelCard:
-    """Copy a model folder (card.json + weights) into the user's models after verifying it."""
-    source = read_card(Path(folder))
-    verify_weights(source)
-    target = home() / "models" / source.id
+    """Copy a model folder (card.json + weights) into the user's models after verifying it: the card
+    against its schema (its id and weights file are plain names), the weights against its sha256, both
+    regular files inside the folder (links are refused, not followed)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"model folder {folder} not found: give the folder holding card.json and the weights.")
+    card_file = _regular_file(folder, CARD_FILE, "card")
+    source = read_card(folder)
+    if source.weights:
+        _regular_file(folder, source.weights["file"], "weights")
+        verify_weights(source)
+    owner = home() / "models"
+    target = child_path(owner, source.id, "model id")
     if target.exists() and not overwrite:
         raise ModelError(f"model {source.id} is already imported at {target}; pass --overwrite to replace it.")
 
     def fill(staging: Path) -> None:
-        shutil.copy2(source.folder / CARD_FILE, staging / CARD_FILE)
-        shutil.copy2(source.weights_path, staging / source.weights["file"])
+        shutil.copyfile(card_file, staging / CARD_FILE)
+        if source.weights:
+            shutil.copyfile(source.weights_path, staging / source.weights["file"])
 
-    write_folder_atomic(target, fill)
+    write_folder_atomic(target, fill, owner=owner)
     return read_card(target)
+
+
+def _regular_file(folder: Path, name: str, what: str) -> Path:
+    """folder / name when it is a regular file directly inside folder, not a link."""
+    path = folder / name
+    if path.is_symlink():
+        raise ModelError(f"the model's {what} file {path} is a symbolic link; import a folder holding the files "
+                         "themselves.")
+    if not path.is_file():
+        raise ModelError(f"the model's {what} file {path} is missing or not a regular file.")
+    return path

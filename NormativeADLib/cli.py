@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import json
 import shlex
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from . import paths
-from .errors import Cancelled, NormativeADError
+from . import jsontext, paths
+from .errors import Cancelled, InputError, NormativeADError
 from .options import CONTRASTS, DEVICES, FORMATS, canonical_contrast
 
 
@@ -31,7 +30,7 @@ class Reporter:
 
     def progress(self, stage: str, fraction: float, message: str) -> None:
         if self.mode == "json":
-            print(json.dumps({"event": "progress", "stage": stage, "fraction": round(fraction, 4),
+            print(jsontext.dumps({"event": "progress", "stage": stage, "fraction": round(fraction, 4),
                               "message": message}), flush=True)
         elif self.mode == "bar":
             from tqdm import tqdm
@@ -48,7 +47,7 @@ class Reporter:
 
     def event(self, name: str, **fields) -> None:
         if self.mode == "json":
-            print(json.dumps({"event": name, **fields}), flush=True)
+            print(jsontext.dumps({"event": name, **fields}), flush=True)
 
 
 def _cancel_on_signals() -> threading.Event:
@@ -147,7 +146,7 @@ def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) 
         reporter.event("done", out=str(out), metrics=metrics)
         return
     if as_json:
-        print(json.dumps({"out": str(out), "metrics": metrics}, indent=2))
+        print(jsontext.dumps({"out": str(out), "metrics": metrics}, indent=2))
         return
     per_case = metrics["per_case"]
     lines = [
@@ -175,8 +174,9 @@ def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) 
                     f"{', '.join(contrast['model_contrasts'])}")
     lines.append(f"outputs in {out}/")
     print("\n".join(lines))
-    if contrast["warning"]:
-        print(f"normativead: warning: {contrast['warning']}", file=sys.stderr)
+    for warning in (contrast["warning"], contrast["evidence"]["warning"]):
+        if warning:
+            print(f"normativead: warning: {warning}", file=sys.stderr)
 
 
 def _number(value: float | None) -> str:
@@ -205,12 +205,14 @@ def cmd_models(args, reporter: Reporter) -> int:
     from . import catalogue
 
     if args.action == "import":
+        if not args.folder:
+            raise InputError("normativead models import FOLDER: give the model folder (card.json and weights).")
         card = catalogue.import_model(args.folder, overwrite=args.overwrite)
         print(f"imported {card.id} into {card.folder}")
         return 0
     cards, broken = catalogue.scan_models()
     if args.json:
-        print(json.dumps([{**c.to_dict(), "folder": str(c.folder)} for c in cards]
+        print(jsontext.dumps([{**c.to_dict(), "folder": str(c.folder)} for c in cards]
                          + [{"folder": str(b.folder), "broken": b.reason} for b in broken], indent=2))
         return 0
     print(f"{'id':<16} {'family':<9} {'version':<8} {'contrasts':<26} {'default threshold':<18} {'figures':<42} where")
@@ -237,6 +239,8 @@ def cmd_train(args, reporter: Reporter) -> int:
 
 
 def cmd_calibrate(args, reporter: Reporter) -> int:
+    if args.site is not None:  # a bad site id fails now, not after the model is loaded
+        paths.checked_name(args.site, "site id (--as)")
     from .train import recalibrate
 
     card = recalibrate(args.model, Path(args.data), Path(args.cache) if args.cache else None, _command(args),
@@ -289,7 +293,7 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--overwrite", action="store_true")
     models.add_argument("--json", action="store_true")
     tr = sub.add_parser("train", help="train and calibrate a model on healthy scans")
-    tr.add_argument("--family", help="model family (ae, vae, ddpm, pddpm, cddpm, autoddpm, sadm, intensity): "
+    tr.add_argument("--family", help="model family (ae, vae, dae, ddpm, pddpm, cddpm, autoddpm, sadm, intensity): "
                                      "with it --config "
                                      "may name a shipped size (small, published)")
     tr.add_argument("--config", required=True, help="config JSON, or the name of a shipped one (ae_small)")

@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from . import anomaly, metrics, paths
+from . import anomaly, jsontext, metrics, paths
 from .card import ModelCard, write_card
 from .errors import InputError
 from .pipeline import CaseResult, analyse
@@ -191,7 +191,7 @@ def write_evaluation(report: dict, out_dir: Path, overwrite: bool = False) -> No
     """evaluation.json, evaluation.csv and a bar chart of Dice / AUPRC / AUROC per case."""
     names = ["evaluation.json", "evaluation.csv", "evaluation.png"]
     with paths.atomic_output_dir(out_dir, names, overwrite) as staging:
-        (staging / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+        (staging / "evaluation.json").write_text(jsontext.dumps(report, indent=2) + "\n")
         paths.write_csv(report["cases"], staging / "evaluation.csv")
         _plot(report, staging / "evaluation.png")
 

@@ -425,6 +425,10 @@ def read_transform(path: str | os.PathLike) -> sitk.Transform:
         transform = sitk.ReadTransform(str(path))
     except RuntimeError:
         raise InputError(f"transform {path.name} could not be read; give a transform.tfm written by an earlier run.") from None
+    if transform.GetDimension() != 3 or not transform.IsLinear():
+        kind = f"{transform.GetDimension()}D {transform.GetName()}"
+        raise InputError(f"transform {path.name} is a {kind}; give the 3D affine transform.tfm an earlier run "
+                         "wrote (model/MNI to scan), or none.")
     values = tuple(transform.GetParameters()) + tuple(transform.GetFixedParameters())
     if not all(math.isfinite(v) for v in values):
         raise InputError(f"transform {path.name} holds NaN/Inf parameters; give a transform.tfm written by an "

@@ -55,6 +55,9 @@ COMPONENTS = "comp10"  # component-level calibration: at most 10 % of healthy sc
 PROBABILITY_HALF = "p50"
 
 
+MIN_MANUAL_THRESHOLD = 1e-6  # below this a manual threshold flags every brain voxel with any residual
+
+
 def resolve_threshold(spec: str | float | None, thresholds: dict, model_id: str = "",
                       default: str = "fpr5") -> tuple[str, float]:
     """(source, value): one of the named thresholds (None: the default), or ('manual', a number).
@@ -74,8 +77,9 @@ def resolve_threshold(spec: str | float | None, thresholds: dict, model_id: str 
         value = float(spec)
     except ValueError:
         raise InputError(f"threshold '{spec}' is neither a threshold of model {model_id} ({names}) nor a number.") from None
-    if not math.isfinite(value) or value < 0:
-        raise InputError(f"threshold {value} must be a finite number >= 0.")
+    if not math.isfinite(value) or value < MIN_MANUAL_THRESHOLD:
+        raise InputError(f"threshold {spec} must be a finite number of at least {MIN_MANUAL_THRESHOLD:g} (scores are "
+                         ">= 0, so 0 or less would flag the whole brain).")
     return "manual", value
 
 

@@ -10,6 +10,7 @@ import csv
 import errno
 import importlib.resources
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -79,19 +80,53 @@ def case_name(path: str | os.PathLike) -> str:
     return name
 
 
-def write_folder_atomic(target: Path, fill: Callable[[Path], T]) -> T:
+# An untrusted name (model id, weights file, site, subject, session) as one path component: letters,
+# digits and . _ - @ + only, starting with a letter or digit (so never "", "." or ".."), bounded length.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+
+
+def checked_name(value, what: str) -> str:
+    """The one way an untrusted name becomes a path component, or InputError naming what is wrong."""
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a text name, not {type(value).__name__} ({str(value)[:40]!r}).")
+    if not _SAFE_NAME.fullmatch(value) or ".." in value:
+        raise InputError(f"{what} {value[:80]!r} is not a valid name: use 1-128 letters, digits, '.', '_', '-', "
+                         "'@' or '+', starting with a letter or digit (no '/', no '..').")
+    return value
+
+
+def child_path(owner: str | os.PathLike, name, what: str) -> Path:
+    """owner / name for an untrusted name, after checked_name: always a direct child of owner."""
+    return Path(owner) / checked_name(name, what)
+
+
+def write_folder_atomic(target: Path, fill: Callable[[Path], T], owner: Path | None = None) -> T:
     """Fill a staging folder beside target, then put it in target's place (replacing it) in one rename;
-    on any error nothing of it is left and target is as it was. Returns what fill returns."""
+    on any error nothing of it is left and target is as it was. Returns what fill returns.
+    A target that replaces must lie inside the folder that owns it (owner, by default its parent):
+    nothing is ever deleted outside it, and never the owner itself."""
+    owner = Path(owner) if owner is not None else target.parent
+    if not is_inside(target, owner):
+        raise OutputError(f"refusing to write {target}: it is not inside {owner}, the folder it belongs to.")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         value = fill(staging)
-        if target.exists():
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
         return value
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def is_inside(path: Path, owner: Path) -> bool:
+    """path lies below owner (not owner itself), after resolving '..' and links of their parents."""
+    resolved = path.parent.resolve() / path.name
+    root = owner.resolve()
+    return path.name not in ("", ".", "..") and resolved != root and resolved.is_relative_to(root)
 
 
 def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:

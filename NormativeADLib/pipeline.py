@@ -6,7 +6,6 @@ The command line, the Slicer module's worker and the tests all call `analyse` an
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import anomaly, io, metrics, paths
+from . import anomaly, io, jsontext, metrics, paths
 from .card import ModelCard
 from .errors import Cancelled, InputError
 from .options import FORMATS, IMAGE_OUTPUTS, canonical_contrast, guess_contrast, output_names, resolve_threshold
-from .preprocess import Prepared, check_contrast, check_registration, prepare, to_model, to_native
+from .contrast_check import check_contrast
+from .preprocess import Prepared, check_registration, prepare, to_model, to_native
 from .catalogue import DEFAULT_MODEL
 from .registry import LoadedModel, load_model
 from .restore import restore_volume, score_volume, select_device
@@ -77,7 +77,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
     prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
     registration_qc = check_registration(prepared)
-    contrast_r = check_contrast(prepared, scan_contrast["scan"])
+    contrast_evidence = check_contrast(prepared, scan_contrast["scan"])
 
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
     restored = restore_volume(
@@ -108,8 +108,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         "device": choice.note,
         "mask_source": prepared.mask_source,
         "registration_qc": registration_qc,  # share of the registered template brain on the scan's brain
-        "contrast": scan_contrast,
-        "template_correlation": contrast_r,  # the contrast check's number (a T1-like scan is positive)
+        "contrast": {**scan_contrast, "evidence": contrast_evidence},
+        "template_correlation": contrast_evidence["template_correlation"],  # a T1-like scan is positive
         "threshold": {"source": threshold_source, "value": threshold_value},
         "thresholds": thresholds,  # the card's, and this case's adaptive one
         "min_component_ml": card.postprocess.min_component_ml,
@@ -186,7 +186,7 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
         brain = sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8)
         for name, image in zip(IMAGE_OUTPUTS, (result.pseudo_healthy, result.heatmap, result.segmentation, brain)):
             io.write_image(image, staging / (name + FORMATS[fmt]))
-        (staging / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+        (staging / "metrics.json").write_text(jsontext.dumps(result.metrics, indent=2) + "\n")
         paths.write_csv([metrics.flat_metrics(result.metrics)], staging / "metrics.csv")
         write_report(result, staging / "report.png")
         write_registration(result.prepared, result.metrics["registration_qc"], staging / "registration.png")

@@ -262,12 +262,6 @@ def match_resolution(scan: sitk.Image, spacing_mm: float) -> sitk.Image:
     return smoothed
 
 
-CONTRAST_SIGN = {"T1": 1.0, "T1C": 1.0, "FLAIR": 1.0, "T2": -1.0}  # of the scan's correlation with the T1 template
-_CONTRAST_LOOK = {"T1": "dark CSF, white matter brighter than grey", "T1C": "dark CSF", "FLAIR": "dark CSF",
-                  "T2": "bright CSF"}
-_MIN_CONTRAST_R = 0.1  # measured: T1/T1c +0.24..+0.60, FLAIR +0.29..+0.32, T2 -0.23..-0.40; negated scans ~0 or below
-
-
 # Registration QC (docs/preprocessing.md). Measured share of the template brain on the scan's brain:
 # good registrations 0.996-1.000 (IXI, MSLUB, BraTS, tcga-fg-6692 in 4 contrasts); shifted 15 mm 0.86-0.95
 # on skull-stripped and clinical slabs, 0.99 on IXI (its face and neck are in view); shifted 25 mm 0.72-0.96.
@@ -313,32 +307,6 @@ def check_registration(prepared: "Prepared") -> float:
             "(e.g. from HD-BET or SynthStrip), or a transform.tfm that fits this scan with --transform; "
             "check that the file is a brain MRI of one subject.")
     return overlap
-
-
-def template_correlation(prepared: "Prepared") -> float:
-    """Correlation of the scan with the MNI152 T1 template inside the brain (model space)."""
-    t1, template_brain = template_on_grid(prepared.grid)
-    region = prepared.brain & (sitk.GetArrayViewFromImage(template_brain) > 0)
-    if region.sum() < 1000:
-        return float("nan")
-    scan, template = prepared.image[region], sitk.GetArrayViewFromImage(t1)[region]
-    if scan.std() == 0 or template.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(scan, template)[0, 1])
-
-
-def check_contrast(prepared: "Prepared", contrast: str) -> float:
-    """The scan's correlation with the T1 template; InputError when its sign or size says the scan is
-    not of the stated contrast (an inverted scan, or a T2 said to be a T1)."""
-    r = template_correlation(prepared)
-    sign = CONTRAST_SIGN.get(contrast.upper())
-    if sign is not None and np.isfinite(r) and sign * r < _MIN_CONTRAST_R:
-        raise InputError(
-            f"the scan's intensity profile does not look like {contrast} ({_CONTRAST_LOOK[contrast.upper()]}): its "
-            f"correlation with the MNI152 T1 template inside the brain is {r:+.2f}, a {contrast} scan's is "
-            f"{sign * 0.2:+.1f} or beyond. Is the contrast inverted, or the scan of another contrast? State its "
-            "contrast with --contrast and choose a model for it (normativead models).")
-    return r
 
 
 def prepare(scan: sitk.Image, grid: ModelGrid, mask: sitk.Image | None = None,

@@ -8,13 +8,12 @@ report.json and report.html with PNG images. See normative.py for the indices.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from . import data, normative, paths
+from . import data, jsontext, normative, paths
 from .catalogue import get_card
 from .data import cached_scan, list_scans
 from .errors import InputError, ModelError
@@ -199,7 +198,7 @@ def write_cohort_report(report: dict, examples: dict, out_dir: str | Path, overw
     names = ["report.json", "report.csv", "report.html", "indices.png", *example_names]
 
     with paths.atomic_output_dir(out_dir, names, overwrite) as staging:
-        (staging / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+        (staging / "report.json").write_text(jsontext.dumps(report, indent=2, default=_jsonable) + "\n")
         paths.write_csv(table_rows(report), staging / "report.csv")
         _plot_indices(report, staging / "indices.png")
         for model_id, name in zip(examples, example_names):

@@ -25,7 +25,7 @@ from .card import ModelCard, PostProcess, sha256, write_card
 from .errors import InputError, ModelError
 from .options import COMPONENTS, FPR_TARGETS, PROBABILITY_HALF
 from .grid import ModelGrid
-from .paths import home, resources_dir, write_folder_atomic
+from .paths import checked_name, child_path, home, resources_dir, write_folder_atomic
 from .registry import LoadedModel, build_network, load_model
 from .restore import restore_volume, score_volume, select_device
 
@@ -316,13 +316,15 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     site's own scanner), written as a new model `<id>@<site>` in the user's models (card and a copy
     of the weights); the original is left as it was.
     """
+    if site is not None:  # a bad site id fails before the model is loaded
+        checked_name(site, "site id (--as)")
     model = load_model(model_id)
     card = model.card
     if card.folder is None:
         raise ModelError(f"model {model_id}: no folder to write its card to.")
     cache_dir = cache_dir or home() / "prepared"
     choice = select_device(device).device
-    if site:
+    if site is not None:
         return _site_copy(model, site, data_dir, cache_dir, command, log, choice)
     subjects = data.card_subjects(card)
     cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, calibration=subjects.calibration,
@@ -350,8 +352,6 @@ MIN_SITE_SCANS = 3
 def _site_copy(model: LoadedModel, site: str, data_dir: Path, cache_dir: Path, command: str, log: Log,
                device: torch.device) -> ModelCard:
     """The model calibrated on a site's healthy scans, as a new model <id>@<site> beside the user's others."""
-    if not site.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"site id '{site}' may hold letters, digits, - and _ only.")
     scans = data.list_scans(data_dir)
     if len(scans) < MIN_SITE_SCANS:
         raise InputError(f"{data_dir} holds {len(scans)} scans; a site calibration needs at least {MIN_SITE_SCANS} "
@@ -366,13 +366,15 @@ def _site_copy(model: LoadedModel, site: str, data_dir: Path, cache_dir: Path, c
     card = card.replace(training={**card.training, "site": {
         "id": site, "derived_from": model.card.id, "data": str(data_dir), "n_scans": len(images),
         "note": "thresholds and healthy case scores from this site's scans; weights as the original's"}})
-    target = home() / "models" / site_id
+    owner = home() / "models"
+    target = child_path(owner, site_id, "site model id")
 
     def fill(work: Path) -> None:
-        shutil.copy2(model.card.weights_path, work / model.card.weights["file"])
+        if model.card.weights:  # a rule model (intensity) has none
+            shutil.copy2(model.card.weights_path, work / model.card.weights["file"])
         write_card(card, work)
 
-    write_folder_atomic(target, fill)
+    write_folder_atomic(target, fill, owner=owner)
     log(f"{site_id} written to {target}: " + ", ".join(f"{k} {v:.4g}" for k, v in card.thresholds.items()))
     return card.replace(folder=target)
 

@@ -24,17 +24,13 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from torch import nn
 
-from .. import synth_contrast, synthetic
 from ..errors import ModelError
+from . import synthetic_batches
 
 NO_RESTORER = "none"
 # Anomalies cover about 1 % of the training voxels: the logit head starts at that prior (Lin et al.
 # 2017), so training does not spend its first hundreds of steps lowering every logit from 0.
 PRIOR = 0.01
-# channels of a training slice (training_volumes): the image, its brain mask, its tissue labels
-IMAGE, BRAIN, LABELS = 0, 1, 2
-SYNTH_CONTRASTS = ("T1", "T1C", "T2", "FLAIR", None)  # None: SynthSeg's random tissue order
-RANDOM_ORDER = "random"  # how a config names None in `synthetic.contrasts`
 INPUTS = ("scan", "restoration", "residual", "zscore")
 Z_CLIP = 5.0  # the z-score channel is clipped to +-Z_CLIP and scaled to [-1, 1]
 MAD_TO_SD = 1.4826
@@ -50,29 +46,6 @@ def network_inputs(network: dict) -> tuple[str, ...]:
     if network.get("restorer", NO_RESTORER) == NO_RESTORER and {"restoration", "residual"} & set(inputs):
         raise ModelError("a SADM model without a restorer cannot read a restoration or residual.")
     return inputs
-
-
-def synthetic_contrasts(options: dict) -> tuple[str | None, ...]:
-    """The contrasts a training slice may be redrawn in: the config's `synthetic.contrasts` (names of
-    SYNTH_CONTRASTS, "random" for a random tissue order), all of them by default."""
-    names = options.get("contrasts")
-    if not names:
-        return SYNTH_CONTRASTS
-    known = {c: c for c in SYNTH_CONTRASTS if c} | {RANDOM_ORDER.upper(): None}
-    unknown = [n for n in names if str(n).upper() not in known]
-    if unknown:
-        raise ModelError(f"synthetic contrasts {unknown}: each must be one of "
-                         f"{', '.join(c for c in SYNTH_CONTRASTS if c)} or {RANDOM_ORDER}.")
-    return tuple(known[str(n).upper()] for n in names)
-
-
-def anomaly_kinds(options: dict) -> dict[str, float]:
-    """How often each synthetic anomaly kind is drawn: the config's `synthetic.kinds` weights, or the
-    generator module's defaults."""
-    try:
-        return synthetic.kind_weights(options.get("kinds"))
-    except ValueError as error:
-        raise ModelError(f"synthetic.kinds: {error}.") from None
 
 
 def robust_zscore(x: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
@@ -161,42 +134,13 @@ class SADM:
     # --- training -------------------------------------------------------------------------------
 
     def training_volumes(self, images, brains, options: dict) -> list[np.ndarray]:
-        """(image, brain, tissue labels) per scan, (3, z, y, x): what training_batch draws from.
-        Labels are computed only where synthetic contrasts are asked for (they take a second a scan)."""
-        synthetic_contrasts(options), anomaly_kinds(options)  # a bad config fails before hours of training
-        synth = float(options.get("contrast_prob", 0.0)) > 0
-        return [np.stack([img, b.astype(np.float32),
-                          synth_contrast.labels_for_volume(img, b).astype(np.float32) if synth else np.zeros_like(img)])
-                for img, b in zip(images, brains)]
+        return synthetic_batches.training_volumes(images, brains, options)
 
     def training_batch(self, slices: torch.Tensor, rng: np.random.Generator, options: dict):
-        """(x, brain, target) from training slices (B, 3, H, W): each slice redrawn in a random contrast
-        with probability contrast_prob, then given synthetic anomalies with probability anomaly_prob
-        (1 to max_anomalies of them, as MS lesions come several to a slice; the other slices stay
-        healthy, their target empty). A foreign patch comes from another slice. The contrasts and the
-        anomaly kinds are drawn as the options' `contrasts` and `kinds` say (all, default weights)."""
-        contrasts, kinds = synthetic_contrasts(options), anomaly_kinds(options)
-        contrast_prob = float(options.get("contrast_prob", 0.0))
-        anomaly_prob = float(options.get("anomaly_prob", 0.7))
-        max_anomalies = int(options.get("max_anomalies", 1))
-        images, brains, targets = [], [], []
-        arrays = slices.numpy()
-        for i, s in enumerate(arrays):
-            image, brain, labels = s[IMAGE], s[BRAIN] > 0, s[LABELS].astype(np.uint8)
-            if rng.random() < contrast_prob:
-                contrast = contrasts[rng.integers(len(contrasts))]
-                image = synth_contrast.synthesise(labels, rng, contrast)
-            mask = np.zeros(brain.shape, bool)
-            if rng.random() < anomaly_prob and brain.sum() >= synthetic.MIN_VOXELS:
-                other = arrays[(i + 1) % len(arrays)]
-                for _ in range(rng.integers(1, max_anomalies + 1)):
-                    image, added, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0), kinds)
-                    mask |= added
-            images.append(image)
-            brains.append(brain)
-            targets.append(mask)
-        as_tensor = lambda a: torch.from_numpy(np.stack(a)[:, None].astype(np.float32))  # noqa: E731
-        return as_tensor(images), as_tensor(brains), as_tensor(targets)
+        """(x, brain, target) from training slices (B, 3, H, W): synthetic_batches.draw's slices with
+        anomalies, their brains and the anomalies' masks (empty for the slices left healthy)."""
+        drawn = synthetic_batches.draw(slices, rng, options)
+        return drawn.anomalous, drawn.brain, drawn.mask
 
     def loss(self, net: SADMNet, batch, generator=None) -> torch.Tensor:
         """Dice + binary cross-entropy of the anomaly logits against the synthetic masks. Dice is

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from conftest import SAMPLE
-from NormativeADLib import catalogue
+from conftest import SAMPLE, SHARED_DATA, needs_shared_data
+from NormativeADLib import catalogue, io
 from NormativeADLib.card import ModelCard
+from NormativeADLib.errors import InputError
+from NormativeADLib.grid import ModelGrid
+from NormativeADLib.contrast_check import check_contrast
+from NormativeADLib.preprocess import prepare
 from NormativeADLib.cli import main
 from NormativeADLib.options import CONTRASTS, RestoreOptions, canonical_contrast, guess_contrast
 
@@ -97,3 +103,65 @@ def test_restore_without_a_model_takes_the_default_for_the_scan_contrast(tmp_pat
     assert main(["restore", str(flair), "--out", str(out), "--progress", "none"]) == 0
     model = json.loads((out / "metrics.json").read_text())["model"]["id"]
     assert model == catalogue.default_model("FLAIR")
+
+
+BRATS_CASES = [(case, contrast) for case in ("pat0005", "pat0002") for contrast in ("t1c", "flair")]
+
+
+def _planted_tumour(scan, brain: np.ndarray, contrast: str):
+    """The scan with a tumour of a quarter of the brain's volume in one hemisphere: on T1c an enhancing
+    rim (brighter than any tissue) round a dark necrotic core, on FLAIR bright oedema throughout."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(scan).astype(np.float32)
+    spacing = np.array(scan.GetSpacing()[::-1])
+    zyx = np.argwhere(brain)
+    centre = zyx.mean(0)
+    centre[2] += 0.25 * np.ptp(zyx[:, 2])  # off the midline, into one hemisphere
+    distance = np.sqrt((((np.indices(array.shape).T - centre) * spacing) ** 2).sum(-1)).T
+    order = np.sort(distance[brain])
+    radius = order[len(order) // 4]  # the sphere about that centre holding a quarter of the brain
+    tumour = brain & (distance <= radius)
+    values = array[brain]
+    if contrast == "t1c":
+        array[tumour & (distance > 0.7 * radius)] = 1.3 * np.percentile(values, 99.5)
+        array[tumour & (distance <= 0.7 * radius)] = np.percentile(values, 5)
+    else:
+        array[tumour] = 1.3 * np.percentile(values, 99)
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(scan)
+    return out, tumour.sum() / brain.sum()
+
+
+@needs_shared_data()
+@pytest.mark.parametrize("case, contrast", BRATS_CASES)
+def test_a_large_tumour_does_not_make_a_valid_scan_look_like_another_contrast(case, contrast):
+    """A quarter of the brain replaced by tumour moves the whole-brain template correlation towards 0
+    (an independent T1c with 217 mL of tumour was refused on it); the check rests on the medians of
+    white matter and CSF in the clearer hemisphere, which the tumour moves less: the scan runs (at most
+    with a warning that its contrast is unclear), its tissue contrast still on the stated side."""
+    import SimpleITK as sitk
+
+    folder = SHARED_DATA / "pathology" / "brats2013" / case
+    scan = io.read_scan(folder / f"{contrast}.nii.gz")
+    brain_image = sitk.Cast(sitk.ReadImage(str(folder / "brainmask.nii.gz")) > 0.5, sitk.sitkUInt8)
+    brain = sitk.GetArrayFromImage(brain_image) > 0
+    planted, share = _planted_tumour(scan, brain, contrast)
+    assert 0.22 < share < 0.28
+    name = "T1c" if contrast == "t1c" else "FLAIR"
+    before = check_contrast(prepare(scan, ModelGrid(), brain_image), name)
+    after = check_contrast(prepare(planted, ModelGrid(), brain_image), name)  # no InputError: it runs
+    assert before["warning"] is None and before["tissue_contrast"] > 0.1
+    assert after["tissue_contrast"] > 0, after
+    # the planted tumour does move the correlation the old check decided on
+    assert after["template_correlation"] < before["template_correlation"]
+
+
+def test_an_inverted_scan_is_refused_and_weak_evidence_only_warns():
+    flair = io.read_scan(SAMPLE / "mslub_patient26_flair.nii.gz")
+    prepared = prepare(flair, ModelGrid())
+    assert check_contrast(prepared, "FLAIR")["warning"] is None
+    with pytest.raises(InputError, match="does not look like FLAIR"):
+        check_contrast(replace(prepared, image=np.where(prepared.brain, 1 - prepared.image, 0)), "FLAIR")
+    flat = replace(prepared, image=np.where(prepared.brain, 0.5, 0).astype(np.float32))
+    assert "contrast is unclear" in check_contrast(flat, "FLAIR")["warning"]

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SHARED_DATA, needs_shared_data
-from NormativeADLib import preprocess
+from NormativeADLib import contrast_check, preprocess
 from NormativeADLib.catalogue import DEFAULT_MODEL, get_card
 from NormativeADLib.cli import main
 
@@ -57,7 +57,7 @@ def test_ixi_whole_head_t1_registers_as_before():
     assert 900 < core_ml < 2000
     prepared = preprocess.prepare(scan, _grid())
     assert preprocess.registration_qc(prepared) > 0.99
-    assert preprocess.template_correlation(prepared) > 0.25  # T1 scans: +0.24..+0.60
+    assert contrast_check.template_correlation(prepared) > 0.25  # T1 scans: +0.24..+0.60
     assert 1400 < prepared.brain.sum() * _grid().spacing_mm ** 3 / 1000 < 2000  # in MNI space (template 1.8 L)
 
 

@@ -16,8 +16,9 @@ from NormativeADLib import catalogue, pipeline, registry, synth_contrast, train
 from NormativeADLib.card import verify_weights
 from NormativeADLib.errors import ModelError
 from NormativeADLib.models import FAMILIES
-from NormativeADLib.models.sadm import (IMAGE, LABELS, NO_RESTORER, SYNTH_CONTRASTS, Z_CLIP, anomaly_kinds, load_restorer,
-                                        network_inputs, robust_zscore, synthetic_contrasts)
+from NormativeADLib.models.sadm import NO_RESTORER, Z_CLIP, load_restorer, network_inputs, robust_zscore
+from NormativeADLib.models.synthetic_batches import (IMAGE, LABELS, SYNTH_CONTRASTS, anomaly_kinds,
+                                                     synthetic_contrasts)
 from NormativeADLib.synth_contrast import GM, WM
 from NormativeADLib.preprocess import template_on_grid
 

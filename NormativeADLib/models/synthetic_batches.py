@@ -1,0 +1,93 @@
+"""Training slices with synthetic contrasts and anomalies, shared by the families that learn from them.
+
+A training slice is (image, brain, tissue labels), stacked as channels (training_volumes). A batch
+draw redraws a slice in a synthetic contrast (synth_contrast.py) and then gives it synthetic
+anomalies (synthetic.py): SADM learns to segment them, the denoising autoencoder to remove them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import synth_contrast, synthetic
+from ..errors import ModelError
+
+# channels of a training slice (training_volumes): the image, its brain mask, its tissue labels
+IMAGE, BRAIN, LABELS = 0, 1, 2
+SYNTH_CONTRASTS = ("T1", "T1C", "T2", "FLAIR", None)  # None: SynthSeg's random tissue order
+RANDOM_ORDER = "random"  # how a config names None in `synthetic.contrasts`
+
+
+def synthetic_contrasts(options: dict) -> tuple[str | None, ...]:
+    """The contrasts a training slice may be redrawn in: the config's `synthetic.contrasts` (names of
+    SYNTH_CONTRASTS, "random" for a random tissue order), all of them by default."""
+    names = options.get("contrasts")
+    if not names:
+        return SYNTH_CONTRASTS
+    known = {c: c for c in SYNTH_CONTRASTS if c} | {RANDOM_ORDER.upper(): None}
+    unknown = [n for n in names if str(n).upper() not in known]
+    if unknown:
+        raise ModelError(f"synthetic contrasts {unknown}: each must be one of "
+                         f"{', '.join(c for c in SYNTH_CONTRASTS if c)} or {RANDOM_ORDER}.")
+    return tuple(known[str(n).upper()] for n in names)
+
+
+def anomaly_kinds(options: dict) -> dict[str, float]:
+    """How often each synthetic anomaly kind is drawn: the config's `synthetic.kinds` weights, or the
+    generator module's defaults."""
+    try:
+        return synthetic.kind_weights(options.get("kinds"))
+    except ValueError as error:
+        raise ModelError(f"synthetic.kinds: {error}.") from None
+
+
+def training_volumes(images, brains, options: dict) -> list[np.ndarray]:
+    """(image, brain, tissue labels) per scan, (3, z, y, x): what draw() reads. Labels are computed
+    only where synthetic contrasts are asked for (they take a second a scan)."""
+    synthetic_contrasts(options), anomaly_kinds(options)  # a bad config fails before hours of training
+    synth = float(options.get("contrast_prob", 0.0)) > 0
+    return [np.stack([img, b.astype(np.float32),
+                      synth_contrast.labels_for_volume(img, b).astype(np.float32) if synth else np.zeros_like(img)])
+            for img, b in zip(images, brains)]
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A batch (B, 1, H, W) each: the healthy slices (redrawn), with anomalies, brains, anomaly masks."""
+
+    clean: torch.Tensor
+    anomalous: torch.Tensor
+    brain: torch.Tensor
+    mask: torch.Tensor
+
+
+def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
+    """Each slice of (B, 3, H, W) redrawn in a random contrast with probability contrast_prob, then
+    given synthetic anomalies with probability anomaly_prob (1 to max_anomalies of them, as MS lesions
+    come several to a slice; the other slices stay healthy, their mask empty). A foreign patch comes
+    from another slice. Contrasts and kinds are drawn as the options' `contrasts` and `kinds` say."""
+    contrasts, kinds = synthetic_contrasts(options), anomaly_kinds(options)
+    contrast_prob = float(options.get("contrast_prob", 0.0))
+    anomaly_prob = float(options.get("anomaly_prob", 0.7))
+    max_anomalies = int(options.get("max_anomalies", 1))
+    clean, anomalous, brains, masks = [], [], [], []
+    arrays = slices.numpy()
+    for i, s in enumerate(arrays):
+        image, brain, labels = s[IMAGE], s[BRAIN] > 0, s[LABELS].astype(np.uint8)
+        if rng.random() < contrast_prob:
+            image = synth_contrast.synthesise(labels, rng, contrasts[rng.integers(len(contrasts))])
+        healthy, mask = image, np.zeros(brain.shape, bool)
+        if rng.random() < anomaly_prob and brain.sum() >= synthetic.MIN_VOXELS:
+            other = arrays[(i + 1) % len(arrays)]
+            for _ in range(rng.integers(1, max_anomalies + 1)):
+                image, added, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0), kinds)
+                mask |= added
+        clean.append(healthy)
+        anomalous.append(image)
+        brains.append(brain)
+        masks.append(mask)
+    as_tensor = lambda a: torch.from_numpy(np.stack(a)[:, None].astype(np.float32))  # noqa: E731
+    return Draw(as_tensor(clean), as_tensor(anomalous), as_tensor(brains), as_tensor(masks))
