@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import comparison, export, scene as scene_logic
-from NormativeADLib.options import RestoreOptions, guess_contrast
+from NormativeADLib.options import DEVICES, RestoreOptions, guess_contrast
 
 from .process import ProcessProtocol, ProcessRunner, RunOutcome, new_work_dir
 
@@ -30,6 +30,9 @@ class RunSettings:
     threshold: str | None = None  # None: each model's default
     opacity: float = scene_logic.DEFAULT_OPACITY
     keep_files: bool = False
+
+
+CANCEL_TIMEOUT_S = 15.0  # a killed process has closed its output well before this
 
 
 @dataclass
@@ -54,6 +57,8 @@ class Job:
             raise ValueError("choose at least one model")
         if len(set(settings.models)) != len(settings.models):
             raise ValueError("choose each model once: a comparison shows one view per model")
+        if settings.device not in DEVICES:
+            raise ValueError(f"device {str(settings.device)[:40]!r} is not one of {', '.join(DEVICES)}")
         self.scene = scene
         self.input_node = input_node
         self.settings = settings
@@ -143,11 +148,13 @@ class Job:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         self.on_finished(self.state)
 
-    def cancel(self) -> None:
+    def cancel(self, timeout_s: float = CANCEL_TIMEOUT_S) -> None:
+        """Kill the running model's process and end the job; bounded in time, whatever the process does."""
         if self._finished or self._runner is None:
             return
         self._runner.cancel()
-        while self._runner.poll():
+        deadline = time.monotonic() + timeout_s
+        while self._runner.poll() and time.monotonic() < deadline:  # its tree was killed: only its pipe may lag
             time.sleep(0.01)
         self._end("cancelled", "cancelled: the scene was left as it was")
 

@@ -113,8 +113,16 @@ class ProcessRunner:
         return env
 
     def start(self) -> None:
-        if self._process is not None:
+        """Launch the process. A run that cannot start (bad options, no interpreter) does not raise:
+        it is finished at once as 'failed' with the reason, so that poll() and cancel() end."""
+        if self._process is not None or self.outcome is not None:
             raise RuntimeError("this run was already started")
+        try:
+            self._launch()
+        except Exception as err:  # noqa: BLE001 - any failure to start is this run's failure, said once
+            self.outcome = RunOutcome("failed", message=f"the run could not start: {err}", log=self._log)
+
+    def _launch(self) -> None:
         kwargs = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
@@ -135,6 +143,8 @@ class ProcessRunner:
         """Handle queued output; returns True while the run goes on. Call from the GUI thread."""
         if self.outcome is not None:
             return False
+        if self._process is None:
+            raise RuntimeError("poll() before start()")
         ended = False
         while True:
             try:

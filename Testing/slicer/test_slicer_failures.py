@@ -33,6 +33,7 @@ import slicer  # noqa: E402
 from NormativeADSlicerLib import comparison, scene as scene_logic  # noqa: E402
 from NormativeADSlicerLib.logic import Job, RunSettings  # noqa: E402
 from NormativeADSlicerLib.process import ProcessRunner, RunOutcome  # noqa: E402
+from NormativeADLib.options import RestoreOptions  # noqa: E402
 
 FAST_MODEL = "intensity-t1"
 SLOW_MODEL = "ae-ixi-t1"
@@ -241,6 +242,38 @@ def test_crashing_process(scene, volume, home):
     assert state.status == "failed" and "exit code 1" in state.message and "boom in the child" in state.message
     assert scene_state(scene) == before
     assert not job.work_dir.exists()
+
+
+class UnstartableRunner(ProcessRunner):
+    """A process that cannot be launched at all (an interpreter that does not exist)."""
+
+    def command(self):
+        return ["/nonexistent/PythonSlicer", "-m", "NormativeADLib.cli"]
+
+
+def test_a_process_that_cannot_start_fails_and_cancel_ends(scene, volume, home):
+    """A runner whose start failed is finished, not running: the job fails with the reason, and cancel
+    and poll return at once (before, poll() stayed True and Job.cancel looped forever)."""
+    before = scene_state(scene)
+    runner = UnstartableRunner(RestoreOptions(input_path=Path("in.nrrd"), out_dir=Path("out")))
+    runner.start()
+    assert runner.poll() is False and runner.outcome.status == "failed"
+    assert "could not start" in runner.outcome.message
+    runner.cancel()  # returns at once
+    job = Job(scene, volume, RunSettings(models=[FAST_MODEL], device="cpu"),
+              process_factory=factory(lambda r, e: UnstartableRunner(r, on_event=e))).start()
+    started = time.monotonic()
+    state = wait_job(job)
+    job.cancel()
+    assert time.monotonic() - started < 5
+    assert state.status == "failed" and "could not start" in state.message
+    assert scene_state(scene) == before
+    assert not job.work_dir.exists()
+
+
+def test_a_device_outside_the_list_is_refused_before_any_process(scene, volume, home):
+    with pytest.raises(ValueError, match="is not one of auto, cpu, cuda, mps"):
+        Job(scene, volume, RunSettings(models=[FAST_MODEL], device="tpu; rm -rf /"))
 
 
 def test_process_killed_from_outside(scene, volume, home, small_files):
