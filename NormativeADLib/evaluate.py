@@ -135,55 +135,23 @@ def default_cases(report: dict, *labels: str) -> list[dict]:
     return [{k: r.get(k) for k in (*labels, *CASE_FIGURES)} for r in report["cases"] if r["threshold_source"] == default]
 
 
-HEALTHY_FLAGGED_ML_LIMIT = 10.0  # a default policy flags at most this median volume on healthy validation scans
-OVERSHOOT_LIMIT = 3.0  # ... and, where one can, at most this multiple of any evaluated case's lesion volume
-
-
-def choose_default(report: dict, card: ModelCard) -> tuple[str, str]:
-    """(policy, why): the card's threshold that measures best on the evaluated cases (per-volume mean
-    Dice, then less flagged volume) among those flagging a median of at most HEALTHY_FLAGGED_ML_LIMIT
-    on the healthy validation scans and, if any of those does, at most OVERSHOOT_LIMIT times the lesion
-    volume of every evaluated case (a clinician reads the flagged volume first); the card's current
-    default when none is known to qualify."""
-    healthy = card.healthy_flagged_ml()
-    eligible = [name for name in card.offered_thresholds()
-                if name in healthy and name in report["summary"]
-                and healthy[name]["median_ml"] <= HEALTHY_FLAGGED_ML_LIMIT]
-    if not eligible:
-        kept = card.default_threshold if card.default_threshold in report["summary"] else report["model"]["default_threshold"]
-        return kept, "no evaluated policy is known to flag at most the limit on healthy scans; default kept"
-    within = [name for name in eligible if _worst_overshoot(report, name) <= OVERSHOOT_LIMIT]
-    candidates = within or eligible
-    means = {name: report["summary"][name]["per_volume_mean"] for name in candidates}
-    best = max(candidates, key=lambda name: (round(means[name]["dice"], 3), -means[name]["flagged_ml"]))
-    overshoot = (f" and at most {OVERSHOOT_LIMIT:g}x the lesion volume on every case" if within
-                 else f"; none keeps every case within {OVERSHOOT_LIMIT:g}x its lesion volume")
-    return best, (f"best per-volume Dice ({means[best]['dice']:.3f}) on the evaluated cases among the policies "
-                  f"flagging a median of at most {HEALTHY_FLAGGED_ML_LIMIT:g} mL on the healthy validation scans"
-                  f"{overshoot} ({', '.join(candidates)})")
-
-
-def _worst_overshoot(report: dict, policy: str) -> float:
-    """The largest flagged / lesion volume ratio over the evaluated cases under a policy."""
-    ratios = [row["flagged_ml"] / row["reference_volume_ml"] for row in report["cases"]
-              if row["threshold_source"] == policy and row.get("reference_volume_ml")]
-    return max(ratios, default=0.0)
-
-
 def record_in_card(report: dict, command: str) -> Path:
-    """Write an evaluation into the evaluated model's card: its default policy chosen by choose_default,
-    and the figures at that policy."""
+    """Write an evaluation into the evaluated model's card: the figures at its default policy. The
+    evaluated cases measure; they never choose (the default policy is chosen on healthy scans with
+    synthetic anomalies, synthetic_validation.choose_policy, when the model is trained or selected)."""
     card = get_card(report["model"]["id"])
-    default, why = choose_default(report, card)
+    default = card.default_threshold if card.default_threshold in report["summary"] else report["model"]["default_threshold"]
     report = {**report, "model": {**report["model"], "default_threshold": default}}
     figures = {
-        "command": command, "threshold": default, "threshold_choice": why,
+        "command": command, "threshold": default,
+        "threshold_choice": card.figures.get("synthetic_validation", {}).get("choice",
+                                                                              "the card's default (not chosen here)"),
         "cases": default_cases(report, "case", "contrast"),
         "per_volume_mean": report["summary"][default]["per_volume_mean"],
         "pooled": report["pooled"],
-        "note": "development cases, native grid, inside the brain mask; not a benchmark",
+        "note": "development cases, native grid, inside the brain mask; not a benchmark and not used to choose",
     }
-    write_card(card.replace(default_threshold=default, figures={**card.figures, "evaluation": figures}), card.folder)
+    write_card(card.replace(figures={**card.figures, "evaluation": figures}), card.folder)
     return card.folder / "card.json"
 
 

@@ -20,7 +20,7 @@ from monai.transforms import (Compose, RandAdjustContrast, RandBiasField, RandGa
                               RandGaussianSmooth)
 from safetensors.torch import save_file
 
-from . import anomaly, data, metrics, synth_contrast
+from . import anomaly, data, metrics, synth_contrast, synthetic_validation
 from .card import ModelCard, PostProcess, sha256, write_card
 from .errors import InputError, ModelError
 from .options import COMPONENTS, FPR_TARGETS, PROBABILITY_HALF
@@ -329,9 +329,9 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     subjects = data.card_subjects(card)
     cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, calibration=subjects.calibration,
                                 validation=subjects.validation)
-    (images, brains), (val_images, val_brains) = cohorts
+    (images, brains), (val_images_t1, val_brains) = cohorts
     images, note = in_model_contrast(card, images, brains, seed=0)
-    val_images, _ = in_model_contrast(card, val_images, val_brains, seed=1)
+    val_images, _ = in_model_contrast(card, val_images_t1, val_brains, seed=1)
     log("calibrating thresholds on calibration subjects" + (f" ({note})" if note else ""))
     calibration = calibrate(model, images, brains, choice)
     log("flagged volume of the validation subjects under each threshold policy")
@@ -339,6 +339,7 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     old = card
     card = _calibrated(card, replace(calibration, figures={**calibration.figures, "command": command}), val_scores,
                        val_brains, note)
+    card = select_on_synthetic(LoadedModel(card, model.network), val_images_t1, val_brains, choice, log)
     if card.thresholds != old.thresholds and card.figures.pop("evaluation", None) is not None:
         log("thresholds changed: the card's evaluation figures are dropped; run normativead evaluate --record again")
     write_card(card, card.folder)
@@ -432,6 +433,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
 def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, device, slices,
                        validation, calibration, options=None):
     (train_slices, val_slices), (val_images, val_brains) = slices, validation
+    val_t1 = val_images
     state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log, device, options)
     # every epoch's time, those of an interrupted run before --resume included
     train_seconds = sum(h.get("seconds", 0.0) for h in state["history"])
@@ -465,8 +467,31 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
         weights={"file": WEIGHTS_FILE, "sha256": sha256(work / WEIGHTS_FILE)},
     )
     card = _calibrated(card, calibration, val_scores, val_brains, note)
+    card = select_on_synthetic(LoadedModel(card, model.network), val_t1, val_brains, device, log)
     write_card(card, work)
     return card
+
+
+SELECTION_SCANS = 5  # healthy validation subjects the default policy is chosen on, each in every contrast
+
+
+def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device, log: Log) -> ModelCard:
+    """The card with its restoration and detection figures on healthy validation scans carrying synthetic
+    anomalies in each of its contrasts (synthetic_validation), and its default policy chosen on them:
+    no lesion label of a real case chooses it."""
+    card = model.card
+    contrasts = card.trained_contrasts
+    log(f"synthetic-anomaly validation on {min(SELECTION_SCANS, len(images))} healthy scans in {', '.join(contrasts)}")
+    figures = synthetic_validation.measure(model, images[:SELECTION_SCANS], brains[:SELECTION_SCANS], contrasts,
+                                           device=device)
+    policy, why = synthetic_validation.choose_policy(figures)
+    log(f"default policy: {why}")
+    return card.replace(default_threshold=policy or card.default_threshold, figures={
+        **card.figures, "synthetic_validation": {
+            "scans": f"the first {min(SELECTION_SCANS, len(images))} healthy IXI validation subjects (model space), "
+                     "T1 as scanned, other contrasts redrawn from their tissue labels; each once healthy and once "
+                     f"with {synthetic_validation.ANOMALIES_PER_SCAN} synthetic 3D anomalies (seeded)",
+            "per_contrast": figures, "choice": why if policy else f"{why}; default kept"}})
 
 
 def _write_rule_model(card: ModelCard, out_dir: Path, command: str, log: Log) -> ModelCard:

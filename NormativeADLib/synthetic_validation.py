@@ -1,0 +1,149 @@
+"""What a restorer must do, and which threshold it should use, measured without lesion labels.
+
+On healthy validation scans (never trained on), in each contrast a model accepts (T1 as scanned; T1c,
+T2 and FLAIR redrawn from the scan's tissue labels, synth_contrast.py), each scan once as it is and
+once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds):
+- restoration of the healthy scan: SSIM and MAE inside the brain (it should keep healthy tissue);
+- removal: the share of the anomaly's intensity change that the restoration takes away,
+  1 - mean|restored - healthy| / mean|anomalous - healthy| inside the anomaly (1: restored to the
+  healthy scan, 0: the anomaly copied, as the identity does);
+- contrast of the residual: its mean inside the anomaly over its mean in the rest of the brain
+  (above 1 where the heatmap can find the anomaly; about 1 for the identity, whose residual is 0);
+- detection: per threshold policy of the card, the Dice of the segmentation with the anomaly's mask,
+  and the flagged volume on the healthy scans.
+choose_policy() then picks a card's default policy from these figures: the best Dice on synthetic
+anomalies among the policies whose healthy flagged volume stays within a limit. No lesion label of a
+real case is read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import anomaly, metrics, synth_contrast, synthetic
+from .registry import LoadedModel
+from .restore import restore_volume, score_volume
+
+HEALTHY_LIMIT_ML = 5.0  # the median healthy flagged volume a default policy may reach
+ANOMALIES_PER_SCAN = 3
+
+
+@dataclass(frozen=True)
+class ScanFigures:
+    ssim: float
+    mae: float
+    removal: float | None
+    residual_contrast: float | None
+    dice: dict  # policy -> Dice on the synthetic anomalies
+    healthy_ml: dict  # policy -> flagged mL on the healthy scan
+    anomaly_ml: float
+
+
+def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.random.Generator) -> np.ndarray:
+    """A healthy model-space T1 as a scan of `contrast`: itself for T1, else redrawn from its tissue labels."""
+    if contrast.upper() == "T1":
+        return image
+    return synth_contrast.synthesise(synth_contrast.labels_for_volume(image, brain), rng, contrast.upper())
+
+
+def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                   count: int = ANOMALIES_PER_SCAN) -> tuple[np.ndarray, np.ndarray]:
+    """The volume carrying `count` synthetic 3D anomalies, and their joint mask."""
+    mask = np.zeros(brain.shape, bool)
+    for _ in range(count):
+        image, added, _ = synthetic.sample(image, brain, rng)
+        mask |= added
+    return image, mask
+
+
+def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                 device: torch.device = torch.device("cpu")) -> ScanFigures:
+    """The figures of the module docstring for one healthy scan (already in the contrast to measure)."""
+    card = model.card
+    voxel_mm = (card.grid.spacing_mm,) * 3
+    voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
+    restored = restore_volume(model, healthy, brain, device)
+    fidelity = metrics.restoration_fidelity(healthy, restored, brain)
+    healthy_score = score_volume(model, healthy, restored, brain, device)
+    anomalous, mask = with_anomalies(healthy, brain, rng)
+    fixed = restore_volume(model, anomalous, brain, device)
+    score = score_volume(model, anomalous, fixed, brain, device)
+    change = np.abs(anomalous - healthy)[mask].mean()
+    removal = 1.0 - float(np.abs(fixed - healthy)[mask].mean() / change) if change > 0 else None
+    residual = np.abs(anomalous - fixed)
+    outside = residual[brain & ~mask].mean()
+    contrast = float(residual[mask].mean() / outside) if outside > 0 else None
+    dice, healthy_ml = {}, {}
+    for name, value in anomaly.case_thresholds(card, score, brain).items():
+        found = anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml)
+        dice[name] = float(2 * (found & mask).sum() / max(found.sum() + mask.sum(), 1))
+    for name, value in anomaly.case_thresholds(card, healthy_score, brain).items():
+        healthy_ml[name] = float(anomaly.segment(healthy_score, value, voxel_mm, card.postprocess.min_component_ml).sum()
+                                 * voxel_ml)
+    return ScanFigures(fidelity["ssim"], fidelity["mae"], removal, contrast, dice, healthy_ml,
+                       float(mask.sum() * voxel_ml))
+
+
+def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
+            device: torch.device = torch.device("cpu")) -> dict:
+    """Per contrast: the mean figures over the scans, and per policy the mean Dice and median healthy mL."""
+    out = {}
+    for contrast in contrasts:
+        rng = np.random.default_rng(seed)
+        rows = [measure_scan(model, in_contrast(img, b, contrast, rng), b, rng, device) for img, b in zip(images, brains)]
+        policies = sorted({p for r in rows for p in r.dice})
+        out[contrast] = {
+            "n_scans": len(rows),
+            "ssim": _mean(r.ssim for r in rows), "mae": _mean(r.mae for r in rows),
+            "removal": _mean(r.removal for r in rows), "residual_contrast": _mean(r.residual_contrast for r in rows),
+            "anomaly_ml": _mean(r.anomaly_ml for r in rows),
+            "dice": {p: _mean(r.dice.get(p) for r in rows) for p in policies},
+            "healthy_median_ml": {p: float(np.median([r.healthy_ml.get(p, 0.0) for r in rows])) for p in policies},
+        }
+    return out
+
+
+def choose_policy(figures: dict, limit_ml: float = HEALTHY_LIMIT_ML) -> tuple[str | None, str]:
+    """(policy, why): the best mean Dice on synthetic anomalies over the contrasts among the policies whose
+    median healthy flagged volume stays within limit_ml in every contrast; None when none does."""
+    policies = set.intersection(*(set(f["dice"]) for f in figures.values())) if figures else set()
+    eligible = {p for p in policies if all(f["healthy_median_ml"][p] <= limit_ml for f in figures.values())}
+    if not eligible:
+        return None, f"no policy flags at most {limit_ml:g} mL on healthy scans in every contrast"
+    dice = {p: float(np.mean([f["dice"][p] for f in figures.values()])) for p in eligible}
+    best = max(sorted(dice), key=dice.get)
+    return best, (f"{best}: best mean Dice on synthetic anomalies ({dice[best]:.3f}) over "
+                  f"{', '.join(figures)} among the policies flagging at most {limit_ml:g} mL (median) on healthy "
+                  f"validation scans ({', '.join(f'{p} {dice[p]:.3f}' for p in sorted(dice))})")
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+# What a restorer must reach on synthetic anomalies in every contrast (the identity reaches neither).
+MIN_REMOVAL = 0.3  # share of the anomaly's intensity change taken away
+MIN_RESIDUAL_CONTRAST = 1.5  # residual inside the anomaly over the residual elsewhere in the brain
+
+
+def restorer_problems(figures: dict) -> list[str]:
+    """What a model's synthetic-validation figures (measure's output) fall short of as a restorer; empty
+    when it removes anomalies and its residual marks them in every contrast."""
+    problems = []
+    for contrast, f in figures.items():
+        if f["removal"] is None or f["removal"] < MIN_REMOVAL:
+            problems.append(f"{contrast}: removes {_share(f['removal'])} of the anomalies' change "
+                            f"(at least {MIN_REMOVAL:.0%} expected)")
+        if f["residual_contrast"] is None or f["residual_contrast"] < MIN_RESIDUAL_CONTRAST:
+            problems.append(f"{contrast}: residual inside anomalies / elsewhere "
+                            f"{'n/a' if f['residual_contrast'] is None else format(f['residual_contrast'], '.2f')} "
+                            f"(at least {MIN_RESIDUAL_CONTRAST:g} expected)")
+    return problems
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
