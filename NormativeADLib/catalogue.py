@@ -52,27 +52,25 @@ def scan_models() -> tuple[list[ModelCard], list[BrokenModel]]:
     return list(cards.values()), broken
 
 
-def measured_auprc(card: ModelCard, contrast: str) -> float | None:
-    """Mean AUPRC of the card's evaluation cases in that contrast, or None when it has none."""
-    cases = (card.figures.get("evaluation") or {}).get("cases") or []
-    values = [c["auprc"] for c in cases if c.get("contrast", "").lower() == contrast.lower() and c.get("auprc") is not None]
-    return sum(values) / len(values) if values else None
+def synthetic_dice(card: ModelCard, contrast: str) -> float | None:
+    """Mean Dice at the card's default policy on healthy validation scans carrying synthetic anomalies in
+    that contrast (synthetic_validation, recorded by train and calibrate), or None when not measured."""
+    per_contrast = (card.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
+    figures = next((f for c, f in per_contrast.items() if c.lower() == contrast.lower()), None)
+    return None if figures is None else figures.get("dice", {}).get(card.default_threshold)
 
 
 def default_model(contrast: str | None = None) -> str:
-    """The model a run takes when none is named: for a scan of known contrast, the installed model with
-    the best measured detection on that contrast (mean AUPRC of the dev cases of that contrast in its
-    card: a T1 model measured on T1c counts there, with restore's out-of-contrast warning); for a scan of
-    unknown contrast, the best mean over the contrasts among the models trained for and measured in every
-    one of them (a FLAIR/T2 model measured on T1 does not run a scan that may be T1); DEFAULT_MODEL when
-    nothing is measured. Measured, not chosen: a better model that is installed and evaluated takes over."""
-    if contrast is None:  # the best over every case-contrast pair, among models for and measured in every contrast
-        measured = [(sum(per) / len(per), card.id) for card in list_models()
-                    if all(card.accepts(c) for c in CONTRASTS)
-                    for per in [[measured_auprc(card, c) for c in CONTRASTS]] if None not in per]
-    else:
-        measured = [(auprc, card.id) for card in list_models()
-                    for auprc in [measured_auprc(card, contrast)] if auprc is not None]
+    """The model a run takes when none is named: for a scan of known contrast, the installed model trained
+    for it with the best Dice on healthy validation scans carrying synthetic anomalies in that contrast, at
+    its default policy; for a scan of unknown contrast, the best mean over the four contrasts among the
+    models trained for and measured in all of them (a FLAIR/T2 model does not run a scan that may be T1);
+    DEFAULT_MODEL when nothing is measured. Chosen without lesion labels: the development cases only
+    measure the choice. A better model that is installed and measured takes over by itself."""
+    contrasts = CONTRASTS if contrast is None else (contrast,)
+    measured = [(sum(per) / len(per), card.id) for card in list_models()
+                if all(card.accepts(c) for c in contrasts)
+                for per in [[synthetic_dice(card, c) for c in contrasts]] if None not in per]
     return max(measured, key=lambda m: (m[0], m[1] == DEFAULT_MODEL))[1] if measured else DEFAULT_MODEL
 
 

@@ -243,9 +243,12 @@ def cmd_calibrate(args, reporter: Reporter) -> int:
         paths.checked_name(args.site, "site id (--as)")
     from .train import recalibrate
 
+    if args.select_only and args.site is not None:
+        raise InputError("--select-only and --as do not go together: a site copy keeps the original's default policy.")
     card = recalibrate(args.model, Path(args.data), Path(args.cache) if args.cache else None, _command(args),
-                       log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device, site=args.site)
-    print(f"model {card.id} calibrated: select it with --model {card.id}")
+                       log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device, site=args.site,
+                       select_only=args.select_only)
+    print(f"model {card.id} calibrated (default policy {card.default_threshold}): select it with --model {card.id}")
     return 0
 
 
@@ -311,6 +314,9 @@ def parser() -> argparse.ArgumentParser:
                                                     "with --as a site's own healthy scans")
     cal.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
     cal.add_argument("--device", default="auto", choices=DEVICES)
+    cal.add_argument("--select-only", action="store_true",
+                     help="thresholds untouched: only choose the default policy again on healthy validation scans "
+                          "with synthetic anomalies")
     cal.add_argument("--as", dest="site", metavar="SITE_ID",
                      help="calibrate on every healthy scan in --data (your scanner's) into a new model ID@SITE_ID; "
                           "the original stays as it is")

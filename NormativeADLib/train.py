@@ -307,7 +307,7 @@ def _check_present(card: ModelCard, data_dir: Path, *cohorts) -> dict:
 
 
 def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
-                log: Log = print, device: str = "auto", site: str | None = None) -> ModelCard:
+                log: Log = print, device: str = "auto", site: str | None = None, select_only: bool = False) -> ModelCard:
     """Calibrate a trained model again, weights untouched, and return its card.
 
     Without site: on the card's own calibration subjects (after a change to preprocessing or to
@@ -327,6 +327,12 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     if site is not None:
         return _site_copy(model, site, data_dir, cache_dir, command, log, choice)
     subjects = data.card_subjects(card)
+    if select_only:  # the default policy chosen again on synthetic anomalies, thresholds as they are
+        [(val_images_t1, val_brains)] = _prepared_cohorts(card, data_dir, cache_dir, log,
+                                                          validation=subjects.validation[:SELECTION_SCANS])
+        card = select_on_synthetic(model, val_images_t1, val_brains, choice, log)
+        write_card(card, card.folder)
+        return card
     cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, calibration=subjects.calibration,
                                 validation=subjects.validation)
     (images, brains), (val_images_t1, val_brains) = cohorts

@@ -69,25 +69,25 @@ def test_a_stated_contrast_wins_and_a_wrong_one_is_refused(tmp_path, capsys):
         main(["restore", str(flair), "--contrast", "PD", "--out", str(tmp_path / "p")])
 
 
-def _user_model(source_id: str, new_id: str, auprc_by_contrast: dict, contrasts: tuple = ()) -> None:
-    """A copy of a shipped weightless model in the user's models, with evaluation figures as given
-    (and the contrasts it was trained for, when given)."""
+def _user_model(source_id: str, new_id: str, dice_by_contrast: dict, contrasts: tuple = ()) -> None:
+    """A copy of a shipped weightless model in the user's models, with synthetic-validation Dice at its
+    default policy as given (and the contrasts it was trained for, when given)."""
     from NormativeADLib.card import write_card
     from NormativeADLib.paths import home
 
     card = catalogue.get_card(source_id)
-    cases = [{"case": f"case_{c}", "contrast": c, "auprc": a} for c, a in auprc_by_contrast.items()]
+    per_contrast = {c: {"dice": {card.default_threshold: d}} for c, d in dice_by_contrast.items()}
     folder = home() / "models" / new_id
     folder.mkdir(parents=True)
-    write_card(card.replace(id=new_id, figures={"evaluation": {"cases": cases}}, contrasts=contrasts or card.contrasts),
-               folder)
+    write_card(card.replace(id=new_id, figures={"synthetic_validation": {"per_contrast": per_contrast}},
+                            contrasts=contrasts or card.contrasts), folder)
 
 
 def test_the_default_model_is_the_best_measured_for_the_scan_contrast(tmp_path, monkeypatch):
     monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
-    measured = {c: max(filter(None, (catalogue.measured_auprc(card, c) for card in catalogue.list_models())),
+    measured = {c: max(filter(None, (catalogue.synthetic_dice(card, c) for card in catalogue.list_models())),
                        default=0.0) for c in CONTRASTS}
-    _user_model("intensity-t1", "better-on-t2", {"T2": measured["T2"] + 0.1, "FLAIR": 0.0})
+    _user_model("intensity-t1", "better-on-t2", {"T2": measured["T2"] + 0.1, "FLAIR": 0.0}, contrasts=("T2", "FLAIR"))
     assert catalogue.default_model("T2") == "better-on-t2"
     assert catalogue.default_model("FLAIR") != "better-on-t2"
     assert catalogue.default_model(None) != "better-on-t2"  # not measured in every contrast

@@ -113,6 +113,28 @@ def auprc_means(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def synthetic_table() -> str:
+    """Every installed model's synthetic-anomaly validation (the figures its default policy was chosen on):
+    per contrast, restoration of healthy scans, removal of planted anomalies, residual contrast, and Dice
+    and healthy flagged volume at the default policy."""
+    lines = ["| model | contrast | default policy | SSIM (healthy) | MAE (healthy) | anomaly change removed | "
+             "residual inside / outside | Dice on synthetic anomalies | healthy median mL |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for card in sorted(catalogue.list_models(), key=lambda c: c.id):
+        per = (card.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
+        for contrast, f in per.items():
+            policy = card.default_threshold
+            cells = [_fmt(f.get("ssim")), _fmt(f.get("mae")), _fmt(f.get("removal"), "{:.0%}"),
+                     _fmt(f.get("residual_contrast"), "{:.2f}"), _fmt(f["dice"].get(policy)),
+                     _fmt(f["healthy_median_ml"].get(policy), "{:.1f}")]
+            lines.append(f"| `{card.id}` | {contrast} | {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value, pattern: str = "{:.3f}") -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
 POLICIES_HEADER = """# Every threshold policy on the development cases
 
 Made by `.venv/bin/python docs/evaluation/tables.py` from the evaluations in this folder (development \
@@ -128,6 +150,8 @@ def main() -> None:
     print(summary_table(reports))
     print()
     print(auprc_means(reports))
+    print()
+    print(synthetic_table())
     models = sorted({r["model"]["id"] for r in reports if catalogue.get_card(r["model"]["id"]).family != "intensity"})
     (HERE / "policies.md").write_text(f"{POLICIES_HEADER}\n{policy_table(reports)}\n\n{healthy_table(models)}\n")
 
