@@ -326,7 +326,8 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     choice = select_device(device).device
     if site is not None:
         return _site_copy(model, site, data_dir, cache_dir, command, log, choice)
-    subjects = data.card_subjects(card)
+    # a rule model (intensity) never saw a scan: the shipped split's validation subjects serve it
+    subjects = data.card_subjects(card) if card.weights else data.load_split(default_split_path())
     if select_only:  # the default policy chosen again on synthetic anomalies, thresholds as they are
         [(val_images_t1, val_brains)] = _prepared_cohorts(card, data_dir, cache_dir, log,
                                                           validation=subjects.validation[:SELECTION_SCANS])
