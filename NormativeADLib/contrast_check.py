@@ -13,7 +13,7 @@ from .synth_contrast import CSF, WM, tissue_priors
 CONTRAST_SIGN = {"T1": 1.0, "T1C": 1.0, "FLAIR": 1.0, "T2": -1.0}  # of the scan's correlation with the T1 template
 _CONTRAST_LOOK = {"T1": "dark CSF, white matter brighter than grey", "T1C": "dark CSF", "FLAIR": "dark CSF",
                   "T2": "bright CSF"}
-_MIN_CONTRAST_R = 0.1  # measured: T1/T1c +0.24..+0.60, FLAIR +0.29..+0.32, T2 -0.23..-0.40; negated scans ~0 or below
+_MIN_CONTRAST_R = 0.1  # the template correlation's margin, where tissue priors are missing (T1/T1c +0.24..+0.60)
 
 
 def template_correlation(prepared: Prepared) -> float:
@@ -57,9 +57,8 @@ def tissue_contrast(prepared: Prepared, contrast: str) -> float:
 
 
 MIN_TISSUE_VOXELS = 200
-# Evidence for a contrast's CSF, from tissue_contrast (measured in docs/preprocessing.md): below
-# _MIN_TISSUE_CONTRAST on the stated contrast's side the scan is refused when the evidence is strong
-# (the opposite side, beyond the margin), and runs with a warning when it is weak (within the margin).
+# tissue_contrast in the stated contrast's direction (measured in docs/preprocessing.md: +0.17..+0.74 on real
+# scans, -0.14 or beyond negated): below -margin the scan is refused, within +-margin it runs with a warning.
 _MIN_TISSUE_CONTRAST = 0.1
 
 
