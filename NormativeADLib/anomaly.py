@@ -198,6 +198,11 @@ def case_thresholds(card, score: np.ndarray, brain: np.ndarray) -> dict[str, flo
     return thresholds
 
 
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks of one shape (0 when both are empty)."""
+    return float(2 * np.sum(prediction & truth) / max(1, prediction.sum() + truth.sum()))
+
+
 def best_dice_threshold(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                         brains: Sequence[np.ndarray], n_candidates: int = 200) -> tuple[float, float]:
     """(threshold, Dice) maximising Dice on the pooled brain voxels of labelled cases [cDDPM]."""
@@ -206,8 +211,7 @@ def best_dice_threshold(scores: Sequence[np.ndarray], labels: Sequence[np.ndarra
     candidates = np.unique(np.quantile(s, np.linspace(0.5, 0.9999, n_candidates)))
     best = (float(candidates[0]), -1.0)
     for t in candidates:
-        pred = s > t
-        dice = 2 * np.sum(pred & y) / max(1, pred.sum() + y.sum())
-        if dice > best[1]:
-            best = (float(t), float(dice))
+        overlap = dice(s > t, y)
+        if overlap > best[1]:
+            best = (float(t), overlap)
     return best

@@ -131,14 +131,13 @@ def detection_metrics(score: np.ndarray, segmentation: np.ndarray, reference: np
     y = reference[region].astype(bool)
     s = score[region]
     pred = segmentation[region]
-    dice = 2 * np.sum(pred & y) / max(1, pred.sum() + y.sum())
     both_classes = 0 < y.sum() < y.size
     ref_labels, n_ref = anomaly.label_components(reference & region)
     pred_labels, n_pred = anomaly.label_components(segmentation & region)
     detected = np.unique(ref_labels[(ref_labels > 0) & segmentation])
     hit_preds = np.unique(pred_labels[(pred_labels > 0) & reference])
     return {
-        "dice": float(dice),
+        "dice": anomaly.dice(pred, y),
         "auprc": float(average_precision_score(y, s)) if both_classes else None,
         "auroc": float(roc_auc_score(y, s)) if both_classes else None,
         "reference_volume_ml": float(reference.sum() * np.prod(spacing_mm) / 1000.0),

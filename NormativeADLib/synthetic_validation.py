@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import anomaly, metrics, synth_contrast, synthetic
+from .grid import ModelGrid
 from .registry import LoadedModel
 from .restore import restore_volume, score_volume
 
@@ -42,11 +43,13 @@ class ScanFigures:
     anomaly_ml: float
 
 
-def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.random.Generator) -> np.ndarray:
-    """A healthy model-space T1 as a scan of `contrast`: itself for T1, else redrawn from its tissue labels."""
+def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.random.Generator,
+                grid: ModelGrid = ModelGrid()) -> np.ndarray:
+    """A healthy model-space T1 (on grid) as a scan of `contrast`: itself for T1, else redrawn from its
+    tissue labels."""
     if contrast.upper() == "T1":
         return image
-    return synth_contrast.synthesise(synth_contrast.labels_for_volume(image, brain), rng, contrast.upper())
+    return synth_contrast.synthesise(synth_contrast.labels_for_volume(image, brain, grid), rng, contrast.upper())
 
 
 def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
@@ -79,7 +82,7 @@ def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng
     dice, healthy_ml = {}, {}
     for name, value in anomaly.case_thresholds(card, score, brain).items():
         found = anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml)
-        dice[name] = float(2 * (found & mask).sum() / max(found.sum() + mask.sum(), 1))
+        dice[name] = anomaly.dice(found, mask)
     for name, value in anomaly.case_thresholds(card, healthy_score, brain).items():
         healthy_ml[name] = float(anomaly.segment(healthy_score, value, voxel_mm, card.postprocess.min_component_ml).sum()
                                  * voxel_ml)
@@ -93,7 +96,8 @@ def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
     out = {}
     for contrast in contrasts:
         rng = np.random.default_rng(seed)
-        rows = [measure_scan(model, in_contrast(img, b, contrast, rng), b, rng, device) for img, b in zip(images, brains)]
+        rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid), b, rng, device)
+                for img, b in zip(images, brains)]
         policies = sorted({p for r in rows for p in r.dice})
         out[contrast] = {
             "n_scans": len(rows),

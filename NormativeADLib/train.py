@@ -20,7 +20,7 @@ from monai.transforms import (Compose, RandAdjustContrast, RandBiasField, RandGa
                               RandGaussianSmooth)
 from safetensors.torch import save_file
 
-from . import anomaly, data, metrics, synth_contrast, synthetic_validation
+from . import anomaly, data, metrics, synthetic_validation
 from .card import ModelCard, PostProcess, sha256, write_card
 from .errors import InputError, ModelError
 from .options import COMPONENTS, FPR_TARGETS, PROBABILITY_HALF
@@ -222,8 +222,8 @@ def in_model_contrast(card: ModelCard, images, brains, seed: int) -> tuple[list,
         return list(images), None
     contrasts = card.trained_contrasts
     rng = np.random.default_rng(seed)
-    labels = (synth_contrast.labels_for_volume(img, b, card.grid) for img, b in zip(images, brains))
-    redrawn = [synth_contrast.synthesise(lab, rng, contrasts[i % len(contrasts)]) for i, lab in enumerate(labels)]
+    redrawn = [synthetic_validation.in_contrast(img, b, contrasts[i % len(contrasts)], rng, card.grid)
+               for i, (img, b) in enumerate(zip(images, brains))]
     return redrawn, (f"healthy IXI T1 scans redrawn from their tissue labels as synthetic {' and '.join(contrasts)} "
                      "(no healthy scans of those contrasts here)")
 
@@ -439,15 +439,14 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
 
 def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, device, slices,
                        validation, calibration, options=None):
-    (train_slices, val_slices), (val_images, val_brains) = slices, validation
-    val_t1 = val_images
+    (train_slices, val_slices), (val_t1, val_brains) = slices, validation
     state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log, device, options)
     # every epoch's time, those of an interrupted run before --resume included
     train_seconds = sum(h.get("seconds", 0.0) for h in state["history"])
     save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
     model = LoadedModel(card, network.eval())
     log("healthy restoration figures on validation subjects")
-    val_images, note = in_model_contrast(card, val_images, val_brains, seed=1)
+    val_images, note = in_model_contrast(card, val_t1, val_brains, seed=1)
     val_scores, figures = healthy_scores(model, val_images, val_brains, device, fidelity=True)
     cal_images, cal_brains = calibration()
     cal_images, _ = in_model_contrast(card, cal_images, cal_brains, seed=0)
