@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,7 +216,7 @@ def _network_problem(d: dict) -> str | None:
 
 def _threshold_problem(d: dict) -> str | None:
     for name, value in d.get("thresholds", {}).items():
-        if not (_is_number(value) and value == value and abs(value) != float("inf")):
+        if not (_is_number(value) and math.isfinite(value)):
             return f"field 'thresholds.{name}' must be a finite number, not {value!r}"
     return None
 
