@@ -146,8 +146,9 @@ def file_suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool) -> None:
-    """Raise OutputError now, before any work, if outputs could not be written into out_dir."""
+def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool, need_bytes: int = 0) -> None:
+    """Raise OutputError now, before any work, if outputs could not be written into out_dir, or if
+    its disk has less free space than need_bytes (a lower bound of what the outputs take)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {out_dir} is a file; give a folder.")
     existing = [n for n in names if (out_dir / n).exists()]
@@ -165,6 +166,11 @@ def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool) -> None
             os.rmdir(tempfile.mkdtemp(prefix=".normativead-probe-", dir=ancestor))
     except OSError as err:
         raise OutputError(f"cannot write to {out_dir} ({ancestor}: {err.strerror}); choose another --out.") from None
+    free = _free_bytes(ancestor)
+    if free is not None and free < need_bytes:
+        raise OutputError(f"no space left on the device of {out_dir}: the outputs need at least "
+                          f"{_megabytes(need_bytes)}, {_megabytes(free)} free; free space there or choose "
+                          "another --out. Nothing was written.")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,20 +40,23 @@ class DenoisingAE:
         return synthetic_batches.training_volumes(images, brains, options)
 
     def training_batch(self, slices: torch.Tensor, rng: np.random.Generator, options: dict):
-        """(corrupted, clean, brain): slices redrawn and given anomalies (synthetic_batches.draw), then
-        coarse noise inside the brain; the target is the healthy slice before both."""
+        """(corrupted, clean, weight): slices redrawn and given anomalies (synthetic_batches.draw), then
+        coarse noise inside the brain; the target is the healthy slice before both. The loss weight is
+        1 in the brain and 1 + `anomaly_weight` inside an anomaly: anomalies cover about 1 % of the
+        brain, so without it the network learns to keep them (removal is the job it is trained for)."""
         drawn = synthetic_batches.draw(slices, rng, options)
         noise = options.get("noise", {})
         noisy = drawn.anomalous + coarse_noise(drawn.anomalous.shape, rng, float(noise.get("std", NOISE_STD)),
                                                int(noise.get("resolution", NOISE_RESOLUTION)))
-        return (noisy * drawn.brain).clamp(0, 1), drawn.clean, drawn.brain
+        weight = drawn.brain * (1.0 + float(options.get("anomaly_weight", 0.0)) * drawn.mask)
+        return (noisy * drawn.brain).clamp(0, 1), drawn.clean, weight
 
     def loss(self, net: nn.Module, batch, generator=None) -> torch.Tensor:
-        """L1 between the restoration and the healthy slice, inside the brain (the background is 0 in
-        both and would dilute the loss with easy voxels)."""
-        corrupted, clean, brain = batch
+        """Weighted L1 between the restoration and the healthy slice, inside the brain (the background
+        is 0 in both and would dilute the loss with easy voxels), per brain voxel."""
+        corrupted, clean, weight = batch
         restored = net(corrupted)
-        return (F.l1_loss(restored, clean, reduction="none") * brain).sum() / brain.sum().clamp(min=1)
+        return (F.l1_loss(restored, clean, reduction="none") * weight).sum() / (weight > 0).sum().clamp(min=1)
 
     # --- inference ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ subset of those subjects. Tolerance: the mean voxel FPR over the subset lies in 
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from conftest import SHARED_DATA, needs_shared_data
@@ -39,7 +40,8 @@ def test_card_records_calibration(shipped_model):
 
 
 @needs_shared_data()
-def test_site_recalibration_writes_a_new_model_and_leaves_the_original(tmp_path):
+@pytest.mark.parametrize("model_id", ["default", "intensity-t1"])  # with weights, and a rule without any
+def test_site_recalibration_writes_a_new_model_and_leaves_the_original(tmp_path, model_id):
     """calibrate --as SITE: a copy ID@SITE with this site's thresholds, selectable by id; the shipped
     card and weights untouched. Three IXI scans stand in for a site's healthy scans."""
     import hashlib
@@ -47,7 +49,7 @@ def test_site_recalibration_writes_a_new_model_and_leaves_the_original(tmp_path)
 
     from NormativeADLib import catalogue, cli, paths, registry
 
-    original = catalogue.get_card(catalogue.DEFAULT_MODEL)
+    original = catalogue.get_card(catalogue.DEFAULT_MODEL if model_id == "default" else model_id)
     before = hashlib.sha256((original.folder / "card.json").read_bytes()).hexdigest()
     site = tmp_path / "site"
     site.mkdir()

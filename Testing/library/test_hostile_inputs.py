@@ -728,7 +728,7 @@ def test_disk_full_on_a_real_file_system(corpus, tmp_path):
     result = run_cli([], tmp_path, command=command)
     assert result.returncode == 4, result.stderr
     assert_one_line(result.stderr, "normativead: error:", f"no space left on the device of {mount / 'out'}")
-    assert "the outputs need up to" in result.stderr
+    assert "the outputs need" in result.stderr
     assert listing.read_text() == "", f"left on the full disk: {listing.read_text()}"
 
 

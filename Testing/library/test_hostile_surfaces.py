@@ -215,3 +215,13 @@ def test_weights_hash_is_checked_on_import(home, tmp_path, capsys):
     (folder / "weights.safetensors").write_bytes(b"not the weights")
     assert sha256(folder / "weights.safetensors") != catalogue.get_card(WEIGHTED).weights["sha256"]
     refused(capsys, ["models", "import", folder], 3, "do not match")
+
+
+def test_a_full_disk_is_reported_before_any_work(sample_scan, tmp_path, capsys, monkeypatch):
+    """Less free space than the scan's own file size (what the pseudo-healthy image alone takes):
+    refused by the up-front checks, before the model loads, with the space needed and free."""
+    monkeypatch.setattr(paths, "_free_bytes", lambda folder: 1000)
+    line = refused(capsys, ["restore", sample_scan, "--out", tmp_path / "out", "--progress", "none"], 4,
+                   "no space left on the device of")
+    assert "need at least" in line and "free" in line
+    assert not (tmp_path / "out").exists()
