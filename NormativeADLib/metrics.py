@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from . import anomaly
 
@@ -128,6 +127,8 @@ def component_table(segmentation: np.ndarray, score: np.ndarray, index_to_ras, s
 def detection_metrics(score: np.ndarray, segmentation: np.ndarray, reference: np.ndarray,
                       region: np.ndarray, spacing_mm: Sequence[float]) -> dict:
     """Dice, AUPRC, AUROC over region voxels; lesion-wise detection and false-positive components."""
+    from sklearn.metrics import average_precision_score, roc_auc_score  # 2 s of import, only with a reference
+
     y = reference[region].astype(bool)
     s = score[region]
     pred = segmentation[region]
