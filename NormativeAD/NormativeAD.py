@@ -16,6 +16,7 @@ import slicer
 import vtk
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -64,7 +65,9 @@ class NormativeAD(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("NormativeAD")
-        self.parent.categories = [_("Segmentation")]
+        # Slicer translates its category names in this context: a category through _() would be a new
+        # folder in the module list of a translated Slicer instead of the built-in "Segmentation".
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["NormativeAD contributors"]
         self.parent.helpText = _(

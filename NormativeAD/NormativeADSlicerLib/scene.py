@@ -32,6 +32,13 @@ ROLE = ATTR + "Role"
 HEATMAP_COLOR_NAME = "NormativeADHeat"
 SEGMENT_ID = "anomaly"
 SEGMENT_COLOR = (1.0, 0.9, 0.1)
+# Standard codes for the anomaly segment (Slicer's serialized terminology entry: context~category~type~
+# type modifier~anatomic context~region~region modifier, each code scheme^value^meaning): Slicer shows
+# them in the segment list and writes them into DICOM SEG, .seg.nrrd and the scene. SNOMED CT: category
+# 49755003 Morphologically altered structure, type 52988006 Lesion (DICOM CID 7159), region 12738006 Brain.
+SEGMENT_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
+                       "~SCT^49755003^Morphologically Altered Structure~SCT^52988006^Lesion~^^"
+                       "~Anatomic codes - DICOM master list~SCT^12738006^Brain~^^")
 TABLE_NAME = "NormativeAD metrics"
 DEFAULT_OPACITY = 0.5
 DISPLAY_FLOOR = 0.8  # heatmap voxels below this fraction of the threshold are not drawn (0.5 coloured most of a healthy-looking brain)
@@ -268,7 +275,7 @@ def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(input_node)
     segmentation.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
     segmentation.CreateDefaultDisplayNodes()
-    segmentation.GetSegmentation().AddEmptySegment(SEGMENT_ID, SEGMENT_ID, list(SEGMENT_COLOR))
+    add_anomaly_segment(segmentation)
     set_segment_array(segmentation, SEGMENT_ID, arrays["segmentation"] > 0, input_node)
     display = segmentation.GetDisplayNode()
     display.SetVisibility2DFill(False)  # outline only: the heatmap stays readable under it
@@ -281,6 +288,14 @@ def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str
         mark_unedited(node, input_node)
     add_table_row(scene, result)
     return result
+
+
+def add_anomaly_segment(segmentation) -> None:
+    """The empty anomaly segment, with its colour and standard terminology."""
+    segment_id = segmentation.GetSegmentation().AddEmptySegment(SEGMENT_ID, SEGMENT_ID, list(SEGMENT_COLOR))
+    # As the segment's TerminologyEntry tag, where Slicer's segment list, .seg.nrrd and DICOM SEG export read it.
+    segmentation.GetSegmentation().GetSegment(segment_id).SetTag(
+        slicer.vtkSegment.GetTerminologyEntryTagName(), SEGMENT_TERMINOLOGY)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,7 +366,7 @@ def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
         segmentation.SetAttribute(ROLE, "segmentation")
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(result.input)
         segmentation.CreateDefaultDisplayNodes()
-        segmentation.GetSegmentation().AddEmptySegment(SEGMENT_ID, SEGMENT_ID, list(SEGMENT_COLOR))
+        add_anomaly_segment(segmentation)
         segmentation.GetDisplayNode().SetVisibility2DFill(False)
         _copy_view_restriction(kept, segmentation)
         result.heatmap.SetNodeReferenceID(ATTR + "segmentation", segmentation.GetID())
