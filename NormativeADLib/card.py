@@ -16,6 +16,25 @@ from .options import ADAPTIVE
 from .paths import checked_name, write_file_atomic
 
 CARD_FILE = "card.json"
+# What a restorer must reach on synthetic anomalies in every contrast (synthetic_validation measures it;
+# the identity reaches neither): defined here so that listing models needs no torch.
+MIN_REMOVAL = 0.3  # share of the anomaly's intensity change taken away
+MIN_RESIDUAL_CONTRAST = 1.5  # residual inside the anomaly over the residual elsewhere in the brain
+
+
+def restorer_problems(per_contrast: dict) -> list[str]:
+    """What synthetic-validation figures (per contrast: removal, residual_contrast) fall short of as a
+    restorer; empty when the model removes anomalies and its residual marks them in every contrast."""
+    problems = []
+    for contrast, f in per_contrast.items():
+        removal, ratio = f.get("removal"), f.get("residual_contrast")
+        if removal is None or removal < MIN_REMOVAL:
+            problems.append(f"{contrast}: removes {'n/a' if removal is None else format(removal, '.0%')} of the "
+                            f"anomalies' change (at least {MIN_REMOVAL:.0%} expected)")
+        if ratio is None or ratio < MIN_RESIDUAL_CONTRAST:
+            problems.append(f"{contrast}: residual inside anomalies / elsewhere "
+                            f"{'n/a' if ratio is None else format(ratio, '.2f')} (at least {MIN_RESIDUAL_CONTRAST:g} expected)")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -103,9 +122,9 @@ class ModelCard:
 
     def figures_summary(self) -> str:
         """What the model reached, in one line: healthy restoration and dev-case detection."""
-        parts = []
+        parts = [self.restoration_summary()]
         healthy = self.figures.get("healthy_validation") or {}
-        if healthy.get("ssim") is not None:
+        if healthy.get("ssim") is not None and self.network.get("restorer") != "none":  # not the scan's own 1.00
             parts.append(f"healthy SSIM {healthy['ssim']:.2f}")
         pooled = (self.figures.get("evaluation") or {}).get("pooled") or {}
         if pooled.get("auroc") is not None:
@@ -114,7 +133,23 @@ class ModelCard:
         reached = (self.figures.get("calibration") or {}).get("mean_voxel_fpr_at_fpr5")
         if self.thresholds.get("fpr5") == 0.0 and reached is not None:  # the 5 % target was out of reach
             parts.append(f"fpr5 flags {100 * reached:.1f} % of healthy voxels")
-        return ", ".join(parts) or "no figures recorded"
+        return ", ".join(parts)
+
+    @property
+    def restores(self) -> bool:
+        """Whether the model's pseudo-healthy image is a restoration: measured on synthetic anomalies in
+        every contrast it was trained for, and passing the restorer checks there."""
+        per_contrast = (self.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
+        return bool(per_contrast) and not restorer_problems(per_contrast)
+
+    def restoration_summary(self) -> str:
+        """Whether the pseudo-healthy image is a restoration, in a few words."""
+        if self.family == "intensity" or self.network.get("restorer") == "none":
+            return "no restorer"
+        per_contrast = (self.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
+        if not per_contrast:
+            return "restoration not checked"
+        return "restores" if self.restores else "restoration fails the checks"
 
     def healthy_flagged_ml(self) -> dict:
         """Policy -> flagged volume on the healthy validation scans ({"median_ml", "per_scan_ml"}), as

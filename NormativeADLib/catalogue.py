@@ -23,6 +23,7 @@ DEFAULT_MODEL = "ae-ixi-t1"  # only when no installed model has synthetic-valida
 # The demo runs the shipped FLAIR sample with the intensity baseline, the model the README's results table
 # shows finding its MS lesions (the demo's own summary prints the figures of the run).
 DEMO_MODEL = "intensity-flair"
+RESTORER_DICE_SHARE = 0.5  # a restoring default may detect less than the best model, but not less than half
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,19 @@ def default_model(contrast: str | None = None) -> str:
     """The model a run takes when none is named: for a scan of known contrast, the installed model trained
     for it with the best Dice on healthy validation scans carrying synthetic anomalies in that contrast, at
     its default policy; for a scan of unknown contrast, the best mean over the four contrasts among the
-    models trained for and measured in all of them (a FLAIR/T2 model does not run a scan that may be T1);
+    models trained for and measured in all of them (a FLAIR/T2 model does not run a scan that may be T1).
+    Models that restore (card.restores: they pass the restorer checks) come first, the product's promise
+    being the pseudo-healthy image, as long as one detects at least RESTORER_DICE_SHARE of the best
+    model's Dice (a restorer that finds nothing is no default).
     DEFAULT_MODEL when nothing is measured. Chosen without lesion labels: the development cases only
     measure the choice. A better model that is installed and measured takes over by itself."""
     contrasts = CONTRASTS if contrast is None else (contrast,)
-    measured = [(sum(per) / len(per), card.id) for card in list_models()
+    measured = [(sum(per) / len(per), card.id, card.restores) for card in list_models()
                 if all(card.accepts(c) for c in contrasts)
                 for per in [[synthetic_dice(card, c) for c in contrasts]] if None not in per]
-    return max(measured, key=lambda m: (m[0], m[1] == DEFAULT_MODEL))[1] if measured else DEFAULT_MODEL
+    best = max((m[0] for m in measured), default=0.0)
+    candidates = [m for m in measured if m[2] and m[0] >= RESTORER_DICE_SHARE * best] or measured
+    return max(candidates, key=lambda m: (m[0], m[1] == DEFAULT_MODEL))[1] if candidates else DEFAULT_MODEL
 
 
 def list_models() -> list[ModelCard]:

@@ -127,27 +127,3 @@ def choose_policy(figures: dict, limit_ml: float = HEALTHY_LIMIT_ML) -> tuple[st
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
-
-
-# What a restorer must reach on synthetic anomalies in every contrast (the identity reaches neither).
-MIN_REMOVAL = 0.3  # share of the anomaly's intensity change taken away
-MIN_RESIDUAL_CONTRAST = 1.5  # residual inside the anomaly over the residual elsewhere in the brain
-
-
-def restorer_problems(figures: dict) -> list[str]:
-    """What a model's synthetic-validation figures (measure's output) fall short of as a restorer; empty
-    when it removes anomalies and its residual marks them in every contrast."""
-    problems = []
-    for contrast, f in figures.items():
-        if f["removal"] is None or f["removal"] < MIN_REMOVAL:
-            problems.append(f"{contrast}: removes {_share(f['removal'])} of the anomalies' change "
-                            f"(at least {MIN_REMOVAL:.0%} expected)")
-        if f["residual_contrast"] is None or f["residual_contrast"] < MIN_RESIDUAL_CONTRAST:
-            problems.append(f"{contrast}: residual inside anomalies / elsewhere "
-                            f"{'n/a' if f['residual_contrast'] is None else format(f['residual_contrast'], '.2f')} "
-                            f"(at least {MIN_RESIDUAL_CONTRAST:g} expected)")
-    return problems
-
-
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"

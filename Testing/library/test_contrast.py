@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, SHARED_DATA, needs_shared_data
+from testsupport import SAMPLE, SHARED_DATA, needs_shared_data
 from NormativeADLib import catalogue, io
 from NormativeADLib.card import ModelCard
 from NormativeADLib.errors import InputError
@@ -69,14 +69,18 @@ def test_a_stated_contrast_wins_and_a_wrong_one_is_refused(tmp_path, capsys):
         main(["restore", str(flair), "--contrast", "PD", "--out", str(tmp_path / "p")])
 
 
-def _user_model(source_id: str, new_id: str, dice_by_contrast: dict, contrasts: tuple = ()) -> None:
+def _user_model(source_id: str, new_id: str, dice_by_contrast: dict, contrasts: tuple = (),
+                restores: bool = True) -> None:
     """A copy of a shipped weightless model in the user's models, with synthetic-validation Dice at its
-    default policy as given (and the contrasts it was trained for, when given)."""
+    default policy as given (and the contrasts it was trained for, when given), and restoration figures
+    that pass the restorer checks (or fail them: restores=False)."""
     from NormativeADLib.card import write_card
     from NormativeADLib.paths import home
 
     card = catalogue.get_card(source_id)
-    per_contrast = {c: {"dice": {card.default_threshold: d}} for c, d in dice_by_contrast.items()}
+    removal, ratio = (0.6, 3.0) if restores else (0.0, 1.0)
+    per_contrast = {c: {"dice": {card.default_threshold: d}, "removal": removal, "residual_contrast": ratio}
+                    for c, d in dice_by_contrast.items()}
     folder = home() / "models" / new_id
     folder.mkdir(parents=True)
     write_card(card.replace(id=new_id, figures={"synthetic_validation": {"per_contrast": per_contrast}},
@@ -95,6 +99,16 @@ def test_the_default_model_is_the_best_measured_for_the_scan_contrast(tmp_path, 
     assert catalogue.default_model(None) != "measured-everywhere"  # trained for T1 only
     _user_model("intensity-t1", "better-everywhere", {c: 1.0 for c in CONTRASTS}, contrasts=CONTRASTS)
     assert catalogue.default_model(None) == "better-everywhere"
+
+
+def test_a_model_that_restores_comes_before_a_better_detector_that_does_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
+    _user_model("intensity-t1", "detector", {"T2": 0.8}, contrasts=("T2",), restores=False)
+    _user_model("intensity-t1", "restorer", {"T2": 0.45}, contrasts=("T2",))
+    assert catalogue.get_card("restorer").restores and not catalogue.get_card("detector").restores
+    assert catalogue.default_model("T2") == "restorer"
+    _user_model("intensity-t1", "detector-far-better", {"T2": 1.0}, contrasts=("T2",), restores=False)
+    assert catalogue.default_model("T2") == "detector-far-better"  # the restorer finds less than half as much
 
 
 def test_restore_without_a_model_takes_the_default_for_the_scan_contrast(tmp_path, capsys):

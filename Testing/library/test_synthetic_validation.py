@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE
+from testsupport import SAMPLE
 from NormativeADLib import catalogue, io, registry, synthetic_validation as sv
+from NormativeADLib.card import restorer_problems
 from NormativeADLib.grid import ModelGrid
 from NormativeADLib.preprocess import prepare
 
@@ -33,7 +34,7 @@ def test_the_identity_fails_the_restorer_checks(volume):
     assert t1["ssim"] > 0.99 and t1["mae"] < 1e-6  # it keeps healthy tissue perfectly...
     assert abs(t1["removal"]) < 1e-6  # ...and removes nothing
     assert t1["residual_contrast"] is None  # its residual is 0 everywhere
-    assert len(sv.restorer_problems(figures)) == 2
+    assert len(restorer_problems(figures)) == 2
 
 
 def test_anomalies_are_planted_inside_the_brain_reproducibly(volume):
