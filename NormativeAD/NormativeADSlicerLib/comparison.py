@@ -17,6 +17,7 @@ import slicer
 from .scene import COMPARE_VIEW_PREFIX, DEFAULT_OPACITY, Result, heatmap_color_node, show_heatmap, table_node
 
 LAYOUT_ID = 20251  # a custom layout id, clear of Slicer's built-in ones
+SINGLE_LAYOUT = slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView  # one result: Slicer's four-up with a table
 VIEW_GROUP = 1
 TABLE_VIEW_TAG = "NormativeADTable"
 VIEW_COLORS = ["#E0584C", "#5DA14C", "#E3C74B", "#4C7FE0", "#B35CE0", "#4CC7C7", "#E08F4C", "#9E9E9E"]
@@ -137,6 +138,16 @@ def show_comparison(scene, results: list[Result], opacity: float = DEFAULT_OPACI
         table_view = scene.AddNode(table_view)
     table_view.SetTableNodeID(table.GetID())
     return xml
+
+
+def show_single_layout(scene) -> None:
+    """Select the layout for one result (the four-up with a table), leaving a comparison's layout.
+
+    show_heatmap puts a single result in the standard slice views only; the comparison layout shows its
+    own views, which keep the compared results, so a run after a comparison would not be seen there.
+    Slicer's layout manager follows the layout node, as for show_comparison.
+    """
+    layout_node(scene).SetViewArrangement(SINGLE_LAYOUT)
 
 
 def compared_views(scene, count: int) -> list[tuple]:

@@ -26,7 +26,12 @@ application object. They model the Qt behaviour that the module and Slicer's Pyt
   properties such as SlicerParameterName, combo-box items, layouts, <connections>);
 - a qMRMLNodeComboBox listing the scene's nodes as Slicer's does (node types, child types, hidden
   nodes, selection kept, dropped or moved when nodes come and go);
-- value widgets rounding to `decimals` and clamping to their range like QDoubleSpinBox/ctk.
+- value widgets rounding to `decimals` and clamping to their range like QDoubleSpinBox/ctk;
+- a layout manager that follows the scene's layout node with Slicer's own vtkMRMLLayoutLogic and
+  vtkMRMLSliceLogic: the selected layout's views are the ones mapped in the layout (what the user
+  sees), each slice view has its composite node; no views are drawn;
+- slicer.util.loadVolume through a core IO manager that reads volume files with Slicer's own
+  vtkSlicerVolumesLogic.
 Slicer's parameterNodeWrapper chooses its connector by exact type (`type(w) in (...)`), so each .ui
 class name maps to exactly one stand-in class of that name. The stand-ins never model NormativeAD's
 or Slicer's logic. A user's answer to a dialog is scripted: Harness.dialog_reply and
@@ -1951,6 +1956,132 @@ class qSlicerModuleManager(QObject):
         return types.SimpleNamespace(loadedModuleNames=lambda: names)
 
 
+class qSlicerLayoutManager(QObject):
+    """slicer.app.layoutManager(): follows the scene's layout node, as Slicer's does; draws nothing.
+
+    Slicer's own vtkMRMLLayoutLogic (slicer-core) reads the selected layout's description and makes its
+    view nodes; as qMRMLLayoutManager does, the view nodes of the selected layout are marked mapped in
+    the layout (IsMappedInLayout: what the user sees) and the others not, and each slice view gets a
+    vtkMRMLSliceLogic, which makes its composite node. A script selects a layout here (setLayout, or
+    the `layout` property) or on the layout node: both end on the node, which this follows.
+    """
+
+    layoutChanged = Signal("int")
+
+    def __init__(self, scene, application_logic):
+        super().__init__(None)
+        import slicer
+        import vtk
+
+        self._logic = slicer.vtkMRMLLayoutLogic()
+        self._logic.SetMRMLApplicationLogic(application_logic)
+        self._logic.SetMRMLScene(scene)
+        self._scene = scene
+        self._slice_logics = {}  # layout name -> vtkMRMLSliceLogic
+        self._collection = vtk.vtkCollection()
+        application_logic.SetSliceLogics(self._collection)
+        self._arrangement = None
+        node = self._logic.GetLayoutNode()
+        # after the layout logic's own observer (priority 0), which makes the view nodes first
+        self._observer = (node, node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._follow, -1.0))
+        node.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)  # three slice views, as at start-up
+        self._follow()
+
+    def _get_layout(self) -> int:
+        return self._logic.GetLayoutNode().GetViewArrangement()
+
+    layout = property(_get_layout, lambda self, value: self.setLayout(value))
+
+    def setLayout(self, layout) -> None:
+        self._logic.GetLayoutNode().SetViewArrangement(int(layout))
+
+    def layoutLogic(self):
+        return self._logic
+
+    def sliceViewNames(self) -> list:
+        return list(self._slice_logics)
+
+    def _mapped_view_nodes(self) -> list:
+        """The view nodes of the selected layout (those marked mapped in the layout)."""
+        views = self._logic.GetViewNodes()
+        return [views.GetItemAsObject(i) for i in range(views.GetNumberOfItems())]
+
+    def _follow(self, caller=None, event=None) -> None:
+        import slicer
+
+        mapped = {node.GetID() for node in self._mapped_view_nodes()}
+        for i in range(self._scene.GetNumberOfNodesByClass("vtkMRMLAbstractViewNode")):
+            view = self._scene.GetNthNodeByClass(i, "vtkMRMLAbstractViewNode")
+            view.SetMappedInLayout(view.GetID() in mapped)
+            if view.IsA("vtkMRMLSliceNode") and view.GetID() in mapped:
+                self._slice_logic(slicer, view)
+        if self._arrangement != self.layout:
+            self._arrangement = self.layout
+            self.layoutChanged.emit(self._arrangement)
+
+    def _slice_logic(self, slicer, slice_node) -> None:
+        name = slice_node.GetLayoutName()
+        if name in self._slice_logics:
+            return
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLApplicationLogic(self._logic.GetMRMLApplicationLogic())
+        logic.SetMRMLScene(self._scene)
+        logic.SetSliceNode(slice_node)  # makes the view's composite node, as a slice widget's logic does
+        self._slice_logics[name] = logic
+        self._collection.AddItem(logic)
+
+    def close(self) -> None:
+        """Stop following the scene (a new scene gets its own layout manager)."""
+        node, tag = self._observer
+        node.RemoveObserver(tag)
+        for logic in self._slice_logics.values():
+            logic.SetMRMLScene(None)
+        self._slice_logics.clear()
+        self._collection.RemoveAllItems()
+        self._logic.SetMRMLScene(None)
+
+
+class qSlicerCoreIOManager(QObject):
+    """slicer.app.coreIOManager() for slicer.util.loadVolume: volume files only, read as Slicer's volume
+    reader does, by Slicer's own vtkSlicerVolumesLogic.AddArchetypeVolume (slicer-core)."""
+
+    VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+    def __init__(self, app):
+        super().__init__(None)
+        self._app = app
+
+    def fileType(self, filename) -> str:
+        if str(filename).lower().endswith(self.VOLUME_SUFFIXES):
+            return "VolumeFile"
+        raise RuntimeError(f"the harness reads volume files only, not {filename}")
+
+    def loadNodes(self, fileType, properties, loadedNodes=None, userMessages=None) -> bool:
+        import slicer
+        import vtk
+
+        if fileType != "VolumeFile":
+            raise RuntimeError(f"the harness reads volume files only, not {fileType}")
+        path = str(properties["fileName"])
+        name = properties.get("name") or Path(path).name.split(".")[0]  # Slicer: the file name, no extension
+        application_logic = self._app.applicationLogic()
+        colors = slicer.vtkSlicerColorLogic()  # the volume's default colour table comes from it
+        colors.SetMRMLApplicationLogic(application_logic)
+        application_logic.SetModuleLogic("Colors", colors)
+        volumes = slicer.vtkSlicerVolumesLogic()
+        volumes.SetMRMLApplicationLogic(application_logic)
+        volumes.SetMRMLScene(slicer.mrmlScene)
+        node = volumes.AddArchetypeVolume(path, name, 0)
+        volumes.SetMRMLScene(None)
+        if node is None:
+            if userMessages is not None:
+                userMessages.AddMessage(vtk.vtkCommand.ErrorEvent, f"cannot read {path}")
+            return False
+        if loadedNodes is not None:
+            loadedNodes.AddItem(node)
+        return True
+
+
 class qSlicerApplication(QObject):
     """slicer.app: what a scripted module and Slicer's Python ask of the application."""
 
@@ -1971,6 +2102,7 @@ class qSlicerApplication(QObject):
         self._temporary = tempfile.mkdtemp(prefix="slicer-harness-")
         self._moduleManager = qSlicerModuleManager(self)
         self._applicationLogic = None
+        self._layoutManager = None
         self.overrideCursorDepth = 0
         self.testing = False  # slicer.app.testingEnabled(): dialogs are skipped when True
 
@@ -2000,7 +2132,10 @@ class qSlicerApplication(QObject):
         return self._moduleManager
 
     def layoutManager(self):
-        return None  # no views here
+        return self._layoutManager
+
+    def coreIOManager(self):
+        return qSlicerCoreIOManager(self)
 
     def applicationLogic(self):
         return self._applicationLogic
@@ -2065,7 +2200,8 @@ _CTK_CLASSES = (
 _SLICER_CLASSES = (
     qMRMLWidget, qSlicerWidget, qSlicerScriptedLoadableModuleWidget, qMRMLNodeComboBox, qMRMLSliderWidget,
     qMRMLSpinBox, qMRMLRangeWidget, qMRMLSubjectHierarchyTreeView, qMRMLSubjectHierarchyComboBox,
-    qSlicerScriptedLoadableModule, qSlicerApplication, qSlicerModuleManager,
+    qSlicerScriptedLoadableModule, qSlicerApplication, qSlicerModuleManager, qSlicerLayoutManager,
+    qSlicerCoreIOManager,
 )
 _WIDGET_CLASSES = {cls.__name__: cls for cls in _QT_CLASSES + _CTK_CLASSES + _SLICER_CLASSES}
 _WIDGET_CLASSES["QPixmap"] = QIcon
@@ -2181,6 +2317,9 @@ class Harness:
         slicer = self._slicer
         if self.app is not None:  # modules are unloaded (their widgets' cleanup()), then scenes closed
             self.unload_modules()
+        if self.app is not None and self.app._layoutManager is not None:
+            self.app._layoutManager.close()
+            self.app._layoutManager = None
         for scene, tag in self.scene_observers:
             scene.RemoveObserver(tag)
         self.scene_observers.clear()
@@ -2228,9 +2367,12 @@ class Harness:
         colors.SetMRMLScene(scene)
         colors.AddDefaultColorNodes()
         colors.SetMRMLScene(None)
+        if self.app._layoutManager is not None:  # before its application logic goes: its slice logics use it
+            self.app._layoutManager.close()
         logic = slicer.vtkSlicerApplicationLogic()
         logic.SetMRMLScene(scene)
         self.app._applicationLogic = logic
+        self.app._layoutManager = qSlicerLayoutManager(scene, logic)
         slicer.mrmlScene = scene
         self.scenes.append(scene)
         return scene

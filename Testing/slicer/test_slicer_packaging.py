@@ -16,8 +16,6 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "NormativeAD"
 CMAKE = (MODULE / "CMakeLists.txt").read_text()
@@ -208,19 +206,25 @@ def _tiny_run(scene, folder: Path):
 def test_anomaly_segment_carries_standard_terminology(scene, tmp_path):
     """The segment's codes (category, type, region) in the scene and in the exported .seg.nrrd, where
     Slicer's segment list and its DICOM SEG export read them."""
+    import numpy as np
     import slicer
     import vtk
-    from NormativeADSlicerLib import export, scene as scene_logic
+    from NormativeADSlicerLib import export, nodes, scene as scene_logic
 
     volume = _tiny_run(scene, tmp_path / "run")
     result = scene_logic.load_result(scene, volume, tmp_path / "run", "tiny")
-    written = export.write_segmentation(result.segmentation, tmp_path / "anomaly.seg.nrrd")
+    loaded = result.segmentation
+    written = export.write_segmentation(loaded, tmp_path / "anomaly.seg.nrrd")
     read = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "read back")
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(written))
     assert storage.ReadData(read)
+    # a segmentation the user edited is kept: re-thresholding makes a new one, with the same codes
+    nodes.set_segment_array(loaded, scene_logic.SEGMENT_ID, np.ones((6, 7, 8), np.uint8), volume)
+    scene_logic.set_threshold(scene, result, 0.6)
+    assert result.segmentation is not loaded
     tag = slicer.vtkSegment.GetTerminologyEntryTagName()
-    for node in (result.segmentation, read):
+    for node in (loaded, read, result.segmentation):
         value = vtk.reference("")
         assert node.GetSegmentation().GetSegment(scene_logic.SEGMENT_ID).GetTag(tag, value), node.GetName()
         entry = slicer.vtkSlicerTerminologyEntry()

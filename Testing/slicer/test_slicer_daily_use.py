@@ -1,0 +1,273 @@
+"""The module in daily use (issue 25), on Slicer 5.12's own Python (slicer_harness.py).
+
+- The module's own self-test in a stock Slicer: the analysis packages (torch, nibabel, monai...) are
+  absent there, both for the module's check and for the run's child process. The self-test must skip,
+  saying what is missing and how to install it, by both of Slicer's ways to run it: "Reload and Test"
+  (runTest() directly) and ctest py_NormativeAD (each test_ method through unittest).
+- The build-time test NormativeAD/Testing/Python/NormativeADModuleTest.py, on the checkout's layout.
+- Compare, then a single-model Apply: the new heatmap is in the views the layout shows. The harness's
+  layout manager follows the layout node with Slicer's own vtkMRMLLayoutLogic: the views shown are the
+  view nodes mapped in the layout.
+
+Runs are replayed from one real run of the fast rule model on a 2 mm copy of the sample case (as in
+test_slicer_failures.py), so Compare and Apply take seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import unittest
+from pathlib import Path
+
+import pytest
+
+from slicer_harness import Harness, slicer_python_reason
+from slicer_testing import load_volume
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_T1 = REPO / "Resources" / "SampleData" / "mslub_patient26_t1.nii.gz"
+MODULE_FILE = REPO / "NormativeAD" / "NormativeAD.py"
+MODULE_TEST = REPO / "NormativeAD" / "Testing" / "Python" / "NormativeADModuleTest.py"
+FAST_MODEL = "intensity-t1"
+OTHER_MODEL = "ae-ixi-t1"
+TIMEOUT_S = 300
+# Distributions (and their import names) that no Slicer ships: what a stock Slicer lacks for a run.
+ABSENT = ("torch", "monai", "nibabel", "safetensors", "nilearn", "einops")
+BLOCKER = textwrap.dedent(f"""\
+    # sitecustomize for the run's child process: imports of these packages fail, as in a stock Slicer
+    import sys
+
+    class _Absent:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {ABSENT!r}:
+                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+            return None
+
+    sys.meta_path.insert(0, _Absent())
+    """)
+SAMPLE_TRANSFORM = textwrap.dedent("""\
+    #Insight Transform File V1.0
+    #Transform 0
+    Transform: AffineTransform_double_3_3
+    Parameters: 0.80055466 0.00180131 -0.02153159 -0.00435644 0.84522217 -0.01742420 0.01891923 0.00036575 0.69173237 -0.59039769 -2.05869022 -0.46984817
+    FixedParameters: 0 21.345462760531795 10.599507162544468
+    """)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    reason = slicer_python_reason()
+    if reason:
+        pytest.skip(reason)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NORMATIVEAD_HOME", str(tmp_path_factory.mktemp("normativead-home")))
+        patch.setenv("OMP_NUM_THREADS", "2")
+        with Harness() as h:
+            yield h
+
+
+@pytest.fixture
+def h(harness):
+    harness.reset()
+    harness.new_scene()
+    yield harness
+    harness.check()
+
+
+def open_panel(h):
+    h.load_module(MODULE_FILE)
+    import NormativeAD
+
+    widget = NormativeAD.NormativeADWidget(h.module_panel())
+    widget.setup()
+    h.enter(widget)
+    return widget
+
+
+# -- the self-test in a stock Slicer
+
+
+@pytest.fixture
+def stock_slicer(monkeypatch, tmp_path):
+    """The analysis packages absent: for the module's check (package metadata) and for the run's
+    child process (its imports fail, through a sitecustomize on its PYTHONPATH)."""
+    real = importlib.metadata.version
+
+    def version(name):
+        if name.lower() in ABSENT:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    folder = tmp_path / "stock-site"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+    child = subprocess.run([sys.executable, "-c", "import nibabel"], capture_output=True, text=True, timeout=60)
+    assert child.returncode != 0 and "No module named 'nibabel'" in child.stderr, "the stock Slicer is not simulated"
+
+
+def test_self_test_skips_in_a_stock_slicer_and_says_how_to_install(h, stock_slicer, caplog):
+    import slicer
+
+    h.load_module(MODULE_FILE)
+    import NormativeAD
+
+    missing = NormativeAD.NormativeADLogic().missingDependencies()
+    assert missing[0] == "torch" and any(m.startswith("nibabel") for m in missing), missing
+
+    # "Reload and Test" and slicer.selfTests: the module's runTest() outside a unittest runner
+    with caplog.at_level(logging.INFO):
+        slicer.selfTests["NormativeAD"]()
+    h.check()
+    shown = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped")]
+    assert len(shown) == 1, [r.getMessage() for r in caplog.records]
+    assert all(name in shown[0] for name in missing), shown[0]
+    assert "Install Python packages" in shown[0] and "PyTorch extension" in shown[0], shown[0]
+
+    # ctest py_NormativeAD: slicer.testing.runUnitTest hands the module's test cases to unittest
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(NormativeAD.NormativeADTest)
+    result = unittest.TextTestRunner(stream=io.StringIO()).run(suite)
+    assert not result.failures and not result.errors, result.failures + result.errors
+    assert result.testsRun == 2 and result.wasSuccessful()
+    assert [test.id().rsplit(".", 1)[-1] for test, _ in result.skipped] == ["test_run_and_threshold"]
+    assert "nibabel" in result.skipped[0][1]
+
+
+def test_build_time_module_test_passes_on_the_checkout(h):
+    """NormativeAD/Testing/Python's ctest script, run as ctest runs it, on the checkout's layout."""
+    h.load_module(MODULE_FILE)
+    spec = importlib.util.spec_from_file_location("NormativeADModuleTest", MODULE_TEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    suite = unittest.defaultTestLoader.loadTestsFromModule(module)
+    result = unittest.TextTestRunner(stream=io.StringIO()).run(suite)
+    assert result.testsRun >= 3 and result.wasSuccessful(), result.failures + result.errors
+
+
+# -- Compare, then Apply
+
+
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory):
+    """The sample case at 2 mm (NRRD, as the module writes its inputs) and its registration."""
+    import SimpleITK as sitk
+
+    folder = tmp_path_factory.mktemp("small")
+    scan = sitk.ReadImage(str(SAMPLE_T1))
+    size = [int(round(n * s / 2.0)) for n, s in zip(scan.GetSize(), scan.GetSpacing())]
+    small = sitk.Resample(scan, size, sitk.Transform(), sitk.sitkLinear, scan.GetOrigin(), [2.0] * 3,
+                          scan.GetDirection(), 0.0, sitk.sitkFloat32)
+    sitk.WriteImage(small, str(folder / "small.nrrd"), useCompression=True)
+    (folder / "sample.tfm").write_text(SAMPLE_TRANSFORM)
+    return folder / "small.nrrd", folder / "sample.tfm"
+
+
+@pytest.fixture(scope="module")
+def fast_output(small_files, tmp_path_factory):
+    """One real run of the fast model on the 2 mm scan (the module's NRRD output), replayed below."""
+    from NormativeADLib.options import RestoreOptions
+    from NormativeADSlicerLib.process import ProcessRunner
+
+    scan, transform = small_files
+    base = tmp_path_factory.mktemp("fast")
+    request = RestoreOptions(input_path=scan, out_dir=base / "out", model=FAST_MODEL, device="cpu",
+                             transform_path=transform, format="nrrd")
+    runner = ProcessRunner(request, env={"NORMATIVEAD_HOME": str(base / "home"), "OMP_NUM_THREADS": "2"})
+    runner.start()
+    outcome = runner.wait(timeout=TIMEOUT_S)
+    assert outcome.ok, outcome.message + "\n" + "\n".join(outcome.log[-20:])
+    return outcome.out_dir
+
+
+class ReplayRunner:
+    """A finished run: copies a real run's outputs to the requested folder and reports done."""
+
+    def __init__(self, request, on_event, source: Path):
+        self.request, self.on_event, self.source = request, on_event, source
+        self.outcome = None
+
+    def start(self):
+        shutil.copytree(self.source, self.request.out_dir)
+
+    def poll(self):
+        from NormativeADSlicerLib.process import RunOutcome
+
+        if self.outcome is None:
+            self.outcome = RunOutcome("done", Path(self.request.out_dir), exit_code=0)
+        return False
+
+    def cancel(self):
+        pass
+
+
+def run_to_the_end(h, widget, button) -> None:
+    """A user's click, then the GUI timer's ticks until the job has finished."""
+    h.click(button)
+    for _ in range(20):
+        if widget._job is None:
+            break
+        h.fire_timers()
+    h.check()
+    assert widget._job is None, "the job did not finish"
+    assert not widget.ui.statusLabel.styleSheet, widget.ui.statusLabel.text
+
+
+def shown_slice_views(scene) -> list:
+    """(slice node, composite node) of each slice view the selected layout shows."""
+    shown = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        slice_node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        if not slice_node.IsMappedInLayout():
+            continue
+        composites = [scene.GetNthNodeByClass(j, "vtkMRMLSliceCompositeNode")
+                      for j in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+        composite = next(c for c in composites if c.GetLayoutName() == slice_node.GetLayoutName())
+        shown.append((slice_node, composite))
+    return shown
+
+
+def test_apply_after_compare_shows_the_new_heatmap(h, small_files, fast_output):
+    import qt
+    import slicer
+    from NormativeADSlicerLib import comparison
+
+    volume = load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    widget = open_panel(h)
+    widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
+    ui = widget.ui
+
+    ui.compareCollapsibleButton.collapsed = False  # the user opens the Compare section
+    compared = [FAST_MODEL, OTHER_MODEL]
+    for row in range(ui.compareModelsList.count):
+        item = ui.compareModelsList.item(row)
+        if item.data(qt.Qt.UserRole) in compared:
+            item.setCheckState(qt.Qt.Checked)
+    run_to_the_end(h, widget, ui.compareButton)
+    layout = slicer.app.layoutManager()
+    assert layout.layout == comparison.LAYOUT_ID
+    views = shown_slice_views(h.scene)
+    assert sorted(s.GetLayoutName() for s, _ in views) == [comparison.view_tag(i) for i in range(2)]
+
+    ui.modelComboBox.currentIndex = ui.modelComboBox.findData(FAST_MODEL)
+    run_to_the_end(h, widget, ui.applyButton)
+    heatmap = widget._result.heatmap
+    assert heatmap.GetScene() is h.scene and widget._result.model_id == FAST_MODEL
+    views = shown_slice_views(h.scene)
+    assert views, "no slice view is shown"
+    for slice_node, composite in views:
+        name = slice_node.GetLayoutName()
+        assert composite.GetForegroundVolumeID() == heatmap.GetID(), f"{name} does not show the new heatmap"
+        assert composite.GetBackgroundVolumeID() == volume.GetID(), name
+    segmentation = widget._result.segmentation.GetDisplayNode()
+    assert segmentation.GetVisibility() and all(segmentation.IsDisplayableInView(s.GetID()) for s, _ in views)
+    table = slicer.app.applicationLogic().GetSelectionNode().GetActiveTableID()
+    assert table and h.scene.GetNodeByID(table).GetAttribute("NormativeAD.Role") == "metrics"
