@@ -1,13 +1,15 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - install what the demo needs into .venv, then analyse the shipped sample case
-#   make test   - install that plus the test tools (slicer-core, trame-slicer), then run the test suites
+#   make test   - install that plus the test tools (slicer-core, trame-slicer), then run every test suite
+# and one checks a change quickly:
+#   make check  - the fast tier: every test not marked slow, harness or browser (a few minutes)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --progress-bar off
 # torch 2.13.0: on the project's CPU machines pip takes a CPU build from local disk.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install bench screenshot
+.PHONY: demo test check install bench screenshot
 install: $(VENV)/.installed
 
 # The library alone: what `normativead` needs (no Slicer, no VTK).
@@ -30,6 +32,13 @@ test:
 	@echo "make test: about 20-25 minutes on a 2-core CPU (plus about 5 minutes of installation on a fresh machine)"
 	@$(MAKE) --no-print-directory $(VENV)/.installed-test
 	$(PY) -m pytest Testing
+
+# The markers are registered in pyproject.toml; Testing/conftest.py says which tests are slow and why.
+FAST := not slow and not harness and not browser
+check:
+	@echo "make check: about 3-4 minutes on a 2-core CPU shared with other work (make test runs everything)"
+	@$(MAKE) --no-print-directory $(VENV)/.installed-test
+	$(PY) -m pytest Testing -q -m "$(FAST)"
 
 bench: install
 	$(VENV)/bin/normativead bench

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
 from monai.networks.schedulers import DDPMScheduler
 
-from conftest import SAMPLE
+from testsupport import SAMPLE
 from NormativeADLib.models import FAMILIES, inferers
 from NormativeADLib.models.conditioned import FiLMResnetBlock
 from NormativeADLib.models.diffusion import timestep_sequence

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED_DATA, needs_shared_data
+from testsupport import SHARED_DATA, needs_shared_data
 from NormativeADLib import pipeline, preprocess
 
 # Left frontal white matter (MNI RAS -26, 20, 30), in the model grid's LPS coordinates.

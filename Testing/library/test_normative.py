@@ -21,7 +21,7 @@ from NormativeADLib import metrics, normative
 from NormativeADLib.grid import ModelGrid
 from NormativeADLib.preprocess import template_on_grid
 
-from conftest import REPO, SHARED_DATA, needs_shared_data
+from testsupport import REPO, SHARED_DATA, needs_shared_data
 
 
 @pytest.fixture(scope="module")

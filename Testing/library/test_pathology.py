@@ -10,7 +10,7 @@ A model that copies its input, or a misregistered case, scores near 0.5 everywhe
 
 import json
 
-from conftest import SHARED_DATA, needs_shared_data
+from testsupport import SHARED_DATA, needs_shared_data
 from NormativeADLib import catalogue, cli, paths
 
 POOLED_AUROC_FLOOR = 0.6

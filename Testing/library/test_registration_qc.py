@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED_DATA, needs_shared_data
+from testsupport import SHARED_DATA, needs_shared_data
 from NormativeADLib import contrast_check, preprocess
 from NormativeADLib.catalogue import DEFAULT_MODEL, get_card
 from NormativeADLib.cli import main

@@ -11,7 +11,7 @@ import pytest
 from NormativeADLib import synth_contrast as sc
 from NormativeADLib import synthetic
 
-from conftest import SHARED_DATA, needs_shared_data
+from testsupport import SHARED_DATA, needs_shared_data
 
 
 @pytest.fixture(scope="module")

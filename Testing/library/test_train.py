@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, needs_shared_data
+from testsupport import SHARED_DATA, needs_shared_data
 from NormativeADLib import catalogue, cli, data, paths, registry
 from NormativeADLib.card import sha256
 

@@ -2,59 +2,27 @@
 
 Everything here needs the pip package slicer-core (`pip install -e .[slicer]`); without it the tests
 that ask for these fixtures skip and say why. The unrelated PyPI package `slicer` also installs a
-top-level `slicer` module: it is detected and reported, not mistaken for slicer-core.
+top-level `slicer` module: it is detected and reported, not mistaken for slicer-core. The tests'
+constants and helpers are in slicer_testing.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
-from slicer_testing import load_volume, slicer_core_reason  # noqa: F401  (re-exported for tests)
+from slicer_testing import (CLI_TIMEOUT_S, MODULE_DIR, REPO, SAMPLE_LESION, SAMPLE_T1, TEST_HOME, TEST_MODEL,
+                            load_volume, require_slicer_core, shipped_model_reason)
 
-REPO = Path(__file__).resolve().parents[2]
-MODULE_DIR = REPO / "NormativeAD"
-SAMPLE = REPO / "Resources" / "SampleData"
-SAMPLE_T1 = SAMPLE / "mslub_patient26_t1.nii.gz"
-SAMPLE_LESION = SAMPLE / "mslub_patient26_lesion.nii.gz"
-CLI_TIMEOUT_S = 900
-# To run these tests against another installed model (say, one you trained), point them at its
-# cache and id: NORMATIVEAD_SLICER_TEST_HOME=~/.cache/normativead NORMATIVEAD_SLICER_TEST_MODEL=my-model
-TEST_HOME = os.environ.get("NORMATIVEAD_SLICER_TEST_HOME")
-TEST_MODEL = os.environ.get("NORMATIVEAD_SLICER_TEST_MODEL")
+# Re-exported only for Testing/library/test_calibration.py, which still imports them from `conftest`
+# (and may find this module under that name when the Slicer tests were collected first).
+from testsupport import SHARED_DATA, needs_shared_data  # noqa: F401
 
 for path in (str(REPO), str(MODULE_DIR)):
     if path not in sys.path:
         sys.path.insert(0, path)
-
-
-
-
-def require_slicer_core():
-    reason = slicer_core_reason()
-    if reason:
-        pytest.skip(reason)
-
-
-def shipped_model_reason(model_id: str | None = None) -> str | None:
-    """None when the shipped model (the library's default) is present in Resources/Models."""
-    try:
-        from NormativeADLib import catalogue, paths
-    except ImportError as err:
-        return f"NormativeADLib cannot be imported ({err})"
-    model_id = model_id or TEST_MODEL or catalogue.DEFAULT_MODEL
-    folder = Path(TEST_HOME) / "models" if TEST_HOME else paths.resources_dir() / "Models"
-    for card in sorted(folder.glob("*/card.json")) if folder.is_dir() else []:
-        try:
-            if json.loads(card.read_text()).get("id") == model_id:
-                return None
-        except ValueError:
-            continue
-    return f"the shipped model {model_id} is not in {folder} yet"
 
 
 @pytest.fixture

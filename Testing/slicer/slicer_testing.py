@@ -1,8 +1,28 @@
-"""Helpers shared by the Slicer tests (plain functions; the fixtures are in conftest.py)."""
+"""Helpers shared by the Slicer tests (constants and plain functions; the fixtures are in conftest.py).
+
+Tests import these from here, never from `conftest`: pytest imports Testing/conftest.py and each
+Testing/*/conftest.py as a module named `conftest`, so `from conftest import ...` reads whichever
+was loaded last.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "NormativeAD"
+SAMPLE = REPO / "Resources" / "SampleData"
+SAMPLE_T1 = SAMPLE / "mslub_patient26_t1.nii.gz"
+SAMPLE_LESION = SAMPLE / "mslub_patient26_lesion.nii.gz"
+CLI_TIMEOUT_S = 900
+# To run these tests against another installed model (say, one you trained), point them at its
+# cache and id: NORMATIVEAD_SLICER_TEST_HOME=~/.cache/normativead NORMATIVEAD_SLICER_TEST_MODEL=my-model
+TEST_HOME = os.environ.get("NORMATIVEAD_SLICER_TEST_HOME")
+TEST_MODEL = os.environ.get("NORMATIVEAD_SLICER_TEST_MODEL")
 
 
 def load_volume(mrml, path: Path, name: str):
@@ -35,3 +55,26 @@ def slicer_core_reason() -> str | None:
     if not hasattr(slicer, "vtkMRMLScene"):
         return "the `slicer` module found is not slicer-core (the unrelated PyPI package `slicer`?)"
     return None
+
+
+def require_slicer_core():
+    reason = slicer_core_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def shipped_model_reason(model_id: str | None = None) -> str | None:
+    """None when the shipped model (the library's default) is present in Resources/Models."""
+    try:
+        from NormativeADLib import catalogue, paths
+    except ImportError as err:
+        return f"NormativeADLib cannot be imported ({err})"
+    model_id = model_id or TEST_MODEL or catalogue.DEFAULT_MODEL
+    folder = Path(TEST_HOME) / "models" if TEST_HOME else paths.resources_dir() / "Models"
+    for card in sorted(folder.glob("*/card.json")) if folder.is_dir() else []:
+        try:
+            if json.loads(card.read_text()).get("id") == model_id:
+                return None
+        except ValueError:
+            continue
+    return f"the shipped model {model_id} is not in {folder} yet"

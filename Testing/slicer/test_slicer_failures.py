@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_T1, require_slicer_core
-from slicer_testing import load_volume
+from slicer_testing import SAMPLE_T1, load_volume, require_slicer_core
 
 require_slicer_core()
 

@@ -458,6 +458,7 @@ def test_harness_reproduces_slicers_refusal_of_an_unbounded_slider(h):
         parameters.connectGui(panel)
 
 
+@pytest.mark.harness  # the harness in a child process; the other harness tests use the `harness` fixture
 def test_harness_leaves_slicer_core_as_it_was(tmp_path):
     """Installing then removing the harness (twice) gives slicer-core back untouched: a child process.
 

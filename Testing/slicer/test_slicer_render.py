@@ -18,8 +18,7 @@ import shutil
 import numpy as np
 import pytest
 from scipy import ndimage
-from conftest import REPO, SAMPLE_LESION, SAMPLE_T1, TEST_MODEL, require_slicer_core
-from slicer_testing import load_volume
+from slicer_testing import REPO, SAMPLE_LESION, SAMPLE_T1, TEST_MODEL, load_volume, require_slicer_core
 
 require_slicer_core()
 pytest.importorskip("trame_slicer", reason="trame-slicer is not installed; pip install -e '.[slicer]'")
@@ -44,7 +43,19 @@ def app():
     application.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
     view = application.view_manager.create_view(ViewLayoutDefinition.axial_view())
     view.update_size(*VIEW_SIZE)
-    return application, view
+    yield application, view
+    # Once volumes have been shown in its slice views, releasing a trame-slicer application (at the
+    # interpreter's exit, after pytest's summary) makes slicer-core re-run their display pipelines after
+    # the colour tables have left the scene: red "No LookupTable was set" and "Component 1/3 is not in
+    # input" errors. No NormativeAD code is involved (a bare SlicerApp showing one loaded volume does
+    # the same, whatever is removed first). So the scene is emptied here, with VTK's error output off
+    # for that call only; releasing the emptied application later prints nothing.
+    shown = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    try:
+        application.scene.Clear(0)
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(shown)
 
 
 def grab(view) -> np.ndarray:

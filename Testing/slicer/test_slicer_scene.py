@@ -12,8 +12,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_LESION, SAMPLE_T1, TEST_HOME, require_slicer_core
-from slicer_testing import file_array, load_volume
+from slicer_testing import SAMPLE_LESION, SAMPLE_T1, TEST_HOME, file_array, load_volume, require_slicer_core
 
 require_slicer_core()
 

@@ -19,7 +19,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import COMPARE_MODEL, DEMO_MODEL, MAX_UPLOAD_MB, REPO, SAMPLE_FLAIR, browser_reason
+from web_server import COMPARE_MODEL, DEMO_MODEL, MAX_UPLOAD_MB, REPO, SAMPLE_FLAIR, browser_reason
+
+pytestmark = pytest.mark.browser  # a real headless Chromium: `make check` leaves these out
 
 if browser_reason():
     pytest.skip(browser_reason(), allow_module_level=True)

@@ -17,6 +17,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120
 
+# The browser tests' case and settings (tests import them from here, not from `conftest`: pytest
+# imports every conftest.py of Testing as a module named `conftest`).
+SAMPLE = REPO / "Resources" / "SampleData"
+SAMPLE_FLAIR = SAMPLE / "mslub_patient26_flair.nii.gz"
+SAMPLE_LESION = SAMPLE / "mslub_patient26_lesion.nii.gz"
+DEMO_MODEL = "intensity-flair"  # catalogue.DEMO_MODEL: weightless, finds this case's lesions on FLAIR
+COMPARE_MODEL = "ae-ixi-t1"  # the small shipped autoencoder
+MAX_UPLOAD_MB = 20  # the test server's limit: above the sample files (4 MB), below the oversized test file
+
 
 def browser_reason() -> str | None:
     """None when a headless Chromium can be driven here, else why not."""
