@@ -4,8 +4,9 @@
 
 INPUTS: scans, folders of scans, globs, CSV manifests, or one BIDS dataset (batch_inputs). Each
 scan is one Dask task (batch_worker.run_scan) running the ordinary single-case pipeline for each
-model; the outputs land in OUT/<model>/ (batch_outputs) and every (case, model) becomes a row of
-OUT/cohort.csv / cohort.parquet, with OUT/summary.html (batch_summary).
+model; the outputs land in OUT/<model>/, or for a BIDS input in OUT as one BIDS-Derivatives
+dataset (batch_outputs), and every (case, model) becomes a row of OUT/cohort.csv / cohort.parquet,
+with OUT/summary.html (batch_summary).
 
 Run again with the same command and complete cases are skipped, failed and unfinished ones are
 redone. One batch at a time per OUT (claimed as `restore` claims its --out). dask, pybids, pyarrow
@@ -30,13 +31,16 @@ from .options import DEVICES, FORMATS
 
 RUN_FILE = "batch.json"  # the settings complete cases were made with: a rerun must match them
 REGISTRATIONS = "registrations"
+BIDS_LAYOUT = "bids-derivatives"  # OUT is one BIDS-Derivatives dataset (earlier versions: "bids", a dataset per model)
 
 
 def add_arguments(p) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUTS",
                    help="scans, a folder of scans, a glob ('data/**/*_T1w.nii.gz'), a CSV manifest (columns scan, "
                         "mask, reference, contrast, subject) or a BIDS dataset")
-    p.add_argument("--out", required=True, help="output folder: OUT/<model>/..., cohort.csv, cohort.parquet, summary.html")
+    p.add_argument("--out", required=True,
+                   help="output folder: OUT/<model>/... (a BIDS input: OUT is a BIDS-Derivatives dataset, e.g. "
+                        "BIDS/derivatives/normativead), cohort.csv, cohort.parquet, summary.html")
     p.add_argument("--model", dest="models", nargs="+", action="extend", metavar="ID",
                    help="model ids (default: the default model); each scan runs with the models of its contrast "
                         "when the contrast is known (manifest column, BIDS suffix)")
@@ -75,6 +79,7 @@ def run(args, reporter) -> int:
     cohort = read_inputs(args.inputs, exclude=out)
     layout = Layout(out, args.format, cohort.bids_root)
     cards = _check_models(args.models, args.threshold)
+    layout.check_models(cards)
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be 1 or more.")
     paths.check_writable(out, [], overwrite=True)
@@ -86,8 +91,7 @@ def run(args, reporter) -> int:
 
         def started() -> None:  # recorded once the cluster answers: a mistaken command leaves nothing
             _record_run_settings(out, settings)
-            for model_id, card in cards.items():
-                layout.start_model(model_id, card.version)
+            layout.start({m: cards[m] for m in dict.fromkeys(m for _, m in plan.pairs)})  # models with scans only
 
         cancelled = False
         try:
@@ -101,7 +105,7 @@ def run(args, reporter) -> int:
             raise KeyboardInterrupt
         from .batch_summary import write_cohort
 
-        rows = write_cohort(plan.pairs, plan.failed, layout)
+        rows = write_cohort(plan.pairs, plan.failed, layout, cards)
     return _report_end(rows, out, reporter)
 
 
@@ -121,7 +125,7 @@ def _check_run_settings(out: Path, args, layout) -> dict:
     """This run's settings; complete cases are kept only if they were made the same way, so a rerun
     that differs from the recorded settings is refused."""
     settings = {"threshold": args.threshold, "seed": args.seed, "format": args.format,
-                "layout": "bids" if layout.bids_root else "cases"}
+                "layout": BIDS_LAYOUT if layout.bids_root else "cases"}
     record = out / RUN_FILE
     if record.is_file() and not args.overwrite:
         try:

@@ -5,6 +5,7 @@ each case a few seconds (the scans are 2 mm copies of the sample)."""
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,10 +175,42 @@ def test_a_rerun_with_other_settings_is_refused(variants, tmp_path):
 # BIDS in, BIDS derivatives out
 
 
-def test_bids_dataset_is_read_and_written_as_derivatives(tmp_path):
-    from bids import BIDSLayout
+# The BIDS entities in their specification's order (those a derivative of an anatomical scan may carry)
+ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run", "part", "space", "res", "den", "label", "desc")
+ANAT_NAME = re.compile(r"^(sub-[A-Za-z0-9+]+(?:_[a-z]+-[A-Za-z0-9+]+)*)_(T1w|T2w|FLAIR|mask)\.(nii\.gz|json)$")
 
-    root = tmp_path / "bids"
+
+def check_bids_anat(folder: Path, root: Path) -> list[str]:
+    """What is not a BIDS-valid derivative NIfTI or its JSON sidecar in an anat/ folder: each name its
+    entities in BIDS order, its sub-/ses- those of its folders, each JSON beside its image."""
+    wrong = []
+    parts = folder.relative_to(root).parts  # sub-01/ses-1/anat or sub-02/anat
+    for path in sorted(folder.iterdir()):
+        match = ANAT_NAME.match(path.name)
+        if not path.is_file() or not match:
+            wrong.append(f"{path.name}: not a NIfTI or JSON with a BIDS name")
+            continue
+        keys = [e.split("-", 1)[0] for e in match.group(1).split("_")]
+        if any(k not in ENTITY_ORDER for k in keys) or keys != sorted(keys, key=ENTITY_ORDER.index) \
+                or len(set(keys)) != len(keys):
+            wrong.append(f"{path.name}: entities {keys} out of BIDS order")
+        folders = [p for p in parts if p.startswith(("sub-", "ses-"))]
+        if match.group(1).split("_")[: len(folders)] != folders:
+            wrong.append(f"{path.name}: sub-/ses- differ from its folder {'/'.join(parts)}")
+        if match.group(3) == "json" and not (folder / f"{match.group(1)}_{match.group(2)}.nii.gz").is_file():
+            wrong.append(f"{path.name}: a JSON without its image")
+    return wrong
+
+
+def empty_folders(root: Path) -> list[Path]:
+    return [Path(d) for d, subdirs, files in os.walk(root) if not subdirs and not files]
+
+
+@pytest.fixture(scope="module")
+def bids_batch(tmp_path_factory):
+    """A BIDS dataset (a T1w scan in a session, a FLAIR scan with a sidecar) through a batch with a T1, a
+    FLAIR and a T2 model (the last matches no scan), into derivatives/normativead as BIDS suggests."""
+    root = tmp_path_factory.mktemp("bids") / "bids"
     (root / "sub-01" / "ses-1" / "anat").mkdir(parents=True)
     (root / "sub-02" / "anat").mkdir(parents=True)
     (root / "dataset_description.json").write_text(json.dumps({"Name": "test", "BIDSVersion": "1.9.0"}))
@@ -185,31 +218,81 @@ def test_bids_dataset_is_read_and_written_as_derivatives(tmp_path):
     sitk.WriteImage(two_mm("FLAIR"), str(root / "sub-02" / "anat" / "sub-02_FLAIR.nii.gz"))
     (root / "sub-02" / "anat" / "sub-02_FLAIR.json").write_text("{}")  # a sidecar is no scan
     out = root / "derivatives" / "normativead"  # inside the dataset, where BIDS puts derivatives
+    run = batch(root, "--out", out, "--model", MODEL, "intensity-flair", "intensity-t2", "--workers", 1,
+                "--progress", "none")
+    return run, root, out
 
-    run = batch(root, "--out", out, "--model", MODEL, "intensity-flair", "--workers", 1, "--progress", "none")
+
+def test_bids_dataset_is_read_and_written_as_derivatives(bids_batch):
+    run, root, out = bids_batch
     assert run.returncode == 0, run.stderr
     rows = read_cohort(out)  # each scan with the model of its contrast only
     assert {(c, r["model"], r["subject"], r["session"]) for c, r in rows.items()} == {
         ("sub-01_ses-1_T1w", MODEL, "01", "1"), ("sub-02_FLAIR", "intensity-flair", "02", "")}
-    anat = out / MODEL / "sub-01" / "ses-1" / "anat"
-    written = sorted(p.name for p in anat.iterdir())
-    assert len(written) == len(NAMES)  # every output of restore, under its BIDS name
-    assert {"sub-01_ses-1_desc-pseudohealthy_T1w.nii.gz", "sub-01_ses-1_desc-heatmap_T1w.nii.gz",
-            "sub-01_ses-1_desc-anomaly_mask.nii.gz", "sub-01_ses-1_desc-brain_mask.nii.gz",
-            "sub-01_ses-1_desc-metrics_T1w.json", "sub-01_ses-1_desc-metrics_T1w.csv",
-            "sub-01_ses-1_desc-report_T1w.png",
-            "sub-01_ses-1_from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.tfm"} <= set(written)
-    description = json.loads((out / MODEL / "dataset_description.json").read_text())
-    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "NormativeAD"
-
-    derivatives = BIDSLayout(str(out / "intensity-flair"), validate=False, is_derivative=True)
-    heatmap = derivatives.get(subject="02", desc="heatmap", suffix="FLAIR", extension=".nii.gz")
-    assert len(heatmap) == 1
-    scan = sitk.ReadImage(str(root / "sub-02" / "anat" / "sub-02_FLAIR.nii.gz"))
-    assert sitk.ReadImage(heatmap[0].path).GetSize() == scan.GetSize()
+    anat = out / "sub-01" / "ses-1" / "anat"
+    assert sorted(p.name for p in anat.iterdir()) == sorted(
+        f"sub-01_ses-1_desc-{kind}IntensityT1_{suffix}.{ext}" for kind, suffix in
+        (("pseudohealthy", "T1w"), ("heatmap", "T1w"), ("anomaly", "mask"), ("brain", "mask")) for ext in ("nii.gz", "json"))
+    # what BIDS has no name for lies beside anat/, at the subject's level (as fMRIPrep's figures/)
+    assert sorted(p.relative_to(out / "sub-01").as_posix() for p in (out / "sub-01").rglob("*")
+                  if p.is_file() and p.parent.name != "anat") == [
+        "figures/sub-01_ses-1_desc-registrationIntensityT1_T1w.png", "figures/sub-01_ses-1_desc-reportIntensityT1_T1w.png",
+        "metrics/sub-01_ses-1_desc-metricsIntensityT1_T1w.csv", "metrics/sub-01_ses-1_desc-metricsIntensityT1_T1w.json",
+        "xfm/sub-01_ses-1_desc-intensityT1_from-MNI152NLin2009aSym_to-T1w_mode-image_xfm.tfm"]
+    assert rows["sub-01_ses-1_T1w"]["outputs"] == "sub-01/ses-1/anat"
+    assert rows["sub-01_ses-1_T1w"]["report"] == "sub-01/figures/sub-01_ses-1_desc-reportIntensityT1_T1w.png"
 
     again = batch(root, "--out", out, "--model", MODEL, "intensity-flair", "--progress", "none")
     assert again.returncode == 0 and "2 already complete, 0 to run" in again.stderr  # its own outputs are no input
+
+
+def test_bids_derivatives_are_found_by_pybids_from_the_source_dataset(bids_batch):
+    from bids import BIDSLayout
+
+    run, root, out = bids_batch
+    assert run.returncode == 0, run.stderr
+    layout = BIDSLayout(str(root), derivatives=True)
+    assert [Path(d.root) for d in layout.derivatives.values()] == [out]
+    found = {}
+    for subject, session, suffix, model in (("01", "1", "T1w", "IntensityT1"), ("02", None, "FLAIR", "IntensityFlair")):
+        for kind, file_suffix in (("heatmap", suffix), ("anomaly", "mask"), ("pseudohealthy", suffix), ("brain", "mask")):
+            files = layout.get(scope="derivatives", subject=subject, desc=f"{kind}{model}", suffix=file_suffix,
+                               extension=".nii.gz")
+            assert len(files) == 1, (subject, kind, files)
+            entities = files[0].get_entities()
+            assert entities["datatype"] == "anat" and entities.get("session") == session
+            found[subject, kind] = files[0]
+    scan = sitk.ReadImage(str(root / "sub-02" / "anat" / "sub-02_FLAIR.nii.gz"))
+    assert sitk.ReadImage(found["02", "heatmap"].path).GetSize() == scan.GetSize()
+    segmentation = found["01", "anomaly"].get_metadata()  # the sidecar, as pybids reads it
+    assert segmentation["Type"] == "Lesion" and segmentation["Sources"] == ["bids:raw:sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"]
+    assert segmentation["NormativeAD"]["Model"] == MODEL and segmentation["NormativeAD"]["ThresholdSource"] == "z2"
+    assert found["02", "brain"].get_metadata()["Type"] == "Brain"
+    # the source dataset itself is unchanged: only its own two scans
+    assert sorted(f.filename for f in layout.get(scope="raw", extension=".nii.gz")) == \
+        ["sub-01_ses-1_T1w.nii.gz", "sub-02_FLAIR.nii.gz"]
+
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["BIDSVersion"] and description["Name"]
+    assert description["DatasetLinks"]["raw"] == root.as_uri()
+    generated = description["GeneratedBy"]  # one pipeline run per model that had scans; not intensity-t2
+    assert [g["Name"] for g in generated] == ["NormativeAD", "NormativeAD"] and all(g["Version"] for g in generated)
+    assert ["intensity-flair" in generated[0]["Description"], MODEL in generated[1]["Description"]] == [True, True]
+    assert not any("intensity-t2" in g["Description"] for g in generated)
+
+
+def test_bids_derivatives_hold_only_bids_files_in_anat_and_no_empty_folder(bids_batch):
+    run, root, out = bids_batch
+    assert run.returncode == 0, run.stderr
+    anats = sorted(p for p in out.rglob("anat") if p.is_dir())
+    assert [a.relative_to(out).as_posix() for a in anats] == ["sub-01/ses-1/anat", "sub-02/anat"]
+    assert [w for a in anats for w in check_bids_anat(a, out)] == []
+    assert empty_folders(out) == []
+    assert not any((out / name).exists() for name in (MODEL, "intensity-flair", "intensity-t2"))  # no folder per model
+    ignored = (out / ".bidsignore").read_text().split()
+    assert {"cohort.csv", "summary.html", "sub-*/figures/", "sub-*/metrics/", "sub-*/xfm/"} <= set(ignored)
+    page = (out / "summary.html").read_text()
+    assert 'id="statistics"' in page and "intensity-flair" in page
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,5 +354,188 @@ def test_bids_names_keep_the_source_entities():
     from NormativeADLib.batch_outputs import bids_name
 
     case = Case("x", Path("x"), bids_entities="sub-01_acq-mp2rage_desc-preproc_run-2", bids_suffix="T1w")
-    assert bids_name("heatmap.nii.gz", case, "nifti") == "sub-01_acq-mp2rage_run-2_desc-preprocHeatmap_T1w.nii.gz"
-    assert bids_name("segmentation.nii.gz", case, "nifti") == "sub-01_acq-mp2rage_run-2_desc-preprocAnomaly_mask.nii.gz"
+    assert bids_name("heatmap.nii.gz", case, "nifti", "ae-ixi-t1") == \
+        "sub-01_acq-mp2rage_run-2_desc-preprocHeatmapAeIxiT1_T1w.nii.gz"
+    assert bids_name("segmentation.nii.gz", case, "nifti", "ae-ixi-t1") == \
+        "sub-01_acq-mp2rage_run-2_desc-preprocAnomalyAeIxiT1_mask.nii.gz"
+
+
+def test_bids_layout_separates_models_and_keeps_non_bids_files_out_of_anat(tmp_path):
+    from NormativeADLib.batch_inputs import Case
+    from NormativeADLib.batch_outputs import Layout
+    from NormativeADLib.errors import InputError
+
+    layout = Layout(tmp_path / "out", bids_root=tmp_path)
+    case = Case("sub-01_T1w", tmp_path / "sub-01_T1w.nii.gz", subject="01", bids_dir="sub-01/anat",
+                bids_entities="sub-01", bids_suffix="T1w")
+    first, second = layout.targets(case, "ae-ixi-t1"), layout.targets(case, MODEL)
+    assert not set(first.values()) & set(second.values())  # two models of one contrast: distinct files
+    for targets in (first, second):
+        in_anat = {n: p for n, p in targets.items() if p.parent.name == "anat"}
+        assert all(p.name.endswith((".nii.gz", ".json")) for p in in_anat.values())
+        assert {n for n in targets if n not in in_anat} == {"metrics.json", "metrics.csv", "report.png",
+                                                              "registration.png", "transform.tfm"}
+    layout.check_models([MODEL, "ae-ixi-t1"])
+    with pytest.raises(InputError, match="share the BIDS desc label intensityT1"):
+        layout.check_models([MODEL, "intensity_t1"])
+    with pytest.raises(InputError, match="subject"):
+        layout.targets(Case("x", tmp_path / "x", subject="../x", bids_entities="sub-x", bids_suffix="T1w"), MODEL)
+
+
+# ----------------------------------------------------------------------------------------------
+# The summary page
+
+
+def summary_rows() -> list[dict]:
+    rows = [{"case": f"case{i}", "model": "sadm-synth", "status": "done", "error": None, "subject": f"s{i}",
+             "session": None, "report": f"sadm-synth/case{i}/report.png", "case_score": score, "healthy_percentile": pct,
+             "anomaly_volume_ml": ml, "n_components": i, "largest_component_ml": ml / 2, "threshold": 0.5,
+             "threshold_source": "fpr5"}
+            for i, (score, pct, ml) in enumerate(((0.2, 12.0, 1.0), (0.9, 100.0, 10.0), (0.5, 96.0, 3.0), (0.3, 48.0, 2.0)))]
+    rows += [{"case": f"case{i}", "model": MODEL, "status": "done", "error": None, "subject": None, "session": None,
+              "report": f"{MODEL}/case{i}/report.png", "case_score": 0.1 * i, "healthy_percentile": None,
+              "anomaly_volume_ml": 5.0 * i, "n_components": 1, "largest_component_ml": 1.0, "threshold": 2.0,
+              "threshold_source": "z2"} for i in range(3)]
+    rows.append({"case": "broken", "model": MODEL, "status": "failed", "error": "scan <broken> could not be read",
+                 "report": None})
+    return rows
+
+
+def test_summary_page_has_sortable_tables_and_cohort_statistics():
+    from html.parser import HTMLParser
+
+    from NormativeADLib.batch_summary import cohort_statistics, summary_html
+    from NormativeADLib.catalogue import get_card
+
+    cards = {m: get_card(m) for m in ("sadm-synth", MODEL)}
+    rows = summary_rows()
+    stats = cohort_statistics(rows, cards)
+    sadm, intensity = stats["sadm-synth"], stats[MODEL]
+    assert sadm["flagged_ml"] == {"n": 4, "median": 2.5, "q1": 1.75, "q3": 4.75, "min": 1.0, "max": 10.0}
+    assert sadm["healthy_percentile"]["median"] == 72.0 and sadm["above_healthy"] == 2  # 96 and 100 of 4 cases
+    assert sadm["healthy_scans"] == len(cards["sadm-synth"].healthy_case_scores) > 0
+    assert sadm["healthy_flagged_ml"] == {"threshold": "fpr5",
+                                          "median": cards["sadm-synth"].healthy_flagged_ml()["fpr5"]["median_ml"]}
+    assert (intensity["done"], intensity["failed"], intensity["healthy_percentile"]) == (3, 1, None)  # no healthy scores
+    assert intensity["flagged_ml"]["median"] == 5.0 and intensity["flagged_ml"]["max"] == 10.0
+
+    page = summary_html(rows, "plot.png", cards)
+
+    class Tables(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.scripts, self.links, self.cell = [], [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "table":
+                self.tables.append({"attrs": attrs, "heads": [], "rows": []})
+            elif tag == "th":
+                self.tables[-1]["heads"].append(attrs)
+            elif tag == "tr" and self.tables and self.tables[-1]["heads"]:
+                self.tables[-1]["rows"].append([])
+            elif tag == "td":
+                self.cell = attrs
+                self.tables[-1]["rows"][-1].append([attrs, ""])
+            elif tag == "script":
+                self.scripts.append(attrs)
+            elif tag in ("a", "img", "link"):
+                self.links.append((tag, attrs))
+
+        def handle_data(self, data):
+            if self.cell is not None and self.tables[-1]["rows"] and self.tables[-1]["rows"][-1]:
+                self.tables[-1]["rows"][-1][-1][1] += data
+
+        def handle_endtag(self, tag):
+            if tag == "td":
+                self.cell = None
+
+    parsed = Tables()
+    parsed.feed(page)
+    statistics = next(t for t in parsed.tables if t["attrs"].get("id") == "statistics")
+    cases = [t for t in parsed.tables if "cases" in t["attrs"].get("class", "")]
+    failed = [t for t in parsed.tables if "failed" in t["attrs"].get("class", "")]
+    assert len(cases) == 2 and len(failed) == 1
+    for table in [statistics, *cases, *failed]:  # every header sorts (but the thumbnails')
+        assert "sortable" in table["attrs"]["class"]
+        assert all(h.get("aria-sort") in ("none", "descending") and h.get("data-type") in ("number", "text")
+                   for h in table["heads"] if h) and len([h for h in table["heads"] if h]) >= 3
+    by_model = {row[0][1]: [text for _, text in row] for row in statistics["rows"] if row}
+    assert by_model["sadm-synth"][1:9] == ["4", "0", "2.50", "1.75 – 4.75", "1.00 – 10.00", "85.41 (fpr5)", "0.400",
+                                           "72.0"] and by_model["sadm-synth"][9] == "2 of 4"
+    assert by_model[MODEL][1:4] == ["3", "1", "5.00"] and by_model[MODEL][8:10] == ["n/a", "n/a"]
+    sadm_cases = next(t for t in cases if t["attrs"]["data-model"] == "sadm-synth")
+    assert [row[0][1] for row in sadm_cases["rows"] if row] == ["case1", "case2", "case3", "case0"]  # score first
+    assert [row[2][0]["data-value"] for row in sadm_cases["rows"] if row] == ["0.9", "0.5", "0.3", "0.2"]
+    assert "healthy percentile" not in str(next(t for t in cases if t["attrs"]["data-model"] == MODEL)["heads"])
+    # thumbnails: larger than before, lazily loaded, each a link to the full figure
+    thumbs = [a for tag, a in parsed.links if tag == "a" and a.get("class") == "thumb"]
+    assert len(thumbs) == 7 and thumbs[0]["href"] == "sadm-synth/case1/report.png"
+    assert all(a.get("loading") == "lazy" for tag, a in parsed.links if tag == "img" and a.get("class") == "thumb")
+    assert "img.thumb{width:480px" in page and "&lt;broken&gt;" in page
+    # self-contained: no script, style or image from elsewhere
+    assert parsed.scripts == [{}] and not any(v and "//" in v for _, a in parsed.links for k, v in a.items()
+                                             if k in ("src", "href"))
+
+
+@pytest.mark.browser
+def test_summary_page_sorts_and_opens_thumbnails_in_chromium(tmp_path):
+    """The page's own script in a real headless Chromium (skipped without selenium, chromium, chromedriver)."""
+    import shutil
+
+    pytest.importorskip("selenium", reason="pip install -e '.[web]'")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium or not shutil.which("chromedriver"):
+        pytest.skip("Chromium and chromedriver are not installed; apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from NormativeADLib.batch_summary import summary_html
+    from NormativeADLib.catalogue import get_card
+
+    rows = summary_rows()
+    figure = sitk.Image([900, 300], sitk.sitkUInt8) + 128  # a report figure wider than its thumbnail
+    for row in rows:
+        if row["report"]:
+            (tmp_path / row["report"]).parent.mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(figure, str(tmp_path / row["report"]))
+    sitk.WriteImage(figure, str(tmp_path / "plot.png"))
+    (tmp_path / "summary.html").write_text(summary_html(rows, "plot.png", {"sadm-synth": get_card("sadm-synth")}))
+    options = Options()
+    options.binary_location = chromium
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get((tmp_path / "summary.html").as_uri())
+        table = driver.find_element(By.CSS_SELECTOR, 'table.cases[data-model="sadm-synth"]')
+
+        def column(index: int) -> list[str]:
+            return [r.find_elements(By.TAG_NAME, "td")[index].text for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+
+        assert column(0) == ["case1", "case2", "case3", "case0"]  # case score, most anomalous first
+        header = table.find_element(By.XPATH, ".//th[button[normalize-space()='flagged mL']]")
+        header.find_element(By.TAG_NAME, "button").click()
+        assert column(0) == ["case0", "case3", "case2", "case1"] and header.get_attribute("aria-sort") == "ascending"
+        header.find_element(By.TAG_NAME, "button").click()
+        assert column(0) == ["case1", "case2", "case3", "case0"] and header.get_attribute("aria-sort") == "descending"
+        table.find_element(By.XPATH, ".//th[button[normalize-space()='case']]/button").click()
+        assert column(0) == ["case0", "case1", "case2", "case3"]
+        thumb = table.find_element(By.CSS_SELECTOR, "img.thumb")
+        assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb) == 900
+        assert thumb.size["width"] == 480  # readable, and smaller than the figure it opens
+        thumb.click()
+        viewer = driver.find_element(By.ID, "viewer")
+        assert viewer.get_attribute("open") is not None
+        full = viewer.find_element(By.TAG_NAME, "img")
+        assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", full) == 900
+        assert full.size["width"] == 900  # the figure at its own size
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        assert viewer.get_attribute("open") is None
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []  # no script error
+    finally:
+        driver.quit()
