@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED_DATA, needs_shared_data
+from testsupport import SHARED_DATA, needs_shared_data
 from NormativeADLib import data, pipeline
 from NormativeADLib.train import default_split_path
 

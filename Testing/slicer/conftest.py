@@ -16,9 +16,6 @@ import pytest
 from slicer_testing import (CLI_TIMEOUT_S, MODULE_DIR, REPO, SAMPLE_LESION, SAMPLE_T1, TEST_HOME, TEST_MODEL,
                             load_volume, require_slicer_core, shipped_model_reason)
 
-# Re-exported only for Testing/library/test_calibration.py, which still imports them from `conftest`
-# (and may find this module under that name when the Slicer tests were collected first).
-from testsupport import SHARED_DATA, needs_shared_data  # noqa: F401
 
 for path in (str(REPO), str(MODULE_DIR)):
     if path not in sys.path:

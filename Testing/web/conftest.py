@@ -12,9 +12,6 @@ import pytest
 
 from web_server import MAX_UPLOAD_MB, Server, browser_reason, new_browser
 
-# Re-exported only for Testing/library/test_calibration.py, which still imports them from `conftest`
-# (and may find this module under that name when the browser tests were collected first).
-from testsupport import SHARED_DATA, needs_shared_data  # noqa: F401
 
 
 @pytest.fixture(scope="module")
