@@ -141,6 +141,7 @@ def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch
         network.load_state_dict(saved["network"])
         optimiser.load_state_dict(saved["optimiser"])
         scheduler.load_state_dict(saved["scheduler"])
+        scheduler.T_max = settings.epochs  # --resume --epochs N: the cosine schedule now ends at epoch N
         state = saved["state"]
         log(f"resumed from {checkpoint} at epoch {state['epoch']}")
     transform = augmenter(settings.augment_prob, settings.seed + state["epoch"])
