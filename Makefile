@@ -3,13 +3,15 @@
 #   make test   - install that plus the test tools (slicer-core, trame-slicer), then run every test suite
 # and one checks a change quickly:
 #   make check  - the fast tier: every test not marked slow, harness or browser (a few minutes)
+# and one builds the documentation site:
+#   make docs   - mkdocs build --strict into site/ (mkdocs.yml; warnings, broken links among them, fail it)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --progress-bar off
 # torch 2.13.0: on the project's CPU machines pip takes a CPU build from local disk.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test check install bench screenshot
+.PHONY: demo test check install bench screenshot docs
 install: $(VENV)/.installed
 
 # The library alone: what `normativead` needs (no Slicer, no VTK).
@@ -46,3 +48,12 @@ bench: install
 # Refresh the README's screenshot (docs/screenshot_overlay.png); tests alone never write into the tree.
 screenshot: $(VENV)/.installed-test
 	NORMATIVEAD_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q Testing/slicer/test_slicer_render.py -k overlay
+
+# The documentation site (mkdocs.yml) into site/; --strict turns every warning (a broken link or anchor,
+# an API page that cannot be generated) into a failure. CI runs it too.
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PIP) -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
