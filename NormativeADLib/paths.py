@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import importlib.resources
 import os
 import re
 import shutil
@@ -39,7 +38,7 @@ def resources_dir() -> Path:
     sibling = Path(__file__).resolve().parent.parent / "Resources"
     if sibling.is_dir():
         return sibling
-    return Path(str(importlib.resources.files("NormativeADLib._shipped")))
+    return Path(__file__).resolve().parent / "_shipped"  # a wheel installs Resources/ as NormativeADLib._shipped
 
 
 def model_roots() -> list[Path]:

@@ -96,7 +96,6 @@ def test_build_makes_a_wheel_and_an_sdist_that_twine_accepts(dist):
     # demo` and `normativead models` need nothing else.
     missing = [f for f in _shipped_files() if f"NormativeADLib/_shipped/{f}" not in names]
     assert not missing, f"not in the wheel: {missing[:10]}"
-    assert "NormativeADLib/_shipped/__init__.py" in names  # a regular package: importlib.resources gives a folder
     assert {"NormativeADLib/cli.py", "NormativeADLib/models/__init__.py", "NormativeADWeb/app.py"} <= names
     assert f"normativead-{version}.dist-info/licenses/LICENSE" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith(("Testing/", "NormativeAD/"))]
@@ -105,7 +104,7 @@ def test_build_makes_a_wheel_and_an_sdist_that_twine_accepts(dist):
 
     with tarfile.open(sdist) as tf:
         members = {m.name.split("/", 1)[1] for m in tf.getmembers() if "/" in m.name}
-    assert {"pyproject.toml", "README.md", "LICENSE", "Resources/__init__.py"} <= members
+    assert {"pyproject.toml", "README.md", "LICENSE"} <= members
     assert not [f for f in _shipped_files() if f"Resources/{f}" not in members]
 
 
