@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
-from skimage.metrics import structural_similarity
 
 from . import anomaly
 
@@ -34,6 +33,8 @@ def flat_metrics(m: dict) -> dict:
 
 def ssim_map(image: np.ndarray, restored: np.ndarray) -> np.ndarray:
     """Local SSIM of the restoration (3D, 7-voxel window, model space [0, 1])."""
+    from skimage.metrics import structural_similarity  # lazily: Slicer's process reads flat_metrics only
+
     return structural_similarity(image, restored, data_range=1.0, full=True)[1]
 
 

@@ -87,6 +87,15 @@ def test_listing_models_needs_only_the_standard_library():
     assert int(count) >= 2 and heavy == "[]", out.stdout
 
 
+def test_the_metrics_table_slicer_reads_needs_no_scikit_packages():
+    """Slicer's own process flattens a run's metrics (scene.py): scikit-image and scikit-learn, which
+    Slicer does not ship, are imported only by the analysis that needs them, in the child process."""
+    code = ("import sys; from NormativeADLib.metrics import flat_metrics; "
+            "print([m for m in ('skimage', 'sklearn', 'torch') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=LIB.parent, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_slicers_python_compiles_everything_and_lists_models():
     """Slicer 5.10 and 5.12 embed Python 3.12: every library and module file compiles there, and the
     model list (what the panel shows before any package is installed) works on its bare interpreter."""
