@@ -18,16 +18,21 @@ from .paths import checked_name, write_file_atomic
 CARD_FILE = "card.json"
 # What a restorer must reach on synthetic anomalies in every contrast (synthetic_validation measures it;
 # the identity reaches neither): defined here so that listing models needs no torch.
-MIN_REMOVAL = 0.3  # share of the anomaly's intensity change taken away
+MIN_REMOVAL = 0.3  # share of the anomaly's intensity change that does not reach the restoration
 MIN_RESIDUAL_CONTRAST = 1.5  # residual inside the anomaly over the residual elsewhere in the brain
+MIN_HEALTHY_SSIM = 0.9  # restoration of a healthy scan: removing by blurring everything does not count
 
 
 def restorer_problems(per_contrast: dict) -> list[str]:
-    """What synthetic-validation figures (per contrast: removal, residual_contrast) fall short of as a
-    restorer; empty when the model removes anomalies and its residual marks them in every contrast."""
+    """What synthetic-validation figures (per contrast: ssim, removal, residual_contrast) fall short of as
+    a restorer; empty when the model keeps healthy tissue, removes anomalies and its residual marks them
+    in every contrast."""
     problems = []
     for contrast, f in per_contrast.items():
-        removal, ratio = f.get("removal"), f.get("residual_contrast")
+        removal, ratio, ssim = f.get("removal"), f.get("residual_contrast"), f.get("ssim")
+        if ssim is None or ssim < MIN_HEALTHY_SSIM:
+            problems.append(f"{contrast}: healthy SSIM {'n/a' if ssim is None else format(ssim, '.2f')} "
+                            f"(at least {MIN_HEALTHY_SSIM:g} expected)")
         if removal is None or removal < MIN_REMOVAL:
             problems.append(f"{contrast}: removes {'n/a' if removal is None else format(removal, '.0%')} of the "
                             f"anomalies' change (at least {MIN_REMOVAL:.0%} expected)")

@@ -235,7 +235,7 @@ def cmd_train(args, reporter: Reporter) -> int:
     train(config, Path(args.data) if args.data else None, out, Path(args.split) if args.split else None, args.epochs,
           Path(args.cache) if args.cache else None, args.overwrite, args.resume,
           command=_command(args), device=args.device,
-          log=lambda m: print(m, file=sys.stderr, flush=True))
+          log=lambda m: print(m, file=sys.stderr, flush=True), init_from=args.init_from)
     return 0
 
 
@@ -307,6 +307,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, help="override the config's epochs")
     tr.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    tr.add_argument("--init-from", metavar="MODEL", help="start from the weights of an installed model with the same "
+                                                          "family and network (recorded in the card)")
     tr.add_argument("--overwrite", action="store_true")
     tr.add_argument("--device", default="auto", choices=DEVICES, help="where to train (auto: cuda, mps, else cpu)")
     cal = sub.add_parser("calibrate", help="calibrate a trained model's thresholds again (weights untouched)")

@@ -4,9 +4,12 @@ On healthy validation scans (never trained on), in each contrast a model accepts
 T2 and FLAIR redrawn from the scan's tissue labels, synth_contrast.py), each scan once as it is and
 once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds):
 - restoration of the healthy scan: SSIM and MAE inside the brain (it should keep healthy tissue);
-- removal: the share of the anomaly's intensity change that the restoration takes away,
-  1 - mean|restored - healthy| / mean|anomalous - healthy| inside the anomaly (1: restored to the
-  healthy scan, 0: the anomaly copied, as the identity does);
+- removal: the share of the anomaly's intensity change that does not reach the restoration,
+  1 - mean|R(anomalous) - R(healthy)| / mean|anomalous - healthy| inside the anomaly (1: the anomaly
+  leaves the restoration as it was on the healthy scan, 0: the anomaly copied, as the identity does).
+  Counterfactual, against the restoration of the same healthy scan, so that the restorer's ordinary
+  error on healthy tissue (the SSIM and MAE above) is not charged to it a second time; a restorer that
+  removes everything by blurring scores high here and fails the SSIM floor instead (card.restorer_problems);
 - contrast of the residual: its mean inside the anomaly over its mean in the rest of the brain
   (above 1 where the heatmap can find the anomaly; about 1 for the identity, whose residual is 0);
 - detection: per threshold policy of the card, the Dice of the segmentation with the anomaly's mask,
@@ -62,6 +65,16 @@ def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generato
     return image, mask
 
 
+def removed_share(healthy: np.ndarray, anomalous: np.ndarray, restored_healthy: np.ndarray,
+                  restored_anomalous: np.ndarray, mask: np.ndarray) -> float | None:
+    """The share of the anomaly's change (inside mask) that does not reach the restoration; None when
+    the anomaly changed nothing."""
+    change = np.abs(anomalous - healthy)[mask].mean()
+    if not change > 0:
+        return None
+    return 1.0 - float(np.abs(restored_anomalous - restored_healthy)[mask].mean() / change)
+
+
 def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
                  device: torch.device = torch.device("cpu")) -> ScanFigures:
     """The figures of the module docstring for one healthy scan (already in the contrast to measure)."""
@@ -74,8 +87,7 @@ def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng
     anomalous, mask = with_anomalies(healthy, brain, rng)
     fixed = restore_volume(model, anomalous, brain, device)
     score = score_volume(model, anomalous, fixed, brain, device)
-    change = np.abs(anomalous - healthy)[mask].mean()
-    removal = 1.0 - float(np.abs(fixed - healthy)[mask].mean() / change) if change > 0 else None
+    removal = removed_share(healthy, anomalous, restored, fixed, mask)
     residual = np.abs(anomalous - fixed)
     outside = residual[brain & ~mask].mean()
     contrast = float(residual[mask].mean() / outside) if outside > 0 else None

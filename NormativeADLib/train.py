@@ -390,8 +390,11 @@ def _site_copy(model: LoadedModel, site: str, data_dir: Path, cache_dir: Path, c
 
 def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None = None,
           epochs: int | None = None, cache_dir: Path | None = None, overwrite: bool = False,
-          resume: bool = False, command: str = "", log: Log = print, device: str = "auto") -> ModelCard:
-    """Train on device (auto: cuda, mps, else cpu), calibrate and write a model folder (card.json + weights)."""
+          resume: bool = False, command: str = "", log: Log = print, device: str = "auto",
+          init_from: str | None = None) -> ModelCard:
+    """Train on device (auto: cuda, mps, else cpu), calibrate and write a model folder (card.json + weights).
+    init_from: an installed model of the same family and network whose weights training starts from (a
+    longer or changed run that keeps what an earlier one learned); the card records it."""
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
@@ -408,6 +411,8 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     family = _family(card)
     if hasattr(family, "complete_network"):  # SADM pins its frozen restorer's version and hash
         card = card.replace(network=family.complete_network(card.network, load_model))
+    network = build_network(card)
+    lineage = _start_from(init_from, card, network, log) if init_from else None  # refused before any preparing
     options = config.get("synthetic", {})
     cache_dir = cache_dir or home() / "prepared"
     _check_present(card, data_dir, split.calibration)  # fail now, not after training
@@ -425,21 +430,35 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
         val_slices = brain_slices(val_images, val_brains, settings.min_brain_voxels, settings.slice_step)
     log(f"{len(train_slices)} training slices, {len(val_slices)} validation slices")
 
-    network = build_network(card)
     checkpoint = cache_dir / "checkpoints" / f"{card.id}.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
         checkpoint.unlink(missing_ok=True)
     card = write_folder_atomic(out_dir, lambda work: _fit_and_calibrate(
         card, network, split, settings, checkpoint, work, log, command, choice.device,
-        (train_slices, val_slices), (val_images, val_brains), calibration_cohort, options))
+        (train_slices, val_slices), (val_images, val_brains), calibration_cohort, options, lineage))
     checkpoint.unlink(missing_ok=True)
     log(f"model {card.id} written to {out_dir}")
     return card.replace(folder=out_dir)
 
 
+def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:
+    """Load an installed model's weights into the network about to be trained; what the card records."""
+    source = load_model(model_id)
+    if source.card.family != card.family or source.card.network != card.network:
+        raise InputError(f"--init-from {model_id}: its family and network ({source.card.family}, "
+                         f"{source.card.network}) differ from the config's ({card.family}, {card.network}); "
+                         "start from a model trained with the same network settings.")
+    network.load_state_dict(source.network.state_dict())
+    log(f"starting from the weights of {source.card.id}")
+    earlier = source.card.training or {}
+    return {"id": source.card.id, "version": source.card.version, "sha256": source.card.weights.get("sha256"),
+            "epochs_run": earlier.get("epochs_run"), "command": earlier.get("command"),
+            "seconds": earlier.get("seconds")}
+
+
 def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, device, slices,
-                       validation, calibration, options=None):
+                       validation, calibration, options=None, lineage=None):
     (train_slices, val_slices), (val_t1, val_brains) = slices, validation
     state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log, device, options)
     # every epoch's time, those of an interrupted run before --resume included
@@ -466,6 +485,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
             "command": command,
             "torch": torch.__version__,
             **({"synthetic": options} if options else {}),
+            **({"initialised_from": lineage} if lineage else {}),
         },
         figures={
             "healthy_validation": {**figures, "n_scans": len(val_images),

@@ -37,6 +37,23 @@ def test_the_identity_fails_the_restorer_checks(volume):
     assert len(restorer_problems(figures)) == 2
 
 
+def test_blurring_everything_away_is_not_a_restoration(volume):
+    """A heavy blur removes most of an anomaly's change from its output, but it does not keep healthy
+    tissue: the SSIM floor, not the removal figure, is what it fails."""
+    image, brain = volume
+    model = registry.LoadedModel(catalogue.get_card("ae-ixi-t1"), _Blur())
+    figures = sv.measure(model, [image], [brain], ["T1"])
+    assert figures["T1"]["removal"] > 0.3
+    assert any("healthy SSIM" in p for p in restorer_problems(figures))
+
+
+class _Blur(torch.nn.Module):
+    """Averages each slice over 9 x 9 voxels (a restoration that loses the anatomy)."""
+
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False)
+
+
 def test_anomalies_are_planted_inside_the_brain_reproducibly(volume):
     image, brain = volume
     a1, m1 = sv.with_anomalies(image, brain, np.random.default_rng(3))

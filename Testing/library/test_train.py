@@ -40,6 +40,25 @@ def test_train_writes_a_calibrated_model_that_the_registry_loads(tmp_path, capsy
                      "--epochs", "1", "--out", str(out)]) == 2
     assert not list(out.parent.glob(".ae-test-*")), "staging folder left behind"
     recalibrate_restores_the_thresholds_and_drops_stale_figures(out, capsys)
+    training_goes_on_from_an_installed_model(tmp_path, capsys)
+
+
+def training_goes_on_from_an_installed_model(tmp_path, capsys):
+    """--init-from: the weights of an installed model are the start, and the card says which; a model of
+    another family or network is refused before any scan is prepared."""
+    common = ["train", "--config", str(tmp_path / "config.json"), "--data", str(SHARED_DATA / "healthy" / "ixi_t1"),
+              "--split", str(tmp_path / "split.json"), "--epochs", "1"]
+    refused = paths.home() / "models" / "ae-refused"
+    assert cli.main(common + ["--init-from", "dae-synth", "--out", str(refused)]) == 2
+    assert "--init-from dae-synth" in capsys.readouterr().err and not refused.exists()
+    source = catalogue.get_card("ae-test")
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "id": "ae-test-longer"}))
+    out = paths.home() / "models" / "ae-test-longer"
+    assert cli.main(common + ["--init-from", "ae-test", "--out", str(out)]) == 0, capsys.readouterr().err
+    lineage = registry.load_model("ae-test-longer").card.training["initialised_from"]
+    assert lineage["id"] == "ae-test" and lineage["sha256"] == source.weights["sha256"]
+    assert lineage["epochs_run"] == 1 and lineage["command"] == source.training["command"]
 
 
 def recalibrate_restores_the_thresholds_and_drops_stale_figures(out, capsys):
