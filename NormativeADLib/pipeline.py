@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import anomaly, io, jsontext, metrics, paths
+from . import anomaly, io, jsontext, metrics, paths, warm
 from .card import ModelCard
 from .errors import Cancelled, InputError
 from .options import FORMATS, IMAGE_OUTPUTS, canonical_contrast, guess_contrast, output_names, resolve_threshold
 from .contrast_check import check_contrast
 from .preprocess import Prepared, check_registration, prepare, to_model, to_native
-from .catalogue import DEFAULT_MODEL
+from .catalogue import DEFAULT_MODEL, get_card
 from .registry import LoadedModel, load_model
 from .restore import restore_volume, score_volume, select_device
 
@@ -68,14 +68,16 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     mask = io.read_mask(mask_path, scan, "mask") if mask_path else None
     transform = io.read_transform(transform_path) if isinstance(transform_path, (str, Path)) else transform_path
     reference = io.read_mask(reference_path, scan, "reference") if reference_path else None
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    loaded = model if isinstance(model, LoadedModel) else _model(model)
     card = loaded.card
     resolve_threshold(threshold, card.offered_thresholds(), card.id, card.default_threshold)  # fail before the work
     scan_contrast = scan_contrast_of(scan_path, contrast, card)
     choice = select_device(device)
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
-    prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
+    make = lambda: prepare(scan, card.grid, mask, card.percentiles, transform)  # noqa: E731
+    prepared = make() if isinstance(transform_path, sitk.Transform) else warm.prepared(
+        (scan_path, mask_path, transform_path), (card.grid, tuple(card.percentiles)), make)
     registration_qc = check_registration(prepared)
     contrast_evidence = check_contrast(prepared, scan_contrast["scan"])
 
@@ -140,6 +142,13 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         segmentation=io.image_like(segmentation.astype(np.uint8), scan),
         reference=reference, metrics=result_metrics,
     )
+
+
+def _model(model_id: str) -> LoadedModel:
+    """The model, loaded again only when its files changed if this process keeps models (warm.py)."""
+    card = get_card(model_id)
+    weights = card.weights_path if card.weights else None
+    return warm.model(card.id, card.folder, weights, lambda: load_model(card))
 
 
 def scan_contrast_of(scan_path: str | Path, given: str | None, card) -> dict:

@@ -1,11 +1,15 @@
-"""Running the NormativeAD command line as a separate process, with streamed progress and cancel.
+"""Running the NormativeAD command line in a warm worker process, with streamed progress and cancel.
 
-Lifecycle: ProcessRunner(request).start() launches `python -m NormativeADLib.cli restore ...
---progress json`; a reader thread queues its output lines; poll() (called by a GUI timer in
-Slicer, or by wait() in blocking mode) parses them into events and calls on_event; once the
-process has ended poll() returns False and `outcome` (a RunOutcome) says how. cancel() kills the
-whole process tree; the command line writes its outputs atomically, so a cancelled run leaves
-neither files nor nodes.
+Lifecycle: ProcessRunner(request).start() hands the request's command line (`restore ...
+--progress json`) to an analysis worker (`python -m NormativeADLib.worker`, see its docstring): an
+idle one kept from an earlier run when there is one, so that the imports and, for a second model on
+the same scan, the registration are not paid again; a fresh one otherwise. A reader thread queues
+the worker's output lines; poll() (called by a GUI timer in Slicer, or by wait() in blocking mode)
+parses them into events and calls on_event; once the job has ended poll() returns False, `outcome`
+(a RunOutcome) says how, and the worker waits for the next run. cancel() kills the worker's whole
+process tree and starts a fresh one in the background; the command line writes its outputs
+atomically, so a cancelled run leaves neither files nor nodes. A worker that dies (a crash, a kill
+from outside) fails its job and is replaced at the next start.
 
 No Qt, no slicer.app: inside Slicer the widget drives poll() with a QTimer; scripts and tests call
 wait(). Inside Slicer the interpreter is PythonSlicer (Slicer's Python, set up to find Slicer's
@@ -14,6 +18,7 @@ packages); elsewhere it is the current interpreter.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -82,8 +87,117 @@ class ProcessProtocol(Protocol):
     def cancel(self) -> None: ...
 
 
+class Worker:
+    """One analysis worker process and the lines it prints (None once it has ended)."""
+
+    def __init__(self, command: list[str], env: dict):
+        kwargs = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True  # its own process group, so a kill reaches its children
+        self.key = _pool_key(command, env)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def submit(self, argv: list[str]) -> None:
+        self.process.stdin.write(json.dumps({"argv": argv}) + "\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        """Let it end on its own (its input closed), or kill it if it does not."""
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            kill_process_tree(self.process)
+
+
+MAX_IDLE = 2  # idle workers kept (each holds the libraries and a few models: about 1 GB)
+_idle: list[Worker] = []  # oldest first
+_idle_lock = threading.Lock()
+
+
+def _pool_key(command: list[str], env: dict) -> tuple:
+    """Workers are shared only between runs that would have started the same process."""
+    return tuple(command), frozenset(env.items()), os.getcwd()
+
+
+def _take_worker(command: list[str], env: dict) -> Worker:
+    key = _pool_key(command, env)
+    with _idle_lock:
+        mine = [w for w in _idle if w.key == key]
+        for worker in mine:
+            _idle.remove(worker)
+    chosen = None
+    for worker in reversed(mine):  # the most recently used first: its models are the likeliest wanted
+        if chosen is None and worker.alive() and _drained(worker):
+            chosen = worker
+        else:
+            worker.close()
+    return chosen or Worker(command, env)
+
+
+def _drained(worker: Worker) -> bool:
+    """Empty an idle worker's queue (its "ready" line); False when it has ended meanwhile."""
+    while True:
+        try:
+            if worker.lines.get_nowait() is None:
+                return False
+        except queue.Empty:
+            return True
+
+
+def _give_back(worker: Worker) -> None:
+    """Keep the worker for the next run; the oldest idle one goes when more than MAX_IDLE wait."""
+    if not worker.alive():
+        return
+    with _idle_lock:
+        _idle.append(worker)
+        surplus = _idle[:-MAX_IDLE] if len(_idle) > MAX_IDLE else []
+        del _idle[:len(surplus)]
+    for old in surplus:
+        old.close()
+
+
+def prewarm(command: list[str] | None = None, env: dict | None = None) -> None:
+    """Start an idle worker now (when the module is opened, after a cancel) unless one is waiting, so
+    that the next Apply finds its imports done. A failure here is the next run's to report."""
+    if command is None or env is None:
+        probe = ProcessRunner(RestoreOptions(input_path=Path("."), out_dir=Path(".")))
+        command, env = probe.command(), probe.environment()
+    key = _pool_key(command, env)
+    with _idle_lock:
+        if any(w.key == key and w.alive() for w in _idle):
+            return
+    try:
+        _give_back(Worker(command, env))
+    except OSError:
+        pass
+
+
+@atexit.register
+def close_idle_workers() -> None:
+    with _idle_lock:
+        workers = list(_idle)
+        _idle.clear()
+    for worker in workers:
+        worker.close()
+
+
 class ProcessRunner:
-    """Runs one request in a child process; see the module docstring for the lifecycle."""
+    """Runs one request on an analysis worker; see the module docstring for the lifecycle."""
 
     def __init__(self, request: RestoreOptions, on_event: Callable[[dict], None] | None = None,
                  python: str | None = None, env: dict | None = None):
@@ -92,16 +206,17 @@ class ProcessRunner:
         self.python = python or python_executable()
         self.extra_env = env or {}
         self.outcome: RunOutcome | None = None
-        self._process: subprocess.Popen | None = None
-        self._lines: queue.Queue = queue.Queue()
-        self._reader: threading.Thread | None = None
+        self._worker: Worker | None = None
+        self._process: subprocess.Popen | None = None  # the worker's process, while it runs this job
         self._cancelled = False
         self._done_event: dict | None = None
         self._error_event: dict | None = None
+        self._exit_code: int | None = None
         self._log: list[str] = []
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "NormativeADLib.cli", *self.request.arguments()]
+        """The worker's command line (the job itself, the request's arguments, is sent to it)."""
+        return [self.python, "-m", "NormativeADLib.worker"]
 
     def environment(self) -> dict:
         env = dict(os.environ)
@@ -113,55 +228,47 @@ class ProcessRunner:
         return env
 
     def start(self) -> None:
-        """Launch the process. A run that cannot start (bad options, no interpreter) does not raise:
+        """Hand the job to a worker. A run that cannot start (bad options, no interpreter) does not raise:
         it is finished at once as 'failed' with the reason, so that poll() and cancel() end."""
-        if self._process is not None or self.outcome is not None:
+        if self._worker is not None or self.outcome is not None:
             raise RuntimeError("this run was already started")
         try:
-            self._launch()
+            arguments = self.request.arguments()
+            self._worker = _take_worker(self.command(), self.environment())
         except Exception as err:  # noqa: BLE001 - any failure to start is this run's failure, said once
             self.outcome = RunOutcome("failed", message=f"the run could not start: {err}", log=self._log)
-
-    def _launch(self) -> None:
-        kwargs = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        else:
-            kwargs["start_new_session"] = True  # its own process group, so cancel reaches its children
-        self._process = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.environment(), text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self._process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
+            return
+        self._process = self._worker.process
+        try:
+            self._worker.submit(arguments)
+        except OSError:
+            pass  # it died before taking the job: poll() reports how, with its last words
 
     def poll(self) -> bool:
         """Handle queued output; returns True while the run goes on. Call from the GUI thread."""
         if self.outcome is not None:
             return False
-        if self._process is None:
+        if self._worker is None:
             raise RuntimeError("poll() before start()")
         ended = False
-        while True:
+        while not ended:
             try:
-                line = self._lines.get_nowait()
+                line = self._worker.lines.get_nowait()
             except queue.Empty:
                 break
-            if line is None:
+            if line is None:  # the worker is gone: its exit code is the run's
+                self._process.wait()
+                self._exit_code = self._process.returncode
                 ended = True
-                break
-            self._handle_line(line)
+            else:
+                ended = self._handle_line(line)
         if ended:
-            self._process.wait()
             self._finish()
             return False
         return True
 
-    def _handle_line(self, line: str) -> None:
+    def _handle_line(self, line: str) -> bool:
+        """Log or pass on one line of the worker's; True once it ends the job."""
         event = None
         if line.startswith("{"):
             try:
@@ -171,16 +278,24 @@ class ProcessRunner:
         if not isinstance(event, dict) or "event" not in event:
             self._log.append(line)
             del self._log[:-200]
-            return
+            return False
+        if event["event"] == "job-end":
+            self._exit_code = event.get("exit_code")
+            return True
+        if event["event"] == "ready":
+            return False
         if event["event"] == "done":
             self._done_event = event
         elif event["event"] == "error":
             self._error_event = event
         if not self._cancelled:
             self.on_event(event)
+        return False
 
     def _finish(self) -> None:
-        code = self._process.returncode
+        code = self._exit_code
+        if not self._cancelled:
+            _give_back(self._worker)
         if self._cancelled:
             outcome = RunOutcome("cancelled", message="cancelled by the user", exit_code=code, log=self._log)
         elif code == 0 and self._done_event is not None:
@@ -196,11 +311,13 @@ class ProcessRunner:
         self.outcome = outcome
 
     def cancel(self) -> None:
-        """Kill the process and its children; the outcome becomes 'cancelled'."""
-        if self._process is None or self.outcome is not None:
+        """Kill the worker and its children (the outcome becomes 'cancelled'); a fresh worker starts in
+        the background for the next run."""
+        if self._worker is None or self.outcome is not None:
             return
         self._cancelled = True
         kill_process_tree(self._process)
+        prewarm(self.command(), self.environment())
 
     def wait(self, timeout: float | None = None) -> RunOutcome:
         """Blocking mode: poll until the run ends (cancel it on timeout)."""
