@@ -1,0 +1,98 @@
+"""The analysis worker (NormativeADLib.worker) and what it keeps between runs (NormativeADLib.warm):
+real restores of the shipped sample scan with shipped models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from testsupport import REPO, SAMPLE
+from NormativeADLib import pipeline, warm
+
+SCAN = SAMPLE / "mslub_patient26_t1.nii.gz"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def kept():
+    warm.keep(models=2, scans=1)
+    yield
+    warm.forget()
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How often the pipeline loads a model and brings a scan into model space (the real functions run)."""
+    calls = {"prepare": 0, "load_model": 0}
+
+    def counting(name, real):
+        def run(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(pipeline, name, run)
+
+    counting("prepare", pipeline.prepare)
+    counting("load_model", pipeline.load_model)
+    return calls
+
+
+def test_a_second_model_on_the_same_scan_reuses_its_registration(kept, counted, tmp_path):
+    first = pipeline.analyse(SCAN, "dae-synth", device="cpu")
+    second = pipeline.analyse(SCAN, "ae-ixi-t1", device="cpu")  # another model, the same grid
+    assert counted == {"prepare": 1, "load_model": 2}
+    assert second.prepared is first.prepared and not first.prepared.image.flags.writeable
+    pipeline.analyse(SCAN, "dae-synth", device="cpu")  # loaded already
+    assert counted == {"prepare": 1, "load_model": 2}
+    copy = tmp_path / SCAN.name  # the same pixels from another file: prepared on its own
+    copy.write_bytes(SCAN.read_bytes())
+    pipeline.analyse(copy, "dae-synth", device="cpu")
+    assert counted["prepare"] == 2
+    os.utime(copy, ns=(0, 0))  # the file changed since: prepared again, never a stale registration
+    pipeline.analyse(copy, "dae-synth", device="cpu")
+    assert counted["prepare"] == 3
+
+
+def test_a_one_shot_run_keeps_nothing(counted):
+    pipeline.analyse(SCAN, "dae-synth", device="cpu")
+    pipeline.analyse(SCAN, "dae-synth", device="cpu")
+    assert counted == {"prepare": 2, "load_model": 2}
+
+
+def test_the_worker_runs_jobs_one_after_another_and_survives_their_errors(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    worker = subprocess.Popen([sys.executable, "-m", "NormativeADLib.worker"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    def job(line: str) -> tuple[int, list[dict], list[str]]:
+        worker.stdin.write(line + "\n")
+        worker.stdin.flush()
+        events, text = [], []
+        for out in worker.stdout:
+            event = json.loads(out) if out.startswith("{") else None
+            if event and event["event"] == "job-end":
+                return event["exit_code"], events, text
+            (events if event else text).append(event or out)
+        raise AssertionError(f"the worker ended: {text}")
+
+    try:
+        assert json.loads(worker.stdout.readline()) == {"event": "ready"}
+        code, _, text = job("restore this")
+        assert code == 2 and "argv" in "".join(text)
+        code, events, _ = job(json.dumps({"argv": ["restore", str(tmp_path / "missing.nii.gz"), "--progress", "json"]}))
+        assert code == 2 and events[-1]["event"] == "error" and "missing.nii.gz" in events[-1]["message"]
+        out = tmp_path / "out"
+        code, events, text = job(json.dumps({"argv": ["restore", str(SCAN), "--model", "dae-synth", "--device", "cpu",
+                                                      "--out", str(out), "--progress", "json"]}))
+        assert code == 0, text
+        assert events[-1]["event"] == "done" and (out / "heatmap.nii.gz").is_file()
+        code, events, _ = job(json.dumps({"argv": ["restore", str(SCAN), "--out", str(out), "--progress", "json"]}))
+        assert code == 4 and "already exists" in events[-1]["message"]  # as the one-shot command answers
+        worker.stdin.close()
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
