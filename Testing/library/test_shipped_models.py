@@ -54,9 +54,9 @@ def test_shipped_model_restores_real_slices(model_id):
 RESTORERS = [m for m in TRAINED if catalogue.get_card(m).restores]
 
 
-@pytest.mark.xfail(strict=True, reason="target of the restoration work, not met yet: no shipped model passes the "
-                   "restorer checks (README, Restoration); strict, so a restorer that lands turns this red until "
-                   "the marker goes")
+@pytest.mark.xfail(strict=True, reason="target of the restoration work, half met: dae-synth-weighted passes the "
+                   "restorer checks, but it detects too little on synthetic anomalies to be any contrast's default "
+                   "(README, Restoration); strict, so defaults that restore turn this red until the marker goes")
 def test_a_restorer_is_shipped_and_restores_the_defaults():
     """The product's promise: at least one shipped model passes the restorer checks, and the default of
     every contrast is one whose pseudo-healthy image is a restoration."""
@@ -69,8 +69,9 @@ def test_a_restorer_is_shipped_and_restores_the_defaults():
 
 @pytest.mark.parametrize("model_id", RESTORERS)
 def test_a_shipped_restorer_removes_a_planted_anomaly_and_keeps_the_rest(model_id):
-    """The MNI152 template on the model grid given three synthetic anomalies: at most 1 - MIN_REMOVAL of
-    their change reaches the restoration (all of it does for the identity), which stays close elsewhere."""
+    """The MNI152 template on the model grid given three synthetic anomalies (three draws): on average at
+    most 1 - MIN_REMOVAL of their change reaches the restoration (all of it does for the identity), which
+    stays close elsewhere."""
     from scipy import ndimage
 
     from NormativeADLib.card import MIN_REMOVAL
@@ -82,13 +83,15 @@ def test_a_shipped_restorer_removes_a_planted_anomaly_and_keeps_the_rest(model_i
     brain = sitk.GetArrayFromImage(mask) > 0
     image = sitk.GetArrayFromImage(t1).astype(np.float32)
     image = np.clip(image / np.percentile(image[brain], 99), 0, 1) * brain
-    anomalous, planted = with_anomalies(image, brain, np.random.default_rng(0))
-    restored = restore_volume(model, anomalous, brain, torch.device("cpu"))
     restored_healthy = restore_volume(model, image, brain, torch.device("cpu"))
-    removal = removed_share(image, anomalous, restored_healthy, restored, planted)
-    assert removal >= MIN_REMOVAL, f"removes {removal:.0%} of the planted change"
-    elsewhere = brain & ~ndimage.binary_dilation(planted, iterations=3)
-    assert np.abs(restored - image)[elsewhere].mean() < 0.1
+    removals = []
+    for seed in range(3):  # one draw of three anomalies is a noisy figure (29-55 % for dae-synth-weighted)
+        anomalous, planted = with_anomalies(image, brain, np.random.default_rng(seed))
+        restored = restore_volume(model, anomalous, brain, torch.device("cpu"))
+        removals.append(removed_share(image, anomalous, restored_healthy, restored, planted))
+        elsewhere = brain & ~ndimage.binary_dilation(planted, iterations=3)
+        assert np.abs(restored - image)[elsewhere].mean() < 0.1
+    assert np.mean(removals) >= MIN_REMOVAL, f"removes {np.mean(removals):.0%} of the planted change ({removals})"
 
 
 @pytest.mark.parametrize("model_id", BASELINES)
