@@ -1,0 +1,77 @@
+"""The module's runs on the warm analysis worker (NormativeADSlicerLib.process): the same process serves
+one run after another, a cancel replaces it, a worker killed while idle is replaced at the next run.
+Real restores of the shipped sample scan; no scene is needed."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from slicer_testing import SAMPLE_T1
+
+from NormativeADLib.options import RestoreOptions
+from NormativeADSlicerLib import process
+from NormativeADSlicerLib.process import ProcessRunner
+
+pytestmark = pytest.mark.slow
+TIMEOUT_S = 300
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Makes runners of the fast model on the sample scan, each with its own output folder."""
+    process.close_idle_workers()
+    env = {"NORMATIVEAD_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "2"}
+    made = []
+
+    def make(model: str = "intensity-t1") -> ProcessRunner:
+        request = RestoreOptions(input_path=SAMPLE_T1, out_dir=tmp_path / f"out{len(made)}", model=model,
+                                 device="cpu")
+        made.append(ProcessRunner(request, env=env))
+        return made[-1]
+
+    yield make
+    process.close_idle_workers()
+
+
+def finished(runner: ProcessRunner):
+    runner.start()
+    outcome = runner.wait(timeout=TIMEOUT_S)
+    assert outcome.ok, outcome.message + "\n" + "\n".join(outcome.log[-20:])
+    return outcome
+
+
+def test_runs_one_after_another_share_one_worker(runs):
+    first, second = runs(), runs("dae-synth")
+    finished(first)
+    finished(second)
+    assert second._process.pid == first._process.pid and first._process.poll() is None
+    assert list(second.request.out_dir.glob("heatmap.*"))
+
+
+def test_a_cancel_replaces_the_worker(runs):
+    doomed, events = runs("ae-ixi-t1"), []
+    doomed.on_event = events.append
+    doomed.start()
+    deadline = time.monotonic() + TIMEOUT_S
+    while doomed.poll() and not events and time.monotonic() < deadline:  # the job has begun
+        time.sleep(0.05)
+    doomed.cancel()
+    assert doomed.wait(timeout=30).status == "cancelled" and doomed._process.poll() is not None
+    left = {p.name for p in doomed.request.out_dir.rglob("*")}
+    assert left <= {".normativead.lock"}, left  # no output; the lock is released by the kill (flock)
+    after = runs()
+    finished(after)
+    assert after._process.pid != doomed._process.pid
+
+
+def test_a_worker_killed_while_idle_is_replaced(runs):
+    first = runs()
+    finished(first)
+    first._process.send_signal(signal.SIGKILL)
+    first._process.wait(timeout=30)
+    second = runs()
+    finished(second)
+    assert second._process.pid != first._process.pid
