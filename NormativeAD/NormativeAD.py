@@ -185,6 +185,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         self.initializeParameterNode()
         self._syncThreshold()
+        self.logic.prepareWorker()
 
     def exit(self) -> None:
         self.setParameterNode(None)  # enter() connects it again
@@ -498,6 +499,14 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
         from NormativeADSlicerLib import dependencies
 
         return dependencies.ensure(ask=ask)
+
+    def prepareWorker(self) -> None:
+        """Start the analysis worker in the background while the user chooses (its imports take seconds),
+        when the packages it needs are installed and runs use the standard runner."""
+        from NormativeADSlicerLib import process
+
+        if self.processFactory is process.ProcessRunner and not self.missingDependencies():
+            process.prewarm()
 
     # running
 
