@@ -61,7 +61,11 @@ def run(args, reporter) -> int:
         print(notice, file=sys.stderr, flush=True)
     upload_dir = Path(tempfile.mkdtemp(prefix="normativead-web-"))  # private (0700); removed on exit
     try:
+        from NormativeADSlicerLib.process import prewarm
+
         from .app import NormativeADWebApp
+
+        prewarm()  # the analysis worker imports while the page loads: the first Run finds it ready
 
         app = NormativeADWebApp(upload_dir=upload_dir, data_dir=data,
                                 max_upload_bytes=int(args.max_upload_mb * 2**20))
