@@ -54,9 +54,6 @@ def test_shipped_model_restores_real_slices(model_id):
 RESTORERS = [m for m in TRAINED if catalogue.get_card(m).restores]
 
 
-@pytest.mark.xfail(strict=True, reason="target of the restoration work, half met: dae-synth-weighted passes the "
-                   "restorer checks, but it detects too little on synthetic anomalies to be any contrast's default "
-                   "(README, Restoration); strict, so defaults that restore turn this red until the marker goes")
 def test_a_restorer_is_shipped_and_restores_the_defaults():
     """The product's promise: at least one shipped model passes the restorer checks, and the default of
     every contrast is one whose pseudo-healthy image is a restoration."""
