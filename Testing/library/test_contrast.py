@@ -79,8 +79,8 @@ def _user_model(source_id: str, new_id: str, dice_by_contrast: dict, contrasts: 
 
     card = catalogue.get_card(source_id)
     removal, ratio = (0.6, 3.0) if restores else (0.0, 1.0)
-    per_contrast = {c: {"dice": {card.default_threshold: d}, "removal": removal, "residual_contrast": ratio}
-                    for c, d in dice_by_contrast.items()}
+    per_contrast = {c: {"dice": {card.default_threshold: d}, "ssim": 0.95, "removal": removal,
+                        "residual_contrast": ratio} for c, d in dice_by_contrast.items()}
     folder = home() / "models" / new_id
     folder.mkdir(parents=True)
     write_card(card.replace(id=new_id, figures={"synthetic_validation": {"per_contrast": per_contrast}},
