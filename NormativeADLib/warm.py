@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from .card import CARD_FILE
+
 _models: OrderedDict | None = None
 _scans: OrderedDict | None = None
 _limits = {"models": 0, "scans": 0}
@@ -38,19 +40,23 @@ def model(model_id: str, card_folder: Path | None, weights: Path | None, load: C
     """load() once per model file state while keeping is on; load() every time otherwise."""
     if _models is None or card_folder is None:
         return load()
-    key = (model_id, _stat(card_folder / "card.json"), _stat(weights) if weights else None)
-    return _cached(_models, key, load, _limits["models"])
+    return _cached(_models, lambda: (model_id, _stat(card_folder / CARD_FILE), _stat(weights) if weights else None),
+                   load, _limits["models"])
 
 
 def prepared(files: tuple, settings: tuple, prepare: Callable):
     """prepare() once per (scan and mask files as they are now, model-space settings) while keeping is on."""
     if _scans is None:
         return prepare()
-    key = (tuple(_stat(Path(f)) if f else None for f in files), settings)
-    return _cached(_scans, key, lambda: _read_only(prepare()), _limits["scans"])
+    return _cached(_scans, lambda: (tuple(_stat(Path(f)) if f else None for f in files), settings),
+                   lambda: _read_only(prepare()), _limits["scans"])
 
 
-def _cached(store: OrderedDict, key, make: Callable, limit: int):
+def _cached(store: OrderedDict, key_of: Callable, make: Callable, limit: int):
+    try:
+        key = key_of()
+    except OSError:  # a file missing or unreadable: no entry; make() says what is wrong
+        return make()
     if key in store:
         store.move_to_end(key)
         return store[key]
@@ -62,10 +68,7 @@ def _cached(store: OrderedDict, key, make: Callable, limit: int):
 
 
 def _stat(path: Path) -> tuple:
-    try:
-        info = os.stat(path)
-    except OSError:  # missing or unreadable: never a hit; the loader says what is wrong
-        return (str(path), None, os.urandom(8))
+    info = os.stat(path)
     return (str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
 
 

@@ -4,7 +4,7 @@ registration again (warm.py keeps models and prepared scans).
 
 Started as `python -m NormativeADLib.worker`; one JSON object per line each way:
   worker -> {"event": "ready"}                      imports done, waiting for jobs
-  front  -> {"argv": ["restore", "--input", ...]}    a command line, exactly as `normativead` takes it
+  front  -> {"argv": ["restore", "scan.nii.gz", ...]} a command line, exactly as `normativead` takes it
   worker -> what the command prints (its --progress json events, its messages on stderr), then
             {"event": "job-end", "exit_code": N}     N as the one-shot command would have exited
 Jobs run one at a time. The worker exits when its input closes, and after a job that raised an

@@ -174,9 +174,8 @@ def _give_back(worker: Worker) -> None:
 def prewarm(command: list[str] | None = None, env: dict | None = None) -> None:
     """Start an idle worker now (when the module is opened, after a cancel) unless one is waiting, so
     that the next Apply finds its imports done. A failure here is the next run's to report."""
-    if command is None or env is None:
-        probe = ProcessRunner(RestoreOptions(input_path=Path("."), out_dir=Path(".")))
-        command, env = probe.command(), probe.environment()
+    command = command or worker_command(python_executable())
+    env = env or worker_environment({})
     key = _pool_key(command, env)
     with _idle_lock:
         if any(w.key == key and w.alive() for w in _idle):
@@ -196,6 +195,21 @@ def close_idle_workers() -> None:
         worker.close()
 
 
+def worker_command(python: str) -> list[str]:
+    return [python, "-m", "NormativeADLib.worker"]
+
+
+def worker_environment(extra: dict) -> dict:
+    """The environment a worker runs in: this one, with the library importable and output unbuffered."""
+    env = dict(os.environ)
+    root = library_root()
+    if root is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
 class ProcessRunner:
     """Runs one request on an analysis worker; see the module docstring for the lifecycle."""
 
@@ -207,25 +221,23 @@ class ProcessRunner:
         self.extra_env = env or {}
         self.outcome: RunOutcome | None = None
         self._worker: Worker | None = None
-        self._process: subprocess.Popen | None = None  # the worker's process, while it runs this job
         self._cancelled = False
         self._done_event: dict | None = None
         self._error_event: dict | None = None
         self._exit_code: int | None = None
         self._log: list[str] = []
 
+    @property
+    def _process(self) -> subprocess.Popen | None:
+        """The process of the worker this run was handed to."""
+        return self._worker.process if self._worker is not None else None
+
     def command(self) -> list[str]:
         """The worker's command line (the job itself, the request's arguments, is sent to it)."""
-        return [self.python, "-m", "NormativeADLib.worker"]
+        return worker_command(self.python)
 
     def environment(self) -> dict:
-        env = dict(os.environ)
-        root = library_root()
-        if root is not None:
-            env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in [env.get("PYTHONPATH")] if p])
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(self.extra_env)
-        return env
+        return worker_environment(self.extra_env)
 
     def start(self) -> None:
         """Hand the job to a worker. A run that cannot start (bad options, no interpreter) does not raise:
@@ -238,7 +250,6 @@ class ProcessRunner:
         except Exception as err:  # noqa: BLE001 - any failure to start is this run's failure, said once
             self.outcome = RunOutcome("failed", message=f"the run could not start: {err}", log=self._log)
             return
-        self._process = self._worker.process
         try:
             self._worker.submit(arguments)
         except OSError:
