@@ -86,7 +86,7 @@ def check_restore(args) -> Path:
     """Everything about a restore's command line that can be checked before the heavy imports:
     the files, the model, the threshold and the output folder (a mistake answers in well under a second)."""
     from .catalogue import get_card
-    from .options import output_names, resolve_threshold
+    from .options import analysis_names, output_names, resolve_threshold
     from .paths import case_name, check_input_file, check_writable
 
     check_input_file(args.input, "scan")
@@ -104,7 +104,8 @@ def check_restore(args) -> Path:
     resolve_threshold(args.threshold, card.offered_thresholds(), card.id, card.default_threshold)
     out = Path(args.out) if args.out else Path(f"normativead_{case_name(args.input)}")
     # the pseudo-healthy image alone compresses to about the scan's file size: a full disk answers now
-    check_writable(out, output_names(args.format), args.overwrite, need_bytes=Path(args.input).stat().st_size)
+    names = output_names(args.format) if args.figures else analysis_names(args.format)
+    check_writable(out, names, args.overwrite, need_bytes=Path(args.input).stat().st_size)
     return out
 
 
@@ -126,12 +127,32 @@ def cmd_restore(args, reporter: Reporter) -> int:
         if cancel.is_set():
             raise Cancelled("run cancelled")
         reporter.progress("write", 0.97, f"writing outputs to {out}")
-        with paths.expected_output_size(_output_bytes(result)):
-            pipeline.write_outputs(result, out, args.format, args.overwrite)
-        if cancel.is_set():  # the signal came while the finished outputs were moved into place
-            raise Cancelled("cancelled as the outputs were put in place", outputs=out)
+        in_place = []
+
+        def outputs_in_place() -> None:
+            in_place.append(out)
+            if cancel.is_set():  # the signal came while the finished outputs were moved into place
+                raise Cancelled("cancelled after the outputs were complete", outputs=out)
+            # a front end reading JSON shows the overlay now, while the figures are drawn
+            reporter.event("done", out=str(out), metrics=result.metrics)
+            if args.figures:
+                reporter.progress("figures", 0.98, "drawing report.png and registration.png")
+
+        try:
+            with paths.expected_output_size(_output_bytes(result)):
+                pipeline.write_outputs(result, out, args.format, args.overwrite, before_figures=outputs_in_place,
+                                       figures=args.figures)
+        except KeyboardInterrupt:
+            if in_place:
+                raise Cancelled("cancelled while the figures were drawn (report.png or registration.png is "
+                                "missing; the other outputs are complete)", outputs=out) from None
+            raise
     reporter.close()
-    _print_summary(result.metrics, out, args.json, reporter)
+    if reporter.mode == "json":
+        if args.figures:
+            reporter.event("figures", out=str(out))
+    else:
+        _print_summary(result.metrics, out, args.json, reporter)
     return 0
 
 
@@ -143,9 +164,6 @@ def _output_bytes(result) -> int:
 
 
 def _print_summary(metrics: dict, out: Path, as_json: bool, reporter: Reporter) -> None:
-    if reporter.mode == "json":
-        reporter.event("done", out=str(out), metrics=metrics)
-        return
     if as_json:
         print(jsontext.dumps({"out": str(out), "metrics": metrics}, indent=2))
         return
@@ -285,6 +303,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", help="output folder")
         sp.add_argument("--format", default="nifti", choices=list(FORMATS), help="image output format")
         sp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        sp.add_argument("--no-figures", dest="figures", action="store_false",
+                        help="skip report.png and registration.png (about 2 s; for front ends that show the results)")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
         sp.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
@@ -446,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         reporter.close()
         outputs = getattr(err, "outputs", None)
         if outputs:
-            message = f"cancelled after the outputs were complete; they are in {outputs}/"
+            message = f"{err}; the outputs are in {outputs}/"
         elif command in (None, "restore", "demo", "evaluate", "report"):  # they write all or nothing
             message = "cancelled; nothing was written."
         else:

@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from . import warm
 from .errors import InputError, OutputError
 from .paths import check_input_file, file_suffix, interrupts_held
 
@@ -364,7 +365,11 @@ def _nifti_non_finite(path: Path, what: str = "scan") -> int:
 
 
 def read_scan(path: str | os.PathLike) -> sitk.Image:
-    """Read and validate the scan to analyse, as float32."""
+    """Read and validate the scan to analyse, as float32 (once per file state in a warm worker)."""
+    return warm.read("scan", path, lambda: _read_scan(path))
+
+
+def _read_scan(path: str | os.PathLike) -> sitk.Image:
     image = read_image(path, "scan")
     bad = _nifti_non_finite(Path(path))
     if bad:

@@ -14,12 +14,18 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
 FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
 IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")  # on the input's grid
-TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "report.png", "registration.png", "transform.tfm")
+TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "transform.tfm")
+FIGURE_OUTPUTS = ("report.png", "registration.png")  # drawn last: an interactive run shows its overlay first
+
+
+def analysis_names(fmt: str) -> list[str]:
+    """The files a restore run writes before its figures."""
+    return [name + FORMATS[fmt] for name in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
 
 
 def output_names(fmt: str) -> list[str]:
     """The files a restore run writes."""
-    return [name + FORMATS[fmt] for name in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
+    return analysis_names(fmt) + list(FIGURE_OUTPUTS)
 
 
 CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
@@ -97,6 +103,7 @@ class RestoreOptions:
     reference_path: Path | None = None
     transform_path: Path | None = None  # an earlier run's transform.tfm: same registration, no re-run
     contrast: str | None = None  # the scan's contrast (CONTRASTS); None: from its file name
+    figures: bool = True  # report.png and registration.png, drawn after the "done" event
 
     def arguments(self) -> list[str]:
         if self.device not in DEVICES:
@@ -110,4 +117,6 @@ class RestoreOptions:
                             ("--contrast", self.contrast)):
             if value:
                 args += [flag, str(value)]
+        if not self.figures:
+            args.append("--no-figures")
         return args

@@ -422,8 +422,12 @@ def _disk_full(folder: Path) -> bool:
 
 
 @contextmanager
-def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrite: bool = False):
+def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrite: bool = False,
+                      later: Iterable[str] = ()):
     """Yield a temporary folder to write into; on success move its files into out_dir.
+
+    later: files the caller writes after these (the figures): checked up front like them, and an
+    old one removed as these move in, so that out_dir never mixes this run's files with an older run's.
 
     Refuses up front when a target exists (unless overwrite), or when another run holds out_dir
     (claim_output_dir), so a run never ends half-written or mixed with another run's files; on any
@@ -431,8 +435,8 @@ def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrit
     left as it was (a folder this run created is removed again).
     """
     out_dir = Path(out_dir)
-    names = list(names)
-    check_writable(out_dir, names, overwrite)
+    names, later = list(names), list(later)
+    check_writable(out_dir, names + later, overwrite)
     with claim_output_dir(out_dir):
         staging = None
         try:
@@ -459,6 +463,8 @@ def atomic_output_dir(out_dir: str | os.PathLike, names: Iterable[str], overwrit
             raise
         with interrupts_held(reraise=False):  # a cancel now finds the outputs complete, not half moved
             try:
+                for name in later:
+                    (out_dir / name).unlink(missing_ok=True)
                 for name in names:
                     os.replace(staging / name, out_dir / name)
             finally:

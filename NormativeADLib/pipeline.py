@@ -18,7 +18,8 @@ import SimpleITK as sitk
 from . import anomaly, io, jsontext, metrics, paths, warm
 from .card import ModelCard
 from .errors import Cancelled, InputError
-from .options import FORMATS, IMAGE_OUTPUTS, canonical_contrast, guess_contrast, output_names, resolve_threshold
+from .options import (FIGURE_OUTPUTS, FORMATS, IMAGE_OUTPUTS, analysis_names, canonical_contrast, guess_contrast,
+                      output_names, resolve_threshold)
 from .contrast_check import check_contrast
 from .preprocess import Prepared, check_registration, prepare, to_model, to_native
 from .catalogue import DEFAULT_MODEL, get_card
@@ -75,10 +76,13 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     choice = select_device(device)
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
-    make = lambda: prepare(scan, card.grid, mask, card.percentiles, transform)  # noqa: E731
-    prepared = make() if isinstance(transform_path, sitk.Transform) else warm.prepared(
+
+    def make() -> tuple[Prepared, float]:
+        prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
+        return prepared, check_registration(prepared)
+
+    prepared, registration_qc = make() if isinstance(transform_path, sitk.Transform) else warm.prepared(
         (scan_path, mask_path, transform_path), (card.grid, tuple(card.percentiles)), make)
-    registration_qc = check_registration(prepared)
     contrast_evidence = check_contrast(prepared, scan_contrast["scan"])
 
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
@@ -187,18 +191,54 @@ def _lps_to_ras(point) -> list[float]:
     return [-point[0], -point[1], point[2]]
 
 
-def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", overwrite: bool = False) -> Path:
-    """Write every output into out_dir, all or nothing."""
+def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", overwrite: bool = False,
+                  before_figures: Callable[[], None] | None = None, figures: bool = True) -> Path:
+    """Write every output into out_dir, all or nothing.
+
+    before_figures: called once the images, tables and transform are in place, before report.png and
+    registration.png are drawn (about 2 s): the interactive front ends show the overlay then. The
+    figures then follow one by one, each whole or absent (a cancel meanwhile leaves the rest complete).
+    figures: False writes no figures (a front end that shows the results and does not keep the files).
+    """
+    out_dir = Path(out_dir)
+    if not figures:
+        with paths.atomic_output_dir(out_dir, analysis_names(fmt), overwrite, later=FIGURE_OUTPUTS) as staging:
+            _write_analysis(result, staging, fmt)
+        if before_figures is not None:
+            before_figures()
+        return out_dir
+    if before_figures is None:
+        with paths.atomic_output_dir(out_dir, output_names(fmt), overwrite) as staging:
+            _write_analysis(result, staging, fmt)
+            write_figures(result, staging)
+        return out_dir
+    with paths.atomic_output_dir(out_dir, analysis_names(fmt), overwrite, later=FIGURE_OUTPUTS) as staging:
+        _write_analysis(result, staging, fmt)
+    before_figures()
+    write_figures(result, out_dir, atomic=True)
+    return out_dir
+
+
+def _write_analysis(result: CaseResult, folder: Path, fmt: str) -> None:
+    brain = sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8)
+    for name, image in zip(IMAGE_OUTPUTS, (result.pseudo_healthy, result.heatmap, result.segmentation, brain)):
+        io.write_image(image, folder / (name + FORMATS[fmt]))
+    (folder / "metrics.json").write_text(jsontext.dumps(result.metrics, indent=2) + "\n")
+    paths.write_csv([metrics.flat_metrics(result.metrics)], folder / "metrics.csv")
+    # model (MNI) -> scan points: --transform reuses it, so runs of several models share one registration
+    sitk.WriteTransform(result.prepared.transform, str(folder / "transform.tfm"))
+
+
+def write_figures(result: CaseResult, folder: Path, atomic: bool = False) -> None:
+    """report.png and registration.png (FIGURE_OUTPUTS); atomic: each through a temporary file."""
     from .case_figure import write_registration, write_report  # matplotlib is imported only when a report is written
 
-    with paths.atomic_output_dir(out_dir, output_names(fmt), overwrite) as staging:
-        brain = sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8)
-        for name, image in zip(IMAGE_OUTPUTS, (result.pseudo_healthy, result.heatmap, result.segmentation, brain)):
-            io.write_image(image, staging / (name + FORMATS[fmt]))
-        (staging / "metrics.json").write_text(jsontext.dumps(result.metrics, indent=2) + "\n")
-        paths.write_csv([metrics.flat_metrics(result.metrics)], staging / "metrics.csv")
-        write_report(result, staging / "report.png")
-        write_registration(result.prepared, result.metrics["registration_qc"], staging / "registration.png")
-        # model (MNI) -> scan points: --transform reuses it, so runs of several models share one registration
-        sitk.WriteTransform(result.prepared.transform, str(staging / "transform.tfm"))
-    return Path(out_dir)
+    draw = {"report.png": lambda path: write_report(result, path),
+            "registration.png": lambda path: write_registration(result.prepared, result.metrics["registration_qc"], path)}
+    for name in FIGURE_OUTPUTS:
+        if atomic and not folder.is_dir():
+            return  # the front end has taken the outputs and removed the folder: nobody will look
+        if atomic:
+            paths.write_file_atomic(folder / name, draw[name], overwrite=True)
+        else:
+            draw[name](folder / name)

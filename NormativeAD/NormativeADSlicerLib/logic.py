@@ -89,7 +89,8 @@ class Job:
             # compared models share the first run's registration: same alignment, no repeated work
             transform_path=self.outputs[0][1] / "transform.tfm" if self.outputs else None,
             # the exported file is input.nrrd: the node's name (often the file's) says the contrast
-            contrast=guess_contrast(self.input_node.GetName() or ""))
+            contrast=guess_contrast(self.input_node.GetName() or ""),
+            figures=self.settings.keep_files)  # the figures of files that are removed would be drawn for nobody
         self._runner = self.process_factory(request, on_event=self._event)
         self._runner.start()
 

@@ -5,8 +5,10 @@ Lifecycle: ProcessRunner(request).start() hands the request's command line (`res
 idle one kept from an earlier run when there is one, so that the imports and, for a second model on
 the same scan, the registration are not paid again; a fresh one otherwise. A reader thread queues
 the worker's output lines; poll() (called by a GUI timer in Slicer, or by wait() in blocking mode)
-parses them into events and calls on_event; once the job has ended poll() returns False, `outcome`
-(a RunOutcome) says how, and the worker waits for the next run. cancel() kills the worker's whole
+parses them into events and calls on_event; once the outputs are in place (the "done" event) or the
+job has failed, poll() returns False and `outcome` (a RunOutcome) says how. The worker goes on to draw
+report.png and registration.png, then waits for the next run (a run handed to it meanwhile waits in
+its input, and skips the earlier job's last lines). cancel() kills the worker's whole
 process tree and starts a fresh one in the background; the command line writes its outputs
 atomically, so a cancelled run leaves neither files nor nodes. A worker that dies (a crash, a kill
 from outside) fails its job and is replaced at the next start.
@@ -101,6 +103,7 @@ class Worker:
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
             text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
         self.lines: queue.Queue = queue.Queue()
+        self.unfinished = 0  # earlier jobs still drawing their figures: their lines are not the next job's
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -110,6 +113,16 @@ class Worker:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def next_line(self) -> str | None:
+        """The current job's next line (queue.Empty when there is none yet; None once the worker has
+        ended), past what earlier jobs print up to their job-end."""
+        while True:
+            line = self.lines.get_nowait()
+            if not self.unfinished or line is None:
+                return line
+            if _event_of(line).get("event") == "job-end":
+                self.unfinished -= 1
 
     def submit(self, argv: list[str]) -> None:
         self.process.stdin.write(json.dumps({"argv": argv}) + "\n")
@@ -129,9 +142,13 @@ _idle: list[Worker] = []  # oldest first
 _idle_lock = threading.Lock()
 
 
+# Changes with every test while the worker cannot care: under pytest no run would find a warm worker.
+_NOT_THE_WORKERS = {"PYTEST_CURRENT_TEST"}
+
+
 def _pool_key(command: list[str], env: dict) -> tuple:
     """Workers are shared only between runs that would have started the same process."""
-    return tuple(command), frozenset(env.items()), os.getcwd()
+    return tuple(command), frozenset(i for i in env.items() if i[0] not in _NOT_THE_WORKERS), os.getcwd()
 
 
 def _take_worker(command: list[str], env: dict) -> Worker:
@@ -153,10 +170,22 @@ def _drained(worker: Worker) -> bool:
     """Empty an idle worker's queue (its "ready" line); False when it has ended meanwhile."""
     while True:
         try:
-            if worker.lines.get_nowait() is None:
+            if worker.next_line() is None:
                 return False
         except queue.Empty:
             return True
+
+
+def _event_of(line: str) -> dict:
+    """The JSON event a line carries ({} for a plain line of output)."""
+    if line.startswith("{"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return {}
+        if isinstance(event, dict) and "event" in event:
+            return event
+    return {}
 
 
 def _give_back(worker: Worker) -> None:
@@ -264,7 +293,7 @@ class ProcessRunner:
         ended = False
         while not ended:
             try:
-                line = self._worker.lines.get_nowait()
+                line = self._worker.next_line()
             except queue.Empty:
                 break
             if line is None:  # the worker is gone: its exit code is the run's
@@ -279,14 +308,10 @@ class ProcessRunner:
         return True
 
     def _handle_line(self, line: str) -> bool:
-        """Log or pass on one line of the worker's; True once it ends the job."""
-        event = None
-        if line.startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = None
-        if not isinstance(event, dict) or "event" not in event:
+        """Log or pass on one line of the worker's; True once the run is over for the front end: at its
+        job-end, or at "done", when its outputs are in place and the worker goes on to draw the figures."""
+        event = _event_of(line)
+        if not event:
             self._log.append(line)
             del self._log[:-200]
             return False
@@ -295,9 +320,13 @@ class ProcessRunner:
             return True
         if event["event"] == "ready":
             return False
-        if event["event"] == "done":
+        if event["event"] == "done" and not self._cancelled:
             self._done_event = event
-        elif event["event"] == "error":
+            self._exit_code = 0
+            self._worker.unfinished += 1  # its figures and job-end are still to come
+            self.on_event(event)
+            return True
+        if event["event"] == "error":
             self._error_event = event
         if not self._cancelled:
             self.on_event(event)

@@ -5,7 +5,8 @@ Measured, each the median of --runs repetitions:
 - cli: `normativead restore` in a fresh process (what every Apply cost before the worker);
 - whole_case: `normativead bench`'s figure (analyse() alone in a warm process, nothing written);
 - first_model_new_scan: a job on a warm, idle worker for a scan it has not seen (a fresh copy of the
-  file, so nothing is reused but the imports), outputs and figures written;
+  file, so nothing is reused but the imports), outputs written up to the "done" event (with --figures
+  the worker then draws the figures, and the next job waits for them);
 - second_model_same_scan: then another model on that same scan (registration and brain mask reused);
 - same_model_again: the first model again on that scan (model and registration reused).
 Jobs go through NormativeADSlicerLib.process.ProcessRunner, the runner the Slicer module and the web
@@ -40,11 +41,11 @@ def cli_seconds(model: str, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def job_seconds(scan: Path, model: str, out: Path) -> float:
+def job_seconds(scan: Path, model: str, out: Path, figures: bool) -> float:
     from NormativeADLib.options import RestoreOptions
     from NormativeADSlicerLib.process import ProcessRunner
 
-    runner = ProcessRunner(RestoreOptions(input_path=scan, out_dir=out, model=model, device="cpu"))
+    runner = ProcessRunner(RestoreOptions(input_path=scan, out_dir=out, model=model, device="cpu", figures=figures))
     started = time.perf_counter()
     runner.start()
     outcome = runner.wait(timeout=600)
@@ -61,6 +62,9 @@ def main() -> int:
     parser.add_argument("--model", default=catalogue.default_model("T1"))
     parser.add_argument("--second", default="dae-synth-weighted")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--figures", action="store_true",
+                        help="jobs draw report.png and registration.png (the module's 'keep files'; by default "
+                             "it keeps none and asks for no figures)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="normativead-latency-"))
     times = {k: [] for k in ("cli", "first_model_new_scan", "second_model_same_scan", "same_model_again")}
@@ -71,9 +75,9 @@ def main() -> int:
             times["cli"].append(cli_seconds(args.model, work / f"cli{run}"))
             scan = work / f"scan{run}.nii.gz"
             shutil.copyfile(SCAN, scan)
-            times["first_model_new_scan"].append(job_seconds(scan, args.model, work / f"a{run}"))
-            times["second_model_same_scan"].append(job_seconds(scan, args.second, work / f"b{run}"))
-            times["same_model_again"].append(job_seconds(scan, args.model, work / f"c{run}"))
+            times["first_model_new_scan"].append(job_seconds(scan, args.model, work / f"a{run}", args.figures))
+            times["second_model_same_scan"].append(job_seconds(scan, args.second, work / f"b{run}", args.figures))
+            times["same_model_again"].append(job_seconds(scan, args.model, work / f"c{run}", args.figures))
         whole = bench.run(SCAN, registry.load_model(args.model), "cpu", args.runs)["whole_case_s_median"]
     finally:
         process.close_idle_workers()

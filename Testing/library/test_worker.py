@@ -9,9 +9,11 @@ import subprocess
 import sys
 
 import pytest
+import SimpleITK as sitk
 
 from testsupport import REPO, SAMPLE
 from NormativeADLib import pipeline, warm
+from NormativeADLib.options import analysis_names
 
 SCAN = SAMPLE / "mslub_patient26_t1.nii.gz"
 pytestmark = pytest.mark.slow
@@ -47,13 +49,17 @@ def test_a_second_model_on_the_same_scan_reuses_its_registration(kept, counted, 
     assert second.prepared is first.prepared and not first.prepared.image.flags.writeable
     pipeline.analyse(SCAN, "dae-synth", device="cpu")  # loaded already
     assert counted == {"prepare": 1, "load_model": 2}
-    copy = tmp_path / SCAN.name  # the same pixels from another file: prepared on its own
+    # the same file content under another name (the Slicer module exports the volume for every Apply)
+    copy = tmp_path / "input.nii.gz"
     copy.write_bytes(SCAN.read_bytes())
-    pipeline.analyse(copy, "dae-synth", device="cpu")
+    pipeline.analyse(copy, "ae-ixi-t1", device="cpu")
+    assert counted["prepare"] == 1
+    os.utime(copy, ns=(0, 0))  # touched, not changed: still the same scan
+    pipeline.analyse(copy, "ae-ixi-t1", device="cpu")
+    assert counted["prepare"] == 1
+    sitk.WriteImage(sitk.ReadImage(str(SCAN)) * 1.5, str(copy))  # new content: prepared again, never stale
+    pipeline.analyse(copy, "ae-ixi-t1", device="cpu")
     assert counted["prepare"] == 2
-    os.utime(copy, ns=(0, 0))  # the file changed since: prepared again, never a stale registration
-    pipeline.analyse(copy, "dae-synth", device="cpu")
-    assert counted["prepare"] == 3
 
 
 def test_a_one_shot_run_keeps_nothing(counted):
@@ -88,9 +94,18 @@ def test_the_worker_runs_jobs_one_after_another_and_survives_their_errors(tmp_pa
         code, events, text = job(json.dumps({"argv": ["restore", str(SCAN), "--model", "dae-synth", "--device", "cpu",
                                                       "--out", str(out), "--progress", "json"]}))
         assert code == 0, text
-        assert events[-1]["event"] == "done" and (out / "heatmap.nii.gz").is_file()
+        names = [e["event"] for e in events]
+        # the outputs are announced before the figures are drawn (a front end shows the overlay then)
+        assert names.index("done") < names.index("figures") == len(names) - 1
+        assert (out / "heatmap.nii.gz").is_file() and (out / "report.png").is_file()
         code, events, _ = job(json.dumps({"argv": ["restore", str(SCAN), "--out", str(out), "--progress", "json"]}))
         assert code == 4 and "already exists" in events[-1]["message"]  # as the one-shot command answers
+        bare = tmp_path / "bare"  # what the Slicer module and the web viewer ask for: no figures
+        code, events, text = job(json.dumps({"argv": ["restore", str(SCAN), "--model", "dae-synth", "--device", "cpu",
+                                                      "--out", str(bare), "--progress", "json", "--no-figures"]}))
+        assert code == 0, text
+        assert [e["event"] for e in events if e["event"] != "progress"] == ["done"]
+        assert sorted(p.name for p in bare.iterdir()) == sorted(analysis_names("nifti"))
         worker.stdin.close()
         assert worker.wait(timeout=60) == 0
     finally:

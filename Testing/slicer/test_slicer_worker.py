@@ -44,11 +44,20 @@ def finished(runner: ProcessRunner):
 
 
 def test_runs_one_after_another_share_one_worker(runs):
-    first, second = runs(), runs("dae-synth")
-    finished(first)
+    first, second, seen = runs(), runs("dae-synth"), []
+    second.on_event = seen.append
+    finished(first)  # ends at "done": the worker draws its figures while the second run is handed to it
     finished(second)
     assert second._process.pid == first._process.pid and first._process.poll() is None
     assert list(second.request.out_dir.glob("heatmap.*"))
+    # the second run saw only its own events, not the end of the first's
+    assert {e.get("out") for e in seen if "out" in e} == {str(second.request.out_dir)}
+    assert [e["event"] for e in seen if e["event"] != "progress"] == ["done"]
+    assert (first.request.out_dir / "report.png").is_file()  # drawn before the worker took the second job
+    deadline = time.monotonic() + 60
+    while not (second.request.out_dir / "registration.png").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (second.request.out_dir / "report.png").is_file()
 
 
 def test_a_cancel_replaces_the_worker(runs):
