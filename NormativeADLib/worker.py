@@ -14,6 +14,7 @@ the front end killing the worker: outputs are written atomically, so a killed jo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
@@ -71,7 +72,11 @@ def _argv_of(line: str) -> list[str] | None:
 def _import_ahead() -> None:
     """What every restore needs, imported while the user is still choosing (about 5 s of a cold run)."""
     from . import cli, pipeline, report  # noqa: F401
-    from .models import FAMILIES  # noqa: F401
+    from .catalogue import default_model, get_card
+    from .models import FAMILIES
+
+    with contextlib.suppress(Exception):  # no usable default model: the first job says what is wrong
+        FAMILIES[get_card(default_model()).family]  # the default's family, MONAI with it
 
 
 def _say(name: str, **fields) -> None:

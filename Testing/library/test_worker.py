@@ -111,3 +111,14 @@ def test_the_worker_runs_jobs_one_after_another_and_survives_their_errors(tmp_pa
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_run_imports_only_what_its_model_needs():
+    """An intensity baseline without a reference needs neither MONAI nor scikit-learn (2 s of imports)."""
+    code = ("import sys\nfrom NormativeADLib import pipeline\n"
+            f"pipeline.analyse({str(SCAN)!r}, 'intensity-t1', device='cpu')\n"
+            "print(sorted(m for m in ('monai', 'sklearn') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]"
