@@ -132,17 +132,26 @@ def detection_metrics(score: np.ndarray, segmentation: np.ndarray, reference: np
 
     y = reference[region].astype(bool)
     s = score[region]
-    pred = segmentation[region]
     both_classes = 0 < y.sum() < y.size
+    return {
+        **segmentation_against_reference(segmentation, reference, region),
+        "auprc": float(average_precision_score(y, s)) if both_classes else None,
+        "auroc": float(roc_auc_score(y, s)) if both_classes else None,
+        "reference_volume_ml": float(reference.sum() * np.prod(spacing_mm) / 1000.0),
+    }
+
+
+def segmentation_against_reference(segmentation: np.ndarray, reference: np.ndarray, region: np.ndarray) -> dict:
+    """The figures that move with the threshold: Dice, the share of reference lesions touched, flagged
+    components touching no lesion, and the number of lesions (all inside region). No scikit-learn: the
+    Slicer module and the web viewer recompute them at every threshold in their own process."""
+    segmentation, reference = segmentation.astype(bool), reference.astype(bool)
     ref_labels, n_ref = anomaly.label_components(reference & region)
     pred_labels, n_pred = anomaly.label_components(segmentation & region)
     detected = np.unique(ref_labels[(ref_labels > 0) & segmentation])
     hit_preds = np.unique(pred_labels[(pred_labels > 0) & reference])
     return {
-        "dice": anomaly.dice(pred, y),
-        "auprc": float(average_precision_score(y, s)) if both_classes else None,
-        "auroc": float(roc_auc_score(y, s)) if both_classes else None,
-        "reference_volume_ml": float(reference.sum() * np.prod(spacing_mm) / 1000.0),
+        "dice": anomaly.dice(segmentation[region], reference[region]),
         "n_reference_lesions": int(n_ref),
         "lesion_detection_rate": float(len(detected) / n_ref) if n_ref else None,
         "false_positive_components": int(n_pred - len(hit_preds)),

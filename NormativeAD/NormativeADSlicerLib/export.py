@@ -13,7 +13,7 @@ import slicer
 from NormativeADLib import paths
 from NormativeADLib.options import FORMATS
 
-from .nodes import segment_array, volume_like, write_volume, write_with_storage
+from .nodes import mask_array, segment_array, volume_like, write_volume, write_with_storage
 from .scene import SEGMENT_ID, Result, table_as_rows, table_node
 
 
@@ -96,17 +96,14 @@ def write_run_inputs(folder: str | Path, input_node, mask_node=None, reference_n
             continue
         path = folder / f"{key}.nrrd"
         if node.IsA("vtkMRMLSegmentationNode"):
-            segmentation = node.GetSegmentation()
-            merged = np.zeros(slicer.util.arrayFromVolume(input_node).shape, np.uint8)
-            for i in range(segmentation.GetNumberOfSegments()):
-                merged |= segment_array(node, segmentation.GetNthSegmentID(i), input_node)
             holder = slicer.vtkMRMLLabelMapVolumeNode()
             holder.CopyOrientation(input_node)
-            slicer.util.updateVolumeFromArray(holder, merged)
+            slicer.util.updateVolumeFromArray(holder, mask_array(node, input_node).astype(np.uint8))
             files[key] = write_volume(holder, path)
         else:
             files[key] = write_volume(node, path)
     return files
+
 
 
 __all__ = ["export_result", "write_labelmap", "write_metrics_csv", "write_run_inputs", "write_segmentation",

@@ -66,6 +66,7 @@ class Job:
         self.on_finished = on_finished or (lambda state: None)
         self.process_factory = process_factory
         self.state = JobState()
+        self.reference_node = reference_node
         self.work_dir = new_work_dir()
         self.inputs = export.write_run_inputs(self.work_dir / "inputs", input_node, mask_node, reference_node)
         self.outputs: list[tuple[str, Path]] = []
@@ -131,7 +132,8 @@ class Job:
         results = []  # every folder was read and checked above: a bad one fails before the scene changes
         for model, run in runs:
             results.append(scene_logic.load_result(self.scene, self.input_node, run, model,
-                                                   opacity=self.settings.opacity, show=len(self.outputs) == 1))
+                                                   opacity=self.settings.opacity, show=len(self.outputs) == 1,
+                                                   reference=self.reference_node))
             devices = results[-1].metrics.get("device")
             if devices:
                 self.state.device = str(devices)

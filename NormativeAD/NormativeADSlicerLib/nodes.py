@@ -150,3 +150,15 @@ def mark_unedited(node, reference=None) -> None:
 def was_edited(node, reference=None) -> bool:
     stored = node.GetAttribute(ATTR + "Fingerprint")
     return stored is None or stored != node_fingerprint(node, reference)
+
+
+def mask_array(node, input_node) -> np.ndarray:
+    """A label map volume or a segmentation (all segments merged) as a boolean (z, y, x) array on the
+    input's grid: what the command line reads from the exported file."""
+    if not node.IsA("vtkMRMLSegmentationNode"):
+        return slicer.util.arrayFromVolume(node) > 0
+    segmentation = node.GetSegmentation()
+    merged = np.zeros(slicer.util.arrayFromVolume(input_node).shape, bool)
+    for i in range(segmentation.GetNumberOfSegments()):
+        merged |= segment_array(node, segmentation.GetNthSegmentID(i), input_node) > 0
+    return merged

@@ -25,7 +25,7 @@ import numpy as np
 import slicer
 import vtk
 
-from .nodes import (ATTR, ensure_segmentation_support, mark_unedited, read_volume_array, same_grid,
+from .nodes import (ATTR, ensure_segmentation_support, mark_unedited, mask_array, read_volume_array, same_grid,
                     set_segment_array, volume_like, was_edited)
 
 ROLE = ATTR + "Role"
@@ -122,6 +122,11 @@ class Result:
     @property
     def brain_mask(self):
         return self._ref("brainMask")
+
+    @property
+    def reference(self):
+        """The reference lesion node the run was scored against (None without one, or once removed)."""
+        return self._ref("reference")
 
     @property
     def metrics(self) -> dict:
@@ -230,8 +235,11 @@ def read_run(input_node, out_dir: str | Path) -> RunFiles:
 
 
 def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str | None = None,
-                opacity: float = DEFAULT_OPACITY, show: bool = True) -> Result:
+                opacity: float = DEFAULT_OPACITY, show: bool = True, reference=None) -> Result:
     """Turn a finished run's folder (or its files already read) into scene nodes on input_node's grid.
+
+    reference: the lesion node (label map or segmentation) the run was scored against: the table's
+    Dice, detection and false components follow the threshold against it.
 
     Everything is read and checked before the scene is touched, so a bad folder leaves the scene
     as it was. A previous result of the same model on the same input is replaced when the user has
@@ -263,6 +271,8 @@ def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str
     heatmap.SetAttribute(ATTR + "ThresholdSource", str(threshold.get("source", "manual")))
     heatmap.SetNodeReferenceID(ATTR + "input", input_node.GetID())
     heatmap.SetNodeReferenceID(ATTR + "pseudoHealthy", pseudo.GetID())
+    if reference is not None and metrics.get("reference"):
+        heatmap.SetNodeReferenceID(ATTR + "reference", reference.GetID())
     if "brain_mask" in arrays:
         brain = volume_like(scene, input_node, arrays["brain_mask"].astype(np.uint8), f"{name} brain mask", label=True)
         brain.SetAttribute(ROLE, "brainMask")
@@ -428,10 +438,27 @@ def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]
         flat["anomaly_volume_ml"] = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
         flat["n_components"] = int(volumes.size)
         flat["largest_component_ml"] = float(volumes[0]) if volumes.size else 0.0
-        for key in ("ref_dice", "ref_lesion_detection_rate", "ref_false_positive_components", "ssim_outside_anomaly",
-                    "mae_outside_anomaly", "lpips_outside_anomaly", "ssim_inside_anomaly", "caci"):
-            flat.pop(key, None)  # they were measured at the old threshold
+        # measured in model space at the run's threshold: the run's figures, not this threshold's
+        for key in ("ssim_outside_anomaly", "mae_outside_anomaly", "lpips_outside_anomaly", "ssim_inside_anomaly",
+                    "caci"):
+            flat.pop(key, None)
+        flat.update(_against_reference(result, mask))
     return {header: _format(flat.get(key)) for header, key, _ in TABLE_COLUMNS}
+
+
+def _against_reference(result: Result, mask: np.ndarray) -> dict:
+    """Dice, detection rate and false components of this mask against the run's reference, in the brain
+    mask as the command line scores them; blank when the reference is gone from the scene."""
+    from NormativeADLib.metrics import segmentation_against_reference
+
+    keys = ("ref_dice", "ref_lesion_detection_rate", "ref_false_positive_components")
+    if result.reference is None:
+        return dict.fromkeys(keys)
+    reference = mask_array(result.reference, result.input)
+    brain = result.brain_mask
+    region = slicer.util.arrayFromVolume(brain) > 0 if brain is not None else np.ones(mask.shape, bool)
+    figures = segmentation_against_reference(mask, reference, region)
+    return dict(zip(keys, (figures["dice"], figures["lesion_detection_rate"], figures["false_positive_components"])))
 
 
 def _format(value) -> str:

@@ -93,8 +93,8 @@ def test_cli_streamed_progress(cli_run):
     assert progress, "no progress events were streamed"
     fractions = [e["fraction"] for e in progress]
     assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] <= 1.0
-    # "done" when the outputs are in place, then the figures (drawn after a front end shows the overlay)
-    assert [e["event"] for e in events if e["event"] != "progress"] == ["done", "figures"]
+    # the run ends for the module at "done", when the outputs are in place (the figures come after it)
+    assert [e["event"] for e in events if e["event"] != "progress"] == ["done"]
 
 
 def test_result_nodes_have_the_input_geometry(scene, sample_volume, loaded, cli_run):
@@ -165,6 +165,32 @@ def test_threshold_moves_without_rerunning(scene, loaded, cli_run, sample_volume
         assert float(row["Anomaly volume (mL)"]) == pytest.approx(expected.sum() * voxel_ml, rel=1e-3)
         assert float(row["Threshold"]) == pytest.approx(value, rel=1e-3)
     assert node_ids(scene) == before  # re-thresholding adds no node
+
+
+def test_the_table_scores_every_threshold_against_the_reference(scene, sample_volume, cli_run):
+    """Dice, detection rate and false components follow the threshold (they vanished before); the
+    run's own row equals the command line's figures."""
+    from NormativeADLib.metrics import segmentation_against_reference
+
+    out_dir, metrics, _ = cli_run
+    lesion = load_volume(scene, SAMPLE_LESION, "lesion")
+    result = scene_logic.load_result(scene, sample_volume, out_dir, metrics["model"]["id"], reference=lesion)
+    brain = slicer.util.arrayFromVolume(result.brain_mask) > 0
+    reference = file_array(SAMPLE_LESION)[0] > 0
+    for choice in ("fpr10", metrics["threshold"]["value"] * 0.7):
+        mask = scene_logic.set_threshold(scene, result, choice)
+        expected = segmentation_against_reference(mask, reference, brain)
+        row = scene_logic.table_as_rows(scene_logic.table_node(scene))[0]
+        assert float(row["Dice"]) == pytest.approx(expected["dice"], rel=1e-3, abs=1e-6)
+        assert float(row["Lesion detection rate"]) == pytest.approx(expected["lesion_detection_rate"], rel=1e-3)
+        assert int(row["False positive components"]) == expected["false_positive_components"]
+        assert row["AUPRC"] != ""  # no threshold in it: the run's figure stays
+    scene_logic.set_threshold(scene, result, metrics["threshold"]["value"])
+    row = scene_logic.table_as_rows(scene_logic.table_node(scene))[0]
+    assert float(row["Dice"]) == pytest.approx(metrics["reference"]["dice"], rel=1e-3, abs=1e-6)
+    scene.RemoveNode(lesion)  # the user removed the reference: nothing to score against
+    scene_logic.set_threshold(scene, result, "fpr10")
+    assert scene_logic.table_as_rows(scene_logic.table_node(scene))[0]["Dice"] == ""
 
 
 def test_metrics_table_contents(scene, loaded, cli_run):

@@ -144,6 +144,7 @@ def test_sample_case_run_threshold_compare_download(page, cli_run, tmp_path, ser
     page.choose("na-threshold-policy", "z3")
     page.wait(lambda: page.table()[0]["Threshold source"] == "z3", 30, "the z3 policy was not applied")
     assert float(page.table()[0]["Anomaly volume (mL)"]) < volume_z2
+    assert page.table()[0]["Dice"], "the Dice follows the threshold against the reference"
     page.press_on_slider("na-threshold", Keys.ARROW_RIGHT, 3)
     page.wait(lambda: page.table()[0]["Threshold"] == "3.03", 30, "three steps of the slider did not re-segment")
     assert page.table()[0]["Threshold source"] == "manual"
