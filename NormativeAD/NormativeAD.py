@@ -263,8 +263,8 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.dependenciesLabel.visible = bool(absent)
         if absent:
             self.ui.dependenciesLabel.text = _(
-                "To run, NormativeAD needs these Python packages: {names}. Slicer's own torch, numpy "
-                "and SimpleITK are kept.").format(names=", ".join(absent))
+                "To run, NormativeAD needs these Python packages: {names}. Nothing installed is "
+                "replaced, but a package older than NormativeAD needs.").format(names=", ".join(absent))
 
     def onInstallDependencies(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):

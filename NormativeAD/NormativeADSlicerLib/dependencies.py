@@ -1,9 +1,12 @@
 """Python packages the library needs inside 3D Slicer: checked on first use, installed after asking.
 
-- torch comes from the PyTorch extension's installer (PyTorchUtils), which picks the right CUDA build.
-- The other packages (Resources/requirements.txt) are pip-installed into Slicer's Python after the
-  user agrees, constrained so that pip never replaces the torch build the PyTorch extension chose,
-  nor Slicer's own numpy or SimpleITK (monai, for one, would otherwise pull a torch of its choice).
+- torch comes from the PyTorch extension's installer (PyTorchUtils), which picks the right CUDA build;
+  a torch older than TORCH_REQUIREMENT is upgraded the same way.
+- The other packages (Resources/requirements.txt, lower bounds) are pip-installed into Slicer's Python
+  after the user agrees, constrained so that pip replaces nothing already installed (Slicer's numpy,
+  SimpleITK and scipy, the torch build the PyTorch extension chose: monai, for one, would otherwise
+  pull a torch of its choice), except a package below the bound the library needs, which is upgraded.
+- A package upgraded while Slicer had it imported takes effect after a restart, which is offered.
 - Nothing is installed at import time; only ensure() installs, and only after a confirmation.
 
 This file is the one part of the library that needs the Slicer application (slicer.util dialogs and
@@ -14,11 +17,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import sys
 import tempfile
 from pathlib import Path
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
-PROTECTED = ("torch", "numpy", "SimpleITK")  # builds chosen by Slicer or its PyTorch extension: never replaced
 TORCH_REQUIREMENT = ">=2.2"
 
 
@@ -31,78 +34,141 @@ def _distribution(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]
 
 
+def _satisfied(requirement: str, version: str) -> bool:
+    """Whether an installed version meets the requirement's bounds (pip's own version rules)."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # Slicer's Python always has pip, which carries the same module
+        from pip._vendor.packaging.requirements import Requirement
+    return Requirement(requirement).specifier.contains(version, prereleases=True)
+
+
 def missing(reqs: list[str] | None = None) -> list[str]:
-    """Requirements whose distribution is not installed (versions are lower bounds only; not checked)."""
-    absent = []
+    """Requirements not installed, or installed below their bounds (listed as the requirement)."""
+    unmet = []
     for requirement in reqs if reqs is not None else requirements():
         try:
-            importlib.metadata.version(_distribution(requirement))
+            version = importlib.metadata.version(_distribution(requirement))
         except importlib.metadata.PackageNotFoundError:
-            absent.append(requirement)
-    return absent
+            unmet.append(requirement)
+            continue
+        if not _satisfied(requirement, version):
+            unmet.append(requirement)
+    return unmet
+
+
+def outdated(reqs: list[str]) -> list[str]:
+    """The distributions of reqs that are installed (below their bounds, if in missing())."""
+    names = []
+    for requirement in reqs:
+        try:
+            importlib.metadata.version(_distribution(requirement))
+            names.append(_distribution(requirement))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return names
 
 
 def missing_all() -> list[str]:
-    """Everything the library needs that is not installed yet, torch first (standard library only)."""
-    return ([] if torch_installed() else ["torch"]) + missing()
+    """Everything the library needs that is not installed yet (or too old), torch first."""
+    torch = [] if torch_installed() else [f"torch{TORCH_REQUIREMENT}" if outdated(["torch"]) else "torch"]
+    return torch + missing()
 
 
 def torch_installed() -> bool:
-    try:
-        importlib.metadata.version("torch")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
+    """torch is installed at a version the library works with."""
+    return not missing([f"torch{TORCH_REQUIREMENT}"])
 
 
-def constraints_file() -> Path:
-    """A pip constraints file pinning the installed torch, numpy and SimpleITK to their current versions."""
-    pins = []
-    for name in PROTECTED:
-        try:
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
+def constraints_file(upgrade: list[str] = ()) -> Path:
+    """A pip constraints file pinning every installed distribution to its version, but those in upgrade."""
+    keep = {_canonical(n) for n in upgrade}
+    pins = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and _canonical(name) not in keep and _canonical(name) not in pins:
+            pins[_canonical(name)] = f"{name}=={dist.version}"
     handle = tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False)
-    handle.write("\n".join(pins) + "\n")
+    handle.write("\n".join(sorted(pins.values())) + "\n")
     handle.close()
     return Path(handle.name)
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def imported(distributions: list[str]) -> list[str]:
+    """Those of the distributions whose modules this Python process has imported already."""
+    modules = importlib.metadata.packages_distributions()
+    wanted = {_canonical(d) for d in distributions}
+    loaded = {_canonical(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
+    return sorted(wanted & loaded)
+
+
 def ensure(ask: bool = True) -> bool:
-    """Make torch and the other packages importable in Slicer's Python; False if the user declined.
+    """Make torch and the other packages importable in Slicer's Python; False if the user declined or
+    Slicer must restart first (an upgraded package was imported already: the restart is offered).
 
     Raises RuntimeError with a readable reason when an installation fails.
     """
     import slicer
 
+    upgraded = []
     if not torch_installed():
         try:
             import PyTorchUtils
         except ImportError:
             raise RuntimeError("NormativeAD needs PyTorch: install the PyTorch extension from the Extensions "
                                "Manager, restart Slicer, and try again.") from None
+        upgraded += outdated(["torch"])
         torch_logic = PyTorchUtils.PyTorchUtilsLogic()
         if torch_logic.installTorch(askConfirmation=ask, torchVersionRequirement=TORCH_REQUIREMENT) is None:
             return False
     absent = missing()
-    if not absent:
-        return True
-    if ask and not slicer.util.confirmOkCancelDisplay(
-            "NormativeAD needs these Python packages, which are not installed yet:\n\n  "
-            + "\n  ".join(absent)
-            + "\n\nInstall them now? (This downloads them with pip; the torch, numpy and SimpleITK in place stay as they are.)",
-            windowTitle="NormativeAD: install Python packages"):
-        return False
-    constraints = constraints_file()
+    if absent:
+        old = outdated(absent)
+        if ask and not slicer.util.confirmOkCancelDisplay(
+                "NormativeAD needs these Python packages, which are not installed yet"
+                + (f" or older than it needs ({', '.join(old)})" if old else "") + ":\n\n  "
+                + "\n  ".join(absent)
+                + "\n\nInstall them now? (This downloads them with pip; nothing else already installed is "
+                  "replaced.)",
+                windowTitle="NormativeAD: install Python packages"):
+            return False
+        _pip_install(absent, old)
+        upgraded += old
+    if upgraded:
+        from .process import close_idle_workers
+
+        close_idle_workers()  # a waiting analysis worker has the old versions imported
+    return _restarted_if_needed(imported(upgraded), ask)
+
+
+def _pip_install(absent: list[str], upgrade: list[str]) -> None:
+    import slicer
+
+    constraints = constraints_file(upgrade)
     try:
         with slicer.util.WaitCursor():
             slicer.util.pip_install(["-c", str(constraints), *absent])
-    except Exception as err:
+    except Exception as err:  # reported once, by the caller's dialog
         raise RuntimeError(f"installing {', '.join(absent)} failed: {err}") from None
     finally:
         constraints.unlink(missing_ok=True)
     still = missing(absent)
     if still:
         raise RuntimeError(f"these packages are still missing after installation: {', '.join(still)}")
-    return True
+
+
+def _restarted_if_needed(stale: list[str], ask: bool) -> bool:
+    """True when nothing upgraded was in use; otherwise offer the restart the new versions need."""
+    if not stale:
+        return True
+    import slicer
+
+    message = (f"{', '.join(stale)} {'was' if len(stale) == 1 else 'were'} upgraded while Slicer had "
+               "the old version loaded: restart Slicer to use the new one. Restart now?")
+    if ask and slicer.util.confirmYesNoDisplay(message, windowTitle="NormativeAD: restart Slicer"):
+        slicer.util.restart()
+    return False

@@ -407,16 +407,57 @@ def test_apply_to_overlay_with_a_warm_worker_is_reported(cli_run, record_propert
 # -- dependencies on a fresh Slicer
 
 
-def test_pip_constraints_pin_torch_numpy_and_simpleitk_as_installed():
+def test_pip_constraints_pin_everything_installed_but_what_must_be_upgraded():
+    """Slicer's scipy (and every other installed package) is pinned like torch, numpy and SimpleITK;
+    only a package below the library's bound is left free for pip to upgrade."""
     from NormativeADSlicerLib import dependencies
 
-    path = dependencies.constraints_file()
+    path = dependencies.constraints_file(upgrade=["scipy"])
     try:
-        pins = dict(line.split("==", 1) for line in path.read_text().split() if "==" in line)
+        pins = {name.lower(): version for name, version in
+                (line.split("==", 1) for line in path.read_text().split() if "==" in line)}
     finally:
         path.unlink(missing_ok=True)
-    for name in ("torch", "numpy", "SimpleITK"):
-        assert pins.get(name) == importlib.metadata.version(name), (name, pins)
+    for name in ("torch", "numpy", "SimpleITK", "nibabel", "matplotlib"):
+        assert pins.get(name.lower()) == importlib.metadata.version(name), (name, sorted(pins)[:20])
+    assert "scipy" not in pins and len(pins) > 20
+
+
+def test_installed_versions_below_the_bounds_count_as_missing():
+    import numpy  # noqa: F401 - in use in this process
+    from NormativeADSlicerLib import dependencies
+
+    numpy = importlib.metadata.version("numpy")
+    assert dependencies.missing([f"numpy>={numpy}", "numpy>=999"]) == ["numpy>=999"]
+    assert dependencies.outdated(["numpy>=999", "surely-not-installed-pkg>=1"]) == ["numpy"]
+    assert dependencies.imported(["numpy", "surely-not-installed-pkg"]) == ["numpy"]
+
+
+def test_an_upgrade_of_a_package_in_use_offers_a_restart(h, monkeypatch):
+    """scipy below its bound: the user agrees, pip upgrades it (constraints leave it free, pin the
+    rest), and since Slicer has the old scipy loaded the module asks to restart instead of running."""
+    import qt
+    import slicer
+    from NormativeADSlicerLib import dependencies
+
+    import scipy  # noqa: F401 - loaded, as Slicer's own modules load it
+
+    calls, pending = [], ["scipy>=99"]
+    monkeypatch.setattr(dependencies, "torch_installed", lambda: True)
+    monkeypatch.setattr(dependencies, "missing", lambda reqs=None: list(pending))
+    monkeypatch.setattr(dependencies, "outdated", lambda reqs: ["scipy"] if reqs else [])
+
+    def pip_install(args):
+        calls.append(Path(args[1]).read_text().split())
+        pending.clear()
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    replies = []
+    h.dialog_reply = lambda box: replies.append(box.text) or (qt.QMessageBox.Ok if len(replies) == 1 else qt.QMessageBox.No)
+    assert dependencies.ensure(ask=True) is False  # the new scipy needs a restart first
+    assert "older than it needs (scipy)" in replies[0] and "restart Slicer" in replies[1], replies
+    assert not any(pin.startswith("scipy==") for pin in calls[0]) and any(p.startswith("numpy==") for p in calls[0])
+    assert h.app.overrideCursorDepth == 0
 
 
 def test_torch_comes_from_pytorch_utils_after_asking(h, monkeypatch):
@@ -443,6 +484,7 @@ def test_a_fresh_slicer_without_torch_lists_the_models_and_offers_one_install_st
     from NormativeADSlicerLib import dependencies
 
     monkeypatch.setattr(dependencies, "torch_installed", lambda: False)
+    monkeypatch.setattr(dependencies, "outdated", lambda reqs: [])  # absent, not old
     monkeypatch.setattr(dependencies, "missing", lambda reqs=None: ["monai>=1.4"])
     load_sample(h)
     widget = open_panel(h)
