@@ -183,6 +183,7 @@ class NormativeADWebApp(TrameApp):
             return False
         s = self.state
         s.error = ""
+        s.progress = 0  # the last run's bar belongs to the scan that went
         s.scan_name = node.GetName()
         s.status = f"{node.GetName()} opened; choose a model and press Run."
         contrast, model = self.session.suggested_model()
@@ -206,12 +207,14 @@ class NormativeADWebApp(TrameApp):
         if reference_source in self._sources:
             self._open_reference(self._sources[reference_source].path)
 
-    def _open_reference(self, path: Path) -> None:
+    def _open_reference(self, path: Path) -> bool:
         try:
             self.session.load_reference(path)
             self.state.error = ""
+            return True
         except Exception as err:
             self._fail(err)
+            return False
 
     def upload(self, files, role: str = "scan") -> None:
         """Files chosen in the page: written to the private upload folder, then opened as scan or reference."""
@@ -221,9 +224,10 @@ class NormativeADWebApp(TrameApp):
         except Exception as err:
             self._fail(err)
             return
-        if role == "reference":
-            self._open_reference(path)
-        elif self._open_scan(path):
+        opened = self._open_reference(path) if role == "reference" else self._open_scan(path)
+        if not opened:
+            self.session.discard_upload(path)  # refused: nothing of it stays on the server
+        elif role != "reference":
             self.state.scan_source = None  # the scan shown is the upload, no longer the one picked
 
     # ------------------------------------------------------------------------------------------

@@ -106,6 +106,15 @@ class WebSession:
         target.write_bytes(content)
         return target
 
+    def discard_upload(self, path: str | Path | None) -> None:
+        """Remove an upload this session holds no more (refused, or replaced by another scan); files
+        outside the private upload folder (the sample, --data) are never touched."""
+        if path is None:
+            return
+        folder = Path(path).resolve().parent
+        if folder.parent == self.upload_dir.resolve() and folder.name.startswith("upload-"):
+            shutil.rmtree(folder, ignore_errors=True)
+
     # -- the scan and its reference
 
     def load_scan(self, path: str | Path, name: str | None = None):
@@ -152,6 +161,8 @@ class WebSession:
             scene_logic.remove_result(self.scene, result)
         self.clear_reference()
         if self.scan is not None:
+            storage = self.scan.GetStorageNode()
+            self.discard_upload(storage.GetFileName() if storage else None)
             self.scene.RemoveNode(self.scan)
         self.scan, self.results, self.current = None, [], None
 

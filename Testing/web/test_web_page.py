@@ -229,6 +229,8 @@ def test_bad_uploads_are_refused_in_the_page_with_the_command_lines_words(page, 
     page.upload("na-scan-upload", garbage)
     page.wait(lambda: page.error(), 30, "no error shown for a file that is no image")
     assert page.error() == expected
+    private = next(server.tmp.glob("normativead-web-*"))
+    assert not list(private.rglob("garbage.nii.gz")), "a refused upload must not stay on the server"
 
     oversized = tmp_path / "big.nii.gz"
     with oversized.open("wb") as handle:
