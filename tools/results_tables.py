@@ -1,20 +1,26 @@
-"""The result tables, made from the evaluation outputs kept here and the models' cards.
+"""The result tables, made from the evaluation outputs kept in docs/evaluation and the models' cards.
 
-    .venv/bin/python docs/evaluation/tables.py > /tmp/tables.md
+    .venv/bin/python tools/results_tables.py
 
-rewrites docs/evaluation/policies.md (every policy of every case) and prints the README's tables
-(every model on every case at its default policy; mean AUPRC per contrast) to paste into its Results.
-Each folder docs/evaluation/<name>/ holds one `normativead evaluate` output (evaluation.json).
+rewrites, in place, the generated tables of the documentation: in docs/results.md every model on every
+development case at its default policy (`summary`) and the mean AUPRC per contrast (`auprc`); in
+docs/models.md every model's synthetic-anomaly validation (`synthetic`). Each table lies between two
+HTML comments, `<!-- results_tables:NAME -->` and `<!-- /results_tables:NAME -->`; what lies between
+them is replaced, the rest of the page is left as written, and a missing or doubled marker stops the
+script before any file is written. It also rewrites docs/evaluation/policies.md (every policy of every
+case). Each folder docs/evaluation/<name>/ holds one `normativead evaluate` output (evaluation.json).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+EVALUATIONS = ROOT / "docs" / "evaluation"
+sys.path.insert(0, str(ROOT))  # the library of this checkout, also when it is not installed
 
 from NormativeADLib import catalogue  # noqa: E402
 from NormativeADLib.options import CONTRASTS  # noqa: E402
@@ -25,7 +31,7 @@ POLICIES = ("fpr1", "fpr5", "fpr10", "comp10", "adaptive", "p50")  # the columns
 
 def evaluations() -> list[dict]:
     """Evaluations that scored every threshold policy (older ones, fpr thresholds only, are left out)."""
-    reports = [json.loads(p.read_text()) for p in sorted(HERE.glob("*/evaluation.json"))]
+    reports = [json.loads(p.read_text()) for p in sorted(EVALUATIONS.glob("*/evaluation.json"))]
     return [r for r in reports if "default_threshold" in r["model"]]
 
 
@@ -82,7 +88,7 @@ def _healthy_median(model: str, policy: str) -> str:
 
 
 def summary_table(reports: list[dict]) -> str:
-    """The README's one table: every shipped model and intensity baseline on every dev case it was run on."""
+    """Every shipped model and intensity baseline on every dev case it was run on (docs/results.md)."""
     lines = ["| model | case (contrast) | default policy | flagged / lesion mL | Dice (default) | Dice (best threshold) "
              "| AUPRC | AUROC | healthy IXI median mL (default) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -137,7 +143,7 @@ def _fmt(value, pattern: str = "{:.3f}") -> str:
 
 POLICIES_HEADER = """# Every threshold policy on the development cases
 
-Made by `.venv/bin/python docs/evaluation/tables.py` from the evaluations in this folder (development \
+Made by `.venv/bin/python tools/results_tables.py` from the evaluations in this folder (development \
 cases; more are held back). Flagged and lesion volumes on the native grid inside the brain mask; the \
 model's default policy is marked. The second table: median flagged mL on the 15 healthy IXI validation \
 subjects (model space) per policy; for a model not trained for T1, those scans redrawn as synthetic scans \
@@ -145,16 +151,48 @@ of its contrasts from their tissue labels (marked).
 """
 
 
+class MarkerError(RuntimeError):
+    """A generated table's markers are missing from its page, or appear more than once."""
+
+
+def replace_between_markers(text: str, name: str, table: str, page: str) -> str:
+    """text with what lies between the markers of table `name` replaced by `table` (one blank line
+    either side, so that Markdown reads it as a table); MarkerError unless each marker is there once,
+    start before end."""
+    start, end = f"<!-- results_tables:{name} -->", f"<!-- /results_tables:{name} -->"
+    counts = (text.count(start), text.count(end))
+    if counts != (1, 1) or text.index(start) > text.index(end):
+        raise MarkerError(f"{page}: expected one '{start}' followed by one '{end}' around the generated "
+                          f"table (found {counts[0]} and {counts[1]}); put them back around the table")
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    return pattern.sub(lambda _: f"{start}\n\n{table}\n\n{end}", text, count=1)
+
+
 def main() -> None:
     reports = evaluations()
-    print(summary_table(reports))
-    print()
-    print(auprc_means(reports))
-    print()
-    print(synthetic_table())
+    generated = {  # page -> (marker name, table), in the order they appear
+        "docs/results.md": [("summary", summary_table(reports)), ("auprc", auprc_means(reports))],
+        "docs/models.md": [("synthetic", synthetic_table())],
+    }
+    pages = {}
+    for page, tables in generated.items():  # every page checked before any is written
+        text = (ROOT / page).read_text()
+        for name, table in tables:
+            text = replace_between_markers(text, name, table, page)
+        pages[page] = text
     models = sorted({r["model"]["id"] for r in reports if catalogue.get_card(r["model"]["id"]).family != "intensity"})
-    (HERE / "policies.md").write_text(f"{POLICIES_HEADER}\n{policy_table(reports)}\n\n{healthy_table(models)}\n")
+    pages["docs/evaluation/policies.md"] = f"{POLICIES_HEADER}\n{policy_table(reports)}\n\n{healthy_table(models)}\n"
+    for page, text in pages.items():
+        path = ROOT / page
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            print(f"rewrote {page}")
+        else:
+            print(f"unchanged {page}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MarkerError as error:
+        sys.exit(f"results_tables: {error}")
