@@ -6,11 +6,13 @@ standard library; run() imports trame, slicer-core and the app only when the pag
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
@@ -24,6 +26,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", help="folder of scans (and masks) the page offers to open")
     parser.add_argument("--max-upload-mb", type=float, default=200.0, help="largest file the page accepts")
     parser.add_argument("--open", action="store_true", help="open the page in this machine's browser")
+    parser.add_argument("--max-sessions", type=int, default=4,
+                        help="browser sessions at a time, each with its own scan, results and files (about "
+                             "1.5 GB each); the next visitor gets a 'busy' page")
+    parser.add_argument("--idle-minutes", type=float, default=10.0,
+                        help="a session ends this long after its page was closed, and removes its files")
+    parser.add_argument("--session", action="store_true", help=argparse.SUPPRESS)  # one session (the launcher's)
 
 
 def is_loopback(host: str) -> bool:
@@ -44,6 +52,7 @@ def binding_notice(host: str, port: int) -> str | None:
 
 
 def run(args, reporter) -> int:
+    """The launcher (one session process per visitor, launcher.py), or with --session one session."""
     from NormativeADLib.errors import InputError
 
     from .slicer_lib import ensure_importable
@@ -53,12 +62,35 @@ def run(args, reporter) -> int:
         raise InputError(f"--data {data} is not a folder; give the folder holding the scans.")
     if args.max_upload_mb <= 0:
         raise InputError("--max-upload-mb must be a positive number of megabytes.")
+    if args.max_sessions < 1 or args.idle_minutes <= 0:
+        raise InputError("--max-sessions must be 1 or more and --idle-minutes a positive number.")
     ensure_importable()
-    if not os.environ.get("DISPLAY"):  # no X server: render the slice views through EGL straight away
-        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    if args.session:
+        return _run_session(args, data)
     notice = binding_notice(args.host, args.port)
     if notice:
         print(notice, file=sys.stderr, flush=True)
+    from .launcher import Launcher, serve
+
+    def session_command(port: int) -> list[str]:
+        return [sys.executable, "-m", "NormativeADLib.cli", "web", "--session", "--host", args.host,
+                "--port", str(port), "--max-upload-mb", str(args.max_upload_mb),
+                "--idle-minutes", str(args.idle_minutes), *(["--data", str(data)] if data else [])]
+
+    print(f"normativead web: http://{args.host}:{args.port}/ (one session per visitor, at most "
+          f"{args.max_sessions})", file=sys.stderr, flush=True)
+    if args.open:
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, [f"http://{args.host}:{args.port}/"]).start()
+    serve(Launcher(session_command, args.host, args.max_sessions), args.host, args.port)
+    return 0
+
+
+def _run_session(args, data: Path | None) -> int:
+    """One visitor's page: its own trame server, scene, upload folder and analysis worker."""
+    if not os.environ.get("DISPLAY"):  # no X server: render the slice views through EGL straight away
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     upload_dir = Path(tempfile.mkdtemp(prefix="normativead-web-"))  # private (0700); removed on exit
     try:
         from NormativeADSlicerLib.process import prewarm
@@ -70,7 +102,8 @@ def run(args, reporter) -> int:
         app = NormativeADWebApp(upload_dir=upload_dir, data_dir=data,
                                 max_upload_bytes=int(args.max_upload_mb * 2**20))
         sys.argv = sys.argv[:1]  # trame reads sys.argv too: our options are already applied
-        app.server.start(port=args.port, host=args.host, open_browser=args.open, timeout=0)
+        # trame ends the server when no page has been connected for this long (also before the first)
+        app.server.start(port=args.port, host=args.host, open_browser=False, timeout=round(args.idle_minutes * 60))
         app.close()
     finally:
         shutil.rmtree(upload_dir, ignore_errors=True)

@@ -241,8 +241,40 @@ def test_bad_uploads_are_refused_in_the_page_with_the_command_lines_words(page, 
     assert page.table() == before, "a refused upload must leave the results in place"
 
 
-def test_the_server_removes_its_private_folder_on_exit(server):
-    folders = list(server.tmp.glob("normativead-web-*"))
-    assert len(folders) == 1 and oct(folders[0].stat().st_mode)[-3:] == "700"
+def test_two_visitors_have_a_session_each(page, server, tmp_path):
+    """A second browser gets its own session (process, scene, state): its scan is not the first's,
+    the first keeps its scan and results; past --max-sessions the next visitor reads a busy page."""
+    import urllib.error
+    import urllib.request
+
+    from web_server import MAX_SESSIONS, new_browser
+
+    first_status, first_table = page.text("na-status"), page.table()
+    assert first_table, "the first visitor's results (earlier tests) are in place"
+    other = new_browser(tmp_path)
+    try:
+        second = Page(other, server.url)
+        second.open()
+        assert second.driver.current_url != page.driver.current_url  # another session's address
+        assert second.table() == [] and "opened" not in second.text("na-status")
+        second.choose("na-scan-source", "T1")
+        second.wait(lambda: "opened" in second.text("na-status"), 60, "the second visitor's scan did not open")
+        assert "T1" in second.text("na-status")
+        time.sleep(1)
+        assert page.text("na-status") == first_status and page.table() == first_table
+        visits = 2
+        while visits < MAX_SESSIONS:  # sessions nobody uses still count until they time out
+            urllib.request.urlopen(server.url, timeout=180).read(1)
+            visits += 1
+        with pytest.raises(urllib.error.HTTPError) as busy:
+            urllib.request.urlopen(server.url, timeout=60)
+        assert busy.value.code == 503 and "busy" in busy.value.read().decode()
+    finally:
+        other.quit()
+
+
+def test_the_server_removes_its_private_folders_on_exit(server):
+    folders = list(server.tmp.glob("normativead-web-*"))  # one per session, and the one started ahead
+    assert folders and all(oct(f.stat().st_mode)[-3:] == "700" for f in folders)
     assert server.stop() is not None
-    assert not folders[0].exists(), "the upload folder outlived the server"
+    assert not [f for f in folders if f.exists()], "an upload folder outlived the server"

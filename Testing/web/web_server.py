@@ -25,6 +25,7 @@ SAMPLE_LESION = SAMPLE / "mslub_patient26_lesion.nii.gz"
 DEMO_MODEL = "intensity-flair"  # catalogue.DEMO_MODEL: weightless, finds this case's lesions on FLAIR
 COMPARE_MODEL = "ae-ixi-t1"  # the small shipped autoencoder
 MAX_UPLOAD_MB = 20  # the test server's limit: above the sample files (4 MB), below the oversized test file
+MAX_SESSIONS = 3  # the test server's: two browsers and one more visit, then "busy"
 
 
 def browser_reason() -> str | None:
@@ -55,7 +56,7 @@ def free_port() -> int:
 class Server:
     """A `normativead web` process; its output is kept for failure messages."""
 
-    def __init__(self, tmp: Path, max_upload_mb: float = 200):
+    def __init__(self, tmp: Path, max_upload_mb: float = 200, max_sessions: int = MAX_SESSIONS):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.tmp = tmp
@@ -64,7 +65,7 @@ class Server:
                    PYTHONPATH=str(REPO))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "NormativeADLib.cli", "web", "--port", str(self.port),
-             "--max-upload-mb", str(max_upload_mb)],
+             "--max-upload-mb", str(max_upload_mb), "--max-sessions", str(max_sessions)],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()
         self._wait_until_up()
@@ -79,7 +80,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError("normativead web stopped at start:\n" + self.log())
             try:
-                urllib.request.urlopen(self.url, timeout=2).read()
+                urllib.request.urlopen(self.url + "health", timeout=2).read()  # a visit would start a session
                 return
             except OSError:
                 time.sleep(0.5)

@@ -1,0 +1,190 @@
+"""One browser session per process: the launcher in front of `normativead web`.
+
+A trame server shares one state and one Slicer scene among every page connected to it, so two users
+of one server would see each other's scans and results. `normativead web` therefore listens with this
+launcher (the trame/wslink launcher pattern): each visitor of its address is redirected to a session
+of their own, a `normativead web --session` process on its own port, with its own state, scene, upload
+folder and analysis worker. A session ends when its page has been closed for --idle-minutes (trame's
+auto-shutdown) and removes its files as it ends; the launcher starts no more than --max-sessions at a
+time and answers the next visitor with a "busy" page. One session is kept started ahead, so that the
+next visitor does not wait for its imports. Standard library only; the sessions import trame.
+"""
+
+from __future__ import annotations
+
+import html
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SESSION_START_TIMEOUT_S = 120.0  # a cold session imports trame, VTK and Slicer's core
+
+
+class Session:
+    """One `normativead web --session` process and the port it serves."""
+
+    def __init__(self, command: Callable[[int], list[str]], host: str):
+        self.port = free_port(host)
+        self.host = host
+        self.process = subprocess.Popen(command(self.port))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout: float = SESSION_START_TIMEOUT_S) -> None:
+        """Return once the session's page answers; RuntimeError if it ended or took too long."""
+        deadline = time.monotonic() + timeout
+        url = f"http://{_connect_host(self.host)}:{self.port}/"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"the session process ended at start (exit code {self.process.returncode})")
+            try:
+                urllib.request.urlopen(url, timeout=2).read(1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the session did not answer within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (the session removes its upload folder as it ends), then SIGKILL."""
+        if not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Launcher:
+    """Hands each visitor a session of their own, at most max_sessions at a time."""
+
+    def __init__(self, command: Callable[[int], list[str]], host: str, max_sessions: int):
+        self.command, self.host, self.max_sessions = command, host, max_sessions
+        self.sessions: list[Session] = []
+        self.spare: Session | None = None
+        self._lock = threading.Lock()
+
+    def start_spare(self) -> None:
+        with self._lock:
+            self._keep_spare()
+
+    def claim(self) -> Session | None:
+        """A session for a new visitor, started and answering; None when max_sessions are in use."""
+        with self._lock:
+            self.sessions = [s for s in self.sessions if s.alive()]  # ended ones have removed their files
+            if len(self.sessions) >= self.max_sessions:
+                return None
+            session = self.spare if self.spare is not None and self.spare.alive() else Session(self.command, self.host)
+            self.spare = None
+            self.sessions.append(session)
+            self._keep_spare()
+        session.wait_ready()
+        return session
+
+    def _keep_spare(self) -> None:
+        if (self.spare is None or not self.spare.alive()) and len(self.sessions) < self.max_sessions:
+            self.spare = Session(self.command, self.host)
+
+    def stop(self) -> None:
+        with self._lock:
+            everyone = self.sessions + ([self.spare] if self.spare else [])
+            self.sessions, self.spare = [], None
+        for session in everyone:  # all at once: each takes a moment to end
+            if session.alive():
+                session.process.send_signal(signal.SIGTERM)
+        for session in everyone:
+            session.stop()
+
+
+def serve(launcher: Launcher, host: str, port: int) -> None:
+    """Answer visitors until SIGTERM or SIGINT; the sessions are stopped on the way out."""
+    server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}) if ":" in host \
+        else ThreadingHTTPServer
+    server = server_class((host, port), _handler(launcher))
+    server.daemon_threads = True
+    stopping = threading.Event()
+
+    def stop(signum, frame) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        launcher.start_spare()
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        launcher.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _handler(launcher: Launcher):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+            if self.path == "/health":  # for monitoring: answers without starting a session
+                self._page(200, "NormativeAD", f"{len(launcher.sessions)} of {launcher.max_sessions} sessions in use.")
+                return
+            if self.path.split("?", 1)[0] not in ("/", "/index.html"):
+                self._page(404, "Not found", "This address serves NormativeAD sessions at / only.")
+                return
+            try:
+                session = launcher.claim()
+            except RuntimeError as err:
+                self._page(500, "Could not start a session", f"{err}. The server's log says more.")
+                return
+            if session is None:
+                self._page(503, "NormativeAD is busy",
+                           f"All {launcher.max_sessions} session(s) of this server are in use. A session ends a few "
+                           "minutes after its page is closed: try again later.", retry_after=60)
+                return
+            self.send_response(302)
+            self.send_header("Location", f"http://{self._host_name()}:{session.port}/")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+
+        def _host_name(self) -> str:
+            """The host the visitor used to reach this address (their own view of the machine)."""
+            host = self.headers.get("Host") or launcher.host
+            return host.rsplit(":", 1)[0] if not host.endswith("]") else host
+
+        def _page(self, code: int, title: str, text: str, retry_after: int | None = None) -> None:
+            body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+                    f"<body style='font-family:sans-serif;margin:3em'><h1 id='na-launcher-title'>{html.escape(title)}"
+                    f"</h1><p id='na-launcher-text'>{html.escape(text)}</p></body></html>").encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            if retry_after:
+                self.send_header("Retry-After", str(retry_after))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args) -> None:  # noqa: A002 - the http.server signature
+            pass  # the sessions log what matters
+
+    return Handler
+
+
+def free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _connect_host(host: str) -> str:
+    """Where this machine reaches a server bound to host (a wildcard bind is reached on loopback)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
