@@ -20,7 +20,7 @@ from .options import CONTRASTS
 from .paths import child_path, home, model_roots, write_folder_atomic
 
 DEFAULT_MODEL = "ae-ixi-t1"  # only when no installed model has synthetic-validation figures (see default_model)
-# The demo runs the shipped FLAIR sample with the intensity baseline, the model the README's results table
+# The demo runs the shipped FLAIR sample with the intensity baseline, the model the results table (docs/results.md)
 # shows finding its MS lesions (the demo's own summary prints the figures of the run).
 DEMO_MODEL = "intensity-flair"
 RESTORER_DICE_SHARE = 0.5  # a restoring default may detect less than the best model, but not less than half

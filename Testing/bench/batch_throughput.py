@@ -1,5 +1,5 @@
 """Batch throughput benchmark (not a test): cases per minute of `normativead batch` on 1 and on 2 local
-Dask workers against a plain sequential loop over `normativead restore`, in the same run (issue 16).
+Dask workers against a plain sequential loop over `normativead restore`, in the same run.
 
 Each configuration restores the same scans from scratch into its own output folder (so none reuses
 another's registrations). Peak memory: per batch worker, the largest peak RSS a worker reported; for

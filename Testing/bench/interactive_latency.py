@@ -15,7 +15,7 @@ viewer use.
     python Testing/bench/interactive_latency.py                      # default and dae-synth-weighted
     python Testing/bench/interactive_latency.py --runs 5 --second ae-ixi-t1
 
-Prints a Markdown table for the README. Not collected by pytest.
+Prints a Markdown table for docs/reliability.md. Not collected by pytest.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Soak benchmark (not a test): many consecutive restores, watching memory, open files and leftovers.
 
-Two loops over the same scan (issue 14):
+Two loops over the same scan:
 
 * in one process: pipeline.analyse + pipeline.write_outputs, N times, sampling this process's resident
   memory (RSS), open file descriptors and threads after each case (after a garbage collection, so what

@@ -1,5 +1,5 @@
 """A corpus of hostile, malformed and unusual inputs and faults, each run through `normativead restore`
-as a subprocess (issue 14).
+as a subprocess.
 
 Every kind has its expected exit code (0 ok, 2 bad input, 3 model, 4 output, 130 cancelled) and a
 fragment of its one-line message. For each run: the exit code, exactly one line on stderr and no

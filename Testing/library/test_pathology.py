@@ -1,7 +1,7 @@
 """On the development lesion cases of ../shared/data the heatmap separates lesion from healthy tissue.
 
 Runs `normativead evaluate` over Resources/Cases/shared_dev.json (BraTS 2013 T1c x2, MSLUB T1).
-Floors, from chance (AUROC 0.5) and what the shipped AE measured (README): voxels pooled over
+Floors, from chance (AUROC 0.5) and what the shipped AE measured (docs/results.md): voxels pooled over
 the three cases AUROC > 0.6 (measured 0.65), each glioma AUROC > 0.55 (measured 0.73 and 0.58).
 The MS case is reported, not asserted: the AE's T1 heatmap does not separate its small T1
 lesions from tissue (AUROC 0.52), and a test claiming otherwise would be false.

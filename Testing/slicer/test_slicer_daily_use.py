@@ -1,4 +1,4 @@
-"""The module in daily use (issue 25), on Slicer 5.12's own Python (slicer_harness.py).
+"""The module in daily use, on Slicer 5.12's own Python (slicer_harness.py).
 
 - The module's own self-test in a stock Slicer: the analysis packages (torch, nibabel, monai...) are
   absent there, both for the module's check and for the run's child process. The self-test must skip,

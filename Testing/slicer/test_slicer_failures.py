@@ -1,4 +1,4 @@
-"""Failures and cancels of the Slicer logic (NormativeADSlicerLib.logic.Job) on a real MRML scene (issue 14).
+"""Failures and cancels of the Slicer logic (NormativeADSlicerLib.logic.Job) on a real MRML scene.
 
 What the command-line corpus (Testing/library/test_hostile_inputs.py) checks for the files, checked
 here for the module: hostile volumes and masks in the scene, an output folder that cannot be written,

@@ -388,7 +388,7 @@ def test_logic_run_puts_the_heatmap_on_the_input_grid(cli_run):
 
 def test_apply_to_overlay_with_a_warm_worker_is_reported(cli_run, record_property):
     """The time from Apply to the heatmap on the scene for a second model on the same volume, once the
-    worker is warm (after the fixture's run). Reported, not asserted: docs and README quote it."""
+    worker is warm (after the fixture's run). Reported, not asserted: docs/reliability.md quotes it."""
     import time
 
     import NormativeAD

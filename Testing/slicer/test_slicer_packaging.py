@@ -2,8 +2,8 @@
 
 A script missing from the module's CMakeLists is missing from the packaged extension (it works from
 a checkout and breaks for users), so every .py the module needs must be listed there. The extension's
-licence, URLs, module category, ctest registration and segment terminology are checked here too
-(issue 25 item 6); the terminology check needs slicer-core and skips without it.
+licence, URLs, module category, ctest registration and segment terminology are checked here too;
+the terminology check needs slicer-core and skips without it.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_dependency_check_and_constraints_without_slicer():
     assert f"numpy=={importlib.metadata.version('numpy')}" in pins
 
 
-# -- the extension's metadata and ctest registration (issue 25 item 6)
+# -- the extension's metadata and ctest registration
 
 
 def _extension_setting(name: str) -> str:
