@@ -145,6 +145,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._timer = None
         self._result = None
+        self._shownInput = None
         self._cards = {}
         self._updatingThreshold = False
 
@@ -162,6 +163,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
@@ -170,6 +172,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.thresholdChoiceComboBox.connect("currentIndexChanged(int)", self.onThresholdChoice)
+        self.ui.resultComboBox.connect("currentIndexChanged(int)", self.onResultChosen)
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onThresholdValue)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
         self.ui.exportDirectoryButton.directory = str(Path.home())
@@ -184,7 +187,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
-        self._syncThreshold()
+        self._refreshResults()
         self.logic.prepareWorker()
 
     def exit(self) -> None:
@@ -198,6 +201,11 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+        self._refreshResults()
+
+    def onSceneEndImport(self, caller, event) -> None:
+        """A scene loaded (.mrb): its results are found again from the nodes' own references."""
+        self._refreshResults()
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -219,6 +227,10 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._showThresholdChoice()
         self._checkCanApply()
+        inputVolume = self._parameterNode.inputVolume if self._parameterNode else None
+        if inputVolume is not self._shownInput:  # another volume: its results, not the last one's
+            self._shownInput = inputVolume
+            self._refreshResults()
 
     def _showThresholdChoice(self) -> None:
         """The threshold combo follows the parameter node (a script or a loaded scene may set it)."""
@@ -368,10 +380,9 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.visible = False
         self._checkCanApply()
         if state.status == "done":
-            self._result = state.results[-1]
+            self._refreshResults(state.results[-1])
             self.ui.deviceInUseLabel.text = _("Device used: {device}").format(device=state.device or "?")
             self._status(_("Done: {n} result(s) added to the scene.").format(n=len(state.results)))
-            self._syncThreshold()
             self.logic.showResults(state.results)
         elif state.status == "cancelled":
             self._status(_("Cancelled; the scene was left as it was."))
@@ -387,6 +398,33 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.styleSheet = "color: #d03030" if error else ""
 
     # -- threshold, display, export
+
+    def _refreshResults(self, chosen=None) -> None:
+        """List the scene's results of the input volume; choose `chosen`, else keep the current one if it
+        is still there, else the newest."""
+        inputVolume = self._parameterNode.inputVolume if self._parameterNode else None
+        results = self.logic.results(inputVolume)
+        current = chosen or self._result
+        ids = [r.heatmap.GetID() for r in results]
+        self._result = next((r for r in results if current is not None and r.heatmap is current.heatmap),
+                            results[-1] if results else None)
+        combo = self.ui.resultComboBox
+        combo.blockSignals(True)
+        try:
+            combo.clear()
+            for result, node_id in zip(results, ids):
+                combo.addItem(result.name, node_id)
+            combo.currentIndex = ids.index(self._result.heatmap.GetID()) if self._result else -1
+        finally:
+            combo.blockSignals(False)
+        self._syncThreshold()
+
+    def onResultChosen(self, index=None) -> None:
+        node_id = self.ui.resultComboBox.currentData
+        chosen = next((r for r in self.logic.results() if r.heatmap.GetID() == node_id), None)
+        if chosen is not None:
+            self._result = chosen
+            self._syncThreshold()
 
     def _syncThreshold(self) -> None:
         """Put the current result's threshold range and value on the slider (no re-segmentation)."""
@@ -446,7 +484,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onOpacity(self, value) -> None:
         self.logic.setOpacity(value)
 
-    def onExportButton(self) -> None:
+    def onExportButton(self) -> None:  # the result chosen in the Result list
         if self._result is None:
             slicer.util.warningDisplay(_("Run a model first: there is no result to export."))
             return
@@ -527,6 +565,13 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
         return state
 
     # results
+
+    def results(self, inputVolume=None):
+        """The results in the scene (of inputVolume only, when given), oldest first; found from the
+        nodes' own references, so a saved and reloaded scene has them too."""
+        from NormativeADSlicerLib import scene
+
+        return scene.results_in_scene(slicer.mrmlScene, inputVolume)
 
     def setThreshold(self, result, choice):
         from NormativeADSlicerLib import scene

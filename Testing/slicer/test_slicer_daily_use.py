@@ -279,3 +279,71 @@ def test_apply_after_compare_shows_the_new_heatmap(h, small_files, fast_output):
     assert segmentation.GetVisibility() and all(segmentation.IsDisplayableInView(s.GetID()) for s, _ in views)
     table = slicer.app.applicationLogic().GetSelectionNode().GetActiveTableID()
     assert table and h.scene.GetNodeByID(table).GetAttribute("NormativeAD.Role") == "metrics"
+
+
+def test_after_compare_the_chosen_result_takes_the_threshold_and_export(h, small_files, fast_output, tmp_path):
+    """The Result list holds every compared model; the slider and Export act on the one chosen there
+    (they acted on the last result only)."""
+    import qt
+
+    load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    widget = open_panel(h)
+    widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
+    ui = widget.ui
+    ui.compareCollapsibleButton.collapsed = False
+    for row in range(ui.compareModelsList.count):
+        item = ui.compareModelsList.item(row)
+        if item.data(qt.Qt.UserRole) in (FAST_MODEL, OTHER_MODEL):
+            item.setCheckState(qt.Qt.Checked)
+    run_to_the_end(h, widget, ui.compareButton)
+    names = [ui.resultComboBox.itemText(i) for i in range(ui.resultComboBox.count)]
+    assert len(names) == 2 and ui.resultComboBox.currentText == widget._result.name == names[-1]
+    first, last = widget.logic.results()
+    before = last.threshold
+
+    ui.resultComboBox.currentIndex = 0  # the user picks the first model's result
+    assert widget._result.heatmap is first.heatmap
+    ui.thresholdSlider.value = first.threshold * 1.5
+    h.check()
+    assert first.threshold == pytest.approx(ui.thresholdSlider.value) and last.threshold == before
+    ui.exportCollapsibleButton.collapsed = False
+    ui.exportDirectoryButton.directory = str(tmp_path)
+    h.click(ui.exportButton)
+    h.check()
+    from NormativeADSlicerLib.export import _safe
+
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written and all(n.startswith(_safe(first.name) + "_") for n in written), written
+
+
+def test_a_saved_and_reloaded_scene_shows_its_results_in_the_panel(h, small_files, fast_output, tmp_path):
+    """Results live in the scene's nodes (references and attributes): written as an MRML scene with its
+    files and read back, the panel lists them and its slider works on them."""
+    import slicer
+
+    volume = load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    widget = open_panel(h)
+    widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
+    run_to_the_end(h, widget, widget.ui.applyButton)
+    name = widget._result.name
+    scene_file = tmp_path / "scene.mrml"
+    for node in [volume, *widget._result.nodes()]:  # every node with data gets a file beside the scene
+        node.AddDefaultStorageNode()
+        storage = node.GetStorageNode()
+        storage.SetFileName(str(tmp_path / f"{node.GetID()}{storage.GetDefaultWriteFileExtension() and '.' + storage.GetDefaultWriteFileExtension()}"))
+        assert storage.WriteData(node), node.GetName()
+    h.scene.SetURL(str(scene_file))
+    assert h.scene.Commit()
+
+    h.scene.Clear(0)
+    assert widget.ui.resultComboBox.count == 0
+    h.scene.SetURL(str(scene_file))
+    assert h.scene.Import()  # EndImportEvent: the panel looks for results again
+    h.check()
+    assert [widget.ui.resultComboBox.itemText(i) for i in range(widget.ui.resultComboBox.count)] == [name]
+    result = widget._result
+    assert result is not None and result.input is not None and result.segmentation is not None
+    widget.ui.thresholdSlider.value = result.threshold * 1.2
+    h.check()
+    assert result.threshold == pytest.approx(widget.ui.thresholdSlider.value)
+    assert slicer.util.arrayFromVolume(result.heatmap).any()
