@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import queue
 import shutil
@@ -36,6 +37,10 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from NormativeADLib.options import RestoreOptions
+
+# What the analysis worker prints besides its events (warnings, error messages, a traceback): in Slicer
+# the Python console shows it, in the web viewer the server's log.
+log = logging.getLogger("NormativeAD.worker")
 
 
 def library_root() -> Path | None:
@@ -314,6 +319,8 @@ class ProcessRunner:
         if not event:
             self._log.append(line)
             del self._log[:-200]
+            if line.strip():
+                log.info(line)
             return False
         if event["event"] == "job-end":
             self._exit_code = event.get("exit_code")
@@ -328,6 +335,7 @@ class ProcessRunner:
             return True
         if event["event"] == "error":
             self._error_event = event
+            log.warning("%s: %s", self.request.model or "the default model", event.get("message", ""))
         if not self._cancelled:
             self.on_event(event)
         return False

@@ -84,3 +84,15 @@ def test_a_worker_killed_while_idle_is_replaced(runs):
     second = runs()
     finished(second)
     assert second._process.pid != first._process.pid
+
+
+def test_what_the_worker_prints_reaches_the_console(runs, caplog):
+    """A run's messages (here its error) go to Python's logging, which Slicer's Python console shows."""
+    import logging
+
+    failing = runs("no-such-model")
+    failing.start()
+    with caplog.at_level(logging.INFO, logger="NormativeAD.worker"):
+        outcome = failing.wait(timeout=TIMEOUT_S)
+    assert outcome.status == "failed"
+    assert any("no-such-model" in r.getMessage() for r in caplog.records if r.name == "NormativeAD.worker")
