@@ -198,6 +198,7 @@ def remove_result(scene, result: Result) -> None:
     table = table_node(scene, create=False)
     if table is not None:
         _remove_table_row(table, result.name)
+    folder = run_folder(scene, result)
     nodes = [n for n in result.nodes() if n is not result.heatmap] + [result.heatmap]
     for node in nodes:
         owned = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
@@ -206,6 +207,10 @@ def remove_result(scene, result: Result) -> None:
         for child in owned:
             if child is not None and child.GetScene() is scene:
                 scene.RemoveNode(child)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if folder and not any(_in_scene(hierarchy.GetItemDataNode(hierarchy.GetItemByPositionUnderParent(folder, i)), scene)
+                          for i in range(hierarchy.GetNumberOfItemChildren(folder))):
+        hierarchy.RemoveItem(folder, False, True)  # emptied (what the user put there themselves stays)
 
 
 @dataclass
@@ -293,11 +298,49 @@ def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str
     heatmap.SetNodeReferenceID(ATTR + "segmentation", segmentation.GetID())
 
     result = Result(heatmap)
+    file_in_run_folder(scene, result)
     show_heatmap(scene, result, opacity=opacity, show=show)
     for node in (pseudo, heatmap, segmentation):
         mark_unedited(node, input_node)
     add_table_row(scene, result)
     return result
+
+
+def file_in_run_folder(scene, result: Result) -> int:
+    """Put the result's nodes in a subject-hierarchy folder of their own, beside the input (in its study
+    when it has one), with the run's parameters as the folder's attributes; returns the folder's item."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    input_item = _item_of(hierarchy, result.input, hierarchy.GetSceneItemID())
+    folder = hierarchy.CreateFolderItem(hierarchy.GetItemParent(input_item), result.name)
+    metrics = result.metrics
+    parameters = {"Model": result.model_id, "ModelVersion": str(metrics.get("model", {}).get("version", "")),
+                  "Threshold": repr(result.threshold), "ThresholdSource": result.threshold_source,
+                  "Device": str(metrics.get("device", "")), "Seed": str(metrics.get("seed", "")),
+                  "Input": result.input.GetName()}
+    for name, value in parameters.items():
+        hierarchy.SetItemAttribute(folder, ATTR + name, value)
+    for node in result.nodes():
+        hierarchy.SetItemParent(_item_of(hierarchy, node, folder), folder)
+    result.heatmap.SetAttribute(ATTR + "Folder", result.name)
+    return folder
+
+
+def _item_of(hierarchy, node, parent: int) -> int:
+    """The node's subject-hierarchy item (Slicer makes one for every node; slicer-core alone does not)."""
+    return hierarchy.GetItemByDataNode(node) or hierarchy.CreateItem(parent, node)
+
+
+def _in_scene(node, scene) -> bool:
+    """Slicer drops a removed node's item itself; slicer-core alone keeps it, pointing at the removed node."""
+    return node is not None and node.GetScene() is scene
+
+
+def run_folder(scene, result: Result) -> int:
+    """The result's folder item (0 when it has none)."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = hierarchy.GetItemByDataNode(result.heatmap)
+    return hierarchy.GetItemParent(item) if item and hierarchy.GetItemAttribute(
+        hierarchy.GetItemParent(item), ATTR + "Model") else 0
 
 
 def add_anomaly_segment(segmentation) -> None:
@@ -384,6 +427,12 @@ def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
     mark_unedited(segmentation, result.input)
     result.heatmap.SetAttribute(ATTR + "Threshold", repr(value))
     result.heatmap.SetAttribute(ATTR + "ThresholdSource", source)
+    folder = run_folder(scene, result)
+    if folder:
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+        hierarchy.SetItemAttribute(folder, ATTR + "Threshold", repr(value))
+        hierarchy.SetItemAttribute(folder, ATTR + "ThresholdSource", source)
+        hierarchy.SetItemParent(_item_of(hierarchy, segmentation, folder), folder)
     display = result.heatmap.GetDisplayNode()
     low, high = heatmap_window(result)
     display.SetWindowLevelMinMax(low, high)

@@ -326,3 +326,21 @@ def test_compared_models_share_one_registration(scene, sample_volume, cli_run, t
     assert "--transform" not in arguments[0] and "--transform" in arguments[1]
     assert [r.metrics["model"]["id"] for r in job.state.results] == models
     assert [r.metrics["mask_source"] for r in job.state.results] == ["skull-stripped foreground"] * 2
+
+
+def test_each_run_is_a_subject_hierarchy_folder_with_its_parameters(scene, sample_volume, cli_run):
+    out_dir, metrics, _ = cli_run
+    result = scene_logic.load_result(scene, sample_volume, out_dir, metrics["model"]["id"])
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = scene_logic.run_folder(scene, result)
+    assert folder and hierarchy.GetItemName(folder) == result.name
+    children = {hierarchy.GetItemDataNode(hierarchy.GetItemByPositionUnderParent(folder, i)).GetID()
+                for i in range(hierarchy.GetNumberOfItemChildren(folder))}
+    assert children == {n.GetID() for n in result.nodes()}  # pseudo-healthy, heatmap, segmentation, brain mask
+    attribute = lambda name: hierarchy.GetItemAttribute(folder, "NormativeAD." + name)  # noqa: E731
+    assert attribute("Model") == metrics["model"]["id"] and attribute("Seed") == str(metrics["seed"])
+    assert attribute("ThresholdSource") == metrics["threshold"]["source"]
+    scene_logic.set_threshold(scene, result, "fpr10")
+    assert attribute("ThresholdSource") == "fpr10" and float(attribute("Threshold")) == pytest.approx(result.threshold)
+    scene_logic.remove_result(scene, result)
+    assert not hierarchy.GetItemName(folder), "the emptied folder stays behind"
