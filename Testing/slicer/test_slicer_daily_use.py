@@ -330,7 +330,7 @@ def test_a_saved_and_reloaded_scene_shows_its_results_in_the_panel(h, small_file
     for node in [volume, *widget._result.nodes()]:  # every node with data gets a file beside the scene
         node.AddDefaultStorageNode()
         storage = node.GetStorageNode()
-        storage.SetFileName(str(tmp_path / f"{node.GetID()}{storage.GetDefaultWriteFileExtension() and '.' + storage.GetDefaultWriteFileExtension()}"))
+        storage.SetFileName(str(tmp_path / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
         assert storage.WriteData(node), node.GetName()
     h.scene.SetURL(str(scene_file))
     assert h.scene.Commit()
