@@ -38,9 +38,13 @@ from .session import DOWNLOADS, WebSession
 log = logging.getLogger("normativead.web")
 
 RESULT_LAYOUT = "Result"
+RESTORATION_LAYOUT = "Restoration"
 COMPARE_LAYOUT = "Compare"
 THREE_VIEWS = [ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.coronal_view(),
                ViewLayoutDefinition.sagittal_view()]
+RESTORED_VIEW = "Restored"  # beside the axial view: the pseudo-healthy volume, linked to it
+SCAN_AND_RESTORATION = [ViewLayoutDefinition.axial_view(),
+                        ViewLayoutDefinition.slice_view("Axial", label=RESTORED_VIEW, color="#9E9E9E")]
 POLL_S = 0.2  # how often a running job's progress lines are read
 VIEWS_HEIGHT = "62vh"
 NO_REFERENCE = "none"
@@ -85,6 +89,7 @@ class NormativeADWebApp(TrameApp):
             self.server, LinkedSliceView, ViewType.SLICE_VIEW, populate_view_ui_f=slice_view_gutter))
         self.layouts = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layouts.register_layout(RESULT_LAYOUT, Layout(LayoutDirection.Horizontal, list(THREE_VIEWS)))
+        self.layouts.register_layout(RESTORATION_LAYOUT, Layout(LayoutDirection.Horizontal, SCAN_AND_RESTORATION))
         self.layouts.set_layout(RESULT_LAYOUT)
         self.session = WebSession(self.slicer_app.scene, upload_dir, data_dir, max_upload_bytes)
         self._sources = {str(i): s for i, s in enumerate(self.session.sources())}
@@ -306,8 +311,8 @@ class NormativeADWebApp(TrameApp):
         if current_result is None:
             return
         self.session.select(current_result)
-        if self.state.layout_name == RESULT_LAYOUT:
-            self.session.show_current(float(self.state.opacity))
+        if self.state.layout_name in (RESULT_LAYOUT, RESTORATION_LAYOUT):
+            self._set_layout(self.state.layout_name)
         self._show_threshold_range()
         self._show_threshold()
 
@@ -371,11 +376,16 @@ class NormativeADWebApp(TrameApp):
     # Views
 
     def _set_layout(self, name: str) -> None:
-        if name == COMPARE_LAYOUT and len(self.session.results) < 2:
+        if name == COMPARE_LAYOUT and len(self.session.results) < 2 or (
+                name == RESTORATION_LAYOUT and self.session.current is None):
             name = RESULT_LAYOUT
-        if name == RESULT_LAYOUT:
+        if name in (RESULT_LAYOUT, RESTORATION_LAYOUT):
             self.session.show_current(float(self.state.opacity))
         self.layouts.set_layout(name)
+        if name == RESTORATION_LAYOUT:  # the view exists once its layout is shown
+            self.session.show_restoration(RESTORED_VIEW)
+            self._link_views()
+            self._match_restored_view()
         self.state.layout_name = name
 
     def _link_views(self) -> None:
@@ -384,6 +394,18 @@ class NormativeADWebApp(TrameApp):
         for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
             composite = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
             composite.SetLinkedControl(True)
+
+    def _match_restored_view(self) -> None:
+        """The restored view shows what the axial view shows: same slice, same zoom."""
+        views = {v.get_view_node().GetLayoutName(): v for v in self.slicer_app.view_manager.get_slice_views()}
+        axial, restored = views.get(THREE_VIEWS[0].singleton_tag), views.get(RESTORED_VIEW)
+        if axial is None or restored is None:
+            return
+        source, target = axial.get_view_node(), restored.get_view_node()
+        target.SetFieldOfView(*source.GetFieldOfView())
+        target.GetSliceToRAS().DeepCopy(source.GetSliceToRAS())
+        target.UpdateMatrices()
+        restored.schedule_render()
 
     def _centre_views(self) -> None:
         """Every view on the largest anomaly (or the scan's centre when nothing was flagged)."""
@@ -483,9 +505,10 @@ class NormativeADWebApp(TrameApp):
                 v3.VSlider(v_model=("opacity",), min=0, max=1, step=0.05, density="compact", id="na-opacity",
                            label="Opacity", hide_details=True, classes="mt-2")
                 with v3.VBtnToggle(v_model=("layout_name",), mandatory=True, density="compact", classes="mt-2",
-                                   v_if="results.length > 1"):
+                                   v_if="results.length > 0"):
                     v3.VBtn("Three views", value=RESULT_LAYOUT, id="na-layout-result")
-                    v3.VBtn("Compare", value=COMPARE_LAYOUT, id="na-layout-compare")
+                    v3.VBtn("Restoration", value=RESTORATION_LAYOUT, id="na-layout-restoration")
+                    v3.VBtn("Compare", value=COMPARE_LAYOUT, id="na-layout-compare", v_if="results.length > 1")
 
     def _build_legend(self) -> None:
         with html.Div(classes="d-flex align-center ga-2 mt-1", v_if="current_result", id="na-legend"):

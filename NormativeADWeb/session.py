@@ -234,6 +234,18 @@ class WebSession:
         if self.current is not None:
             scene_logic.show_heatmap(self.scene, self.current, opacity=opacity, show=True)
 
+    def show_restoration(self, view_name: str) -> None:
+        """The current result's pseudo-healthy volume alone in the named slice view (beside the scan),
+        with the segmentation's outline, so the eye can go from a finding to what the model put there."""
+        if self.current is None:
+            return
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            composite = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+            if composite.GetLayoutName() == view_name:
+                composite.SetBackgroundVolumeID(self.current.pseudo_healthy.GetID())
+                composite.SetForegroundVolumeID(None)
+                composite.SetLabelVolumeID(None)
+
     def set_opacity(self, opacity: float) -> None:
         scene_logic.set_opacity(self.scene, opacity)
 

@@ -149,6 +149,24 @@ def test_sample_case_run_threshold_compare_download(page, cli_run, tmp_path, ser
     page.wait(lambda: page.table()[0]["Threshold"] == "3.03", 30, "three steps of the slider did not re-segment")
     assert page.table()[0]["Threshold source"] == "manual"
 
+    # The restoration beside the scan: two linked axial views, the scan under the heatmap and the
+    # pseudo-healthy volume without it (only the outlines).
+    page.click("na-layout-restoration")
+    page.wait(lambda: len(page.views()) == 2, 30, "the restoration layout did not show two views")
+    time.sleep(2)  # the views' first frames
+    shot = page.screenshot(tmp_path / "restoration.png")
+    keep_screenshot(tmp_path / "restoration.png", "web_restoration.png")
+    scan_view, restored_view = page.view_pixels(shot, 0), page.view_pixels(shot, 1)
+    assert restored_view.mean() > 10, "the pseudo-healthy view is empty"
+    heat = lambda view: ((view[..., 2].astype(int) - view[..., 0]) > 60).sum()  # noqa: E731 - the colour bar's blue-green
+    assert heat(scan_view) > 20 and heat(restored_view) < 5, (heat(scan_view), heat(restored_view))
+    page.move_slice(0, Keys.ARROW_RIGHT, 5)
+
+    def restored_follows() -> bool:
+        moved = page.view_pixels(page.screenshot(tmp_path / "restoration_moved.png"), 1)
+        return grey_difference(moved, restored_view) > 5
+    page.wait(restored_follows, 30, "the pseudo-healthy view did not follow the scan's slice slider")
+
     # Compare with a second model: one linked view per model, one table.
     page.choose("na-compare-models", COMPARE_MODEL, close=True)
     status = page.run_and_wait("na-compare")
