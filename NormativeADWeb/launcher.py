@@ -13,6 +13,7 @@ next visitor does not wait for its imports. Standard library only; the sessions 
 from __future__ import annotations
 
 import html
+import json
 import signal
 import socket
 import subprocess
@@ -23,6 +24,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SESSION_START_TIMEOUT_S = 120.0  # a cold session imports trame, VTK and Slicer's core
+# The next session is started ahead this long after a visitor took the last one: its imports would
+# otherwise take the CPU from that visitor's first run (5 s more page-to-heatmap on 2 cores).
+NEXT_SPARE_DELAY_S = 60.0
 
 
 class Session:
@@ -31,23 +35,31 @@ class Session:
     def __init__(self, command: Callable[[int], list[str]], host: str):
         self.port = free_port(host)
         self.host = host
+        self.ready = False
         self.process = subprocess.Popen(command(self.port))
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def answers(self, timeout: float = 2.0) -> bool:
+        if self.ready:
+            return True
+        try:
+            urllib.request.urlopen(f"http://{_connect_host(self.host)}:{self.port}/", timeout=timeout).read(1)
+        except OSError:
+            return False
+        self.ready = True
+        return True
+
     def wait_ready(self, timeout: float = SESSION_START_TIMEOUT_S) -> None:
         """Return once the session's page answers; RuntimeError if it ended or took too long."""
         deadline = time.monotonic() + timeout
-        url = f"http://{_connect_host(self.host)}:{self.port}/"
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"the session process ended at start (exit code {self.process.returncode})")
-            try:
-                urllib.request.urlopen(url, timeout=2).read(1)
+            if self.answers():
                 return
-            except OSError:
-                time.sleep(0.2)
+            time.sleep(0.2)
         raise RuntimeError(f"the session did not answer within {timeout:.0f} s")
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -69,11 +81,13 @@ class Launcher:
         self.command, self.host, self.max_sessions = command, host, max_sessions
         self.sessions: list[Session] = []
         self.spare: Session | None = None
+        self.stopped = False
         self._lock = threading.Lock()
 
     def start_spare(self) -> None:
         with self._lock:
-            self._keep_spare()
+            if not self.stopped:
+                self._keep_spare()
 
     def claim(self) -> Session | None:
         """A session for a new visitor, started and answering; None when max_sessions are in use."""
@@ -84,9 +98,17 @@ class Launcher:
             session = self.spare if self.spare is not None and self.spare.alive() else Session(self.command, self.host)
             self.spare = None
             self.sessions.append(session)
-            self._keep_spare()
+        timer = threading.Timer(NEXT_SPARE_DELAY_S, self.start_spare)
+        timer.daemon = True
+        timer.start()
         session.wait_ready()
         return session
+
+    def health(self) -> dict:
+        """Sessions in use, the limit, and whether the session started ahead answers already."""
+        spare = self.spare
+        return {"sessions_in_use": sum(s.alive() for s in self.sessions), "max_sessions": self.max_sessions,
+                "session_ready_ahead": spare is not None and spare.answers()}
 
     def _keep_spare(self) -> None:
         if (self.spare is None or not self.spare.alive()) and len(self.sessions) < self.max_sessions:
@@ -94,6 +116,7 @@ class Launcher:
 
     def stop(self) -> None:
         with self._lock:
+            self.stopped = True
             everyone = self.sessions + ([self.spare] if self.spare else [])
             self.sessions, self.spare = [], None
         for session in everyone:  # all at once: each takes a moment to end
@@ -131,7 +154,7 @@ def _handler(launcher: Launcher):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server name
             if self.path == "/health":  # for monitoring: answers without starting a session
-                self._page(200, "NormativeAD", f"{len(launcher.sessions)} of {launcher.max_sessions} sessions in use.")
+                self._json(launcher.health())
                 return
             if self.path.split("?", 1)[0] not in ("/", "/index.html"):
                 self._page(404, "Not found", "This address serves NormativeAD sessions at / only.")
@@ -150,6 +173,14 @@ def _handler(launcher: Launcher):
             self.send_header("Location", f"http://{self._host_name()}:{session.port}/")
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
+
+        def _json(self, value: dict) -> None:
+            body = json.dumps(value).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _host_name(self) -> str:
             """The host the visitor used to reach this address (their own view of the machine)."""

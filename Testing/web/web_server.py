@@ -86,11 +86,27 @@ class Server:
                 time.sleep(0.5)
         raise RuntimeError("normativead web did not answer in time:\n" + self.log())
 
+    def wait_for_a_ready_session(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until the session the launcher starts ahead answers: a visitor of a running server finds it so."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if json.loads(urllib.request.urlopen(self.url + "health", timeout=5).read())["session_ready_ahead"]:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("no session was ready in time:\n" + self.log())
+
     def log(self, last: int = 40) -> str:
         return "\n".join(self.lines[-last:])
 
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
+    def rss_mb(self, session_url: str | None = None) -> float:
+        """Resident memory of the launcher, or of the session process serving session_url (a page's address)."""
+        pid = self.process.pid
+        if session_url is not None:
+            port = session_url.rstrip("/").rsplit(":", 1)[1].split("/")[0]
+            pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _session_of(p, port))
+        status = Path(f"/proc/{pid}/status").read_text()
         return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
 
     def stop(self) -> int:
@@ -102,6 +118,14 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode
+
+
+def _session_of(proc: Path, port: str) -> bool:
+    try:
+        args = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"--session" in args and b"--port" in args and args[args.index(b"--port") + 1] == port.encode()
 
 
 def new_browser(downloads: Path, size: str = "1600,1100"):
