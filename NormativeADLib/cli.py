@@ -140,13 +140,16 @@ def cmd_restore(args, reporter: Reporter) -> int:
 
         try:
             with paths.expected_output_size(_output_bytes(result)):
-                pipeline.write_outputs(result, out, args.format, args.overwrite, before_figures=outputs_in_place,
-                                       figures=args.figures)
+                # a front end reading JSON gets "done" before the figures; a script's run stays all or nothing
+                pipeline.write_outputs(result, out, args.format, args.overwrite, figures=args.figures,
+                                       before_figures=outputs_in_place if reporter.mode == "json" else None)
         except KeyboardInterrupt:
             if in_place:
                 raise Cancelled("cancelled while the figures were drawn (report.png or registration.png is "
                                 "missing; the other outputs are complete)", outputs=out) from None
             raise
+        if cancel.is_set() and not in_place:  # the signal came while the finished outputs were moved into place
+            raise Cancelled("cancelled after the outputs were complete", outputs=out)
     reporter.close()
     if reporter.mode == "json":
         if args.figures:

@@ -197,7 +197,8 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
 
     before_figures: called once the images, tables and transform are in place, before report.png and
     registration.png are drawn (about 2 s): the interactive front ends show the overlay then. The
-    figures then follow one by one, each whole or absent (a cancel meanwhile leaves the rest complete).
+    figures then follow one by one, each whole or absent: a cancel meanwhile leaves the rest complete,
+    a failure (a full disk) takes back what this call wrote, so that a failed run leaves nothing.
     figures: False writes no figures (a front end that shows the results and does not keep the files).
     """
     out_dir = Path(out_dir)
@@ -215,7 +216,12 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
     with paths.atomic_output_dir(out_dir, analysis_names(fmt), overwrite, later=FIGURE_OUTPUTS) as staging:
         _write_analysis(result, staging, fmt)
     before_figures()
-    write_figures(result, out_dir, atomic=True)
+    try:
+        write_figures(result, out_dir, atomic=True)
+    except Exception:
+        for name in analysis_names(fmt):
+            (out_dir / name).unlink(missing_ok=True)
+        raise
     return out_dir
 
 

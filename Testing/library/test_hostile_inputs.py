@@ -714,7 +714,8 @@ def _user_namespaces() -> bool:
 
 
 @pytest.mark.skipif(not _user_namespaces(), reason="needs unshare and user namespaces for a private 1 MB tmpfs")
-def test_disk_full_on_a_real_file_system(corpus, tmp_path):
+@pytest.mark.parametrize("progress", ["none", "json"])  # json: the outputs go in before the figures are drawn
+def test_disk_full_on_a_real_file_system(corpus, tmp_path, progress):
     """The output folder on a 1 MB tmpfs (mounted in a private namespace): exit 4, one line naming
     the folder and the space needed, nothing left on it."""
     mount = tmp_path / "small_disk"
@@ -723,7 +724,7 @@ def test_disk_full_on_a_real_file_system(corpus, tmp_path):
     script = ('mount -t tmpfs -o size=1m tmpfs "$0" || exit 99; "$@"; code=$?; '
               f'ls -A "$0" > {listing}; exit $code')
     command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, str(mount),
-               *cli_command([corpus.scan, "--out", mount / "out", "--progress", "none", "--device", "cpu",
+               *cli_command([corpus.scan, "--out", mount / "out", "--progress", progress, "--device", "cpu",
                              "--model", FAST_MODEL, "--transform", corpus.transform])]
     result = run_cli([], tmp_path, command=command)
     assert result.returncode == 4, result.stderr

@@ -245,7 +245,7 @@ def test_bad_uploads_are_refused_in_the_page_with_the_command_lines_words(page, 
     expected = re.search(r"normativead: error: (.*)", cli.stderr).group(1).replace(str(tmp_path) + "/", "")
 
     page.upload("na-scan-upload", garbage)
-    page.wait(lambda: page.error(), 30, "no error shown for a file that is no image")
+    page.wait(lambda: "garbage.nii.gz" in page.error(), 30, "no error shown for a file that is no image")
     assert page.error() == expected
     private = next(server.tmp.glob("normativead-web-*"))
     assert not list(private.rglob("garbage.nii.gz")), "a refused upload must not stay on the server"
