@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import anomaly
-from .options import FPR_TARGETS
+from .options import DISPLAY_FLOOR, FPR_TARGETS
 
 N_PANELS = 5
 MIN_SLICE_DISTANCE_MM = 10.0
@@ -34,7 +34,6 @@ N_COMPONENTS = 3  # components that are candidates of their own panel, largest f
 # A finding already visible on a chosen panel with at least this share of its best cross-section is named
 # on that panel instead of taking a panel of its own.
 VISIBLE_FRACTION = 0.5
-DISPLAY_FLOOR = 0.8  # heatmap drawn from this fraction of the threshold up (below: the scan alone)
 SCAN_WINDOW_PERCENTILES = (0.5, 99.5)  # grey window of scan and pseudo-healthy, over the brain
 SEGMENTATION_COLOUR = "#ff2d2d"
 REFERENCE_COLOUR = "#00d8ff"

@@ -434,9 +434,9 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
         checkpoint.unlink(missing_ok=True)
-    card = write_folder_atomic(out_dir, lambda work: _fit_and_calibrate(
-        card, network, split, settings, checkpoint, work, log, command, choice.device,
-        (train_slices, val_slices), (val_images, val_brains), calibration_cohort, options, lineage))
+    run = TrainingRun(card, network, split, settings, checkpoint, log, command, choice.device,
+                      train_slices, val_slices, val_images, val_brains, calibration_cohort, options, lineage)
+    card = write_folder_atomic(out_dir, lambda work: _fit_and_calibrate(run, work))
     checkpoint.unlink(missing_ok=True)
     log(f"model {card.id} written to {out_dir}")
     return card.replace(folder=out_dir)
@@ -457,10 +457,33 @@ def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: L
             "seconds": earlier.get("seconds")}
 
 
-def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, command, device, slices,
-                       validation, calibration, options=None, lineage=None):
-    (train_slices, val_slices), (val_t1, val_brains) = slices, validation
-    state = fit(_family(card), network, train_slices, val_slices, settings, checkpoint, log, device, options)
+@dataclass(frozen=True)
+class TrainingRun:
+    """What one training run works with, gathered once by train() for the fit and the calibration."""
+
+    card: ModelCard  # from the config, before training
+    network: torch.nn.Module
+    split: data.Split
+    settings: TrainSettings
+    checkpoint: Path  # resumable state of the fit
+    log: Log
+    command: str  # recorded in the card
+    device: torch.device
+    train_slices: object  # what fit() takes: slices, or stacked channels for families that need them
+    val_slices: object
+    val_images: object  # healthy validation scans as read (T1): figures and the default policy
+    val_brains: object
+    calibration: Callable[[], tuple]  # prepares the calibration scans: (images, brains)
+    options: dict | None = None  # the config's synthetic-anomaly settings
+    lineage: dict | None = None  # the model the weights started from (--init-from)
+
+
+def _fit_and_calibrate(run: TrainingRun, work: Path) -> ModelCard:
+    """Fit, write the weights into work, measure on validation, calibrate, choose the default policy."""
+    card, network, settings, device, log = run.card, run.network, run.settings, run.device, run.log
+    options, val_t1, val_brains = run.options, run.val_images, run.val_brains
+    state = fit(_family(card), network, run.train_slices, run.val_slices, settings, run.checkpoint, log, device,
+                options)
     # every epoch's time, those of an interrupted run before --resume included
     train_seconds = sum(h.get("seconds", 0.0) for h in state["history"])
     save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
@@ -468,7 +491,7 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
     log("healthy restoration figures on validation subjects")
     val_images, note = in_model_contrast(card, val_t1, val_brains, seed=1)
     val_scores, figures = healthy_scores(model, val_images, val_brains, device, fidelity=True)
-    cal_images, cal_brains = calibration()
+    cal_images, cal_brains = run.calibration()
     cal_images, _ = in_model_contrast(card, cal_images, cal_brains, seed=0)
     log("calibrating thresholds on calibration subjects")
     calibration = calibrate(model, cal_images, cal_brains, device)
@@ -476,16 +499,16 @@ def _fit_and_calibrate(card, network, split, settings, checkpoint, work, log, co
         training={
             "data": "IXI T1 (healthy adults, Hammersmith Philips 3T), 2 mm NiChart copies",
             "licence": "CC BY-SA 3.0 (brain-development.org/ixi-dataset)",
-            "split": {k: len(v) for k, v in split.to_dict().items()},
-            "subjects": split.to_dict(),  # so a report never restores a scan the model has seen
+            "split": {k: len(v) for k, v in run.split.to_dict().items()},
+            "subjects": run.split.to_dict(),  # so a report never restores a scan the model has seen
             "settings": settings.__dict__,
             "epochs_run": state["epoch"], "best_val_loss": state["best_loss"],
             "history": state["history"],
             "seconds": round(train_seconds), "device": device.type,
-            "command": command,
+            "command": run.command,
             "torch": torch.__version__,
             **({"synthetic": options} if options else {}),
-            **({"initialised_from": lineage} if lineage else {}),
+            **({"initialised_from": run.lineage} if run.lineage else {}),
         },
         figures={
             "healthy_validation": {**figures, "n_scans": len(val_images),

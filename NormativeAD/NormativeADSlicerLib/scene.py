@@ -25,6 +25,8 @@ import numpy as np
 import slicer
 import vtk
 
+from NormativeADLib.options import DISPLAY_FLOOR
+
 from .nodes import (ATTR, ensure_segmentation_support, mark_unedited, mask_array, read_volume_array, same_grid,
                     set_segment_array, volume_like, was_edited)
 
@@ -41,7 +43,6 @@ SEGMENT_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
                        "~Anatomic codes - DICOM master list~SCT^12738006^Brain~^^")
 TABLE_NAME = "NormativeAD metrics"
 DEFAULT_OPACITY = 0.5
-DISPLAY_FLOOR = 0.8  # heatmap voxels below this fraction of the threshold are not drawn (0.5 coloured most of a healthy-looking brain)
 
 COLOR_TABLE_FILE = Path(__file__).resolve().parent.parent / "Resources" / "ColorTables" / "NormativeADHeat.ctbl"
 
