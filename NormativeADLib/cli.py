@@ -131,8 +131,6 @@ def cmd_restore(args, reporter: Reporter) -> int:
 
         def outputs_in_place() -> None:
             in_place.append(out)
-            if cancel.is_set():  # the signal came while the finished outputs were moved into place
-                raise Cancelled("cancelled after the outputs were complete", outputs=out)
             # a front end reading JSON shows the overlay now, while the figures are drawn
             reporter.event("done", out=str(out), metrics=result.metrics)
             if args.figures:
@@ -148,7 +146,7 @@ def cmd_restore(args, reporter: Reporter) -> int:
                 raise Cancelled("cancelled while the figures were drawn (report.png or registration.png is "
                                 "missing; the other outputs are complete)", outputs=out) from None
             raise
-        if cancel.is_set() and not in_place:  # the signal came while the finished outputs were moved into place
+        if cancel.is_set():  # the signal came while the finished outputs were moved into place
             raise Cancelled("cancelled after the outputs were complete", outputs=out)
     reporter.close()
     if reporter.mode == "json":

@@ -15,10 +15,10 @@ FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
 FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
 IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")  # on the input's grid
 TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "transform.tfm")
-FIGURE_OUTPUTS = ("report.png", "registration.png")
+FIGURE_OUTPUTS = ("report.png", "registration.png")  # drawn last: an interactive run shows its overlay first
 # The heatmap is drawn from this fraction of the threshold up, below it the scan alone, in the case figure,
 # the Slicer views and the web page alike (0.5 coloured most of a healthy-looking brain).
-DISPLAY_FLOOR = 0.8  # drawn last: an interactive run shows its overlay first
+DISPLAY_FLOOR = 0.8
 
 
 def analysis_names(fmt: str) -> list[str]:

@@ -202,26 +202,21 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
     figures: False writes no figures (a front end that shows the results and does not keep the files).
     """
     out_dir = Path(out_dir)
-    if not figures:
-        with paths.atomic_output_dir(out_dir, analysis_names(fmt), overwrite, later=FIGURE_OUTPUTS) as staging:
-            _write_analysis(result, staging, fmt)
-        if before_figures is not None:
-            before_figures()
-        return out_dir
-    if before_figures is None:
-        with paths.atomic_output_dir(out_dir, output_names(fmt), overwrite) as staging:
-            _write_analysis(result, staging, fmt)
-            write_figures(result, staging)
-        return out_dir
-    with paths.atomic_output_dir(out_dir, analysis_names(fmt), overwrite, later=FIGURE_OUTPUTS) as staging:
+    staged = figures and before_figures is None  # the figures go in with everything else
+    names, later = (output_names(fmt), ()) if staged else (analysis_names(fmt), FIGURE_OUTPUTS)
+    with paths.atomic_output_dir(out_dir, names, overwrite, later=later) as staging:
         _write_analysis(result, staging, fmt)
-    before_figures()
-    try:
-        write_figures(result, out_dir, atomic=True)
-    except Exception:
-        for name in analysis_names(fmt):
-            (out_dir / name).unlink(missing_ok=True)
-        raise
+        if staged:
+            write_figures(result, staging)
+    if before_figures is not None:
+        before_figures()
+    if figures and not staged:
+        try:
+            write_figures(result, out_dir, atomic=True)
+        except Exception:
+            for name in names:
+                (out_dir / name).unlink(missing_ok=True)
+            raise
     return out_dir
 
 

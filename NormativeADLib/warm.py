@@ -80,15 +80,23 @@ def _cached(store: OrderedDict, key_of: Callable, make: Callable, limit: int):
     return value
 
 
+_digests: OrderedDict = OrderedDict()  # file state (_stat) -> digest: a run looks a scan up more than once
+
+
 def _content(path: Path) -> tuple:
     """What a scan file holds (its size and digest), not where it is: the Slicer module exports the volume
     to a new file for every Apply, and the same volume must find its registration again (0.05 s for a
-    30 MB scan against 4 s of registration)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return os.path.getsize(path), digest.hexdigest()
+    30 MB scan against 4 s of registration). Read once per file state."""
+    state = _stat(path)
+    if state not in _digests:
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _digests[state] = digest.hexdigest()
+        while len(_digests) > 8:
+            _digests.popitem(last=False)
+    return state[1], _digests[state]
 
 
 def _stat(path: Path) -> tuple:

@@ -71,7 +71,7 @@ def _argv_of(line: str) -> list[str] | None:
 
 def _import_ahead() -> None:
     """What every restore needs, imported while the user is still choosing (about 5 s of a cold run)."""
-    from . import cli, pipeline, report  # noqa: F401
+    from . import case_figure, cli, pipeline  # noqa: F401 - case_figure: matplotlib, for the figures
     from .catalogue import default_model, get_card
     from .models import FAMILIES
 

@@ -62,11 +62,12 @@ class Session:
             time.sleep(0.2)
         raise RuntimeError(f"the session did not answer within {timeout:.0f} s")
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (the session removes its upload folder as it ends), then SIGKILL."""
-        if not self.alive():
-            return
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self) -> None:
+        """SIGTERM: the session removes its upload folder as it ends."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, timeout: float = 20.0) -> None:
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -120,10 +121,9 @@ class Launcher:
             everyone = self.sessions + ([self.spare] if self.spare else [])
             self.sessions, self.spare = [], None
         for session in everyone:  # all at once: each takes a moment to end
-            if session.alive():
-                session.process.send_signal(signal.SIGTERM)
+            session.terminate()
         for session in everyone:
-            session.stop()
+            session.wait_or_kill()
 
 
 def serve(launcher: Launcher, host: str, port: int) -> None:

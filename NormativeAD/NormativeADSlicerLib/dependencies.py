@@ -34,39 +34,37 @@ def _distribution(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]
 
 
-def _satisfied(requirement: str, version: str) -> bool:
-    """Whether an installed version meets the requirement's bounds (pip's own version rules)."""
+def _packaging():
+    """pip's own requirement and name rules (`packaging`; Slicer's Python always has pip, which carries it)."""
     try:
-        from packaging.requirements import Requirement
-    except ImportError:  # Slicer's Python always has pip, which carries the same module
-        from pip._vendor.packaging.requirements import Requirement
-    return Requirement(requirement).specifier.contains(version, prereleases=True)
+        from packaging import requirements, utils
+    except ImportError:
+        from pip._vendor.packaging import requirements, utils
+    return requirements.Requirement, utils.canonicalize_name
+
+
+def _installed(requirement: str) -> str | None:
+    """The installed version of the requirement's distribution, or None."""
+    try:
+        return importlib.metadata.version(_distribution(requirement))
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def missing(reqs: list[str] | None = None) -> list[str]:
     """Requirements not installed, or installed below their bounds (listed as the requirement)."""
+    requirement_of, _ = _packaging()
     unmet = []
     for requirement in reqs if reqs is not None else requirements():
-        try:
-            version = importlib.metadata.version(_distribution(requirement))
-        except importlib.metadata.PackageNotFoundError:
-            unmet.append(requirement)
-            continue
-        if not _satisfied(requirement, version):
+        version = _installed(requirement)
+        if version is None or not requirement_of(requirement).specifier.contains(version, prereleases=True):
             unmet.append(requirement)
     return unmet
 
 
 def outdated(reqs: list[str]) -> list[str]:
     """The distributions of reqs that are installed (below their bounds, if in missing())."""
-    names = []
-    for requirement in reqs:
-        try:
-            importlib.metadata.version(_distribution(requirement))
-            names.append(_distribution(requirement))
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return names
+    return [_distribution(r) for r in reqs if _installed(r) is not None]
 
 
 def missing_all() -> list[str]:
@@ -82,27 +80,25 @@ def torch_installed() -> bool:
 
 def constraints_file(upgrade: list[str] = ()) -> Path:
     """A pip constraints file pinning every installed distribution to its version, but those in upgrade."""
-    keep = {_canonical(n) for n in upgrade}
+    _, canonical = _packaging()
+    keep = {canonical(n) for n in upgrade}
     pins = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
-        if name and _canonical(name) not in keep and _canonical(name) not in pins:
-            pins[_canonical(name)] = f"{name}=={dist.version}"
+        if name and canonical(name) not in keep and canonical(name) not in pins:
+            pins[canonical(name)] = f"{name}=={dist.version}"
     handle = tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False)
     handle.write("\n".join(sorted(pins.values())) + "\n")
     handle.close()
     return Path(handle.name)
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def imported(distributions: list[str]) -> list[str]:
     """Those of the distributions whose modules this Python process has imported already."""
+    _, canonical = _packaging()
     modules = importlib.metadata.packages_distributions()
-    wanted = {_canonical(d) for d in distributions}
-    loaded = {_canonical(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
+    wanted = {canonical(d) for d in distributions}
+    loaded = {canonical(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
     return sorted(wanted & loaded)
 
 

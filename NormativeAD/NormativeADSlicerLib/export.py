@@ -105,6 +105,5 @@ def write_run_inputs(folder: str | Path, input_node, mask_node=None, reference_n
     return files
 
 
-
 __all__ = ["export_result", "write_labelmap", "write_metrics_csv", "write_run_inputs", "write_segmentation",
            "SEGMENT_ID", "volume_like"]

@@ -209,8 +209,9 @@ def remove_result(scene, result: Result) -> None:
             if child is not None and child.GetScene() is scene:
                 scene.RemoveNode(child)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    if folder and not any(_in_scene(hierarchy.GetItemDataNode(hierarchy.GetItemByPositionUnderParent(folder, i)), scene)
-                          for i in range(hierarchy.GetNumberOfItemChildren(folder))):
+    children = [hierarchy.GetItemDataNode(hierarchy.GetItemByPositionUnderParent(folder, i))
+                for i in range(hierarchy.GetNumberOfItemChildren(folder))] if folder else []
+    if folder and not any(_in_scene(node, scene) for node in children):
         hierarchy.RemoveItem(folder, False, True)  # emptied (what the user put there themselves stays)
 
 
@@ -313,6 +314,13 @@ def file_in_run_folder(scene, result: Result) -> int:
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     input_item = _item_of(hierarchy, result.input, hierarchy.GetSceneItemID())
     folder = hierarchy.CreateFolderItem(hierarchy.GetItemParent(input_item), result.name)
+    _label_run_folder(hierarchy, folder, result)
+    return folder
+
+
+def _label_run_folder(hierarchy, folder: int, result: Result) -> None:
+    """The run's parameters as the folder's attributes, from the result's own (the threshold as it is now)
+    and its nodes filed under it (a segmentation made anew at a threshold included)."""
     metrics = result.metrics
     parameters = {"Model": result.model_id, "ModelVersion": str(metrics.get("model", {}).get("version", "")),
                   "Threshold": repr(result.threshold), "ThresholdSource": result.threshold_source,
@@ -322,8 +330,6 @@ def file_in_run_folder(scene, result: Result) -> int:
         hierarchy.SetItemAttribute(folder, ATTR + name, value)
     for node in result.nodes():
         hierarchy.SetItemParent(_item_of(hierarchy, node, folder), folder)
-    result.heatmap.SetAttribute(ATTR + "Folder", result.name)
-    return folder
 
 
 def _item_of(hierarchy, node, parent: int) -> int:
@@ -340,8 +346,8 @@ def run_folder(scene, result: Result) -> int:
     """The result's folder item (0 when it has none)."""
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     item = hierarchy.GetItemByDataNode(result.heatmap)
-    return hierarchy.GetItemParent(item) if item and hierarchy.GetItemAttribute(
-        hierarchy.GetItemParent(item), ATTR + "Model") else 0
+    parent = hierarchy.GetItemParent(item) if item else 0
+    return parent if parent and hierarchy.GetItemAttribute(parent, ATTR + "Model") else 0
 
 
 def add_anomaly_segment(segmentation) -> None:
@@ -430,10 +436,7 @@ def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
     result.heatmap.SetAttribute(ATTR + "ThresholdSource", source)
     folder = run_folder(scene, result)
     if folder:
-        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-        hierarchy.SetItemAttribute(folder, ATTR + "Threshold", repr(value))
-        hierarchy.SetItemAttribute(folder, ATTR + "ThresholdSource", source)
-        hierarchy.SetItemParent(_item_of(hierarchy, segmentation, folder), folder)
+        _label_run_folder(slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene), folder, result)
     display = result.heatmap.GetDisplayNode()
     low, high = heatmap_window(result)
     display.SetWindowLevelMinMax(low, high)
