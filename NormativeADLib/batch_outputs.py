@@ -35,6 +35,8 @@ _BIDS_IMAGES = {
     "heatmap": ("heatmap", None, "anomaly heatmap (the model's per-voxel anomaly score) on the scan's grid", None),
     "segmentation": ("anomaly", "mask", "anomalies flagged: the heatmap above the threshold", "Lesion"),
     "brain_mask": ("brain", "mask", "brain mask the analysis used", "Brain"),
+    "uncertainty": ("uncertainty", None, "how much the heatmap moves when the scan is mirrored left-right "
+                    "(half the difference of the two passes, in heatmap units)", None),
 }
 # restore's other outputs, which BIDS has no name for -> (folder beside anat/, desc label, extension)
 _BIDS_EXTRAS = {"metrics.json": ("metrics", "metrics", ".json"), "metrics.csv": ("metrics", "metrics", ".csv"),

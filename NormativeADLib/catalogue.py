@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .card import CARD_FILE, ModelCard, read_card, verify_weights
 from .errors import InputError, ModelError
-from .options import CONTRASTS
+from .options import CONTRASTS, STUDY_FAMILY
 from .paths import child_path, home, model_roots, write_folder_atomic
 
 DEFAULT_MODEL = "ae-ixi-t1"  # only when no installed model has synthetic-validation figures (see default_model)
@@ -78,6 +78,21 @@ def default_model(contrast: str | None = None) -> str:
     best = max((m[0] for m in measured), default=0.0)
     candidates = [m for m in measured if m[2] and m[0] >= RESTORER_DICE_SHARE * best] or measured
     return max(candidates, key=lambda m: (m[0], m[1] == DEFAULT_MODEL))[1] if candidates else DEFAULT_MODEL
+
+
+def default_study_model() -> str:
+    """The model a study run (restore --with) takes when none is named: the installed study model with
+    the best mean Dice on synthetic anomalies over the contrasts it was measured in."""
+    measured = []
+    for card in list_models():
+        if card.family != STUDY_FAMILY:
+            continue
+        dice = [d for d in (synthetic_dice(card, c) for c in card.trained_contrasts) if d is not None]
+        measured.append((sum(dice) / len(dice) if dice else -1.0, card.id))
+    if not measured:
+        raise ModelError("no study model is installed: --with needs a model that reads several contrasts "
+                         "together (family study); install one with normativead models import.")
+    return max(measured)[1]
 
 
 def list_models() -> list[ModelCard]:

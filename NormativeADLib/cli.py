@@ -90,7 +90,14 @@ def check_restore(args) -> Path:
     from .paths import case_name, check_input_file, check_writable
 
     check_input_file(args.input, "scan")
-    if args.model is None:  # the best measured model for the scan's contrast (catalogue.default_model)
+    args.others = [_other_volume(spec) for spec in getattr(args, "others", None) or ()]
+    for path, _ in args.others:
+        check_input_file(path, "study volume (--with)")
+    if args.model is None and args.others:  # several contrasts together need a study model
+        from .catalogue import default_study_model
+
+        args.model = default_study_model()
+    elif args.model is None:  # the best measured model for the scan's contrast (catalogue.default_model)
         from .catalogue import default_model
         from .options import guess_contrast
 
@@ -104,9 +111,27 @@ def check_restore(args) -> Path:
     resolve_threshold(args.threshold, card.offered_thresholds(), card.id, card.default_threshold)
     out = Path(args.out) if args.out else Path(f"normativead_{case_name(args.input)}")
     # the pseudo-healthy image alone compresses to about the scan's file size: a full disk answers now
-    names = output_names(args.format) if args.figures else analysis_names(args.format)
-    check_writable(out, names, args.overwrite, need_bytes=Path(args.input).stat().st_size)
+    others = _named_contrasts(card, args) if args.others else []
+    names = (output_names if args.figures else analysis_names)(args.format, others, args.uncertainty)
+    need = Path(args.input).stat().st_size * (1 + 2 * len(others))
+    check_writable(out, names, args.overwrite, need_bytes=need)
     return out
+
+
+def _other_volume(spec: str) -> tuple[str, str | None]:
+    """--with [CONTRAST=]FILE -> (file, contrast or None for the file name's)."""
+    head, sep, tail = spec.partition("=")
+    if sep and head.strip().lower() in {c.lower() for c in CONTRASTS}:
+        return tail, head
+    return spec, None
+
+
+def _named_contrasts(card, args) -> list[str]:
+    """The contrasts of the study's other volumes, checked against the model (before the heavy imports)."""
+    from .options import guess_contrast, study_contrasts
+
+    first = args.contrast or guess_contrast(Path(args.input).name) or card.trained_contrasts[0]
+    return study_contrasts(card, first, args.others)
 
 
 def cmd_restore(args, reporter: Reporter) -> int:
@@ -119,11 +144,14 @@ def cmd_restore(args, reporter: Reporter) -> int:
 
         reporter.progress("read", 0.0, f"checking {Path(args.input).name}")
         io.check_inputs(args.input, args.mask, args.reference, args.transform)
+        for path, _ in args.others:
+            io.check_inputs(path)
         from . import pipeline
 
         result = pipeline.analyse(args.input, args.model, args.mask, args.reference, args.threshold, args.device,
                                   seed=args.seed, transform_path=args.transform, progress=reporter.progress,
-                                  cancel=cancel, contrast=args.contrast)
+                                  cancel=cancel, contrast=args.contrast, others=args.others,
+                                  uncertainty=args.uncertainty)
         if cancel.is_set():
             raise Cancelled("run cancelled")
         reporter.progress("write", 0.97, f"writing outputs to {out}")
@@ -159,7 +187,9 @@ def cmd_restore(args, reporter: Reporter) -> int:
 
 def _output_bytes(result) -> int:
     """The most the outputs of a run can take on disk: the images uncompressed, plus the report."""
-    images = (result.pseudo_healthy, result.heatmap, result.segmentation, result.prepared.native_brain)
+    from .pipeline import result_images
+
+    images = result_images(result).values()
     return sum(im.GetNumberOfPixels() * im.GetNumberOfComponentsPerPixel() * im.GetSizeOfPixelComponent()
                for im in images) + 2_000_000
 
@@ -216,6 +246,7 @@ def cmd_demo(args, reporter: Reporter) -> int:
     contrast = next((c for c in card.trained_contrasts if c in SAMPLE_SCANS), card.contrast)
     scan, lesion = sample_case(contrast)
     args.input, args.reference, args.mask, args.transform, args.contrast = str(scan), str(lesion), None, None, None
+    args.others = []
     args.threshold = None  # the card's default
     args.out = args.out or "normativead_demo"
     return cmd_restore(args, reporter)
@@ -299,6 +330,10 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--transform", help="transform.tfm of an earlier run on this scan: skip registration")
             sp.add_argument("--contrast", type=_contrast, metavar="|".join(CONTRASTS),
                             help="the scan's contrast (default: from its file name, e.g. sub-1_T2w, flair.nii.gz)")
+            sp.add_argument("--with", dest="others", nargs="+", metavar="[CONTRAST=]FILE",
+                            help="other volumes of the same subject's study (t2.nii.gz FLAIR=scan3.nii.gz): each is "
+                                 "registered to the scan and read with it by a study model; the contrast comes from "
+                                 "the file name unless named")
         sp.add_argument("--model", default=None, help="model id (see `normativead models`)")
         sp.add_argument("--device", default="auto", choices=DEVICES)
         sp.add_argument("--out", help="output folder")
@@ -306,6 +341,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         sp.add_argument("--no-figures", dest="figures", action="store_false",
                         help="skip report.png and registration.png (about 2 s; for front ends that show the results)")
+        sp.add_argument("--no-uncertainty", dest="uncertainty", action="store_false",
+                        help="skip the uncertainty map (a second pass on the scan mirrored left-right)")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
         sp.add_argument("--progress", default="bar", choices=["bar", "json", "none"])

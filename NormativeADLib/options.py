@@ -13,7 +13,9 @@ from .errors import InputError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
 FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
-IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask")  # on the input's grid
+IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask", "uncertainty")  # on the input's grid
+# per other volume of a study (restore --with): the volume registered onto the first scan, and its restoration
+STUDY_OUTPUTS = ("registered", "pseudo_healthy")
 TABLE_OUTPUTS = ("metrics.json", "metrics.csv", "transform.tfm")
 FIGURE_OUTPUTS = ("report.png", "registration.png")  # drawn last: an interactive run shows its overlay first
 # The heatmap is drawn from this fraction of the threshold up, below it the scan alone, in the case figure,
@@ -21,14 +23,24 @@ FIGURE_OUTPUTS = ("report.png", "registration.png")  # drawn last: an interactiv
 DISPLAY_FLOOR = 0.8
 
 
-def analysis_names(fmt: str) -> list[str]:
+def study_image_names(others=()) -> list[str]:
+    """The images of a study's other volumes, by contrast: registered_FLAIR, pseudo_healthy_FLAIR..."""
+    return [f"{name}_{contrast}" for contrast in others for name in STUDY_OUTPUTS]
+
+
+def image_names(others=(), uncertainty: bool = True) -> list[str]:
+    """The images a restore run writes (without suffix); others: the contrasts of a study's other volumes."""
+    return [n for n in IMAGE_OUTPUTS if uncertainty or n != "uncertainty"] + study_image_names(others)
+
+
+def analysis_names(fmt: str, others=(), uncertainty: bool = True) -> list[str]:
     """The files a restore run writes before its figures."""
-    return [name + FORMATS[fmt] for name in IMAGE_OUTPUTS] + list(TABLE_OUTPUTS)
+    return [name + FORMATS[fmt] for name in image_names(others, uncertainty)] + list(TABLE_OUTPUTS)
 
 
-def output_names(fmt: str) -> list[str]:
+def output_names(fmt: str, others=(), uncertainty: bool = True) -> list[str]:
     """The files a restore run writes."""
-    return analysis_names(fmt) + list(FIGURE_OUTPUTS)
+    return analysis_names(fmt, others, uncertainty) + list(FIGURE_OUTPUTS)
 
 
 CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
@@ -90,6 +102,37 @@ def resolve_threshold(spec: str | float | None, thresholds: dict, model_id: str 
         raise InputError(f"threshold {spec} must be a finite number of at least {MIN_MANUAL_THRESHOLD:g} (scores are "
                          ">= 0, so 0 or less would flag the whole brain).")
     return "manual", value
+
+
+STUDY_FAMILY = "study"  # the family of models that read several contrasts of one subject together
+
+
+def study_contrasts(card, scan_contrast: str, others) -> list[str]:
+    """The contrasts of a study's other volumes ((path, contrast or None) pairs), checked: the model reads
+    several contrasts together (a study model), each volume's contrast is known, one volume per contrast."""
+    if not others:
+        return []
+    if card.family != STUDY_FAMILY:
+        raise InputError(f"model {card.id} reads one volume; the other volumes of a study (--with) need a study "
+                         "model, which reads several contrasts together (normativead models: family study).")
+    contrasts = []
+    for path, given in others:
+        named = given or guess_contrast(Path(path).name)
+        if not named:
+            raise InputError(f"the contrast of {Path(path).name} is not in its file name; name it: --with "
+                             f"FLAIR={path} (one of {', '.join(CONTRASTS)}).")
+        try:
+            contrasts.append(canonical_contrast(named))
+        except ValueError as err:
+            raise InputError(str(err)) from None
+    every = [scan_contrast, *contrasts]
+    twice = sorted({c for c in every if every.count(c) > 1})
+    if twice:
+        raise InputError(f"the study holds more than one {', '.join(twice)} volume; give one volume per contrast.")
+    unread = [c for c in every if not card.accepts(c)]
+    if unread:
+        raise InputError(f"model {card.id} does not read {', '.join(unread)}; it reads {', '.join(card.trained_contrasts)}.")
+    return contrasts
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,18 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from . import anomaly, io, jsontext, metrics, paths, warm
+from . import anomaly, coregister, io, jsontext, metrics, paths, warm
 from .card import ModelCard
 from .errors import Cancelled, InputError
-from .options import (FIGURE_OUTPUTS, FORMATS, IMAGE_OUTPUTS, analysis_names, canonical_contrast, guess_contrast,
-                      output_names, resolve_threshold)
+from .options import (FIGURE_OUTPUTS, FORMATS, IMAGE_OUTPUTS, STUDY_OUTPUTS, analysis_names, canonical_contrast,
+                      guess_contrast, output_names, resolve_threshold, study_contrasts)
 from .contrast_check import check_contrast
 from .preprocess import Prepared, check_registration, prepare, to_model, to_native
 from .catalogue import DEFAULT_MODEL, get_card
@@ -42,6 +42,19 @@ class CaseResult:
     segmentation: sitk.Image  # native grid uint8 0/1
     reference: sitk.Image | None
     metrics: dict
+    uncertainty: sitk.Image | None = None  # native grid: how much the heatmap moves under a left-right mirror
+    others: dict = field(default_factory=dict)  # contrast -> OtherResult, the study's other volumes
+
+
+@dataclass
+class OtherResult:
+    """One other volume of a study (restore --with), on the first scan's native grid."""
+
+    registered: sitk.Image
+    pseudo_healthy: sitk.Image
+
+    def images(self) -> tuple[sitk.Image, ...]:  # in options.STUDY_OUTPUTS order
+        return self.registered, self.pseudo_healthy
 
 
 def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
@@ -49,12 +62,16 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
             threshold: str | float | None = None, device: str = "auto", seed: int = 0,
             transform_path: str | Path | sitk.Transform | None = None,
             progress: StageProgress | None = None, cancel: threading.Event | None = None,
-            contrast: str | None = None) -> CaseResult:
+            contrast: str | None = None, others: Sequence[tuple[str | Path, str | None]] = (),
+            uncertainty: bool = True) -> CaseResult:
     """Restore one scan and derive its heatmap, segmentation and metrics (nothing is written).
 
     transform_path: a registration from an earlier run's transform.tfm (or a transform), to skip
     registration and make runs of several models on one scan see exactly the same alignment.
     contrast: the scan's contrast (options.CONTRASTS); None: from its file name, else the model's.
+    others: the study's other volumes of the same subject, (path, contrast or None for its file name's),
+    for a study model: each registered to the scan, restored, and read with it (coregister.py).
+    uncertainty: also run the scan mirrored left-right; the uncertainty map is how much the heatmap moves.
     """
     started = time.perf_counter()
     report = progress or (lambda stage, fraction, message: None)
@@ -73,6 +90,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     card = loaded.card
     resolve_threshold(threshold, card.offered_thresholds(), card.id, card.default_threshold)  # fail before the work
     scan_contrast = scan_contrast_of(scan_path, contrast, card)
+    other_contrasts = study_contrasts(card, scan_contrast["scan"], others)
     choice = select_device(device)
 
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
@@ -85,23 +103,46 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         (scan_path, mask_path, transform_path), (card.grid, tuple(card.percentiles)), make)
     contrast_evidence = check_contrast(prepared, scan_contrast["scan"])
 
+    study = {}
+    for (path, _), other_contrast in zip(others, other_contrasts):
+        checkpoint("preprocess", 0.2, f"registering the {other_contrast} volume to the scan")
+        study[other_contrast] = coregister.bring_onto(prepared, io.read_scan(path), other_contrast, card.percentiles)
+
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
-    restored = restore_volume(
-        loaded, prepared.image, prepared.brain, choice.device, seed=seed, cancel=cancel,
-        progress=lambda done, total: report("restore", 0.4 + 0.45 * done / total, f"slice {done}/{total}"),
-    )
+    passes = 2 if uncertainty else 1
+    step = 0.45 / passes / (1 + len(study))
+
+    def restore_one(image: np.ndarray, brain: np.ndarray, at: float) -> np.ndarray:
+        return restore_volume(loaded, image, brain, choice.device, seed=seed, cancel=cancel,
+                              progress=lambda done, total: report("restore", at + step * done / total,
+                                                                  f"slice {done}/{total}"))
+
+    def restore_and_score(mirror: bool, at: float) -> tuple[np.ndarray, np.ndarray, dict]:
+        flip = (lambda a: a[..., ::-1].copy()) if mirror else (lambda a: a)  # x is left-right in model space
+        brain = flip(prepared.brain)
+        restored = restore_one(flip(prepared.image), brain, at)
+        restored_others = {c: (flip(o.prepared.image), restore_one(flip(o.prepared.image), brain, at + step * (i + 1)))
+                           for i, (c, o) in enumerate(study.items())}
+        checkpoint("anomaly", at + step * (1 + len(study)), "anomaly map")
+        score = score_volume(loaded, flip(prepared.image), restored, brain, choice.device, cancel=cancel,
+                             contrast=scan_contrast["scan"], others=restored_others)
+        return flip(restored), flip(score), {c: flip(r) for c, (_, r) in restored_others.items()}
+
+    restored, score, restored_others = restore_and_score(False, 0.4)
+    mirrored_score = restore_and_score(True, 0.4 + 0.45 / passes)[1] if uncertainty else None
 
     checkpoint("anomaly", 0.86, "anomaly map, segmentation and metrics")
-    score = score_volume(loaded, prepared.image, restored, prepared.brain, choice.device, cancel=cancel)
     thresholds = anomaly.case_thresholds(card, score, prepared.brain)
     threshold_source, threshold_value = resolve_threshold(threshold, thresholds, card.id, card.default_threshold)
     native_brain = sitk.GetArrayFromImage(prepared.native_brain) > 0
     heatmap = sitk.GetArrayFromImage(to_native(score, prepared)) * native_brain
     spacing = scan.GetSpacing()
     segmentation = anomaly.segment(heatmap, threshold_value, spacing, card.postprocess.min_component_ml)
-    # The scan plus the model's change, in scan units: no dark rim where the brain edge is resampled.
-    native_change = sitk.GetArrayFromImage(to_native(restored - prepared.image, prepared))
-    pseudo = sitk.GetArrayViewFromImage(scan) + native_brain * native_change * np.subtract(*prepared.intensity_range[::-1])
+    pseudo = _pseudo_healthy(scan, prepared, restored, native_brain)
+    other_results = {c: OtherResult(o.registered, io.image_like(_pseudo_healthy(o.registered, o.prepared,
+                                                                                 restored_others[c], native_brain), scan))
+                     for c, o in study.items()}
+    mirrored = None if mirrored_score is None else sitk.GetArrayFromImage(to_native(mirrored_score, prepared)) * native_brain
 
     eroded = anomaly.eroded_brain(prepared.brain, card.postprocess.erode_iterations)
     # one segmentation per run: the written (native) one, seen in model space for the restoration figures
@@ -128,6 +169,8 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
             scan.TransformContinuousIndexToPhysicalPoint([float(v) for v in ijk])), spacing),
         "reference": None,
         "seed": seed,
+        "study": _study_metrics(scan_contrast["scan"], study),
+        "uncertainty": _uncertainty_metrics(heatmap, mirrored, segmentation, threshold_value),
     }
     if reference is not None:
         result_metrics["reference"] = metrics.detection_metrics(
@@ -145,7 +188,37 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         heatmap=io.image_like(heatmap.astype(np.float32), scan),
         segmentation=io.image_like(segmentation.astype(np.uint8), scan),
         reference=reference, metrics=result_metrics,
+        uncertainty=None if mirrored is None else io.image_like((np.abs(heatmap - mirrored) / 2).astype(np.float32), scan),
+        others=other_results,
     )
+
+
+def _pseudo_healthy(scan: sitk.Image, prepared: Prepared, restored: np.ndarray, native_brain: np.ndarray) -> np.ndarray:
+    """The scan plus the model's change, in scan units: no dark rim where the brain edge is resampled."""
+    native_change = sitk.GetArrayFromImage(to_native(restored - prepared.image, prepared))
+    scale = np.subtract(*prepared.intensity_range[::-1])
+    return (sitk.GetArrayViewFromImage(scan) + native_brain * native_change * scale).astype(np.float32)
+
+
+def _study_metrics(first: str, study: dict) -> dict | None:
+    if not study:
+        return None
+    return {"contrasts": [first, *study], "registration": {c: o.qc for c, o in study.items()}}
+
+
+def _uncertainty_metrics(heatmap: np.ndarray, mirrored: np.ndarray | None, segmentation: np.ndarray,
+                         threshold: float) -> dict | None:
+    """How far the flagged region holds when the scan is mirrored: the share of the flagged volume that the
+    mirrored pass does not flag (uncertain voxels), and the mean uncertainty inside and outside it."""
+    if mirrored is None:
+        return None
+    spread = np.abs(heatmap - mirrored) / 2
+    flagged = segmentation > 0
+    brain = heatmap > 0
+    return {"method": "left-right mirror: half the difference of the heatmaps of the scan and of its mirror image",
+            "flagged_uncertain_share": float((flagged & (mirrored < threshold)).sum() / flagged.sum()) if flagged.any() else None,
+            "mean_inside_flagged": float(spread[flagged].mean()) if flagged.any() else None,
+            "mean_outside_flagged": float(spread[brain & ~flagged].mean()) if (brain & ~flagged).any() else None}
 
 
 def _model(model_id: str) -> LoadedModel:
@@ -203,7 +276,8 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
     """
     out_dir = Path(out_dir)
     staged = figures and before_figures is None  # the figures go in with everything else
-    names, later = (output_names(fmt), ()) if staged else (analysis_names(fmt), FIGURE_OUTPUTS)
+    kept = (result.others, result.uncertainty is not None)
+    names, later = (output_names(fmt, *kept), ()) if staged else (analysis_names(fmt, *kept), FIGURE_OUTPUTS)
     with paths.atomic_output_dir(out_dir, names, overwrite, later=later) as staging:
         _write_analysis(result, staging, fmt)
         if staged:
@@ -221,13 +295,22 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
 
 
 def _write_analysis(result: CaseResult, folder: Path, fmt: str) -> None:
-    brain = sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8)
-    for name, image in zip(IMAGE_OUTPUTS, (result.pseudo_healthy, result.heatmap, result.segmentation, brain)):
+    for name, image in result_images(result).items():
         io.write_image(image, folder / (name + FORMATS[fmt]))
     (folder / "metrics.json").write_text(jsontext.dumps(result.metrics, indent=2) + "\n")
     paths.write_csv([metrics.flat_metrics(result.metrics)], folder / "metrics.csv")
     # model (MNI) -> scan points: --transform reuses it, so runs of several models share one registration
     sitk.WriteTransform(result.prepared.transform, str(folder / "transform.tfm"))
+
+
+def result_images(result: CaseResult) -> dict[str, sitk.Image]:
+    """Every image of a run by output name (options.image_names), all on the scan's native grid."""
+    images = dict(zip(IMAGE_OUTPUTS, (result.pseudo_healthy, result.heatmap, result.segmentation,
+                                      sitk.Cast(result.prepared.native_brain, sitk.sitkUInt8), result.uncertainty)))
+    images = {name: image for name, image in images.items() if image is not None}
+    for contrast, other in result.others.items():
+        images.update({f"{name}_{contrast}": image for name, image in zip(STUDY_OUTPUTS, other.images())})
+    return images
 
 
 def write_figures(result: CaseResult, folder: Path, atomic: bool = False) -> None:

@@ -100,25 +100,56 @@ def brain_slice_indices(brain: np.ndarray) -> np.ndarray:
 
 def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, brain: np.ndarray,
                  device: torch.device, batch_size: int | None = None,
-                 cancel: threading.Event | None = None) -> np.ndarray:
+                 cancel: threading.Event | None = None, contrast: str | None = None,
+                 others: dict | None = None) -> np.ndarray:
     """The model's anomaly score map (z, y, x) of a volume and its restoration, post-processed as the card says.
 
     Restoration families score the residual (anomaly.score_map). A family with a `probability` method
     (SADM: a segmenter on the scan and its restoration) scores with it, slice by slice; its heatmap is
-    that probability, zeroed outside the eroded brain and median filtered like a residual.
+    that probability, zeroed outside the eroded brain and median filtered like a residual. A study
+    family (`probability_study`) reads the volume as its `contrast` (default: the model's first) beside
+    `others`, {contrast: (image, restored)} of the same study on the same grid.
     """
-    if not hasattr(model.family, "probability"):
+    family = model.family
+    if not hasattr(family, "probability"):
         return anomaly.score_map(image, restored, brain, model.card.postprocess)
+    study = hasattr(family, "probability_study")
+    if study:
+        volumes = {**(others or {}), contrast or model.card.trained_contrasts[0]: (image, restored)}
+        image, restored, present = study_channels(volumes, brain.shape)
     slices = brain_slice_indices(brain)
-    probability = np.zeros(image.shape, np.float32)
-    batch_size = batch_size or batch_size_for(device, image.shape[1:], model.family.cpu_batch)
+    probability = np.zeros(brain.shape, np.float32)
+    batch_size = batch_size or batch_size_for(device, brain.shape[1:], family.cpu_batch)
     network = model.network.to(device)
     with torch.inference_mode():
         for start in range(0, len(slices), batch_size):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("scoring cancelled")
             index = slices[start:start + batch_size]
-            x, r, b = (torch.from_numpy(np.ascontiguousarray(a[index][:, None], np.float32)).to(device)
-                       for a in (image, restored, brain))
-            probability[index] = model.family.probability(network, x, r, b)[:, 0].cpu().numpy()
+            b = torch.from_numpy(np.ascontiguousarray(brain[index][:, None], np.float32)).to(device)
+            if study:
+                x, r = (torch.from_numpy(np.ascontiguousarray(a[:, index].swapaxes(0, 1), np.float32)).to(device)
+                        for a in (image, restored))
+                shown = torch.from_numpy(np.repeat(present[None], len(index), 0)).to(device)
+                p = family.probability_study(network, x, r, b, shown)
+            else:
+                x, r = (torch.from_numpy(np.ascontiguousarray(a[index][:, None], np.float32)).to(device)
+                        for a in (image, restored))
+                p = family.probability(network, x, r, b)
+            probability[index] = p[:, 0].cpu().numpy()
     return anomaly.postprocess_score(probability, brain, model.card.postprocess)
+
+
+def study_channels(volumes: dict, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A study's images and restorations stacked (K, z, y, x) in STUDY_CONTRASTS order, zero where the
+    study lacks a contrast, and which are present (K,) float32."""
+    from .synth_study import STUDY_CONTRASTS
+
+    unknown = set(volumes) - set(STUDY_CONTRASTS)
+    if unknown:
+        raise InputError(f"contrast(s) {sorted(unknown)} cannot be read by a study model; "
+                         f"it reads {', '.join(STUDY_CONTRASTS)}.")
+    empty = np.zeros(shape, np.float32)
+    images = np.stack([volumes[c][0] if c in volumes else empty for c in STUDY_CONTRASTS])
+    restored = np.stack([volumes[c][1] if c in volumes else empty for c in STUDY_CONTRASTS])
+    return images, restored, np.array([c in volumes for c in STUDY_CONTRASTS], np.float32)

@@ -152,6 +152,15 @@ def _ellipse_at(centre: np.ndarray, shape: tuple[int, ...], inside: np.ndarray, 
     return _Region(box, alpha.astype(np.float32), centre, float(radii.mean()))
 
 
+def region_weight(brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The soft weight (1 in the core, falling to 0 over the edge, 0 outside) of one anomaly's region,
+    on the whole image: for an anomaly drawn once and shown in several images (synth_study.py)."""
+    region = _draw_region(np.asarray(brain, bool), rng)
+    weight = np.zeros(brain.shape, np.float32)
+    weight[region.box] = region.alpha
+    return weight
+
+
 # --- the generators ---------------------------------------------------------------------------
 
 def _blob(image: np.ndarray, region: _Region, rng: np.random.Generator, sign: float) -> np.ndarray:

@@ -76,17 +76,17 @@ def removed_share(healthy: np.ndarray, anomalous: np.ndarray, restored_healthy: 
 
 
 def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
-                 device: torch.device = torch.device("cpu")) -> ScanFigures:
-    """The figures of the module docstring for one healthy scan (already in the contrast to measure)."""
+                 device: torch.device = torch.device("cpu"), contrast: str | None = None) -> ScanFigures:
+    """The figures of the module docstring for one healthy scan (already in `contrast`, the one to measure)."""
     card = model.card
     voxel_mm = (card.grid.spacing_mm,) * 3
     voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
     restored = restore_volume(model, healthy, brain, device)
     fidelity = metrics.restoration_fidelity(healthy, restored, brain)
-    healthy_score = score_volume(model, healthy, restored, brain, device)
+    healthy_score = score_volume(model, healthy, restored, brain, device, contrast=contrast)
     anomalous, mask = with_anomalies(healthy, brain, rng)
     fixed = restore_volume(model, anomalous, brain, device)
-    score = score_volume(model, anomalous, fixed, brain, device)
+    score = score_volume(model, anomalous, fixed, brain, device, contrast=contrast)
     removal = removed_share(healthy, anomalous, restored, fixed, mask)
     residual = np.abs(anomalous - fixed)
     outside = residual[brain & ~mask].mean()
@@ -108,7 +108,7 @@ def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
     out = {}
     for contrast in contrasts:
         rng = np.random.default_rng(seed)
-        rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid), b, rng, device)
+        rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid), b, rng, device, contrast)
                 for img, b in zip(images, brains)]
         policies = sorted({p for r in rows for p in r.dice})
         out[contrast] = {

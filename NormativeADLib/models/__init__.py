@@ -14,7 +14,8 @@ from .base import Family
 _WHERE = {"ae": ("autoencoder", "SpatialAE"), "vae": ("autoencoder", "VAE"),
           "ddpm": ("diffusion_families", "AnoDDPM"), "pddpm": ("diffusion_families", "PatchedDDPM"),
           "cddpm": ("diffusion_families", "ConditionedDDPM"), "autoddpm": ("diffusion_families", "AutoDDPM"),
-          "intensity": ("intensity", "IntensityBaseline"), "sadm": ("sadm", "SADM"), "dae": ("denoising", "DenoisingAE")}
+          "intensity": ("intensity", "IntensityBaseline"), "sadm": ("sadm", "SADM"), "dae": ("denoising", "DenoisingAE"),
+          "study": ("study", "StudySADM")}
 
 
 class _Families(Mapping):
