@@ -118,6 +118,10 @@ class NormativeADParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     brainMask: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
     reference: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
+    # other contrasts of the same subject's study, read with the input by a study model
+    otherVolume1: Optional[vtkMRMLScalarVolumeNode]
+    otherVolume2: Optional[vtkMRMLScalarVolumeNode]
+    otherVolume3: Optional[vtkMRMLScalarVolumeNode]
     model: str = ""
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     # Neither is bound in the .ui: the threshold names are the chosen model's (its card's), and the
@@ -175,6 +179,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultComboBox.connect("currentIndexChanged(int)", self.onResultChosen)
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onThresholdValue)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
+        self.ui.uncertaintyCheckBox.connect("toggled(bool)", self.onShowUncertainty)
         self.ui.exportDirectoryButton.directory = str(Path.home())
 
         self.refreshModels()
@@ -345,6 +350,7 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.start(
                 p.inputVolume, models, device=p.device, threshold=self._thresholdArgument(),
                 opacity=p.opacity, brainMask=p.brainMask, reference=p.reference,
+                otherVolumes=[p.otherVolume1, p.otherVolume2, p.otherVolume3],
                 onProgress=self._onProgress, onFinished=self._onFinished)
         except Exception as err:
             self._job = None
@@ -484,6 +490,10 @@ class NormativeADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onOpacity(self, value) -> None:
         self.logic.setOpacity(value)
 
+    def onShowUncertainty(self, checked) -> None:
+        if self._result is not None:
+            self.logic.showLayer(self._result, "uncertainty" if checked else "heatmap", self._parameterNode.opacity)
+
     def onExportButton(self) -> None:  # the result chosen in the Result list
         if self._result is None:
             slicer.util.warningDisplay(_("Run a model first: there is no result to export."))
@@ -549,12 +559,13 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
     # running
 
     def start(self, inputVolume, models, device="auto", threshold=None, opacity=0.5, brainMask=None,
-              reference=None, onProgress=None, onFinished=None):
+              reference=None, onProgress=None, onFinished=None, otherVolumes=()):
+        """otherVolumes: other contrasts of the input's study (their names say which), for a study model."""
         from NormativeADSlicerLib.logic import Job, RunSettings
 
         settings = RunSettings(models=list(models), device=device, threshold=threshold, opacity=opacity)
         return Job(slicer.mrmlScene, inputVolume, settings, brainMask, reference, on_progress=onProgress,
-                   on_finished=onFinished, process_factory=self.processFactory).start()
+                   on_finished=onFinished, process_factory=self.processFactory, other_nodes=otherVolumes).start()
 
     def run(self, inputVolume, models, timeout=None, **kwargs):
         """Blocking run; returns the job's final state (status, message, results)."""
@@ -588,6 +599,12 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
         from NormativeADSlicerLib import scene
 
         scene.set_opacity(slicer.mrmlScene, opacity)
+
+    def showLayer(self, result, layer="heatmap", opacity=0.5):
+        """The result's heatmap, or its uncertainty map ("uncertainty"), over the input in the main views."""
+        from NormativeADSlicerLib import scene
+
+        scene.show_layer(slicer.mrmlScene, result, layer, opacity)
 
     def export(self, result, folder, fmt="nii.gz"):
         from NormativeADSlicerLib import export

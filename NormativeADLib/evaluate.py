@@ -1,7 +1,8 @@
 """`normativead evaluate`: a model over labelled cases, at every threshold source, per case and pooled.
 
-Cases come from a manifest (JSON list of {name, scan, reference, mask?, contrast?}, paths relative
-to --root or to the manifest). Each case is analysed once; its heatmap is then segmented at each
+Cases come from a manifest (JSON list of {name, scan, reference, mask?, contrast?, with?}, paths
+relative to --root or to the manifest; `with` lists the study's other volumes, [{scan, contrast?}], for a
+study model). Each case is analysed once; its heatmap is then segmented at each
 healthy-calibrated threshold (fpr1/5/10) and at the threshold that maximises pooled Dice over
 these same cases. That last one is optimistic by construction (it is searched on the data it
 is scored on) and is labelled so.
@@ -43,7 +44,19 @@ def read_manifest(path: Path, root: Path | None = None) -> list[dict]:
         for key in ("scan", "reference", "mask"):
             if case.get(key):
                 case[key] = str(base / case[key])
+        case["with"] = [{**other, "scan": str(base / other["scan"])} for other in case.get("with") or ()]
     return cases
+
+
+def uncertainty_auroc(result, segmentation: np.ndarray, reference: np.ndarray, brain: np.ndarray) -> float | None:
+    """AUROC of the uncertainty map for the segmentation's wrong voxels (missed or false) in the brain: above
+    0.5 where the map is higher on the voxels the segmentation gets wrong; None without a map or an error."""
+    if result.uncertainty is None:
+        return None
+    wrong = (segmentation > 0) != reference
+    if not wrong[brain].any() or wrong[brain].all():
+        return None
+    return float(roc_auc_score(wrong[brain], sitk.GetArrayViewFromImage(result.uncertainty)[brain]))
 
 
 def _scores(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,7 +74,8 @@ def analyse_cases(model: LoadedModel, cases: list[dict], device: str = "auto",
     results = []
     for case in cases:
         result = analyse(case["scan"], model, case.get("mask"), case["reference"], None, device,
-                         transform_path=(transforms or {}).get(case["name"]), contrast=case.get("contrast"))
+                         transform_path=(transforms or {}).get(case["name"]), contrast=case.get("contrast"),
+                         others=[(o["scan"], o.get("contrast")) for o in case.get("with") or ()])
         results.append(result)
         log(f"{model.card.id} {case['name']}: AUROC {result.metrics['reference']['auroc']:.3f} "
             f"({result.metrics['seconds']} s)")
@@ -89,10 +103,13 @@ def summarise(card: ModelCard, cases: list[dict], results: list[CaseResult]) -> 
         for source, value in thresholds.items():
             seg = anomaly.segment(heat, value, spacing, card.postprocess.min_component_ml)
             m = metrics.detection_metrics(heat, seg, ref, brain, spacing)
-            rows.append({"case": case["name"], "contrast": case.get("contrast", ""), "model": card.id,
+            contrasts = (result.metrics.get("study") or {}).get("contrasts") or [case.get("contrast", "")]
+            rows.append({"case": case["name"], "contrast": "+".join(c for c in contrasts if c), "model": card.id,
                          "threshold_source": source, "threshold": value,
                          "flagged_ml": float(seg.sum()) * float(np.prod(spacing)) / 1000.0, **m,
-                         "caci": result.metrics["reference"]["caci_reference"]})
+                         "caci": result.metrics["reference"]["caci_reference"],
+                         "lesion_ml": float(ref.sum()) * float(np.prod(spacing)) / 1000.0,
+                         "uncertainty_auroc_error": uncertainty_auroc(result, seg, ref, brain)})
     pooled_y = np.concatenate([r[b] for r, b in zip(refs, brains)])
     pooled_s = np.concatenate([h[b] for h, b in zip(heats, brains)])
     summary = {}
@@ -125,7 +142,8 @@ def _pooled_dice(heats, refs, brains, thresholds) -> float:
     return 2 * tp / max(1, total)
 
 
-CASE_FIGURES = ("dice", "auprc", "auroc", "flagged_ml", "lesion_detection_rate", "false_positive_components", "caci")
+CASE_FIGURES = ("dice", "auprc", "auroc", "flagged_ml", "lesion_ml", "lesion_detection_rate", "false_positive_components",
+                "caci", "uncertainty_auroc_error")
 SEARCHED = "dice_searched_on_these_cases"
 
 

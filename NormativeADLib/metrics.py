@@ -28,6 +28,10 @@ def flat_metrics(m: dict) -> dict:
            "device": m.get("device"), "seconds": m.get("seconds")}
     row.update(m.get("per_case") or {})
     row.update({f"ref_{k}": v for k, v in (m.get("reference") or {}).items()})
+    uncertainty = m.get("uncertainty") or {}
+    row["flagged_uncertain_share"] = uncertainty.get("flagged_uncertain_share")
+    study = m.get("study") or {}
+    row["study_contrasts"] = "+".join(study.get("contrasts") or [])
     return row
 
 

@@ -150,6 +150,8 @@ class RestoreOptions:
     transform_path: Path | None = None  # an earlier run's transform.tfm: same registration, no re-run
     contrast: str | None = None  # the scan's contrast (CONTRASTS); None: from its file name
     figures: bool = True  # report.png and registration.png, drawn after the "done" event
+    others: tuple = ()  # the study's other volumes: (path, contrast or None for the file name's) pairs
+    uncertainty: bool = True  # the uncertainty map (a mirrored second pass)
 
     def arguments(self) -> list[str]:
         if self.device not in DEVICES:
@@ -163,6 +165,10 @@ class RestoreOptions:
                             ("--contrast", self.contrast)):
             if value:
                 args += [flag, str(value)]
+        if self.others:
+            args += ["--with", *(f"{contrast}={path}" if contrast else str(path) for path, contrast in self.others)]
         if not self.figures:
             args.append("--no-figures")
+        if not self.uncertainty:
+            args.append("--no-uncertainty")
         return args

@@ -26,13 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import anomaly, metrics, synth_contrast, synthetic
+from . import anomaly, metrics, synth_contrast, synth_study, synthetic
 from .grid import ModelGrid
 from .registry import LoadedModel
 from .restore import restore_volume, score_volume
 
 HEALTHY_LIMIT_ML = 5.0  # the median healthy flagged volume a default policy may reach
 ANOMALIES_PER_SCAN = 3
+# The contrast sets a study model is measured on: each contrast alone, and the usual clinical sets
+STUDY_SETS = ("T1", "T1c", "T2", "FLAIR", "T1c+FLAIR", "T1+T2+FLAIR", "T1+T1c+T2+FLAIR")
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,57 @@ def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng
                        float(mask.sum() * voxel_ml))
 
 
+def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, contrasts: list[str],
+                       rng: np.random.Generator, device: torch.device = torch.device("cpu")) -> ScanFigures:
+    """measure_scan for a study model on a synthetic study of one healthy T1 (synth_study.py): the T1 as
+    scanned, the other contrasts redrawn from its tissue labels, the same anomalies in each; the
+    restoration figures are the means over the study's contrasts."""
+    card = model.card
+    voxel_mm = (card.grid.spacing_mm,) * 3
+    voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
+    labels = synth_contrast.labels_for_volume(t1, brain, card.grid)
+    healthy = synth_study.healthy_study(t1, brain, labels, rng, contrasts, real_t1_prob=1.0)
+    anomalous, mask = dict(healthy), np.zeros(brain.shape, bool)
+    for _ in range(ANOMALIES_PER_SCAN):
+        anomalous, added, shows = synth_study.add_anomaly(anomalous, brain, rng)
+        if shows:
+            mask |= added
+
+    def restored_and_score(images: dict) -> tuple[dict, np.ndarray]:
+        restored = {c: restore_volume(model, img, brain, device) for c, img in images.items()}
+        first, *others = contrasts
+        score = score_volume(model, images[first], restored[first], brain, device, contrast=first,
+                             others={c: (images[c], restored[c]) for c in others})
+        return restored, score
+
+    clean, healthy_score = restored_and_score(healthy)
+    fixed, score = restored_and_score(anomalous)
+    fidelity = [metrics.restoration_fidelity(healthy[c], clean[c], brain) for c in contrasts]
+    removal = [removed_share(healthy[c], anomalous[c], clean[c], fixed[c], mask) for c in contrasts]
+    residual = np.mean([np.abs(anomalous[c] - fixed[c]) for c in contrasts], axis=0)
+    outside = residual[brain & ~mask].mean()
+    dice = {name: anomaly.dice(anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml), mask)
+            for name, value in anomaly.case_thresholds(card, score, brain).items()}
+    healthy_ml = {name: float(anomaly.segment(healthy_score, value, voxel_mm, card.postprocess.min_component_ml).sum()
+                              * voxel_ml) for name, value in anomaly.case_thresholds(card, healthy_score, brain).items()}
+    return ScanFigures(_mean(f["ssim"] for f in fidelity), _mean(f["mae"] for f in fidelity), _mean(removal),
+                       float(residual[mask].mean() / outside) if outside > 0 and mask.any() else None, dice, healthy_ml,
+                       float(mask.sum() * voxel_ml))
+
+
 def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
             device: torch.device = torch.device("cpu")) -> dict:
-    """Per contrast: the mean figures over the scans, and per policy the mean Dice and median healthy mL."""
+    """Per contrast (for a study model, per contrast set "T1+T2+FLAIR"): the mean figures over the scans,
+    and per policy the mean Dice and median healthy mL."""
     out = {}
+    study = hasattr(model.family, "probability_study")
     for contrast in contrasts:
         rng = np.random.default_rng(seed)
-        rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid), b, rng, device, contrast)
-                for img, b in zip(images, brains)]
+        if study:
+            rows = [measure_study_scan(model, img, b, contrast.split("+"), rng, device) for img, b in zip(images, brains)]
+        else:
+            rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid), b, rng, device, contrast)
+                    for img, b in zip(images, brains)]
         policies = sorted({p for r in rows for p in r.dice})
         out[contrast] = {
             "n_scans": len(rows),

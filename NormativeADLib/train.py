@@ -530,7 +530,8 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
     anomalies in each of its contrasts (synthetic_validation), and its default policy chosen on them:
     no lesion label of a real case chooses it."""
     card = model.card
-    contrasts = card.trained_contrasts
+    study = hasattr(model.family, "probability_study")
+    contrasts = synthetic_validation.STUDY_SETS if study else card.trained_contrasts
     log(f"synthetic-anomaly validation on {min(SELECTION_SCANS, len(images))} healthy scans in {', '.join(contrasts)}")
     figures = synthetic_validation.measure(model, images[:SELECTION_SCANS], brains[:SELECTION_SCANS], contrasts,
                                            device=device)
@@ -540,7 +541,9 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
         **card.figures, "synthetic_validation": {
             "scans": f"the first {min(SELECTION_SCANS, len(images))} healthy IXI validation subjects (model space), "
                      "T1 as scanned, other contrasts redrawn from their tissue labels; each once healthy and once "
-                     f"with {synthetic_validation.ANOMALIES_PER_SCAN} synthetic 3D anomalies (seeded)",
+                     f"with {synthetic_validation.ANOMALIES_PER_SCAN} synthetic 3D anomalies (seeded)"
+                     + ("; per contrast set, a synthetic study of one anatomy with the same anomalies in each "
+                        "contrast (synth_study.py)" if study else ""),
             "per_contrast": figures, "choice": why if policy else f"{why}; default kept"}})
 
 

@@ -135,6 +135,7 @@ class NormativeADWebApp(TrameApp):
         s.table_rows = []
         s.downloads = [{"kind": kind, "label": label} for kind, (label, _) in DOWNLOADS.items()]
         s.layout_name = RESULT_LAYOUT
+        s.beside = "restoration"  # what the Restoration layout shows beside the scan (session.BESIDE)
         s.compare_labels = []
         self._show_card(s.model)
 
@@ -148,6 +149,7 @@ class NormativeADWebApp(TrameApp):
         s.change("opacity")(self._on_opacity)
         s.change("current_result")(self._on_current_result)
         s.change("layout_name")(lambda layout_name, **_: self._set_layout(layout_name))
+        s.change("beside")(lambda beside, **_: self._set_layout(self.state.layout_name))
         self.server.trigger("na_upload")(self.upload)
 
     def _show_card(self, model_id) -> None:
@@ -383,7 +385,7 @@ class NormativeADWebApp(TrameApp):
             self.session.show_current(float(self.state.opacity))
         self.layouts.set_layout(name)
         if name == RESTORATION_LAYOUT:  # the view exists once its layout is shown
-            self.session.show_restoration(RESTORED_VIEW)
+            self.session.show_restoration(RESTORED_VIEW, self.state.beside)
             self._link_views()
             self._match_restored_view()
         self.state.layout_name = name
@@ -509,6 +511,10 @@ class NormativeADWebApp(TrameApp):
                     v3.VBtn("Three views", value=RESULT_LAYOUT, id="na-layout-result")
                     v3.VBtn("Restoration", value=RESTORATION_LAYOUT, id="na-layout-restoration")
                     v3.VBtn("Compare", value=COMPARE_LAYOUT, id="na-layout-compare", v_if="results.length > 1")
+                with v3.VBtnToggle(v_model=("beside",), mandatory=True, density="compact", classes="mt-1",
+                                   v_if=f"results.length > 0 && layout_name === '{RESTORATION_LAYOUT}'"):
+                    v3.VBtn("Pseudo-healthy", value="restoration", id="na-beside-restoration")
+                    v3.VBtn("Uncertainty", value="uncertainty", id="na-beside-uncertainty")
 
     def _build_legend(self) -> None:
         with html.Div(classes="d-flex align-center ga-2 mt-1", v_if="current_result", id="na-legend"):

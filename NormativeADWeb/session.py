@@ -39,8 +39,10 @@ DOWNLOADS = {  # kind -> (label, key in export.export_result's answer)
     "labelmap": ("Segmentation (NIfTI)", "labelmap"),
     "heatmap": ("Heatmap (NIfTI)", "heatmap"),
     "pseudo_healthy": ("Pseudo-healthy (NIfTI)", "pseudo_healthy"),
+    "uncertainty": ("Uncertainty (NIfTI)", "uncertainty"),
     "metrics": ("Metrics (CSV)", "metrics"),
 }
+BESIDE = ("restoration", "uncertainty")  # what the view beside the scan shows in the Restoration layout
 
 
 @dataclass(frozen=True)
@@ -234,16 +236,22 @@ class WebSession:
         if self.current is not None:
             scene_logic.show_heatmap(self.scene, self.current, opacity=opacity, show=True)
 
-    def show_restoration(self, view_name: str) -> None:
-        """The current result's pseudo-healthy volume alone in the named slice view (beside the scan),
-        with the segmentation's outline, so the eye can go from a finding to what the model put there."""
+    def show_restoration(self, view_name: str, beside: str = "restoration") -> None:
+        """In the named slice view (beside the scan), with the segmentation's outline: the current result's
+        pseudo-healthy volume alone, so the eye can go from a finding to what the model put there; or,
+        beside="uncertainty", its uncertainty map over the scan (where the heatmap is not to be trusted)."""
         if self.current is None:
             return
+        uncertainty = self.current.uncertainty if beside == "uncertainty" else None
+        if uncertainty is not None:
+            scene_logic.show_uncertainty(self.scene, self.current)
         for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
             composite = self.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
             if composite.GetLayoutName() == view_name:
-                composite.SetBackgroundVolumeID(self.current.pseudo_healthy.GetID())
-                composite.SetForegroundVolumeID(None)
+                background = self.current.input if uncertainty is not None else self.current.pseudo_healthy
+                composite.SetBackgroundVolumeID(background.GetID())
+                composite.SetForegroundVolumeID(uncertainty.GetID() if uncertainty is not None else None)
+                composite.SetForegroundOpacity(0.7)
                 composite.SetLabelVolumeID(None)
 
     def set_opacity(self, opacity: float) -> None:

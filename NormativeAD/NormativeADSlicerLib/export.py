@@ -50,7 +50,8 @@ def write_metrics_csv(scene, path: str | Path, result_names: list[str] | None = 
 
 
 def export_result(scene, result: Result, folder: str | Path, fmt: str = "nifti") -> dict[str, Path]:
-    """Write one result: segmentation (.seg.nrrd and label map), heatmap, pseudo-healthy, metrics CSV.
+    """Write one result: segmentation (.seg.nrrd and label map), heatmap, pseudo-healthy, metrics CSV, and
+    the uncertainty map where the run made one.
 
     fmt is the image format of the volumes and the label map, as the command line names it (FORMATS).
     """
@@ -67,6 +68,8 @@ def export_result(scene, result: Result, folder: str | Path, fmt: str = "nifti")
         "pseudo_healthy": write_volume(result.pseudo_healthy, folder / f"{stem}_pseudo_healthy{suffix}"),
         "metrics": write_metrics_csv(scene, folder / f"{stem}_metrics.csv", [result.name]),
     }
+    if result.uncertainty is not None:
+        written["uncertainty"] = write_volume(result.uncertainty, folder / f"{stem}_uncertainty{suffix}")
     return written
 
 
@@ -106,4 +109,4 @@ def write_run_inputs(folder: str | Path, input_node, mask_node=None, reference_n
 
 
 __all__ = ["export_result", "write_labelmap", "write_metrics_csv", "write_run_inputs", "write_segmentation",
-           "SEGMENT_ID", "volume_like"]
+           "write_volume", "SEGMENT_ID", "volume_like"]

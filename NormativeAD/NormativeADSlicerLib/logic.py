@@ -35,6 +35,29 @@ class RunSettings:
 CANCEL_TIMEOUT_S = 15.0  # a killed process has closed its output well before this
 
 
+def study_volumes(input_node, other_nodes, models) -> list[tuple]:
+    """(node, contrast) for each other volume of the study, checked before anything is written: a study
+    model for every model, the contrast in each node's name, one volume per contrast."""
+    if not other_nodes:
+        return []
+    from NormativeADLib.catalogue import get_card
+    from NormativeADLib.errors import InputError
+    from NormativeADLib.options import study_contrasts
+
+    unnamed = [node.GetName() for node in [input_node, *other_nodes] if guess_contrast(node.GetName() or "") is None]
+    if unnamed:
+        raise ValueError(f"rename '{unnamed[0]}' to say its contrast (T1, T1c, T2 or FLAIR, e.g. 'patient FLAIR'): "
+                         "the volumes of a study are read by contrast.")
+    pairs = [(node.GetName(), None) for node in other_nodes]
+    first = guess_contrast(input_node.GetName())
+    for model in models:
+        try:
+            contrasts = study_contrasts(get_card(model), first, pairs)
+        except InputError as err:
+            raise ValueError(str(err).replace(" (--with)", "")) from None
+    return list(zip(other_nodes, contrasts))
+
+
 @dataclass
 class JobState:
     status: str = "running"  # running, done, failed, cancelled
@@ -50,7 +73,7 @@ class Job:
     def __init__(self, scene, input_node, settings: RunSettings, mask_node=None, reference_node=None,
                  on_progress: Callable[[JobState], None] | None = None,
                  on_finished: Callable[[JobState], None] | None = None,
-                 process_factory: Callable[..., ProcessProtocol] = ProcessRunner):
+                 process_factory: Callable[..., ProcessProtocol] = ProcessRunner, other_nodes=()):
         if input_node is None:
             raise ValueError("choose an input volume")
         if not settings.models:
@@ -59,6 +82,8 @@ class Job:
             raise ValueError("choose each model once: a comparison shows one view per model")
         if settings.device not in DEVICES:
             raise ValueError(f"device {str(settings.device)[:40]!r} is not one of {', '.join(DEVICES)}")
+        other_nodes = [n for n in other_nodes if n is not None]
+        others = study_volumes(input_node, other_nodes, settings.models)
         self.scene = scene
         self.input_node = input_node
         self.settings = settings
@@ -69,6 +94,8 @@ class Job:
         self.reference_node = reference_node
         self.work_dir = new_work_dir()
         self.inputs = export.write_run_inputs(self.work_dir / "inputs", input_node, mask_node, reference_node)
+        self.others = tuple((export.write_volume(node, self.work_dir / "inputs" / f"other-{i}.nrrd"), contrast)
+                            for i, (node, contrast) in enumerate(others))
         self.outputs: list[tuple[str, Path]] = []
         self._index = -1
         self._runner: ProcessProtocol | None = None
@@ -91,7 +118,7 @@ class Job:
             transform_path=self.outputs[0][1] / "transform.tfm" if self.outputs else None,
             # the exported file is input.nrrd: the node's name (often the file's) says the contrast
             contrast=guess_contrast(self.input_node.GetName() or ""),
-            figures=self.settings.keep_files)  # the figures of files that are removed would be drawn for nobody
+            figures=self.settings.keep_files, others=self.others)  # the figures of files that are removed would be drawn for nobody
         self._runner = self.process_factory(request, on_event=self._event)
         self._runner.start()
 

@@ -25,7 +25,7 @@ import numpy as np
 import slicer
 import vtk
 
-from NormativeADLib.options import DISPLAY_FLOOR
+from NormativeADLib.options import DISPLAY_FLOOR, IMAGE_OUTPUTS, STUDY_OUTPUTS, study_image_names
 
 from .nodes import (ATTR, ensure_segmentation_support, mark_unedited, mask_array, read_volume_array, same_grid,
                     set_segment_array, volume_like, was_edited)
@@ -44,6 +44,7 @@ SEGMENT_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
 TABLE_NAME = "NormativeAD metrics"
 DEFAULT_OPACITY = 0.5
 
+OPTIONAL_IMAGES = ("brain_mask", "uncertainty")  # a run may leave these out (older runs, --no-uncertainty)
 COLOR_TABLE_FILE = Path(__file__).resolve().parent.parent / "Resources" / "ColorTables" / "NormativeADHeat.ctbl"
 
 # Table columns: (header, key in metrics.json per_case / reference / top level, unit) in display order.
@@ -69,6 +70,8 @@ TABLE_COLUMNS = [
     ("AUROC", "ref_auroc", ""),
     ("Lesion detection rate", "ref_lesion_detection_rate", ""),
     ("False positive components", "ref_false_positive_components", ""),
+    ("Flagged share uncertain", "flagged_uncertain_share", ""),
+    ("Contrasts", "study_contrasts", ""),
     ("Device", "device", ""),
     ("Seconds", "seconds", "s"),
 ]
@@ -130,6 +133,17 @@ class Result:
         return self._ref("reference")
 
     @property
+    def uncertainty(self):
+        """How much the heatmap moves when the scan is mirrored (None for a run without it)."""
+        return self._ref("uncertainty")
+
+    @property
+    def study_volumes(self) -> list:
+        """A study run's other volumes on the input's grid: each registered copy and its restoration."""
+        return [self.heatmap.GetNthNodeReference(ATTR + "study", i)
+                for i in range(self.heatmap.GetNumberOfNodeReferences(ATTR + "study"))]
+
+    @property
     def metrics(self) -> dict:
         return json.loads(self.heatmap.GetAttribute(ATTR + "Metrics") or "{}")
 
@@ -162,7 +176,8 @@ class Result:
         return float(self.metrics.get("min_component_ml", 0.0))
 
     def nodes(self) -> list:
-        return [n for n in (self.pseudo_healthy, self.heatmap, self.segmentation, self.brain_mask) if n is not None]
+        return [n for n in (self.pseudo_healthy, self.heatmap, self.segmentation, self.brain_mask, self.uncertainty,
+                            *self.study_volumes) if n is not None]
 
 
 def results_in_scene(scene, input_node=None, model_id: str | None = None) -> list[Result]:
@@ -228,10 +243,12 @@ def read_run(input_node, out_dir: str | Path) -> RunFiles:
     out_dir = Path(out_dir)
     metrics = json.loads((out_dir / "metrics.json").read_text())
     arrays = {}
-    for stem in ("pseudo_healthy", "heatmap", "segmentation", "brain_mask"):
+    others = ((metrics.get("study") or {}).get("contrasts") or [])[1:]
+    stems = [*IMAGE_OUTPUTS, *study_image_names(others)]
+    for stem in stems:
         files = sorted(out_dir.glob(stem + ".*"))
         if not files:
-            if stem == "brain_mask":
+            if stem in OPTIONAL_IMAGES:
                 continue
             raise FileNotFoundError(f"the run left no {stem} image in {out_dir}")
         array, matrix = read_volume_array(files[0])
@@ -287,6 +304,8 @@ def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str
         heatmap.SetNodeReferenceID(ATTR + "brainMask", brain.GetID())
         mark_unedited(brain)
 
+    _load_extra_volumes(scene, input_node, heatmap, arrays, name)
+
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} anomaly")
     segmentation.SetAttribute(ROLE, "segmentation")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(input_node)
@@ -302,10 +321,30 @@ def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str
     result = Result(heatmap)
     file_in_run_folder(scene, result)
     show_heatmap(scene, result, opacity=opacity, show=show)
+    show_uncertainty(scene, result)
     for node in (pseudo, heatmap, segmentation):
         mark_unedited(node, input_node)
     add_table_row(scene, result)
     return result
+
+
+def _load_extra_volumes(scene, input_node, heatmap, arrays: dict, name: str) -> None:
+    """The uncertainty map and a study's other volumes (registered copy, restoration) as volumes on the
+    input's grid, referenced from the heatmap; not shown until the user picks them."""
+    if "uncertainty" in arrays:
+        node = volume_like(scene, input_node, arrays["uncertainty"].astype(np.float32), f"{name} uncertainty")
+        node.SetAttribute(ROLE, "uncertainty")
+        heatmap.SetNodeReferenceID(ATTR + "uncertainty", node.GetID())
+        mark_unedited(node)
+    for stem in sorted(arrays):
+        kind, _, contrast = stem.rpartition("_")
+        if kind not in STUDY_OUTPUTS or not contrast:
+            continue
+        label = "registered" if kind == "registered" else "pseudo-healthy"
+        node = volume_like(scene, input_node, arrays[stem].astype(np.float32), f"{name} {contrast} {label}")
+        node.SetAttribute(ROLE, f"study:{stem}")
+        heatmap.AddNodeReferenceID(ATTR + "study", node.GetID())
+        mark_unedited(node)
 
 
 def file_in_run_folder(scene, result: Result) -> int:
@@ -394,12 +433,44 @@ def show_heatmap(scene, result: Result, opacity: float = DEFAULT_OPACITY, show: 
             composite.SetForegroundOpacity(opacity)
 
 
+def show_uncertainty(scene, result: Result) -> None:
+    """The uncertainty map's display: the heatmap's colours from a tenth of the threshold (below: the scan
+    alone) to the threshold itself, where a voxel's flag may flip when the scan is mirrored."""
+    node = result.uncertainty
+    if node is None:
+        return
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(heatmap_color_node(scene).GetID())
+    high = result.threshold if result.threshold > 0 else 1.0
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.1 * high, high)
+    display.AutoThresholdOff()
+    display.SetApplyThreshold(True)
+    display.SetLowerThreshold(0.1 * high)
+    display.SetUpperThreshold(float(np.finfo(np.float32).max))
+    display.SetInterpolate(False)
+
+
 def set_opacity(scene, opacity: float) -> None:
-    """Foreground opacity of every slice view showing a NormativeAD heatmap."""
+    """Foreground opacity of every slice view showing a NormativeAD heatmap (or uncertainty map)."""
     for composite in _nodes_by_class(scene, "vtkMRMLSliceCompositeNode"):
         node = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")
-        if node is not None and node.GetAttribute(ROLE) == "heatmap":
+        if node is not None and node.GetAttribute(ROLE) in ("heatmap", "uncertainty"):
             composite.SetForegroundOpacity(opacity)
+
+
+def show_layer(scene, result: Result, layer: str = "heatmap", opacity: float = DEFAULT_OPACITY) -> None:
+    """The result's heatmap, or its uncertainty map (layer "uncertainty", where the run made one), over the
+    input in the main views."""
+    node = result.uncertainty if layer == "uncertainty" else result.heatmap
+    if node is None:
+        return
+    for composite in _nodes_by_class(scene, "vtkMRMLSliceCompositeNode"):
+        if (composite.GetLayoutName() or "").startswith(COMPARE_VIEW_PREFIX):
+            continue
+        composite.SetBackgroundVolumeID(result.input.GetID())
+        composite.SetForegroundVolumeID(node.GetID())
+        composite.SetForegroundOpacity(opacity)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,6 +512,7 @@ def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
     low, high = heatmap_window(result)
     display.SetWindowLevelMinMax(low, high)
     display.SetLowerThreshold(low)
+    show_uncertainty(scene, result)  # its window follows the threshold
     table = table_node(scene, create=False)
     if table is not None:
         update_table_row(table, result, mask)

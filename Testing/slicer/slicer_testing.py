@@ -18,6 +18,7 @@ MODULE_DIR = REPO / "NormativeAD"
 SAMPLE = REPO / "Resources" / "SampleData"
 SAMPLE_T1 = SAMPLE / "mslub_patient26_t1.nii.gz"
 SAMPLE_LESION = SAMPLE / "mslub_patient26_lesion.nii.gz"
+SAMPLE_FLAIR = SAMPLE / "mslub_patient26_flair.nii.gz"
 CLI_TIMEOUT_S = 900
 # To run these tests against another installed model (say, one you trained), point them at its
 # cache and id: NORMATIVEAD_SLICER_TEST_HOME=~/.cache/normativead NORMATIVEAD_SLICER_TEST_MODEL=my-model

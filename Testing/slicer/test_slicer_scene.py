@@ -344,3 +344,41 @@ def test_each_run_is_a_subject_hierarchy_folder_with_its_parameters(scene, sampl
     assert attribute("ThresholdSource") == "fpr10" and float(attribute("Threshold")) == pytest.approx(result.threshold)
     scene_logic.remove_result(scene, result)
     assert not hierarchy.GetItemName(folder), "the emptied folder stays behind"
+
+
+# ----------------------------------------------------------------------------------------------
+# Uncertainty and whole studies
+
+
+def test_the_uncertainty_map_is_filed_with_its_result_and_can_take_the_heatmap_place(scene, loaded, cli_run):
+    out_dir, metrics, _ = cli_run
+    node = loaded.uncertainty
+    assert node is not None and node.GetAttribute(scene_logic.ROLE) == "uncertainty"
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(node), file_array(next(out_dir.glob("uncertainty.*")))[0],
+                               atol=1e-6)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == scene_logic.run_folder(scene, loaded)
+    scene_logic.show_layer(scene, loaded, "uncertainty", 0.6)
+    composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    assert composites and all(c.GetForegroundVolumeID() == node.GetID() for c in composites)
+    scene_logic.show_layer(scene, loaded, "heatmap", 0.6)
+    assert all(c.GetForegroundVolumeID() == loaded.heatmap.GetID() for c in composites)
+    row = scene_logic.table_as_rows(scene_logic.table_node(scene))[0]
+    share = metrics["uncertainty"]["flagged_uncertain_share"]
+    assert row["Flagged share uncertain"] == ("" if share is None else f"{share:.4g}")
+    scene_logic.remove_result(scene, loaded)
+    assert node.GetScene() is None  # removed with its result
+
+
+def test_other_volumes_of_a_study_are_checked_before_anything_is_written(scene, sample_volume, tmp_path):
+    from slicer_testing import SAMPLE_FLAIR
+
+    flair = load_volume(scene, SAMPLE_FLAIR, "MSLUB26 FLAIR")
+    unnamed = load_volume(scene, SAMPLE_FLAIR, "scan 3")
+    before = node_ids(scene)
+    with pytest.raises(ValueError, match="reads one volume"):
+        Job(scene, sample_volume, RunSettings(models=["sadm-dae"], device="cpu"), other_nodes=[flair])
+    with pytest.raises(ValueError, match="rename 'scan 3'"):
+        Job(scene, sample_volume, RunSettings(models=["sadm-dae"], device="cpu"), other_nodes=[unnamed])
+    assert node_ids(scene)[:len(before)] == before
