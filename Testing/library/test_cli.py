@@ -205,3 +205,46 @@ def test_demo_finds_the_sample_lesions(demo_run):
     flagged, lesion = m["per_case"]["anomaly_volume_ml"], m["reference"]["reference_volume_ml"]
     assert lesion / 3 <= flagged <= 3 * lesion, (flagged, lesion)
     assert m["reference"]["dice"] >= 0.3
+
+
+STUDY_MODELS = [c.id for c in catalogue.list_models() if c.family == options.STUDY_FAMILY]
+
+
+@pytest.mark.skipif(not STUDY_MODELS, reason="no study model installed")
+def test_a_study_of_t1_and_flair_gives_one_heatmap_and_a_restoration_per_contrast(tmp_path):
+    t1, lesion = paths.sample_case("T1")
+    flair, _ = paths.sample_case("FLAIR")
+    out = tmp_path / "study"
+    run = normativead("restore", t1, "--with", f"FLAIR={flair}", "--reference", lesion, "--out", out,
+                      "--device", "cpu", "--progress", "none", "--no-figures")
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(options.analysis_names("nifti", ["FLAIR"]))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"]["id"] == catalogue.default_study_model() and m["study"]["contrasts"] == ["T1", "FLAIR"]
+    qc = m["study"]["registration"]["FLAIR"]
+    assert qc["edge_correlation"] > 0.25 and qc["translation_mm"] < 2.0  # the sample's FLAIR lies on its T1
+    read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{name}.nii.gz")))  # noqa: E731
+    heat, brain = read("heatmap"), read("brain_mask") > 0
+    change = np.abs(read("pseudo_healthy_FLAIR") - read("registered_FLAIR"))
+    assert change[brain].max() > 0  # the FLAIR is restored, not copied
+    high = brain & (heat >= np.percentile(heat[brain], 99))
+    assert change[high].mean() > change[brain & ~high].mean()  # the restoration changes most where the heatmap is high
+    assert read("uncertainty").shape == heat.shape and m["uncertainty"]["mean_outside_flagged"] is not None
+
+
+def test_other_volumes_need_a_study_model_and_say_so_at_once(tmp_path):
+    t1, _ = paths.sample_case("T1")
+    flair, _ = paths.sample_case("FLAIR")
+    run = normativead("restore", t1, "--with", flair, "--model", "sadm-dae", "--out", tmp_path / "x")
+    assert run.returncode == 2 and "reads one volume" in run.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_no_uncertainty_writes_no_uncertainty_map(tmp_path):
+    flair, _ = paths.sample_case("FLAIR")
+    out = tmp_path / "plain"
+    run = normativead("restore", flair, "--model", "intensity-flair", "--out", out, "--no-uncertainty",
+                      "--no-figures", "--progress", "none")
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(options.analysis_names("nifti", uncertainty=False))
+    assert json.loads((out / "metrics.json").read_text())["uncertainty"] is None

@@ -382,3 +382,27 @@ def test_other_volumes_of_a_study_are_checked_before_anything_is_written(scene, 
     with pytest.raises(ValueError, match="rename 'scan 3'"):
         Job(scene, sample_volume, RunSettings(models=["sadm-dae"], device="cpu"), other_nodes=[unnamed])
     assert node_ids(scene)[:len(before)] == before
+
+
+def test_a_study_run_files_its_other_volumes_with_the_result(scene, sample_volume, monkeypatch):
+    from NormativeADLib import catalogue
+    from NormativeADLib.options import STUDY_FAMILY
+    from slicer_testing import SAMPLE_FLAIR
+
+    study = [c.id for c in catalogue.list_models() if c.family == STUDY_FAMILY]
+    if not study:
+        pytest.skip("no study model installed")
+    flair = load_volume(scene, SAMPLE_FLAIR, "MSLUB26 FLAIR")
+    job = Job(scene, sample_volume, RunSettings(models=study[:1], device="cpu"), other_nodes=[flair, None])
+    state = job.start().wait(timeout=900)
+    assert state.status == "done", state.message
+    [result] = state.results
+    names = sorted(n.GetName() for n in result.study_volumes)
+    assert names == sorted(f"{result.name} FLAIR {kind}" for kind in ("registered", "pseudo-healthy"))
+    folder = scene_logic.run_folder(scene, result)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    assert all(hierarchy.GetItemParent(hierarchy.GetItemByDataNode(n)) == folder for n in result.study_volumes)
+    registered = next(n for n in result.study_volumes if n.GetName().endswith("registered"))
+    assert slicer.util.arrayFromVolume(registered).shape == slicer.util.arrayFromVolume(sample_volume).shape
+    row = scene_logic.table_as_rows(scene_logic.table_node(scene))[0]
+    assert row["Contrasts"] == "T1+FLAIR"

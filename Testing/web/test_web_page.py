@@ -182,7 +182,8 @@ def test_sample_case_run_threshold_compare_download(page, cli_run, tmp_path, ser
         image = oriented(path)
         assert_same_grid(image, scan, path.name)
         assert np.array_equal(sitk.GetArrayFromImage(image) > 0, cli_mask), f"{path.name} differs from the CLI's"
-    for kind, suffix in (("heatmap", ".nii.gz"), ("pseudo_healthy", ".nii.gz"), ("metrics", ".csv")):
+    for kind, suffix in (("heatmap", ".nii.gz"), ("pseudo_healthy", ".nii.gz"), ("uncertainty", ".nii.gz"),
+                         ("metrics", ".csv")):
         assert page.download(kind).name.endswith(suffix)
 
     # The picture: heatmap colour over the reference lesion, in the first model's view.
