@@ -144,13 +144,14 @@ def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, co
 
 def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
             device: torch.device = torch.device("cpu")) -> dict:
-    """Per contrast (for a study model, per contrast set "T1+T2+FLAIR"): the mean figures over the scans,
-    and per policy the mean Dice and median healthy mL."""
+    """Per contrast, or for a study model also per contrast set ("T1+T2+FLAIR"): the mean figures over the
+    scans, and per policy the mean Dice and median healthy mL. A single contrast is measured the same way
+    for every model (synthetic.py's anomalies), so that models compare on the same scans; a set, on
+    synthetic studies (synth_study.py's anomalies, the same in each contrast)."""
     out = {}
-    study = hasattr(model.family, "probability_study")
     for contrast in contrasts:
         rng = np.random.default_rng(seed)
-        if study:
+        if "+" in contrast:
             rows = [measure_study_scan(model, img, b, contrast.split("+"), rng, device) for img, b in zip(images, brains)]
         else:
             rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid), b, rng, device, contrast)
