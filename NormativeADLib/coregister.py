@@ -35,13 +35,19 @@ class OtherVolume:
     qc: dict
 
 
+COARSE_MM = 2.0  # registration and its check work on 2 mm copies: the model grid's resolution
+
+
+def _coarse(image: sitk.Image) -> sitk.Image:
+    return at_most_resolution(sitk.Cast(image, sitk.sitkFloat32), COARSE_MM)
+
+
 def register_rigid(fixed: sitk.Image, moving: sitk.Image, fixed_brain: sitk.Image) -> sitk.Transform:
     """Euler transform mapping points of `fixed` to points of `moving` (two scans of one subject).
 
     Scans of one session share the scanner's frame, so the search starts from no motion where the
     moving scan covers the fixed one's centre, and from aligned centres of mass otherwise."""
-    fixed_f = at_most_resolution(sitk.Cast(fixed, sitk.sitkFloat32), 2.0)
-    moving_f = at_most_resolution(sitk.Cast(moving, sitk.sitkFloat32), 2.0)
+    fixed_f, moving_f = _coarse(fixed), _coarse(moving)
     centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()])
     index = moving.TransformPhysicalPointToContinuousIndex(centre)
     covers = all(-0.5 <= i <= n - 0.5 for i, n in zip(index, moving.GetSize()))
@@ -69,17 +75,23 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, fixed_brain: sitk.Imag
     return transform
 
 
-def edge_correlation(a: sitk.Image, b: sitk.Image, brain: sitk.Image) -> float:
-    """Correlation of the gradient magnitudes of two images on one grid inside the brain: contrast-free
+def edge_correlations(fixed: sitk.Image, moving: sitk.Image, brain: sitk.Image,
+                      transforms: list[sitk.Transform]) -> list[float]:
+    """For each transform (fixed points -> moving points), the correlation of the gradient magnitudes of
+    the fixed scan and the moving one mapped onto it, inside the brain, on 2 mm copies: contrast-free
     evidence that their edges lie in the same places."""
     def edges(image: sitk.Image) -> np.ndarray:
-        return sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), 1.5))
+        return sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(image, 1.5))
 
-    inside = sitk.GetArrayViewFromImage(brain) > 0
-    x, y = edges(a)[inside], edges(b)[inside]
-    if x.size < 2 or x.std() == 0 or y.std() == 0:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
+    grid = _coarse(fixed)
+    inside = sitk.GetArrayFromImage(sitk.Resample(brain, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
+    x = edges(grid)[inside]
+    out = []
+    for transform in transforms:
+        y = edges(sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), grid, transform, sitk.sitkLinear, 0.0))[inside]
+        ok = x.size >= 2 and x.std() > 0 and y.std() > 0
+        out.append(float(np.corrcoef(x, y)[0, 1]) if ok else 0.0)
+    return out
 
 
 def _motion(transform: sitk.Euler3DTransform) -> tuple[float, float]:
@@ -93,7 +105,6 @@ def bring_onto(first: Prepared, other: sitk.Image, contrast: str, percentiles: t
     scan = first.native
     transform = register_rigid(scan, other, first.native_brain)
     registered = sitk.Resample(sitk.Cast(other, sitk.sitkFloat32), scan, transform, sitk.sitkLinear, 0.0)
-    unmoved = sitk.Resample(sitk.Cast(other, sitk.sitkFloat32), scan, sitk.Transform(), sitk.sitkLinear, 0.0)
     if not sitk.GetArrayViewFromImage(registered)[sitk.GetArrayViewFromImage(first.native_brain) > 0].any():
         raise InputError(f"the {contrast} volume does not overlap the first scan's brain after registration; "
                          "is it a scan of the same subject?")
@@ -104,9 +115,8 @@ def bring_onto(first: Prepared, other: sitk.Image, contrast: str, percentiles: t
     prepared.image = np.where(first.brain, prepared.image, 0.0).astype(np.float32)
     prepared.brain = first.brain
     rotation, translation = _motion(transform)
-    after = edge_correlation(scan, registered, first.native_brain)
-    qc = {"edge_correlation": round(after, 3),
-          "edge_correlation_before": round(edge_correlation(scan, unmoved, first.native_brain), 3),
+    after, before = edge_correlations(scan, other, first.native_brain, [transform, sitk.Transform()])
+    qc = {"edge_correlation": round(after, 3), "edge_correlation_before": round(before, 3),
           "rotation_deg": round(rotation, 2), "translation_mm": round(translation, 2), "warning": None}
     if after < MIN_EDGE_CORRELATION:
         qc["warning"] = (f"the {contrast} volume's edges agree poorly with the first scan's after registration "
