@@ -232,7 +232,7 @@ def test_bids_dataset_is_read_and_written_as_derivatives(bids_batch):
     anat = out / "sub-01" / "ses-1" / "anat"
     assert sorted(p.name for p in anat.iterdir()) == sorted(
         f"sub-01_ses-1_desc-{kind}IntensityT1_{suffix}.{ext}" for kind, suffix in
-        (("pseudohealthy", "T1w"), ("heatmap", "T1w"), ("anomaly", "mask"), ("brain", "mask")) for ext in ("nii.gz", "json"))
+        (("pseudohealthy", "T1w"), ("heatmap", "T1w"), ("uncertainty", "T1w"), ("anomaly", "mask"), ("brain", "mask")) for ext in ("nii.gz", "json"))
     # what BIDS has no name for lies beside anat/, at the subject's level (as fMRIPrep's figures/)
     assert sorted(p.relative_to(out / "sub-01").as_posix() for p in (out / "sub-01").rglob("*")
                   if p.is_file() and p.parent.name != "anat") == [

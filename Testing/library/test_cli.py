@@ -130,7 +130,7 @@ def test_train_config_by_family_and_size():
 def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
     import shutil
 
-    from NormativeADLib.evaluate import record_in_card
+    from NormativeADLib.evaluate import CASE_FIGURES, record_in_card
 
     source = catalogue.get_card(catalogue.DEFAULT_MODEL)
     folder = paths.home() / "models" / "ae-record-test"
@@ -145,7 +145,7 @@ def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
                   "summary": {"fpr5": {"per_volume_mean": {"dice": 0.2}}}, "pooled": {"auroc": 0.7}}
         record_in_card(report, "normativead evaluate --record")
         card = catalogue.get_card("ae-record-test")
-        assert card.figures["evaluation"]["cases"] == [row]
+        assert card.figures["evaluation"]["cases"] == [{**dict.fromkeys(CASE_FIGURES), **row}]  # a figure not measured: None
         assert card.figures["healthy_validation"] == source.figures["healthy_validation"]
         assert card.thresholds == source.thresholds
         assert not list(folder.glob(".card.json*"))  # no temporary file left

@@ -358,6 +358,11 @@ def test_the_uncertainty_map_is_filed_with_its_result_and_can_take_the_heatmap_p
                                atol=1e-6)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == scene_logic.run_folder(scene, loaded)
+    if not scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"):  # a slice view, as in Slicer
+        red = slicer.vtkMRMLSliceCompositeNode()
+        red.SetLayoutName("Red")
+        red.SetSingletonTag("Red")
+        scene.AddNode(red)
     scene_logic.show_layer(scene, loaded, "uncertainty", 0.6)
     composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
                   for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
