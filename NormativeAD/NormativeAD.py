@@ -41,7 +41,7 @@ def _library_path() -> None:
 
 _library_path()
 
-from NormativeADLib.options import DEVICES, FORMATS  # noqa: E402  (standard library only)
+from NormativeADLib.core.options import DEVICES, FORMATS  # noqa: E402  (standard library only)
 
 SAMPLE_FILES = {  # file name -> SHA256 (Resources/SampleData: MSLUB patient 26, CC BY, see ATTRIBUTION.txt)
     "mslub_patient26_t1.nii.gz": "e813b2805017dcf886da9bb5e6c6c548dfa938c17d49ecd66ea1caabe3794b32",
@@ -529,12 +529,12 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
     # models and dependencies
 
     def listModels(self):
-        from NormativeADLib import catalogue
+        from NormativeADLib.core import catalogue
 
         return catalogue.list_models()
 
     def importModel(self, folder):
-        from NormativeADLib import catalogue
+        from NormativeADLib.core import catalogue
 
         return catalogue.import_model(folder)
 

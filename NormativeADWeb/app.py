@@ -28,8 +28,8 @@ from trame_slicer.views import (Layout, LayoutDirection, SliceView, ViewLayoutDe
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
-from NormativeADLib.errors import NormativeADError
-from NormativeADLib.options import DEVICES
+from NormativeADLib.core.errors import NormativeADError
+from NormativeADLib.core.options import DEVICES
 
 from NormativeADSlicerLib import comparison, scene as scene_logic
 
@@ -101,7 +101,7 @@ class NormativeADWebApp(TrameApp):
     # State
 
     def _init_state(self, max_upload_bytes: int) -> None:
-        from NormativeADLib.catalogue import DEMO_MODEL
+        from NormativeADLib.core.catalogue import DEMO_MODEL
 
         models = self.session.models()
         self._cards = {c.id: c for c in models}  # the model list is fixed while the page is up

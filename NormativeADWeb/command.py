@@ -53,7 +53,7 @@ def binding_notice(host: str, port: int) -> str | None:
 
 def run(args, reporter) -> int:
     """The launcher (one session process per visitor, launcher.py), or with --session one session."""
-    from NormativeADLib.errors import InputError
+    from NormativeADLib.core.errors import InputError
 
     from .slicer_lib import ensure_importable
 

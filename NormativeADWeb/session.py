@@ -25,9 +25,9 @@ from typing import Callable
 import numpy as np
 import slicer
 
-from NormativeADLib import catalogue, paths
-from NormativeADLib.errors import InputError
-from NormativeADLib.paths import READABLE_SUFFIXES
+from NormativeADLib.core import catalogue, paths
+from NormativeADLib.core.errors import InputError
+from NormativeADLib.core.paths import READABLE_SUFFIXES
 
 from NormativeADSlicerLib import export, nodes, scene as scene_logic
 from NormativeADSlicerLib.logic import Job, JobState, RunSettings
@@ -134,7 +134,7 @@ class WebSession:
         """(contrast, model id): the scan's contrast as its file name says it (BIDS-style suffixes, t1, flair...)
         and the installed model with the best measured detection on that contrast (catalogue.default_model,
         what `normativead restore` takes without --model); (None, None) when the name says nothing."""
-        from NormativeADLib.options import guess_contrast
+        from NormativeADLib.core.options import guess_contrast
 
         if self.scan is None:
             return None, None

@@ -11,7 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from NormativeADLib.errors import NormativeADError
+from NormativeADLib.core.errors import NormativeADError
 
 MODULE_FOLDER = Path(__file__).resolve().parent.parent / "NormativeAD"
 

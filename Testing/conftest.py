@@ -32,7 +32,8 @@ os.environ["NORMATIVEAD_HOME"] = tempfile.mkdtemp(prefix="normativead-test-home-
 
 @pytest.fixture(scope="session")
 def shipped_model():
-    from NormativeADLib import catalogue, registry
+    from NormativeADLib.core import catalogue
+    from NormativeADLib.models import registry
 
     return registry.load_model(catalogue.DEFAULT_MODEL)
 

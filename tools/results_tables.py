@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EVALUATIONS = ROOT / "docs" / "evaluation"
 sys.path.insert(0, str(ROOT))  # the library of this checkout, also when it is not installed
 
-from NormativeADLib import catalogue  # noqa: E402
-from NormativeADLib.options import CONTRASTS  # noqa: E402
+from NormativeADLib.core import catalogue  # noqa: E402
+from NormativeADLib.core.options import CONTRASTS  # noqa: E402
 
 SEARCHED = "dice_searched_on_these_cases"
 POLICIES = ("fpr1", "fpr5", "fpr10", "comp10", "adaptive", "p50")  # the columns of the healthy table

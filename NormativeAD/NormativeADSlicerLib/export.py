@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import slicer
-from NormativeADLib import paths
-from NormativeADLib.options import FORMATS
+from NormativeADLib.core import paths
+from NormativeADLib.core.options import FORMATS
 
 from .nodes import mask_array, segment_array, volume_like, write_volume, write_with_storage
 from .scene import SEGMENT_ID, Result, table_as_rows, table_node

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import comparison, export, scene as scene_logic
-from NormativeADLib.options import DEVICES, RestoreOptions, guess_contrast
+from NormativeADLib.core.options import DEVICES, RestoreOptions, guess_contrast
 
 from .process import ProcessProtocol, ProcessRunner, RunOutcome, new_work_dir
 
@@ -40,9 +40,9 @@ def study_volumes(input_node, other_nodes, models) -> list[tuple]:
     model for every model, the contrast in each node's name, one volume per contrast."""
     if not other_nodes:
         return []
-    from NormativeADLib.catalogue import get_card
-    from NormativeADLib.errors import InputError
-    from NormativeADLib.options import study_contrasts
+    from NormativeADLib.core.catalogue import get_card
+    from NormativeADLib.core.errors import InputError
+    from NormativeADLib.core.options import study_contrasts
 
     unnamed = [node.GetName() for node in [input_node, *other_nodes] if guess_contrast(node.GetName() or "") is None]
     if unnamed:

@@ -1,7 +1,7 @@
 """Running the NormativeAD command line in a warm worker process, with streamed progress and cancel.
 
 Lifecycle: ProcessRunner(request).start() hands the request's command line (`restore ...
---progress json`) to an analysis worker (`python -m NormativeADLib.worker`, see its docstring): an
+--progress json`) to an analysis worker (`python -m NormativeADLib.cli.worker`, see its docstring): an
 idle one kept from an earlier run when there is one, so that the imports and, for a second model on
 the same scan, the registration are not paid again; a fresh one otherwise. A reader thread queues
 the worker's output lines; poll() (called by a GUI timer in Slicer, or by wait() in blocking mode)
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from NormativeADLib.options import RestoreOptions
+from NormativeADLib.core.options import RestoreOptions
 
 # What the analysis worker prints besides its events (warnings, error messages, a traceback): in Slicer
 # the Python console shows it, in the web viewer the server's log.
@@ -230,7 +230,7 @@ def close_idle_workers() -> None:
 
 
 def worker_command(python: str) -> list[str]:
-    return [python, "-m", "NormativeADLib.worker"]
+    return [python, "-m", "NormativeADLib.cli.worker"]
 
 
 def worker_environment(extra: dict) -> dict:

@@ -25,7 +25,7 @@ import numpy as np
 import slicer
 import vtk
 
-from NormativeADLib.options import DISPLAY_FLOOR, IMAGE_OUTPUTS, STUDY_OUTPUTS, study_image_names
+from NormativeADLib.core.options import DISPLAY_FLOOR, IMAGE_OUTPUTS, STUDY_OUTPUTS, study_image_names
 
 from .nodes import (ATTR, ensure_segmentation_support, mark_unedited, mask_array, read_volume_array, same_grid,
                     set_segment_array, volume_like, was_edited)
@@ -483,8 +483,8 @@ def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
     Uses the library's own segment() so the result is the one the command line would give.
     A segmentation the user edited is not overwritten: a new versioned one is made instead.
     """
-    from NormativeADLib.anomaly import segment
-    from NormativeADLib.options import resolve_threshold
+    from NormativeADLib.measures.anomaly import segment
+    from NormativeADLib.core.options import resolve_threshold
 
     source, value = resolve_threshold(choice, result.thresholds, result.model_id, result.default_threshold)
     heatmap = slicer.util.arrayFromVolume(result.heatmap)
@@ -548,7 +548,7 @@ def table_node(scene, create: bool = True):
 
 
 def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]:
-    from NormativeADLib.metrics import flat_metrics
+    from NormativeADLib.measures.metrics import flat_metrics
 
     flat = flat_metrics(result.metrics)
     flat["model"] = result.model_id
@@ -557,7 +557,7 @@ def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]
     flat["threshold_source"] = result.threshold_source
     if mask is not None:  # the threshold moved: the mask-derived figures follow it
         spacing = tuple(float(s) for s in result.input.GetSpacing())
-        from NormativeADLib.anomaly import component_volumes_ml
+        from NormativeADLib.measures.anomaly import component_volumes_ml
 
         volumes = component_volumes_ml(mask, spacing)
         flat["anomaly_volume_ml"] = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
@@ -574,7 +574,7 @@ def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]
 def _against_reference(result: Result, mask: np.ndarray) -> dict:
     """Dice, detection rate and false components of this mask against the run's reference, in the brain
     mask as the command line scores them; blank when the reference is gone from the scene."""
-    from NormativeADLib.metrics import segmentation_against_reference
+    from NormativeADLib.measures.metrics import segmentation_against_reference
 
     keys = ("ref_dice", "ref_lesion_detection_rate", "ref_false_positive_components")
     if result.reference is None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 
 DIRECTIONS = ("bright", "dark", "both")
 

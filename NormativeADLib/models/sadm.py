@@ -24,7 +24,7 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from torch import nn
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 from . import synthetic_batches
 
 NO_RESTORER = "none"

@@ -20,8 +20,8 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
-from ..errors import ModelError
-from ..synth_study import STUDY_CONTRASTS, draw
+from ..core.errors import ModelError
+from ..synthesis.synth_study import STUDY_CONTRASTS, draw
 from . import synthetic_batches
 from .sadm import SADM, SADMNet, _loss_fn, load_restorer, robust_zscore
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import synth_contrast, synthetic
-from ..errors import ModelError
+from ..synthesis import synth_contrast, synthetic
+from ..core.errors import ModelError
 
 # channels of a training slice (training_volumes): the image, its brain mask, its tissue labels
 IMAGE, BRAIN, LABELS = 0, 1, 2

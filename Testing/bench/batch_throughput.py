@@ -31,7 +31,7 @@ DATA = Path(os.environ.get("NORMATIVEAD_SHARED_DATA", REPO.parent / "shared" / "
 
 def held_in_scans(folder: Path, n: int) -> list[Path]:
     """The first n subjects of the shipped split's training set (held in: seen in training)."""
-    from NormativeADLib.data import list_scans, load_split
+    from NormativeADLib.training.data import list_scans, load_split
 
     split = load_split(REPO / "Resources" / "Splits" / "ixi_t1.json")
     scans = list_scans(folder)

@@ -42,7 +42,7 @@ def cli_seconds(model: str, out: Path) -> float:
 
 
 def job_seconds(scan: Path, model: str, out: Path, figures: bool) -> float:
-    from NormativeADLib.options import RestoreOptions
+    from NormativeADLib.core.options import RestoreOptions
     from NormativeADSlicerLib.process import ProcessRunner
 
     runner = ProcessRunner(RestoreOptions(input_path=scan, out_dir=out, model=model, device="cpu", figures=figures))
@@ -55,7 +55,9 @@ def job_seconds(scan: Path, model: str, out: Path, figures: bool) -> float:
 
 
 def main() -> int:
-    from NormativeADLib import bench, catalogue, registry
+    from NormativeADLib.evaluation import bench
+    from NormativeADLib.core import catalogue
+    from NormativeADLib.models import registry
     from NormativeADSlicerLib import process
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

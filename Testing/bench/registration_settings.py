@@ -36,9 +36,10 @@ CASES = ["pathology/mslub/patient26/t1.nii.gz", "pathology/mslub/patient26/flair
 
 def full_sample_mi(prepared, percentiles) -> float:
     """Mattes MI of the prepared transform between the template and the scan's brain, every voxel."""
-    from NormativeADLib import preprocess as P
+    from NormativeADLib.io.template import template_on_grid
+    from NormativeADLib.pipeline import preprocess as P
 
-    fixed, _ = P.template_on_grid(prepared.grid)
+    fixed, _ = template_on_grid(prepared.grid)
     smoothed = P.match_resolution(prepared.native, prepared.grid.spacing_mm)
     moving = P.at_most_resolution(sitk.Cast(P.normalised_brain(smoothed, prepared.native_brain, percentiles),
                                             sitk.sitkFloat32), prepared.grid.spacing_mm)
@@ -51,7 +52,7 @@ def full_sample_mi(prepared, percentiles) -> float:
 
 
 def brain_points(prepared) -> list:
-    from NormativeADLib.preprocess import grid_image
+    from NormativeADLib.io.template import grid_image
 
     ref = grid_image(prepared.grid)
     return [ref.TransformIndexToPhysicalPoint([int(i[2]), int(i[1]), int(i[0])])
@@ -66,8 +67,10 @@ def _use(preprocess, similarity_shrink: tuple, sampling: float, seed: int) -> No
 
 
 def main() -> int:
-    from NormativeADLib import io, preprocess
-    from NormativeADLib.catalogue import get_card
+    from NormativeADLib import io
+    from NormativeADLib.io import template
+    from NormativeADLib.pipeline import preprocess
+    from NormativeADLib.core.catalogue import get_card
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=["4,2,1@0.25", "4,2@0.25"])
@@ -77,7 +80,7 @@ def main() -> int:
     if not all(c.is_file() for c in cases):
         raise SystemExit(f"needs the dev cases under {DATA}")
     card = get_card("sadm-dae")
-    preprocess.template_on_grid(card.grid)  # loaded once, before anything is timed
+    template.template_on_grid(card.grid)  # loaded once, before anything is timed
     reference: dict = {}
     print("| similarity@sampling | seed | case | prepare s | QC | full MI | moved mean mm | moved max mm |\n"
           "|---|---|---|---|---|---|---|---|")

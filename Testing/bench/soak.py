@@ -2,7 +2,7 @@
 
 Two loops over the same scan:
 
-* in one process: pipeline.analyse + pipeline.write_outputs, N times, sampling this process's resident
+* in one process: analysis.analyse + analysis.write_outputs, N times, sampling this process's resident
   memory (RSS), open file descriptors and threads after each case (after a garbage collection, so what
   is sampled is what the process keeps);
 * through the command line: `normativead restore` N times as child processes, each child's peak RSS
@@ -100,7 +100,7 @@ def temp_entries() -> set[str]:
 
 
 def soak_in_process(scan: Path, model: str, cases: int, work: Path, fmt: str) -> dict:
-    from NormativeADLib import pipeline
+    from NormativeADLib.pipeline import analysis
 
     samples = []
     before = (rss_mb(), open_fds(), threads())
@@ -110,8 +110,8 @@ def soak_in_process(scan: Path, model: str, cases: int, work: Path, fmt: str) ->
     for i in range(cases):
         out = work / f"case{i:03d}"
         started = time.perf_counter()
-        result = pipeline.analyse(scan, model, device="cpu")
-        pipeline.write_outputs(result, out, fmt)
+        result = analysis.analyse(scan, model, device="cpu")
+        analysis.write_outputs(result, out, fmt)
         seconds = time.perf_counter() - started
         del result
         gc.collect()
@@ -188,8 +188,8 @@ def report(summary: dict) -> None:
 
 
 def main() -> int:
-    from NormativeADLib.catalogue import DEFAULT_MODEL
-    from NormativeADLib.paths import sample_case
+    from NormativeADLib.core.catalogue import DEFAULT_MODEL
+    from NormativeADLib.core.paths import sample_case
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=50)

@@ -44,8 +44,8 @@ def main() -> int:
         raise SystemExit(f"{CASE} is missing: this benchmark needs ../shared/data")
     import torch
 
-    from NormativeADLib import registry
-    from NormativeADLib.pipeline import analyse
+    from NormativeADLib.models import registry
+    from NormativeADLib.pipeline.analysis import analyse
 
     torch.set_num_threads(2)
     model = registry.load_model(args.model)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from NormativeADLib import anomaly, metrics
-from NormativeADLib.card import PostProcess
+from NormativeADLib.measures import anomaly, metrics
+from NormativeADLib.core.card import PostProcess
 
 
 def test_segment_drops_components_at_or_below_min_volume():
@@ -112,7 +112,7 @@ def test_component_calibration_allows_the_stated_share_of_flagged_healthy_scans(
 
 
 def test_adaptive_threshold_ignores_a_global_shift_but_keeps_a_planted_lesion():
-    from NormativeADLib.card import PostProcess
+    from NormativeADLib.core.card import PostProcess
 
     post = PostProcess(erode_iterations=0, median_size=1)
     scores, brain = _healthy_scores(n=10)

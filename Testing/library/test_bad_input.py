@@ -112,7 +112,7 @@ def test_unknown_model(out, capsys, sample_scan):
 
 
 def _copy_shipped_model(tmp_path):
-    from NormativeADLib import catalogue
+    from NormativeADLib.core import catalogue
 
     card = catalogue.get_card(catalogue.DEFAULT_MODEL)
     folder = tmp_path / "model"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib import options, paths
+from NormativeADLib.core import options, paths
 
 pytest.importorskip("distributed", reason="normativead batch needs the batch extra: pip install -e '.[batch]'")
 pytest.importorskip("bids", reason="normativead batch needs the batch extra: pip install -e '.[batch]'")
@@ -116,13 +116,13 @@ def test_cohort_table_holds_the_case_metrics(failing_batch):
 
 
 def test_each_worker_loads_the_model_once_and_uses_the_single_case_pipeline(failing_batch, variants):
-    from NormativeADLib import pipeline
+    from NormativeADLib.pipeline import analysis
 
     run, out, _ = failing_batch
     cases = [e for e in events(run.stdout) if e["event"] == "case"]
     assert len(cases) == 3 and all(e["model_loads"] == 1 for e in cases if e["status"] == "done")
-    # the batch's heatmap is the one pipeline.analyse makes (the same registration given)
-    result = pipeline.analyse(variants["case_a"], MODEL, transform_path=out / MODEL / "case_a" / "transform.tfm")
+    # the batch's heatmap is the one analysis.analyse makes (the same registration given)
+    result = analysis.analyse(variants["case_a"], MODEL, transform_path=out / MODEL / "case_a" / "transform.tfm")
     batch_heatmap = sitk.GetArrayFromImage(sitk.ReadImage(str(out / MODEL / "case_a" / "heatmap.nii.gz")))
     np.testing.assert_allclose(batch_heatmap, sitk.GetArrayFromImage(result.heatmap), atol=1e-5)
 
@@ -300,8 +300,8 @@ def test_bids_derivatives_hold_only_bids_files_in_anat_and_no_empty_folder(bids_
 
 
 def test_inputs_from_folder_glob_and_manifest(variants, tmp_path):
-    from NormativeADLib.batch_inputs import read_inputs, scan_case
-    from NormativeADLib.errors import InputError
+    from NormativeADLib.cohort.inputs import read_inputs, scan_case
+    from NormativeADLib.core.errors import InputError
 
     folder = variants["case_a"].parent
     assert [c.id for c in read_inputs([str(folder)]).cases] == ["case_a", "case_b", "case_c"]
@@ -325,10 +325,10 @@ def test_inputs_from_folder_glob_and_manifest(variants, tmp_path):
 
 
 def test_plan_pairs_contrasts_and_fails_missing_files_up_front(tmp_path, variants):
-    from NormativeADLib.batch import make_plan
-    from NormativeADLib.batch_inputs import Case
-    from NormativeADLib.batch_outputs import Layout
-    from NormativeADLib.catalogue import get_card
+    from NormativeADLib.cohort.batch import make_plan
+    from NormativeADLib.cohort.inputs import Case
+    from NormativeADLib.cohort.outputs import Layout
+    from NormativeADLib.core.catalogue import get_card
 
     cards = {m: get_card(m) for m in (MODEL, "intensity-flair")}
     cases = [Case("t1", variants["case_a"], contrast="T1"), Case("unknown", variants["case_b"]),
@@ -350,8 +350,8 @@ def test_plan_pairs_contrasts_and_fails_missing_files_up_front(tmp_path, variant
 
 
 def test_bids_names_keep_the_source_entities():
-    from NormativeADLib.batch_inputs import Case
-    from NormativeADLib.batch_outputs import bids_name
+    from NormativeADLib.cohort.inputs import Case
+    from NormativeADLib.cohort.outputs import bids_name
 
     case = Case("x", Path("x"), bids_entities="sub-01_acq-mp2rage_desc-preproc_run-2", bids_suffix="T1w")
     assert bids_name("heatmap.nii.gz", case, "nifti", "ae-ixi-t1") == \
@@ -361,9 +361,9 @@ def test_bids_names_keep_the_source_entities():
 
 
 def test_bids_layout_separates_models_and_keeps_non_bids_files_out_of_anat(tmp_path):
-    from NormativeADLib.batch_inputs import Case
-    from NormativeADLib.batch_outputs import Layout
-    from NormativeADLib.errors import InputError
+    from NormativeADLib.cohort.inputs import Case
+    from NormativeADLib.cohort.outputs import Layout
+    from NormativeADLib.core.errors import InputError
 
     layout = Layout(tmp_path / "out", bids_root=tmp_path)
     case = Case("sub-01_T1w", tmp_path / "sub-01_T1w.nii.gz", subject="01", bids_dir="sub-01/anat",
@@ -404,8 +404,8 @@ def summary_rows() -> list[dict]:
 def test_summary_page_has_sortable_tables_and_cohort_statistics():
     from html.parser import HTMLParser
 
-    from NormativeADLib.batch_summary import cohort_statistics, summary_html
-    from NormativeADLib.catalogue import get_card
+    from NormativeADLib.cohort.summary import cohort_statistics, summary_html
+    from NormativeADLib.core.catalogue import get_card
 
     cards = {m: get_card(m) for m in ("sadm-synth", MODEL)}
     rows = summary_rows()
@@ -493,8 +493,8 @@ def test_summary_page_sorts_and_opens_thumbnails_in_chromium(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from NormativeADLib.batch_summary import summary_html
-    from NormativeADLib.catalogue import get_card
+    from NormativeADLib.cohort.summary import summary_html
+    from NormativeADLib.core.catalogue import get_card
 
     rows = summary_rows()
     figure = sitk.Image([900, 300], sitk.sitkUInt8) + 128  # a report figure wider than its thumbnail

@@ -13,8 +13,9 @@ import pytest
 import SimpleITK as sitk
 
 from testsupport import SHARED_DATA, needs_shared_data
-from NormativeADLib import data, pipeline
-from NormativeADLib.train import default_split_path
+from NormativeADLib.training import data
+from NormativeADLib.pipeline import analysis
+from NormativeADLib.training.train import default_split_path
 
 N_SUBJECTS = 5
 
@@ -25,7 +26,7 @@ def test_fpr5_threshold_gives_five_percent_on_healthy_calibration_scans(shipped_
     scans = data.list_scans(SHARED_DATA / "healthy" / "ixi_t1")
     fprs = []
     for subject in split.calibration[:N_SUBJECTS]:
-        result = pipeline.analyse(scans[subject], shipped_model, threshold="fpr5")
+        result = analysis.analyse(scans[subject], shipped_model, threshold="fpr5")
         brain = sitk.GetArrayFromImage(result.prepared.native_brain) > 0
         fprs.append(float(sitk.GetArrayFromImage(result.segmentation)[brain].mean()))
     print("voxel FPR at fpr5 per subject:", json.dumps([round(f, 4) for f in fprs]))
@@ -47,7 +48,9 @@ def test_site_recalibration_writes_a_new_model_and_leaves_the_original(tmp_path,
     import hashlib
     import os
 
-    from NormativeADLib import catalogue, cli, paths, registry
+    from NormativeADLib.core import catalogue, paths
+    from NormativeADLib import cli
+    from NormativeADLib.models import registry
 
     original = catalogue.get_card(catalogue.DEFAULT_MODEL if model_id == "default" else model_id)
     before = hashlib.sha256((original.folder / "card.json").read_bytes()).hexdigest()

@@ -10,8 +10,9 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from NormativeADLib import anomaly, case_figure
-from NormativeADLib.case_figure import MIN_SLICE_DISTANCE_MM, View
+from NormativeADLib.measures import anomaly
+from NormativeADLib.pipeline import case_figure
+from NormativeADLib.pipeline.case_figure import MIN_SLICE_DISTANCE_MM, View
 
 THRESHOLD = 0.1
 SPACING = (1.0, 1.2, 2.5)  # x, y, z mm: anisotropic, slices 2.5 mm apart
@@ -291,10 +292,10 @@ def test_no_reference_no_lesion_zero_threshold(tmp_path):
 
 @pytest.fixture(scope="module")
 def sample_result(sample_scan, sample_lesion, shipped_model):
-    from NormativeADLib import pipeline
+    from NormativeADLib.pipeline import analysis
 
     # fpr5: components to show (the model's default policy flags nothing on this case)
-    return pipeline.analyse(sample_scan, shipped_model, threshold="fpr5", reference_path=sample_lesion)
+    return analysis.analyse(sample_scan, shipped_model, threshold="fpr5", reference_path=sample_lesion)
 
 
 def test_report_of_the_shipped_sample(sample_result, tmp_path):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib import catalogue, options, paths, registry
+from NormativeADLib.core import catalogue, options, paths
+from NormativeADLib.models import registry
 
 
 def normativead(*args, cwd=None):
@@ -116,8 +117,8 @@ def test_transform_of_a_run_is_reused_exactly(demo_run, tmp_path):
 
 
 def test_train_config_by_family_and_size():
-    from NormativeADLib.errors import InputError
-    from NormativeADLib.train import load_config
+    from NormativeADLib.core.errors import InputError
+    from NormativeADLib.training.train import load_config
 
     assert load_config("small", "cddpm")["family"] == "cddpm"
     assert load_config("cddpm_published", "cddpm") == load_config("cddpm_published")
@@ -130,7 +131,7 @@ def test_train_config_by_family_and_size():
 def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
     import shutil
 
-    from NormativeADLib.evaluate import CASE_FIGURES, record_in_card
+    from NormativeADLib.evaluation.evaluate import CASE_FIGURES, record_in_card
 
     source = catalogue.get_card(catalogue.DEFAULT_MODEL)
     folder = paths.home() / "models" / "ae-record-test"
@@ -157,7 +158,7 @@ def test_recording_an_evaluation_never_changes_the_default_policy(tmp_path):
     """The dev cases measure: a policy better on them (fpr1 here) does not become the default."""
     import shutil
 
-    from NormativeADLib.evaluate import record_in_card
+    from NormativeADLib.evaluation.evaluate import record_in_card
 
     source = catalogue.get_card("sadm-synth")
     folder = paths.home() / "models" / "sadm-record-test"

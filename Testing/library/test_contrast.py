@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from testsupport import SAMPLE, SHARED_DATA, needs_shared_data
-from NormativeADLib import catalogue, io
-from NormativeADLib.card import ModelCard
-from NormativeADLib.errors import InputError
-from NormativeADLib.grid import ModelGrid
-from NormativeADLib.contrast_check import check_contrast
-from NormativeADLib.preprocess import prepare
+from NormativeADLib.core import catalogue
+from NormativeADLib import io
+from NormativeADLib.core.card import ModelCard
+from NormativeADLib.core.errors import InputError
+from NormativeADLib.core.grid import ModelGrid
+from NormativeADLib.pipeline.contrast_check import check_contrast
+from NormativeADLib.pipeline.preprocess import prepare
 from NormativeADLib.cli import main
-from NormativeADLib.options import CONTRASTS, RestoreOptions, canonical_contrast, guess_contrast
+from NormativeADLib.core.options import CONTRASTS, RestoreOptions, canonical_contrast, guess_contrast
 
 
 @pytest.mark.parametrize("name, contrast", [
@@ -75,8 +76,8 @@ def _user_model(source_id: str, new_id: str, dice_by_contrast: dict, contrasts: 
     """A copy of a shipped weightless model in the user's models, with synthetic-validation Dice at its
     default policy as given (and the contrasts it was trained for, when given), and restoration figures
     that pass the restorer checks (or fail them: restores=False)."""
-    from NormativeADLib.card import write_card
-    from NormativeADLib.paths import home
+    from NormativeADLib.core.card import write_card
+    from NormativeADLib.core.paths import home
 
     card = catalogue.get_card(source_id)
     removal, ratio = (0.6, 3.0) if restores else (0.0, 1.0)

@@ -22,8 +22,8 @@ from NormativeADLib.models import FAMILIES, inferers
 from NormativeADLib.models.conditioned import FiLMResnetBlock
 from NormativeADLib.models.diffusion import timestep_sequence
 from NormativeADLib.models.simplex import SimplexSettings, simplex_noise
-from NormativeADLib.paths import resources_dir
-from NormativeADLib.train import TrainSettings
+from NormativeADLib.core.paths import resources_dir
+from NormativeADLib.training.train import TrainSettings
 
 DIFFUSION = ("ddpm", "pddpm", "cddpm", "autoddpm")
 TINY_UNET = {"channels": [8, 16, 16], "attention_levels": [False, False, True], "num_res_blocks": 1,
@@ -252,10 +252,10 @@ def test_restore_under_bf16_autocast(family, slices):
 
 
 def test_full_ddpm_chain_and_the_restoration_engine(slices):
-    from NormativeADLib.card import ModelCard
-    from NormativeADLib.grid import ModelGrid
-    from NormativeADLib.registry import LoadedModel
-    from NormativeADLib.restore import restore_volume
+    from NormativeADLib.core.card import ModelCard
+    from NormativeADLib.core.grid import ModelGrid
+    from NormativeADLib.models.registry import LoadedModel
+    from NormativeADLib.pipeline.restore import restore_volume
 
     net = _tiny("ddpm").eval()
     with torch.inference_mode():

@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from testsupport import SHARED_DATA, needs_shared_data
-from NormativeADLib import pipeline, preprocess
+from NormativeADLib.io import template
+from NormativeADLib.pipeline import analysis, preprocess
 
 # Left frontal white matter (MNI RAS -26, 20, 30), in the model grid's LPS coordinates.
 LESION_MNI_LPS = (26.0, -20.0, 30.0)
@@ -52,14 +53,14 @@ def _check_case(scan: sitk.Image, tmp_path, model, name: str):
     """
     original = tmp_path / f"{name}_original.nii.gz"
     sitk.WriteImage(scan, str(original))
-    before = pipeline.analyse(original, model)
+    before = analysis.analyse(original, model)
     center = before.prepared.transform.TransformPoint(LESION_MNI_LPS)
     brain_values = sitk.GetArrayFromImage(scan)[sitk.GetArrayFromImage(before.prepared.native_brain) > 0]
     lesioned = _insert_dark_lesion(scan, center, float(np.percentile(brain_values, 1)))
     path = tmp_path / f"{name}.nii.gz"
     sitk.WriteImage(lesioned, str(path))
     # Same registration for both runs, so the rise is the lesion's alone (no registration jitter).
-    result = pipeline.analyse(path, model, transform_path=before.prepared.transform)
+    result = analysis.analyse(path, model, transform_path=before.prepared.transform)
     for image in (result.heatmap, result.pseudo_healthy, result.segmentation):
         _assert_same_grid(image, lesioned)
     rise = sitk.GetArrayFromImage(result.heatmap) - sitk.GetArrayFromImage(before.heatmap)
@@ -90,15 +91,15 @@ def test_registration_recovers_a_known_affine():
     """The 1 mm template moved by a known affine (6 degrees, 5 % larger, shifted) is found again to well
     under a model voxel (2 mm), although registration sees the scan at 2 mm (at_most_resolution)."""
     grid = preprocess.ModelGrid()
-    template = sitk.ReadImage(str(preprocess.template_path()), sitk.sitkFloat32)
+    template = sitk.ReadImage(str(template.template_path()), sitk.sitkFloat32)
     truth = sitk.AffineTransform(3)  # model-space point -> scan point
     rotation = np.asarray(sitk.VersorTransform((0, 0, 1), np.deg2rad(6.0)).GetMatrix()).reshape(3, 3)
     truth.SetMatrix((rotation * 1.05).ravel().tolist())
     truth.SetTranslation((4.0, -3.0, 6.0))
     scan = sitk.Resample(template, template, truth.GetInverse(), sitk.sitkLinear, 0.0)
     found = preprocess.prepare(scan, grid).transform
-    _, brain = preprocess.template_on_grid(grid)
-    reference = preprocess.grid_image(grid)
+    _, brain = template.template_on_grid(grid)
+    reference = template.grid_image(grid)
     points = [reference.TransformIndexToPhysicalPoint([int(i) for i in index[::-1]])
               for index in np.argwhere(sitk.GetArrayFromImage(brain) > 0)[::50]]
     error = [np.linalg.norm(np.subtract(found.TransformPoint(p), truth.TransformPoint(p))) for p in points]
@@ -106,8 +107,8 @@ def test_registration_recovers_a_known_affine():
 
 
 def test_write_outputs_on_input_grid(sample_scan, shipped_model, tmp_path):
-    result = pipeline.analyse(sample_scan, shipped_model)
-    out = pipeline.write_outputs(result, tmp_path / "out", fmt="nrrd")
+    result = analysis.analyse(sample_scan, shipped_model)
+    out = analysis.write_outputs(result, tmp_path / "out", fmt="nrrd")
     scan = sitk.ReadImage(str(sample_scan))
     for name in pipeline.IMAGE_OUTPUTS:
         written = sitk.ReadImage(str(out / f"{name}.nrrd"))

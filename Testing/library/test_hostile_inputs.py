@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib.options import output_names
+from NormativeADLib.core.options import output_names
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_T1 = REPO / "Resources" / "SampleData" / "mslub_patient26_t1.nii.gz"
@@ -264,7 +264,7 @@ def _(c, out):
 @case("out claimed by another running process", 4, "another normativead run")
 def _(c, out):
     # A process holding the output folder's claim for 60 s (killed when the test ends).
-    holder = ("import sys, time; from NormativeADLib import paths\n"
+    holder = ("import sys, time; from NormativeADLib.core import paths\n"
               "with paths.claim_output_dir(sys.argv[1]):\n"
               "    print('held', flush=True); time.sleep(60)\n")
     return Run([c.scan, "--out", out, "--progress", "none"], [c.scan], out, env={"holder": holder})

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib import catalogue, jsontext, paths
-from NormativeADLib.card import card_problem, sha256
+from NormativeADLib.core import catalogue, jsontext, paths
+from NormativeADLib.core.card import card_problem, sha256
 from NormativeADLib.cli import main
-from NormativeADLib.errors import InputError
+from NormativeADLib.core.errors import InputError
 
 SHIPPED = paths.resources_dir() / "Models"
 WEIGHTED = "sadm-synth"  # a small shipped model with weights
@@ -134,7 +134,7 @@ def test_every_shipped_card_meets_the_schema():
 
 @pytest.mark.parametrize("subject", ["../../../victim2", "/tmp/abs", "..", "a/b"])
 def test_a_manifest_subject_cannot_leave_the_output_folder(tmp_path, subject):
-    from NormativeADLib.batch_inputs import read_manifest
+    from NormativeADLib.cohort.inputs import read_manifest
 
     manifest = tmp_path / "cohort.csv"
     manifest.write_text(f"scan,subject\nscan.nii.gz,{subject}\n")
@@ -143,8 +143,8 @@ def test_a_manifest_subject_cannot_leave_the_output_folder(tmp_path, subject):
 
 
 def test_batch_outputs_never_land_outside_out(tmp_path):
-    from NormativeADLib.batch_inputs import Case
-    from NormativeADLib.batch_outputs import Layout
+    from NormativeADLib.cohort.inputs import Case
+    from NormativeADLib.cohort.outputs import Layout
 
     layout = Layout(tmp_path / "out")
     staging = tmp_path / "out" / ".normativead-staging" / "x"
@@ -161,7 +161,7 @@ def test_batch_outputs_never_land_outside_out(tmp_path):
 @pytest.mark.parametrize("text", ["{not json", "", "[]", '{"Name": "no version"}'])
 def test_a_broken_bids_description_is_refused(tmp_path, text):
     pytest.importorskip("bids", reason="the batch extra (pybids) is not installed")
-    from NormativeADLib.batch_inputs import read_bids
+    from NormativeADLib.cohort.inputs import read_bids
 
     (tmp_path / "dataset_description.json").write_text(text)
     with pytest.raises(InputError, match="dataset_description.json"):
@@ -190,7 +190,7 @@ def test_a_transform_that_is_not_a_3d_affine_is_refused(tmp_path, make, fragment
 
 @pytest.mark.parametrize("value", ["-0", "0", "1e-320", "-1"])
 def test_a_threshold_that_would_flag_the_whole_brain_is_refused(value):
-    from NormativeADLib.options import resolve_threshold
+    from NormativeADLib.core.options import resolve_threshold
 
     with pytest.raises(InputError, match="at least"):
         resolve_threshold(value, {"z2": 2.0})

@@ -1,4 +1,5 @@
-"""The library's shape: no slicer/qt/vtk, no import cycles, and a catalogue that needs no heavy package."""
+"""The library's shape: layers that import only downward, no slicer/qt/vtk, no import cycles, and a
+catalogue that needs no heavy package."""
 
 from __future__ import annotations
 
@@ -59,8 +60,36 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_library_import_graph_has_no_cycle():
     graph = import_graph()
-    assert "NormativeADLib.catalogue" in graph and graph["NormativeADLib.registry"]
+    assert "NormativeADLib.core.catalogue" in graph and graph["NormativeADLib.models.registry"]
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+# The library's layers, lowest first: a module imports only from its own layer or those below.
+LAYERS = ["core", "io", "synthesis", "measures", "models", "pipeline", "training", "evaluation", "cohort", "cli"]
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                  if layer_of(m) is not None and layer_of(t) is not None and layer_of(t) > layer_of(m))
+
+
+def test_every_module_lives_in_a_layer_and_imports_only_downward():
+    graph = import_graph()
+    loose = [m for m in graph if m != "NormativeADLib" and layer_of(m) is None and not m.startswith("NormativeADLib._")]
+    assert loose == [], f"modules outside the layers {LAYERS}: {loose}"
+    assert graph["NormativeADLib"] == set(), "the package's __init__ imports nothing: each layer is imported alone"
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert upward_imports({"NormativeADLib.core.card": {"NormativeADLib.models.registry"},
+                           "NormativeADLib.models.registry": {"NormativeADLib.core.card"}}) == [
+        "NormativeADLib.core.card -> NormativeADLib.models.registry"]
 
 
 def test_cycle_finder_finds_a_cycle():
@@ -79,7 +108,7 @@ def test_library_never_imports_slicer_qt_or_vtk():
 
 def test_listing_models_needs_only_the_standard_library():
     """The Slicer panel lists models before torch and friends are installed."""
-    code = ("import sys; from NormativeADLib import catalogue, options, paths; cards = catalogue.list_models(); "
+    code = ("import sys; from NormativeADLib.core import catalogue, options, paths; cards = catalogue.list_models(); "
             "heavy = [m for m in ('torch', 'numpy', 'SimpleITK', 'nibabel', 'safetensors', 'scipy', 'monai') "
             "if m in sys.modules]; print(len(cards), heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=LIB.parent, check=True)
@@ -90,7 +119,7 @@ def test_listing_models_needs_only_the_standard_library():
 def test_the_metrics_table_slicer_reads_needs_no_scikit_packages():
     """Slicer's own process flattens a run's metrics (scene.py): scikit-image and scikit-learn, which
     Slicer does not ship, are imported only by the analysis that needs them, in the child process."""
-    code = ("import sys; from NormativeADLib.metrics import flat_metrics; "
+    code = ("import sys; from NormativeADLib.measures.metrics import flat_metrics; "
             "print([m for m in ('skimage', 'sklearn', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=LIB.parent, check=True)
     assert out.stdout.strip() == "[]", out.stdout
@@ -110,7 +139,7 @@ def test_slicers_python_compiles_everything_and_lists_models():
     files = [str(p) for folder in (LIB, repo / "NormativeAD") for p in folder.rglob("*.py")]
     compile_all = "import sys; [compile(open(f).read(), f, 'exec') for f in sys.argv[1:]]"  # writes no .pyc
     subprocess.run([python312, "-I", "-c", compile_all, *files], check=True, capture_output=True, text=True)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from NormativeADLib import catalogue; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from NormativeADLib.core import catalogue; "
             "print(sys.version_info[:2], len(catalogue.list_models()))")
     out = subprocess.run([python312, "-I", "-c", code, str(repo)], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("(3, 12)") and int(out.stdout.split()[-1]) >= 2, out.stdout

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from NormativeADLib import anomaly, registry
-from NormativeADLib.restore import restore_volume
+from NormativeADLib.measures import anomaly
+from NormativeADLib.models import registry
+from NormativeADLib.pipeline.restore import restore_volume
 
 
 @pytest.fixture(scope="module")

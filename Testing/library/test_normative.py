@@ -17,9 +17,10 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from NormativeADLib import metrics, normative
-from NormativeADLib.grid import ModelGrid
-from NormativeADLib.preprocess import template_on_grid
+from NormativeADLib.measures import metrics
+from NormativeADLib.evaluation import normative
+from NormativeADLib.core.grid import ModelGrid
+from NormativeADLib.io.template import template_on_grid
 
 from testsupport import REPO, SHARED_DATA, needs_shared_data
 
@@ -111,7 +112,8 @@ def test_indices_name_variants_and_leave_missing_standard_ones_empty(cohort):
 
 
 def test_report_without_standard_weights_says_which_file_is_missing(tmp_path, monkeypatch):
-    from NormativeADLib import perceptual, report
+    from NormativeADLib.measures import perceptual
+    from NormativeADLib.evaluation import report
 
     monkeypatch.setenv("NORMATIVEAD_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -153,8 +155,8 @@ def test_report_command_on_real_scans(tmp_path):
 
 
 def test_case_manifest_needs_a_reference_for_every_case(tmp_path):
-    from NormativeADLib.errors import InputError
-    from NormativeADLib.evaluate import read_manifest
+    from NormativeADLib.core.errors import InputError
+    from NormativeADLib.evaluation.evaluate import read_manifest
 
     (tmp_path / "cases.json").write_text(json.dumps([{"name": "a", "scan": "a.nii.gz"}]))
     with pytest.raises(InputError, match="case a .* has no reference"):

@@ -11,7 +11,8 @@ A model that copies its input, or a misregistered case, scores near 0.5 everywhe
 import json
 
 from testsupport import SHARED_DATA, needs_shared_data
-from NormativeADLib import catalogue, cli, paths
+from NormativeADLib.core import catalogue, paths
+from NormativeADLib import cli
 
 POOLED_AUROC_FLOOR = 0.6
 GLIOMA_AUROC_FLOOR = 0.55

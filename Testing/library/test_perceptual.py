@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from NormativeADLib import perceptual
-from NormativeADLib.errors import InputError, ModelError
-from NormativeADLib.perceptual import FILES, MissingWeights
+from NormativeADLib.measures import perceptual
+from NormativeADLib.core.errors import InputError, ModelError
+from NormativeADLib.measures.perceptual import FILES, MissingWeights
 
 ALEXNET = FILES["alexnet"].filename
 HEADS = FILES["lpips_heads"].filename
@@ -326,17 +326,18 @@ def test_real_inception_features_are_closer_for_a_noisy_copy():
 
 def test_per_case_lpips_outside_the_anomaly(nowhere, weights, lpips_net):
     """The pipeline's per-case LPIPS: only with the standard weights present, over the given region."""
-    from NormativeADLib import metrics, pipeline
+    from NormativeADLib.measures import metrics
+    from NormativeADLib.pipeline import analysis
 
-    pipeline._standard_lpips.cache_clear()
+    analysis._standard_lpips.cache_clear()
     try:
-        assert pipeline._lpips_outside(np.zeros((2, 96, 96), np.float32), np.zeros((2, 96, 96), np.float32),
+        assert analysis._lpips_outside(np.zeros((2, 96, 96), np.float32), np.zeros((2, 96, 96), np.float32),
                                        np.ones((2, 96, 96), bool)) is None
-        pipeline._standard_lpips.cache_clear()
+        analysis._standard_lpips.cache_clear()
         nowhere.setenv(perceptual.WEIGHTS_ENV, str(weights))
-        assert pipeline._standard_lpips() is not None
+        assert analysis._standard_lpips() is not None
     finally:
-        pipeline._standard_lpips.cache_clear()
+        analysis._standard_lpips.cache_clear()
     image = slices(4)[:, 0].numpy()
     region = np.zeros(image.shape, bool)
     region[:, 20:70, 20:70] = True
@@ -354,7 +355,8 @@ def test_per_case_lpips_outside_the_anomaly(nowhere, weights, lpips_net):
 def test_standard_indices_run_through_both_networks(weights, lpips_net, inception_state):
     """RQI and AHI through the real LPIPS and Inception code paths (test weights): the values that
     hold for any network (identity: RQI 1; restorations equal to unseen healthy slices: AHI 1)."""
-    from NormativeADLib import metrics, normative
+    from NormativeADLib.measures import metrics
+    from NormativeADLib.evaluation import normative
 
     net = perceptual.FIDInception()
     net.load_state_dict(inception_state)
@@ -375,7 +377,7 @@ def test_standard_indices_run_through_both_networks(weights, lpips_net, inceptio
 
 def test_inception_features_are_computed_once_per_content(inception_state):
     """A report compares models on the same healthy and reference slices: their features are reused."""
-    from NormativeADLib import normative
+    from NormativeADLib.evaluation import normative
 
     net = perceptual.FIDInception()
     net.load_state_dict(inception_state)

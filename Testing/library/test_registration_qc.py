@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from testsupport import SHARED_DATA, needs_shared_data
-from NormativeADLib import contrast_check, preprocess
-from NormativeADLib.catalogue import DEFAULT_MODEL, get_card
+from NormativeADLib.pipeline import contrast_check, preprocess
+from NormativeADLib.core.catalogue import DEFAULT_MODEL, get_card
 from NormativeADLib.cli import main
 
 TCGA = SHARED_DATA / "pathology" / "tcga-fg-6692"

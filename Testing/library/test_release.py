@@ -96,7 +96,7 @@ def test_build_makes_a_wheel_and_an_sdist_that_twine_accepts(dist):
     # demo` and `normativead models` need nothing else.
     missing = [f for f in _shipped_files() if f"NormativeADLib/_shipped/{f}" not in names]
     assert not missing, f"not in the wheel: {missing[:10]}"
-    assert {"NormativeADLib/cli.py", "NormativeADLib/models/__init__.py", "NormativeADWeb/app.py"} <= names
+    assert {"NormativeADLib/cli/commands.py", "NormativeADLib/models/__init__.py", "NormativeADWeb/app.py"} <= names
     assert f"normativead-{version}.dist-info/licenses/LICENSE" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith(("Testing/", "NormativeAD/"))]
     assert f"Version: {version}" in metadata and "License-Expression: Apache-2.0" in metadata

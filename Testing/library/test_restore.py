@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from NormativeADLib.errors import Cancelled, InputError
-from NormativeADLib.preprocess import prepare
+from NormativeADLib.core.errors import Cancelled, InputError
+from NormativeADLib.pipeline.preprocess import prepare
 from NormativeADLib.io import read_scan
-from NormativeADLib.restore import restore_volume, select_device
+from NormativeADLib.pipeline.restore import restore_volume, select_device
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_device_choice():
 
 def test_cpu_batches_follow_the_family(prepared):
     """Diffusion U-Nets restore in batches of 4 on a CPU (faster there than 16), autoencoders in 16."""
-    from NormativeADLib import registry
+    from NormativeADLib.models import registry
 
     z = np.flatnonzero(prepared.brain.reshape(len(prepared.brain), -1).sum(1) > 2000)[:6]
     for model_id, expected in (("ddpm-ixi-t1", [4, 6]), ("ae-ixi-t1", [6])):

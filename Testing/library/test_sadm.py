@@ -12,15 +12,19 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from NormativeADLib import catalogue, pipeline, registry, synth_contrast, train
-from NormativeADLib.card import verify_weights
-from NormativeADLib.errors import ModelError
+from NormativeADLib.core import catalogue
+from NormativeADLib.pipeline import analysis
+from NormativeADLib.models import registry
+from NormativeADLib.synthesis import synth_contrast
+from NormativeADLib.training import train
+from NormativeADLib.core.card import verify_weights
+from NormativeADLib.core.errors import ModelError
 from NormativeADLib.models import FAMILIES
 from NormativeADLib.models.sadm import NO_RESTORER, Z_CLIP, load_restorer, network_inputs, robust_zscore
 from NormativeADLib.models.synthetic_batches import (IMAGE, LABELS, SYNTH_CONTRASTS, anomaly_kinds,
                                                      synthetic_contrasts)
-from NormativeADLib.synth_contrast import GM, WM
-from NormativeADLib.preprocess import template_on_grid
+from NormativeADLib.synthesis.synth_contrast import GM, WM
+from NormativeADLib.io.template import template_on_grid
 
 SADM = FAMILIES["sadm"]
 SHIPPED_SADM = [c.id for c in catalogue.list_models() if c.family == "sadm"]
@@ -186,12 +190,12 @@ def test_shipped_sadm_card(model_id):
 def test_shipped_sadm_restores_the_sample_case(model_id, sample_scan, tmp_path):
     """End to end on the shipped sample: the heatmap is a probability, every output is written."""
     model = registry.load_model(model_id)
-    result = pipeline.analyse(sample_scan, model, device="cpu")
+    result = analysis.analyse(sample_scan, model, device="cpu")
     heatmap = sitk.GetArrayFromImage(result.heatmap)
     assert 0 <= heatmap.min() and heatmap.max() <= 1 and heatmap.max() > 0
     assert 0 <= result.score.min() and result.score.max() <= 1
     assert result.restored.shape == result.prepared.image.shape
-    written = pipeline.write_outputs(result, tmp_path / "out")
+    written = analysis.write_outputs(result, tmp_path / "out")
     assert (tmp_path / "out" / "heatmap.nii.gz").is_file() and written
 
 

@@ -6,9 +6,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from NormativeADLib import catalogue, paths, registry
-from NormativeADLib.card import verify_weights
-from NormativeADLib.preprocess import template_on_grid
+from NormativeADLib.core import catalogue, paths
+from NormativeADLib.models import registry
+from NormativeADLib.core.card import verify_weights
+from NormativeADLib.io.template import template_on_grid
 
 SHIPPED = sorted(p.name for p in (paths.resources_dir() / "Models").iterdir() if (p / "card.json").is_file())
 TRAINED = [m for m in SHIPPED if catalogue.get_card(m).family != "intensity"]
@@ -57,7 +58,7 @@ RESTORERS = [m for m in TRAINED if catalogue.get_card(m).restores]
 def test_a_restorer_is_shipped_and_restores_the_defaults():
     """The product's promise: at least one shipped model passes the restorer checks, and the default of
     every contrast is one whose pseudo-healthy image is a restoration."""
-    from NormativeADLib.options import CONTRASTS
+    from NormativeADLib.core.options import CONTRASTS
 
     assert RESTORERS, "no shipped model passes the restorer checks"
     for contrast in CONTRASTS:
@@ -71,9 +72,9 @@ def test_a_shipped_restorer_removes_a_planted_anomaly_and_keeps_the_rest(model_i
     stays close elsewhere."""
     from scipy import ndimage
 
-    from NormativeADLib.card import MIN_REMOVAL
-    from NormativeADLib.restore import restore_volume
-    from NormativeADLib.synthetic_validation import removed_share, with_anomalies
+    from NormativeADLib.core.card import MIN_REMOVAL
+    from NormativeADLib.pipeline.restore import restore_volume
+    from NormativeADLib.training.synthetic_validation import removed_share, with_anomalies
 
     model = registry.load_model(model_id)
     t1, mask = template_on_grid(model.card.grid)

@@ -11,11 +11,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from NormativeADLib import catalogue, coregister, registry, synth_contrast, synth_study
-from NormativeADLib.errors import InputError
+from NormativeADLib.core import catalogue
+from NormativeADLib.pipeline import coregister
+from NormativeADLib.models import registry
+from NormativeADLib.synthesis import synth_contrast, synth_study
+from NormativeADLib.core.errors import InputError
 from NormativeADLib.models import FAMILIES
-from NormativeADLib.options import analysis_names, study_contrasts
-from NormativeADLib.synth_study import STUDY_CONTRASTS
+from NormativeADLib.core.options import analysis_names, study_contrasts
+from NormativeADLib.synthesis.synth_study import STUDY_CONTRASTS
 from testsupport import SAMPLE, SHARED_DATA, needs_shared_data
 
 STUDY = FAMILIES["study"]
@@ -138,8 +141,8 @@ def test_other_volumes_need_a_study_model_one_per_contrast_and_a_known_contrast(
 def sample_first():
     """The shipped sample T1 prepared as the first scan of a study."""
     from NormativeADLib import io
-    from NormativeADLib.preprocess import prepare
-    from NormativeADLib.grid import ModelGrid
+    from NormativeADLib.pipeline.preprocess import prepare
+    from NormativeADLib.core.grid import ModelGrid
 
     return prepare(io.read_scan(SAMPLE / "mslub_patient26_t1.nii.gz"), ModelGrid())
 
@@ -173,8 +176,8 @@ def test_a_clinical_study_on_thick_slices_in_other_frames_is_registered():
     another, and the T2 17 degrees and a slice level away from the FLAIR with the same header. Each is
     brought onto the FLAIR with edges that agree (0.54-0.64 measured; 0.05-0.13 on 5.5 mm pyramids)."""
     from NormativeADLib import io
-    from NormativeADLib.grid import ModelGrid
-    from NormativeADLib.preprocess import prepare
+    from NormativeADLib.core.grid import ModelGrid
+    from NormativeADLib.pipeline.preprocess import prepare
 
     case = SHARED_DATA / "pathology" / "tcga-fg-6692"
     first = prepare(io.read_scan(case / "flair.nii.gz"), ModelGrid())

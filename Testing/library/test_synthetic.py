@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from NormativeADLib import synth_contrast as sc
-from NormativeADLib import synthetic
+from NormativeADLib.synthesis import synth_contrast as sc
+from NormativeADLib.synthesis import synthetic
 
 from testsupport import SHARED_DATA, needs_shared_data
 
@@ -17,8 +17,9 @@ from testsupport import SHARED_DATA, needs_shared_data
 @pytest.fixture(scope="module")
 def volume(sample_scan):
     """(image, brain) of the sample case's T1 on the model grid."""
-    from NormativeADLib import io, preprocess
-    from NormativeADLib.grid import ModelGrid
+    from NormativeADLib import io
+    from NormativeADLib.pipeline import preprocess
+    from NormativeADLib.core.grid import ModelGrid
 
     prepared = preprocess.prepare(io.read_scan(sample_scan), ModelGrid())
     return prepared.image, prepared.brain
@@ -262,8 +263,10 @@ def test_class_means_bias_and_noise_ranges():
 
 @needs_shared_data()
 def test_a_healthy_ixi_scan_gives_ordered_classes_and_contrasts():
-    from NormativeADLib import data, io, preprocess
-    from NormativeADLib.grid import ModelGrid
+    from NormativeADLib.training import data
+    from NormativeADLib import io
+    from NormativeADLib.pipeline import preprocess
+    from NormativeADLib.core.grid import ModelGrid
 
     path = sorted(data.list_scans(SHARED_DATA / "healthy" / "ixi_t1").values())[0]
     prepared = preprocess.prepare(io.read_scan(path), ModelGrid())
@@ -287,6 +290,6 @@ def test_preview_command_writes_a_png_grid(tmp_path):
 
 
 def test_preview_knows_every_generator():
-    from NormativeADLib import anomalies_cli
+    from NormativeADLib.cli import anomalies as anomalies_cli
 
     assert anomalies_cli._KINDS == synthetic.KINDS  # repeated there to keep `normativead --help` light

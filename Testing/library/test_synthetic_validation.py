@@ -1,5 +1,5 @@
 """What a restorer must do, measured on synthetic anomalies, and the default policy chosen there
-(NormativeADLib.synthetic_validation): checks that the identity, which restores nothing, fails."""
+(NormativeADLib.training.synthetic_validation): checks that the identity, which restores nothing, fails."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from testsupport import SAMPLE
-from NormativeADLib import catalogue, io, registry, synthetic_validation as sv
-from NormativeADLib.card import restorer_problems
-from NormativeADLib.grid import ModelGrid
-from NormativeADLib.preprocess import prepare
+from NormativeADLib.core import catalogue
+from NormativeADLib import io
+from NormativeADLib.models import registry
+from NormativeADLib.training import synthetic_validation as sv
+from NormativeADLib.core.card import restorer_problems
+from NormativeADLib.core.grid import ModelGrid
+from NormativeADLib.pipeline.preprocess import prepare
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from testsupport import SHARED_DATA, needs_shared_data
-from NormativeADLib import catalogue, cli, data, paths, registry
-from NormativeADLib.card import sha256
+from NormativeADLib.core import catalogue, paths
+from NormativeADLib import cli
+from NormativeADLib.training import data
+from NormativeADLib.models import registry
+from NormativeADLib.core.card import sha256
 
 
 @needs_shared_data()
@@ -64,7 +67,7 @@ def training_goes_on_from_an_installed_model(tmp_path, capsys):
 def recalibrate_restores_the_thresholds_and_drops_stale_figures(out, capsys):
     """`normativead calibrate`: same weights, same subjects, same thresholds; figures measured at
     other thresholds leave the card."""
-    from NormativeADLib.card import write_card
+    from NormativeADLib.core.card import write_card
 
     card = catalogue.get_card("ae-test")
     stale = card.replace(thresholds={k: v * 3 for k, v in card.thresholds.items()},

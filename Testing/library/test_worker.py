@@ -1,4 +1,4 @@
-"""The analysis worker (NormativeADLib.worker) and what it keeps between runs (NormativeADLib.warm):
+"""The analysis worker (NormativeADLib.cli.worker) and what it keeps between runs (NormativeADLib.core.warm):
 real restores of the shipped sample scan with shipped models."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 import SimpleITK as sitk
 
 from testsupport import REPO, SAMPLE
-from NormativeADLib import pipeline, warm
-from NormativeADLib.options import analysis_names
+from NormativeADLib.pipeline import analysis
+from NormativeADLib.core import warm
+from NormativeADLib.core.options import analysis_names
 
 SCAN = SAMPLE / "mslub_patient26_t1.nii.gz"
 pytestmark = pytest.mark.slow
@@ -35,42 +36,42 @@ def counted(monkeypatch):
         def run(*args, **kwargs):
             calls[name] += 1
             return real(*args, **kwargs)
-        monkeypatch.setattr(pipeline, name, run)
+        monkeypatch.setattr(analysis, name, run)
 
-    counting("prepare", pipeline.prepare)
-    counting("load_model", pipeline.load_model)
+    counting("prepare", analysis.prepare)
+    counting("load_model", analysis.load_model)
     return calls
 
 
 def test_a_second_model_on_the_same_scan_reuses_its_registration(kept, counted, tmp_path):
-    first = pipeline.analyse(SCAN, "dae-synth", device="cpu")
-    second = pipeline.analyse(SCAN, "ae-ixi-t1", device="cpu")  # another model, the same grid
+    first = analysis.analyse(SCAN, "dae-synth", device="cpu")
+    second = analysis.analyse(SCAN, "ae-ixi-t1", device="cpu")  # another model, the same grid
     assert counted == {"prepare": 1, "load_model": 2}
     assert second.prepared is first.prepared and not first.prepared.image.flags.writeable
-    pipeline.analyse(SCAN, "dae-synth", device="cpu")  # loaded already
+    analysis.analyse(SCAN, "dae-synth", device="cpu")  # loaded already
     assert counted == {"prepare": 1, "load_model": 2}
     # the same file content under another name (the Slicer module exports the volume for every Apply)
     copy = tmp_path / "input.nii.gz"
     copy.write_bytes(SCAN.read_bytes())
-    pipeline.analyse(copy, "ae-ixi-t1", device="cpu")
+    analysis.analyse(copy, "ae-ixi-t1", device="cpu")
     assert counted["prepare"] == 1
     os.utime(copy, ns=(0, 0))  # touched, not changed: still the same scan
-    pipeline.analyse(copy, "ae-ixi-t1", device="cpu")
+    analysis.analyse(copy, "ae-ixi-t1", device="cpu")
     assert counted["prepare"] == 1
     sitk.WriteImage(sitk.ReadImage(str(SCAN)) * 1.5, str(copy))  # new content: prepared again, never stale
-    pipeline.analyse(copy, "ae-ixi-t1", device="cpu")
+    analysis.analyse(copy, "ae-ixi-t1", device="cpu")
     assert counted["prepare"] == 2
 
 
 def test_a_one_shot_run_keeps_nothing(counted):
-    pipeline.analyse(SCAN, "dae-synth", device="cpu")
-    pipeline.analyse(SCAN, "dae-synth", device="cpu")
+    analysis.analyse(SCAN, "dae-synth", device="cpu")
+    analysis.analyse(SCAN, "dae-synth", device="cpu")
     assert counted == {"prepare": 2, "load_model": 2}
 
 
 def test_the_worker_runs_jobs_one_after_another_and_survives_their_errors(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    worker = subprocess.Popen([sys.executable, "-m", "NormativeADLib.worker"], stdin=subprocess.PIPE,
+    worker = subprocess.Popen([sys.executable, "-m", "NormativeADLib.cli.worker"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
     def job(line: str) -> tuple[int, list[dict], list[str]]:
@@ -115,8 +116,8 @@ def test_the_worker_runs_jobs_one_after_another_and_survives_their_errors(tmp_pa
 
 def test_a_run_imports_only_what_its_model_needs():
     """An intensity baseline without a reference needs neither MONAI nor scikit-learn (2 s of imports)."""
-    code = ("import sys\nfrom NormativeADLib import pipeline\n"
-            f"pipeline.analyse({str(SCAN)!r}, 'intensity-t1', device='cpu')\n"
+    code = ("import sys\nfrom NormativeADLib.pipeline import analysis\n"
+            f"analysis.analyse({str(SCAN)!r}, 'intensity-t1', device='cpu')\n"
             "print(sorted(m for m in ('monai', 'sklearn') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)

@@ -55,7 +55,7 @@ def cli_run(tmp_path_factory):
     reason = shipped_model_reason()
     if reason:
         pytest.skip(reason)
-    from NormativeADLib.options import RestoreOptions
+    from NormativeADLib.core.options import RestoreOptions
     from NormativeADSlicerLib.process import ProcessRunner
 
     base = tmp_path_factory.mktemp("cli_run")

@@ -67,7 +67,7 @@ def require_slicer_core():
 def shipped_model_reason(model_id: str | None = None) -> str | None:
     """None when the shipped model (the library's default) is present in Resources/Models."""
     try:
-        from NormativeADLib import catalogue, paths
+        from NormativeADLib.core import catalogue, paths
     except ImportError as err:
         return f"NormativeADLib cannot be imported ({err})"
     model_id = model_id or TEST_MODEL or catalogue.DEFAULT_MODEL

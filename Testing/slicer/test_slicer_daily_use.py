@@ -182,7 +182,7 @@ def small_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fast_output(small_files, tmp_path_factory):
     """One real run of the fast model on the 2 mm scan (the module's NRRD output), replayed below."""
-    from NormativeADLib.options import RestoreOptions
+    from NormativeADLib.core.options import RestoreOptions
     from NormativeADSlicerLib.process import ProcessRunner
 
     scan, transform = small_files

@@ -32,7 +32,7 @@ import slicer  # noqa: E402
 from NormativeADSlicerLib import comparison, scene as scene_logic  # noqa: E402
 from NormativeADSlicerLib.logic import Job, RunSettings  # noqa: E402
 from NormativeADSlicerLib.process import ProcessRunner, RunOutcome  # noqa: E402
-from NormativeADLib.options import RestoreOptions  # noqa: E402
+from NormativeADLib.core.options import RestoreOptions  # noqa: E402
 
 FAST_MODEL = "intensity-t1"
 SLOW_MODEL = "ae-ixi-t1"
@@ -96,7 +96,7 @@ def home(tmp_path, monkeypatch):
 def first_output(small_files, tmp_path_factory):
     """One real run of the fast model on the 2 mm scan, in the module's format (NRRD): replayed as
     the first model of the comparisons below."""
-    from NormativeADLib.options import RestoreOptions
+    from NormativeADLib.core.options import RestoreOptions
 
     scan, transform = small_files
     base = tmp_path_factory.mktemp("first")

@@ -135,7 +135,7 @@ def test_heatmap_display_settings(scene, sample_volume, cli_run):
 
 
 def test_segmentation_equals_the_library_mask(loaded, cli_run, sample_volume):
-    from NormativeADLib.anomaly import segment
+    from NormativeADLib.measures.anomaly import segment
 
     out_dir, metrics, _ = cli_run
     voxels = nodes.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume)
@@ -147,7 +147,7 @@ def test_segmentation_equals_the_library_mask(loaded, cli_run, sample_volume):
 
 
 def test_threshold_moves_without_rerunning(scene, loaded, cli_run, sample_volume):
-    from NormativeADLib.anomaly import segment
+    from NormativeADLib.measures.anomaly import segment
 
     _, metrics, _ = cli_run
     before = node_ids(scene)
@@ -170,7 +170,7 @@ def test_threshold_moves_without_rerunning(scene, loaded, cli_run, sample_volume
 def test_the_table_scores_every_threshold_against_the_reference(scene, sample_volume, cli_run):
     """Dice, detection rate and false components follow the threshold (they vanished before); the
     run's own row equals the command line's figures."""
-    from NormativeADLib.metrics import segmentation_against_reference
+    from NormativeADLib.measures.metrics import segmentation_against_reference
 
     out_dir, metrics, _ = cli_run
     lesion = load_volume(scene, SAMPLE_LESION, "lesion")
@@ -307,7 +307,7 @@ def test_cancel_leaves_the_scene_unchanged(scene, sample_volume, cli_run, tmp_pa
 
 def test_compared_models_share_one_registration(scene, sample_volume, cli_run, tmp_path, monkeypatch):
     """Two models in one comparison job: the second run reuses the first run's transform.tfm."""
-    from NormativeADLib import catalogue
+    from NormativeADLib.core import catalogue
 
     monkeypatch.setenv("NORMATIVEAD_HOME", TEST_HOME or str(tmp_path / "home"))
     models = [card.id for card in catalogue.list_models()][:2]
@@ -390,8 +390,8 @@ def test_other_volumes_of_a_study_are_checked_before_anything_is_written(scene, 
 
 
 def test_a_study_run_files_its_other_volumes_with_the_result(scene, sample_volume, monkeypatch):
-    from NormativeADLib import catalogue
-    from NormativeADLib.options import STUDY_FAMILY
+    from NormativeADLib.core import catalogue
+    from NormativeADLib.core.options import STUDY_FAMILY
     from slicer_testing import SAMPLE_FLAIR
 
     study = [c.id for c in catalogue.list_models() if c.family == STUDY_FAMILY]

@@ -11,7 +11,7 @@ import pytest
 
 from slicer_testing import SAMPLE_T1
 
-from NormativeADLib.options import RestoreOptions
+from NormativeADLib.core.options import RestoreOptions
 from NormativeADSlicerLib import process
 from NormativeADSlicerLib.process import ProcessRunner
 

@@ -122,7 +122,7 @@ def test_sample_case_run_threshold_compare_download(page, cli_run, tmp_path, ser
     page.choose("na-scan-source", "FLAIR")
     page.wait(lambda: "opened" in page.text("na-status"), 60, "the scan did not open")
     page.choose("na-reference-source", "lesion")
-    from NormativeADLib.catalogue import default_model
+    from NormativeADLib.core.catalogue import default_model
 
     suggested = default_model("FLAIR")  # what `normativead restore` takes for this scan without --model
     assert suggested in page.text("na-status") and suggested in page.text("na-card")

@@ -1,0 +1,2 @@
+"""Measuring models: against lesion labels (evaluate), the healthy population (normative), cohort
+reports and benchmarks."""

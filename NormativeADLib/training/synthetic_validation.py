@@ -1,0 +1,188 @@
+"""What a restorer must do, and which threshold it should use, measured without lesion labels.
+
+On healthy validation scans (never trained on), in each contrast a model accepts (T1 as scanned; T1c,
+T2 and FLAIR redrawn from the scan's tissue labels, synth_contrast.py), each scan once as it is and
+once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds):
+- restoration of the healthy scan: SSIM and MAE inside the brain (it should keep healthy tissue);
+- removal: the share of the anomaly's intensity change that does not reach the restoration,
+  1 - mean|R(anomalous) - R(healthy)| / mean|anomalous - healthy| inside the anomaly (1: the anomaly
+  leaves the restoration as it was on the healthy scan, 0: the anomaly copied, as the identity does).
+  Counterfactual, against the restoration of the same healthy scan, so that the restorer's ordinary
+  error on healthy tissue (the SSIM and MAE above) is not charged to it a second time; a restorer that
+  removes everything by blurring scores high here and fails the SSIM floor instead (card.restorer_problems);
+- contrast of the residual: its mean inside the anomaly over its mean in the rest of the brain
+  (above 1 where the heatmap can find the anomaly; about 1 for the identity, whose residual is 0);
+- detection: per threshold policy of the card, the Dice of the segmentation with the anomaly's mask,
+  and the flagged volume on the healthy scans.
+choose_policy() then picks a card's default policy from these figures: the best Dice on synthetic
+anomalies among the policies whose healthy flagged volume stays within a limit. No lesion label of a
+real case is read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..measures import anomaly, metrics
+from ..synthesis import synth_contrast, synth_study, synthetic
+from ..core.grid import ModelGrid
+from ..models.registry import LoadedModel
+from ..pipeline.restore import restore_volume, score_volume
+
+HEALTHY_LIMIT_ML = 5.0  # the median healthy flagged volume a default policy may reach
+ANOMALIES_PER_SCAN = 3
+# The contrast sets a study model is measured on: each contrast alone, and the usual clinical sets
+STUDY_SETS = ("T1", "T1c", "T2", "FLAIR", "T1c+FLAIR", "T1+T2+FLAIR", "T1+T1c+T2+FLAIR")
+
+
+@dataclass(frozen=True)
+class ScanFigures:
+    ssim: float
+    mae: float
+    removal: float | None
+    residual_contrast: float | None
+    dice: dict  # policy -> Dice on the synthetic anomalies
+    healthy_ml: dict  # policy -> flagged mL on the healthy scan
+    anomaly_ml: float
+
+
+def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.random.Generator,
+                grid: ModelGrid = ModelGrid()) -> np.ndarray:
+    """A healthy model-space T1 (on grid) as a scan of `contrast`: itself for T1, else redrawn from its
+    tissue labels."""
+    if contrast.upper() == "T1":
+        return image
+    return synth_contrast.synthesise(synth_contrast.labels_for_volume(image, brain, grid), rng, contrast.upper())
+
+
+def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                   count: int = ANOMALIES_PER_SCAN) -> tuple[np.ndarray, np.ndarray]:
+    """The volume carrying `count` synthetic 3D anomalies, and their joint mask."""
+    mask = np.zeros(brain.shape, bool)
+    for _ in range(count):
+        image, added, _ = synthetic.sample(image, brain, rng)
+        mask |= added
+    return image, mask
+
+
+def removed_share(healthy: np.ndarray, anomalous: np.ndarray, restored_healthy: np.ndarray,
+                  restored_anomalous: np.ndarray, mask: np.ndarray) -> float | None:
+    """The share of the anomaly's change (inside mask) that does not reach the restoration; None when
+    the anomaly changed nothing."""
+    change = np.abs(anomalous - healthy)[mask].mean()
+    if not change > 0:
+        return None
+    return 1.0 - float(np.abs(restored_anomalous - restored_healthy)[mask].mean() / change)
+
+
+def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                 device: torch.device = torch.device("cpu"), contrast: str | None = None) -> ScanFigures:
+    """The figures of the module docstring for one healthy scan (already in `contrast`, the one to measure)."""
+    card = model.card
+    voxel_mm = (card.grid.spacing_mm,) * 3
+    voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
+    restored = restore_volume(model, healthy, brain, device)
+    fidelity = metrics.restoration_fidelity(healthy, restored, brain)
+    healthy_score = score_volume(model, healthy, restored, brain, device, contrast=contrast)
+    anomalous, mask = with_anomalies(healthy, brain, rng)
+    fixed = restore_volume(model, anomalous, brain, device)
+    score = score_volume(model, anomalous, fixed, brain, device, contrast=contrast)
+    removal = removed_share(healthy, anomalous, restored, fixed, mask)
+    residual = np.abs(anomalous - fixed)
+    outside = residual[brain & ~mask].mean()
+    contrast = float(residual[mask].mean() / outside) if outside > 0 else None
+    dice, healthy_ml = {}, {}
+    for name, value in anomaly.case_thresholds(card, score, brain).items():
+        found = anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml)
+        dice[name] = anomaly.dice(found, mask)
+    for name, value in anomaly.case_thresholds(card, healthy_score, brain).items():
+        healthy_ml[name] = float(anomaly.segment(healthy_score, value, voxel_mm, card.postprocess.min_component_ml).sum()
+                                 * voxel_ml)
+    return ScanFigures(fidelity["ssim"], fidelity["mae"], removal, contrast, dice, healthy_ml,
+                       float(mask.sum() * voxel_ml))
+
+
+def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, contrasts: list[str],
+                       rng: np.random.Generator, device: torch.device = torch.device("cpu")) -> ScanFigures:
+    """measure_scan for a study model on a synthetic study of one healthy T1 (synth_study.py): the T1 as
+    scanned, the other contrasts redrawn from its tissue labels, the same anomalies in each; the
+    restoration figures are the means over the study's contrasts."""
+    card = model.card
+    voxel_mm = (card.grid.spacing_mm,) * 3
+    voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
+    labels = synth_contrast.labels_for_volume(t1, brain, card.grid)
+    healthy = synth_study.healthy_study(t1, brain, labels, rng, contrasts, real_t1_prob=1.0)
+    anomalous, mask = dict(healthy), np.zeros(brain.shape, bool)
+    for _ in range(ANOMALIES_PER_SCAN):
+        anomalous, added, shows = synth_study.add_anomaly(anomalous, brain, rng)
+        if shows:
+            mask |= added
+
+    def restored_and_score(images: dict) -> tuple[dict, np.ndarray]:
+        restored = {c: restore_volume(model, img, brain, device) for c, img in images.items()}
+        first, *others = contrasts
+        score = score_volume(model, images[first], restored[first], brain, device, contrast=first,
+                             others={c: (images[c], restored[c]) for c in others})
+        return restored, score
+
+    clean, healthy_score = restored_and_score(healthy)
+    fixed, score = restored_and_score(anomalous)
+    fidelity = [metrics.restoration_fidelity(healthy[c], clean[c], brain) for c in contrasts]
+    removal = [removed_share(healthy[c], anomalous[c], clean[c], fixed[c], mask) for c in contrasts]
+    residual = np.mean([np.abs(anomalous[c] - fixed[c]) for c in contrasts], axis=0)
+    outside = residual[brain & ~mask].mean()
+    dice = {name: anomaly.dice(anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml), mask)
+            for name, value in anomaly.case_thresholds(card, score, brain).items()}
+    healthy_ml = {name: float(anomaly.segment(healthy_score, value, voxel_mm, card.postprocess.min_component_ml).sum()
+                              * voxel_ml) for name, value in anomaly.case_thresholds(card, healthy_score, brain).items()}
+    return ScanFigures(_mean(f["ssim"] for f in fidelity), _mean(f["mae"] for f in fidelity), _mean(removal),
+                       float(residual[mask].mean() / outside) if outside > 0 and mask.any() else None, dice, healthy_ml,
+                       float(mask.sum() * voxel_ml))
+
+
+def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
+            device: torch.device = torch.device("cpu")) -> dict:
+    """Per contrast, or for a study model also per contrast set ("T1+T2+FLAIR"): the mean figures over the
+    scans, and per policy the mean Dice and median healthy mL. A single contrast is measured the same way
+    for every model (synthetic.py's anomalies), so that models compare on the same scans; a set, on
+    synthetic studies (synth_study.py's anomalies, the same in each contrast)."""
+    out = {}
+    for contrast in contrasts:
+        rng = np.random.default_rng(seed)
+        if "+" in contrast:
+            rows = [measure_study_scan(model, img, b, contrast.split("+"), rng, device) for img, b in zip(images, brains)]
+        else:
+            rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid), b, rng, device, contrast)
+                    for img, b in zip(images, brains)]
+        policies = sorted({p for r in rows for p in r.dice})
+        out[contrast] = {
+            "n_scans": len(rows),
+            "ssim": _mean(r.ssim for r in rows), "mae": _mean(r.mae for r in rows),
+            "removal": _mean(r.removal for r in rows), "residual_contrast": _mean(r.residual_contrast for r in rows),
+            "anomaly_ml": _mean(r.anomaly_ml for r in rows),
+            "dice": {p: _mean(r.dice.get(p) for r in rows) for p in policies},
+            "healthy_median_ml": {p: float(np.median([r.healthy_ml.get(p, 0.0) for r in rows])) for p in policies},
+        }
+    return out
+
+
+def choose_policy(figures: dict, limit_ml: float = HEALTHY_LIMIT_ML) -> tuple[str | None, str]:
+    """(policy, why): the best mean Dice on synthetic anomalies over the contrasts among the policies whose
+    median healthy flagged volume stays within limit_ml in every contrast; None when none does."""
+    policies = set.intersection(*(set(f["dice"]) for f in figures.values())) if figures else set()
+    eligible = {p for p in policies if all(f["healthy_median_ml"][p] <= limit_ml for f in figures.values())}
+    if not eligible:
+        return None, f"no policy flags at most {limit_ml:g} mL on healthy scans in every contrast"
+    dice = {p: float(np.mean([f["dice"][p] for f in figures.values()])) for p in eligible}
+    best = max(sorted(dice), key=dice.get)
+    return best, (f"{best}: best mean Dice on synthetic anomalies ({dice[best]:.3f}) over "
+                  f"{', '.join(figures)} among the policies flagging at most {limit_ml:g} mL (median) on healthy "
+                  f"validation scans ({', '.join(f'{p} {dice[p]:.3f}' for p in sorted(dice))})")
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None

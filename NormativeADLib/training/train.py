@@ -1,0 +1,564 @@
+"""`normativead train`: fit a family on healthy scans, calibrate it, and write its card and weights.
+
+Subjects are split into train / validation / calibration (Resources/Splits); the network sees
+train subjects only, validation picks the best epoch and gives the healthy restoration figures,
+calibration subjects give the thresholds. The card records the command that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import (Compose, RandAdjustContrast, RandBiasField, RandGaussianNoise,
+                              RandGaussianSmooth)
+from safetensors.torch import save_file
+
+from ..measures import anomaly, metrics
+from . import data, synthetic_validation
+from ..core.card import ModelCard, PostProcess, sha256, write_card
+from ..core.errors import InputError, ModelError
+from ..core.options import COMPONENTS, FPR_TARGETS, PROBABILITY_HALF
+from ..core.grid import ModelGrid
+from ..core.paths import checked_name, child_path, home, resources_dir, write_folder_atomic
+from ..models.registry import LoadedModel, build_network, load_model
+from ..pipeline.restore import restore_volume, score_volume, select_device
+
+Log = Callable[[str], None]
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    min_brain_voxels: int = 1000  # training slices hold at least this much brain
+    slice_step: int = 1  # every n-th axial slice (neighbours at 2 mm are near-duplicates)
+    augment_prob: float = 0.5
+    seed: int = 0
+    train_subjects: int = 0  # the first n training subjects of the split only (0: all); for CPU budgets
+
+
+def load_config(path: str | Path, family: str | None = None) -> dict:
+    """A config file, or a shipped one by name: `ae_small`, or `small` with family `ae`."""
+    path = Path(path)
+    if not path.is_file():
+        name = path.name.removesuffix(".json")
+        configs = resources_dir() / "Configs"
+        shipped = configs / f"{name}.json"
+        if family and not shipped.is_file():
+            shipped = configs / f"{family}_{name}.json"
+        if not shipped.is_file():
+            known = sorted(p.stem for p in configs.glob("*.json"))
+            raise FileNotFoundError(f"config {path} not found (nor shipped as {shipped.name}); shipped: {', '.join(known)}")
+        path = shipped
+    config = json.loads(path.read_text())
+    if family and config.get("family") != family:
+        raise InputError(f"config {path.name} is for family {config.get('family')}, not {family}.")
+    return config
+
+
+def card_from_config(config: dict) -> ModelCard:
+    """The card a config describes, before training: no weights or figures yet; thresholds only where
+    the config states them as a rule (the intensity baseline's z-scores)."""
+    grid = ModelGrid.from_dict(config["grid"]) if "grid" in config else ModelGrid()
+    percentiles = list(config.get("intensity", {}).get("percentiles", (1.0, 99.0)))
+    return ModelCard(
+        id=config["id"], family=config["family"], version=config["version"], contrast=config["contrast"],
+        description=config["description"], grid=grid, network=config["network"],
+        restoration=config.get("restoration", {}), intensity={"method": "percentile", "percentiles": percentiles},
+        postprocess=PostProcess(**config.get("postprocess", {})),
+        thresholds=dict(config.get("thresholds", {})), default_threshold=config.get("default_threshold", "fpr5"),
+        contrasts=tuple(config.get("contrasts", ())),
+    )
+
+
+def default_split_path() -> Path:
+    return resources_dir() / "Splits" / "ixi_t1.json"
+
+
+def brain_slices(images: list[np.ndarray], brains: list[np.ndarray], min_voxels: int,
+                 step: int = 1) -> torch.Tensor:
+    """Every step-th axial slice (N, 1, H, W) holding at least min_voxels of brain."""
+    return stacked_slices([img[None] for img in images], brains, min_voxels, step)
+
+
+def stacked_slices(volumes: list[np.ndarray], brains: list[np.ndarray], min_voxels: int,
+                   step: int = 1) -> torch.Tensor:
+    """brain_slices of multi-channel volumes (c, z, y, x): (N, c, H, W), channels kept together."""
+    keep = [v[:, ::step][:, b[::step].reshape(len(b[::step]), -1).sum(1) >= min_voxels]
+            for v, b in zip(volumes, brains)]
+    return torch.from_numpy(np.concatenate(keep, axis=1).transpose(1, 0, 2, 3).astype(np.float32))
+
+
+def augmenter(prob: float, seed: int) -> Compose:
+    """Contrast and acquisition augmentation (METHODS.md: gamma, bias field, blur, noise)."""
+    transform = Compose([
+        RandAdjustContrast(prob=prob, gamma=(0.6, 1.6)),
+        RandBiasField(prob=prob, coeff_range=(0.0, 0.3), degree=3),
+        RandGaussianSmooth(prob=prob * 0.5, sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0)),
+        RandGaussianNoise(prob=prob * 0.5, std=0.02),
+    ])
+    transform.set_random_state(seed=seed)
+    return transform
+
+
+def augment_batch(batch: torch.Tensor, transform: Compose) -> torch.Tensor:
+    """Augment each slice, keep the background at zero and intensities in [0, 1]."""
+    out = torch.stack([torch.as_tensor(transform(x)) for x in batch]).float()
+    return (out * (batch > 0)).clamp(0, 1)
+
+
+def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch.Tensor,
+        settings: TrainSettings, checkpoint: Path, log: Log, device: torch.device = torch.device("cpu"),
+        options: dict | None = None) -> dict:
+    """Train on device with Adam; keep the epoch with the lowest validation loss; resume from checkpoint.
+
+    Slices stay in CPU memory and are augmented there; each batch moves to the device. A family that
+    makes its own batches (SADM: synthetic anomalies and contrasts, family.training_batch with the
+    config's `synthetic` options) gets them drawn from a numpy generator seeded per epoch, and its
+    validation batches are drawn once with a fixed seed, so that validation losses compare across epochs.
+    """
+    options = options or {}
+    make_batch = getattr(family, "training_batch", None)
+    if make_batch is not None:
+        fixed = np.random.default_rng(settings.seed + 10_000)
+        validation = [make_batch(validation[i:i + settings.batch_size], fixed, options)
+                      for i in range(0, len(validation), settings.batch_size)]
+    torch.manual_seed(settings.seed)
+    network.to(device)
+    optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
+    state = {"epoch": 0, "best_loss": float("inf"), "best": None, "history": []}
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, weights_only=False, map_location=device)
+        network.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scheduler.T_max = settings.epochs  # --resume --epochs N: the cosine schedule now ends at epoch N
+        state = saved["state"]
+        log(f"resumed from {checkpoint} at epoch {state['epoch']}")
+    transform = augmenter(settings.augment_prob, settings.seed + state["epoch"])
+    generator = torch.Generator().manual_seed(settings.seed + state["epoch"])
+    rng = np.random.default_rng(settings.seed + state["epoch"])
+    # noise is drawn on the device (a CPU generator cannot serve CUDA tensors); on the CPU, one generator
+    noise = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(settings.seed + state["epoch"])
+    for epoch in range(state["epoch"], settings.epochs):
+        started = time.perf_counter()
+        network.train()
+        order = torch.randperm(len(train), generator=generator)
+        losses = []
+        for start in range(0, len(order), settings.batch_size):
+            chosen = train[order[start:start + settings.batch_size]]
+            batch = (_to(make_batch(chosen, rng, options), device) if make_batch
+                     else augment_batch(chosen, transform).to(device))
+            loss = family.loss(network, batch, noise)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+        scheduler.step()
+        val_loss = validation_loss(family, network, validation, settings.batch_size, device)
+        seconds = time.perf_counter() - started
+        state["history"].append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                                 "seconds": round(seconds, 1)})
+        if val_loss < state["best_loss"]:
+            state["best_loss"] = val_loss
+            state["best"] = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        state["epoch"] = epoch + 1
+        torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(), "state": state}, checkpoint)
+        log(f"epoch {epoch + 1}/{settings.epochs} train {np.mean(losses):.4f} val {val_loss:.4f} ({seconds:.0f} s)")
+    network.load_state_dict(state["best"])
+    return state
+
+
+def _to(batch, device: torch.device):
+    """A batch (a tensor, or a family's tuple of tensors) on device."""
+    return batch.to(device) if isinstance(batch, torch.Tensor) else tuple(t.to(device) for t in batch)
+
+
+def validation_loss(family, network: torch.nn.Module, slices, batch_size: int,
+                    device: torch.device = torch.device("cpu")) -> float:
+    """Mean loss over validation slices, or over a family's prepared validation batches (a list)."""
+    network.eval()
+    if isinstance(slices, list):
+        with torch.inference_mode():
+            losses = [family.loss(network, _to(b, device), None).item() * len(b[0]) for b in slices]
+        return float(sum(losses) / sum(len(b[0]) for b in slices))
+    with torch.inference_mode():
+        losses = [family.loss(network, slices[i:i + batch_size].to(device), None).item() * len(slices[i:i + batch_size])
+                  for i in range(0, len(slices), batch_size)]
+    return float(sum(losses) / len(slices))
+
+
+def healthy_scores(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu"),
+                   fidelity: bool = False):
+    """Score maps of healthy scans, and with fidelity their restoration figures (SSIM, PSNR, MAE inside
+    the brain, mean over scans), computed only where they are reported (training's validation)."""
+    scores, rows = [], []
+    for img, b in zip(images, brains):
+        restored = restore_volume(model, img, b, device)
+        scores.append(score_volume(model, img, restored, b, device))
+        if fidelity:
+            rows.append(metrics.restoration_fidelity(img, restored, b))
+    return scores, {k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae", "psnr_db")} if rows else {}
+
+
+HEALTHY_CONTRAST = "T1"  # the healthy scans the product trains and calibrates on (IXI) are T1
+
+
+def in_model_contrast(card: ModelCard, images, brains, seed: int) -> tuple[list, str | None]:
+    """Healthy model-space scans as the model meets them, and a note when they were changed: unchanged
+    for a model trained for T1; for one trained for other contrasts only (FLAIR, T2), each scan redrawn
+    from its tissue labels as a synthetic scan of one of them in turn (seeded), as in its training:
+    no healthy scan of those contrasts is here, and a T1 is out of such a model's contrasts."""
+    if card.accepts(HEALTHY_CONTRAST):
+        return list(images), None
+    contrasts = card.trained_contrasts
+    rng = np.random.default_rng(seed)
+    redrawn = [synthetic_validation.in_contrast(img, b, contrasts[i % len(contrasts)], rng, card.grid)
+               for i, (img, b) in enumerate(zip(images, brains))]
+    return redrawn, (f"healthy IXI T1 scans redrawn from their tissue labels as synthetic {' and '.join(contrasts)} "
+                     "(no healthy scans of those contrasts here)")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What calibration on healthy scans gives a card."""
+
+    thresholds: dict  # fpr1/5/10 (voxel FPR) and comp10 (component level)
+    adaptive: dict  # the case-adaptive policy's healthy statistics (empty where they are degenerate)
+    case_scores: list
+    figures: dict
+
+
+def calibrate(model: LoadedModel, images, brains, device: torch.device = torch.device("cpu")) -> Calibration:
+    """Every threshold policy calibrated on healthy calibration scans (see options: fpr*, comp10, adaptive)."""
+    scores, _ = healthy_scores(model, images, brains, device)
+    post = model.card.postprocess
+    thresholds = anomaly.calibrate_fpr(scores, brains)
+    thresholds[COMPONENTS], components = anomaly.calibrate_components(scores, (model.card.grid.spacing_mm,) * 3,
+                                                                      post.min_component_ml)
+    if hasattr(model.family, "probability"):
+        thresholds[PROBABILITY_HALF] = 0.5
+    statistics = anomaly.score_statistics(scores, brains, post)
+    adaptive = {"base": COMPONENTS, **statistics} if statistics else {}
+    case_scores = [anomaly.case_score(s, b) for s, b in zip(scores, brains)]
+    figures = {"n_scans": len(images), "mean_voxel_fpr_at_fpr5": anomaly.mean_fpr(thresholds["fpr5"], scores, brains),
+               COMPONENTS: components}
+    unreachable = [name for name, value in thresholds.items() if value == 0.0 and name in FPR_TARGETS]
+    if unreachable:
+        figures["note"] = (f"{', '.join(unreachable)}: only {100 * anomaly.mean_fpr(0.0, scores, brains):.1f} % of "
+                           "healthy brain voxels score above 0, so these thresholds flag every nonzero score")
+    if not adaptive:
+        figures["note_adaptive"] = "no case-adaptive policy: the healthy scores' robust SD is 0"
+    return Calibration(thresholds, adaptive, case_scores, figures)
+
+
+def flagged_on_healthy(card: ModelCard, scores, brains) -> dict:
+    """Flagged mL per healthy scan under each threshold policy (model space), and their median."""
+    voxel_mm = (card.grid.spacing_mm,) * 3
+    voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
+    per_scan = {}
+    for score, brain in zip(scores, brains):
+        for name, value in anomaly.case_thresholds(card, score, brain).items():
+            mask = anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml)
+            per_scan.setdefault(name, []).append(round(float(mask.sum()) * voxel_ml, 2))
+    return {name: {"median_ml": float(np.median(v)), "per_scan_ml": v} for name, v in per_scan.items()}
+
+
+def _calibrated(card: ModelCard, calibration: Calibration, val_scores, val_brains,
+                scans: str | None = None) -> ModelCard:
+    """The card with a calibration's thresholds, and the flagged volume of validation scans under each;
+    `scans` says how the healthy scans were changed for the model (in_model_contrast), in both figures."""
+    card = card.replace(thresholds=calibration.thresholds, adaptive=calibration.adaptive,
+                        healthy_case_scores=tuple(calibration.case_scores))
+    noted = {"scans": scans} if scans else {}
+    healthy = {**(card.figures.get("healthy_validation") or {}), **noted}
+    if val_scores:
+        healthy["flagged_ml"] = flagged_on_healthy(card, val_scores, val_brains)
+    return card.replace(figures={**card.figures, "calibration": {**calibration.figures, **noted},
+                                 "healthy_validation": healthy})
+
+
+def _prepared_cohorts(card: ModelCard, data_dir: Path, cache_dir: Path, log: Log, **cohorts: list[str]):
+    """[(images, brains)] in model space for each named list of subjects, all checked present first."""
+    scans = _check_present(card, data_dir, *cohorts.values())
+    out = []
+    for what, ids in cohorts.items():
+        log(f"preparing {len(ids)} {what} scans (cached in {cache_dir})")
+        out.append(data.load_cohort([scans[s] for s in ids], cache_dir, card.grid, card.percentiles))
+    return out
+
+
+def _check_present(card: ModelCard, data_dir: Path, *cohorts) -> dict:
+    """The folder's scans by subject, after checking it holds every subject of the cohorts."""
+    scans = data.list_scans(data_dir)
+    missing = [s for ids in cohorts for s in ids if s not in scans]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} subjects of {card.id}'s split are not in {data_dir}: {missing[:3]}")
+    return scans
+
+
+def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
+                log: Log = print, device: str = "auto", site: str | None = None, select_only: bool = False) -> ModelCard:
+    """Calibrate a trained model again, weights untouched, and return its card.
+
+    Without site: on the card's own calibration subjects (after a change to preprocessing or to
+    calibration), rewriting its card; evaluation figures measured at other thresholds are dropped
+    (run `normativead evaluate --record` again). With site: on every healthy scan in data_dir (a
+    site's own scanner), written as a new model `<id>@<site>` in the user's models (card and a copy
+    of the weights); the original is left as it was.
+    """
+    if site is not None:  # a bad site id fails before the model is loaded
+        checked_name(site, "site id (--as)")
+    model = load_model(model_id)
+    card = model.card
+    if card.folder is None:
+        raise ModelError(f"model {model_id}: no folder to write its card to.")
+    cache_dir = cache_dir or home() / "prepared"
+    choice = select_device(device).device
+    if site is not None:
+        return _site_copy(model, site, data_dir, cache_dir, command, log, choice)
+    # a rule model (intensity) never saw a scan: the shipped split's validation subjects serve it
+    subjects = data.card_subjects(card) if card.weights else data.load_split(default_split_path())
+    if select_only:  # the default policy chosen again on synthetic anomalies, thresholds as they are
+        [(val_images_t1, val_brains)] = _prepared_cohorts(card, data_dir, cache_dir, log,
+                                                          validation=subjects.validation[:SELECTION_SCANS])
+        card = select_on_synthetic(model, val_images_t1, val_brains, choice, log)
+        write_card(card, card.folder)
+        return card
+    cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, calibration=subjects.calibration,
+                                validation=subjects.validation)
+    (images, brains), (val_images_t1, val_brains) = cohorts
+    images, note = in_model_contrast(card, images, brains, seed=0)
+    val_images, _ = in_model_contrast(card, val_images_t1, val_brains, seed=1)
+    log("calibrating thresholds on calibration subjects" + (f" ({note})" if note else ""))
+    calibration = calibrate(model, images, brains, choice)
+    log("flagged volume of the validation subjects under each threshold policy")
+    val_scores, _ = healthy_scores(model, val_images, val_brains, choice)
+    old = card
+    card = _calibrated(card, replace(calibration, figures={**calibration.figures, "command": command}), val_scores,
+                       val_brains, note)
+    card = select_on_synthetic(LoadedModel(card, model.network), val_images_t1, val_brains, choice, log)
+    if card.thresholds != old.thresholds and card.figures.pop("evaluation", None) is not None:
+        log("thresholds changed: the card's evaluation figures are dropped; run normativead evaluate --record again")
+    write_card(card, card.folder)
+    log(f"{card.id}: " + ", ".join(f"{k} {v:.4g}" for k, v in card.thresholds.items()))
+    return card
+
+
+MIN_SITE_SCANS = 3
+
+
+def _site_copy(model: LoadedModel, site: str, data_dir: Path, cache_dir: Path, command: str, log: Log,
+               device: torch.device) -> ModelCard:
+    """The model calibrated on a site's healthy scans, as a new model <id>@<site> beside the user's others."""
+    scans = data.list_scans(data_dir)
+    if len(scans) < MIN_SITE_SCANS:
+        raise InputError(f"{data_dir} holds {len(scans)} scans; a site calibration needs at least {MIN_SITE_SCANS} "
+                         "healthy scans of that scanner (25 or more make stable thresholds).")
+    [(images, brains)] = _prepared_cohorts(model.card, data_dir, cache_dir, log, site=sorted(scans))
+    log(f"calibrating {model.card.id} on {len(images)} scans of site {site}")
+    calibration = calibrate(model, images, brains, device)
+    site_id = f"{model.card.id}@{site}"
+    figures = {k: v for k, v in model.card.figures.items() if k != "evaluation"}  # measured at other thresholds
+    card = _calibrated(model.card.replace(id=site_id, figures=figures),
+                       replace(calibration, figures={**calibration.figures, "command": command}), [], [])
+    card = card.replace(training={**card.training, "site": {
+        "id": site, "derived_from": model.card.id, "data": str(data_dir), "n_scans": len(images),
+        "note": "thresholds and healthy case scores from this site's scans; weights as the original's"}})
+    owner = home() / "models"
+    target = child_path(owner, site_id, "site model id")
+
+    def fill(work: Path) -> None:
+        if model.card.weights:  # a rule model (intensity) has none
+            shutil.copy2(model.card.weights_path, work / model.card.weights["file"])
+        write_card(card, work)
+
+    write_folder_atomic(target, fill, owner=owner)
+    log(f"{site_id} written to {target}: " + ", ".join(f"{k} {v:.4g}" for k, v in card.thresholds.items()))
+    return card.replace(folder=target)
+
+
+def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None = None,
+          epochs: int | None = None, cache_dir: Path | None = None, overwrite: bool = False,
+          resume: bool = False, command: str = "", log: Log = print, device: str = "auto",
+          init_from: str | None = None) -> ModelCard:
+    """Train on device (auto: cuda, mps, else cpu), calibrate and write a model folder (card.json + weights).
+    init_from: an installed model of the same family and network whose weights training starts from (a
+    longer or changed run that keeps what an earlier one learned); the card records it."""
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
+    settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
+    card = card_from_config(config)
+    if not getattr(_family(card), "has_weights", True):
+        return _write_rule_model(card, out_dir, command, log)
+    if data_dir is None:
+        raise InputError("--data is required: the folder of healthy scans to train on.")
+    choice = select_device(device)
+    log(f"training on {choice.note}")
+    split = data.load_split(split_path or default_split_path())
+    if settings.train_subjects:
+        split = replace(split, train=split.train[:settings.train_subjects])
+    family = _family(card)
+    if hasattr(family, "complete_network"):  # SADM pins its frozen restorer's version and hash
+        card = card.replace(network=family.complete_network(card.network, load_model))
+    network = build_network(card)
+    lineage = _start_from(init_from, card, network, log) if init_from else None  # refused before any preparing
+    options = config.get("synthetic", {})
+    cache_dir = cache_dir or home() / "prepared"
+    _check_present(card, data_dir, split.calibration)  # fail now, not after training
+    cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, training=split.train, validation=split.validation)
+    (train_images, train_brains), (val_images, val_brains) = cohorts
+    # calibration scans are prepared after training: registration can overlap with it elsewhere
+    calibration_cohort = lambda: _prepared_cohorts(card, data_dir, cache_dir, log, calibration=split.calibration)[0]  # noqa: E731
+    if hasattr(family, "training_volumes"):  # slices carry the channels the family's batches need
+        log("stacking the channels of the training slices")
+        train_slices, val_slices = (
+            stacked_slices(family.training_volumes(i, b, options), b, settings.min_brain_voxels, settings.slice_step)
+            for i, b in ((train_images, train_brains), (val_images, val_brains)))
+    else:
+        train_slices = brain_slices(train_images, train_brains, settings.min_brain_voxels, settings.slice_step)
+        val_slices = brain_slices(val_images, val_brains, settings.min_brain_voxels, settings.slice_step)
+    log(f"{len(train_slices)} training slices, {len(val_slices)} validation slices")
+
+    checkpoint = cache_dir / "checkpoints" / f"{card.id}.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        checkpoint.unlink(missing_ok=True)
+    run = TrainingRun(card, network, split, settings, checkpoint, log, command, choice.device,
+                      train_slices, val_slices, val_images, val_brains, calibration_cohort, options, lineage)
+    card = write_folder_atomic(out_dir, lambda work: _fit_and_calibrate(run, work))
+    checkpoint.unlink(missing_ok=True)
+    log(f"model {card.id} written to {out_dir}")
+    return card.replace(folder=out_dir)
+
+
+def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:
+    """Load an installed model's weights into the network about to be trained; what the card records."""
+    source = load_model(model_id)
+    if source.card.family != card.family or source.card.network != card.network:
+        raise InputError(f"--init-from {model_id}: its family and network ({source.card.family}, "
+                         f"{source.card.network}) differ from the config's ({card.family}, {card.network}); "
+                         "start from a model trained with the same network settings.")
+    network.load_state_dict(source.network.state_dict())
+    log(f"starting from the weights of {source.card.id}")
+    earlier = source.card.training or {}
+    return {"id": source.card.id, "version": source.card.version, "sha256": source.card.weights.get("sha256"),
+            "epochs_run": earlier.get("epochs_run"), "command": earlier.get("command"),
+            "seconds": earlier.get("seconds")}
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What one training run works with, gathered once by train() for the fit and the calibration."""
+
+    card: ModelCard  # from the config, before training
+    network: torch.nn.Module
+    split: data.Split
+    settings: TrainSettings
+    checkpoint: Path  # resumable state of the fit
+    log: Log
+    command: str  # recorded in the card
+    device: torch.device
+    train_slices: object  # what fit() takes: slices, or stacked channels for families that need them
+    val_slices: object
+    val_images: object  # healthy validation scans as read (T1): figures and the default policy
+    val_brains: object
+    calibration: Callable[[], tuple]  # prepares the calibration scans: (images, brains)
+    options: dict | None = None  # the config's synthetic-anomaly settings
+    lineage: dict | None = None  # the model the weights started from (--init-from)
+
+
+def _fit_and_calibrate(run: TrainingRun, work: Path) -> ModelCard:
+    """Fit, write the weights into work, measure on validation, calibrate, choose the default policy."""
+    card, network, settings, device, log = run.card, run.network, run.settings, run.device, run.log
+    options, val_t1, val_brains = run.options, run.val_images, run.val_brains
+    state = fit(_family(card), network, run.train_slices, run.val_slices, settings, run.checkpoint, log, device,
+                options)
+    # every epoch's time, those of an interrupted run before --resume included
+    train_seconds = sum(h.get("seconds", 0.0) for h in state["history"])
+    save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))
+    model = LoadedModel(card, network.eval())
+    log("healthy restoration figures on validation subjects")
+    val_images, note = in_model_contrast(card, val_t1, val_brains, seed=1)
+    val_scores, figures = healthy_scores(model, val_images, val_brains, device, fidelity=True)
+    cal_images, cal_brains = run.calibration()
+    cal_images, _ = in_model_contrast(card, cal_images, cal_brains, seed=0)
+    log("calibrating thresholds on calibration subjects")
+    calibration = calibrate(model, cal_images, cal_brains, device)
+    card = card.replace(
+        training={
+            "data": "IXI T1 (healthy adults, Hammersmith Philips 3T), 2 mm NiChart copies",
+            "licence": "CC BY-SA 3.0 (brain-development.org/ixi-dataset)",
+            "split": {k: len(v) for k, v in run.split.to_dict().items()},
+            "subjects": run.split.to_dict(),  # so a report never restores a scan the model has seen
+            "settings": settings.__dict__,
+            "epochs_run": state["epoch"], "best_val_loss": state["best_loss"],
+            "history": state["history"],
+            "seconds": round(train_seconds), "device": device.type,
+            "command": run.command,
+            "torch": torch.__version__,
+            **({"synthetic": options} if options else {}),
+            **({"initialised_from": run.lineage} if run.lineage else {}),
+        },
+        figures={
+            "healthy_validation": {**figures, "n_scans": len(val_images),
+                                   "where": "model space (MNI 2 mm), inside the brain, intensities in [0, 1]"},
+        },
+        weights={"file": WEIGHTS_FILE, "sha256": sha256(work / WEIGHTS_FILE)},
+    )
+    card = _calibrated(card, calibration, val_scores, val_brains, note)
+    card = select_on_synthetic(LoadedModel(card, model.network), val_t1, val_brains, device, log)
+    write_card(card, work)
+    return card
+
+
+SELECTION_SCANS = 5  # healthy validation subjects the default policy is chosen on, each in every contrast
+
+
+def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device, log: Log) -> ModelCard:
+    """The card with its restoration and detection figures on healthy validation scans carrying synthetic
+    anomalies in each of its contrasts (synthetic_validation), and its default policy chosen on them:
+    no lesion label of a real case chooses it."""
+    card = model.card
+    study = hasattr(model.family, "probability_study")
+    contrasts = synthetic_validation.STUDY_SETS if study else card.trained_contrasts
+    log(f"synthetic-anomaly validation on {min(SELECTION_SCANS, len(images))} healthy scans in {', '.join(contrasts)}")
+    figures = synthetic_validation.measure(model, images[:SELECTION_SCANS], brains[:SELECTION_SCANS], contrasts,
+                                           device=device)
+    policy, why = synthetic_validation.choose_policy(figures)
+    log(f"default policy: {why}")
+    return card.replace(default_threshold=policy or card.default_threshold, figures={
+        **card.figures, "synthetic_validation": {
+            "scans": f"the first {min(SELECTION_SCANS, len(images))} healthy IXI validation subjects (model space), "
+                     "T1 as scanned, other contrasts redrawn from their tissue labels; each once healthy and once "
+                     f"with {synthetic_validation.ANOMALIES_PER_SCAN} synthetic 3D anomalies (seeded)"
+                     + ("; per contrast set, a synthetic study of one anatomy with the same anomalies in each "
+                        "contrast (synth_study.py)" if study else ""),
+            "per_contrast": figures, "choice": why if policy else f"{why}; default kept"}})
+
+
+def _write_rule_model(card: ModelCard, out_dir: Path, command: str, log: Log) -> ModelCard:
+    """A model without weights (the intensity baseline): its card alone, thresholds as its config states."""
+    card = card.replace(training={
+        "data": "none: each case is scored against its own brain (no training data)",
+        "licence": "not applicable", "command": command, "seconds": 0})
+    write_folder_atomic(out_dir, lambda work: write_card(card, work))
+    log(f"model {card.id} (no weights: {card.family}) written to {out_dir}")
+    return card.replace(folder=out_dir)
+
+
+def _family(card: ModelCard):
+    from ..models import FAMILIES
+
+    return FAMILIES[card.family]
