@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from testsupport import SHARED_DATA, needs_shared_data
 from NormativeADLib.io import template
+from NormativeADLib.core.options import IMAGE_OUTPUTS
 from NormativeADLib.pipeline import analysis, preprocess
 
 # Left frontal white matter (MNI RAS -26, 20, 30), in the model grid's LPS coordinates.
@@ -91,12 +92,12 @@ def test_registration_recovers_a_known_affine():
     """The 1 mm template moved by a known affine (6 degrees, 5 % larger, shifted) is found again to well
     under a model voxel (2 mm), although registration sees the scan at 2 mm (at_most_resolution)."""
     grid = preprocess.ModelGrid()
-    template = sitk.ReadImage(str(template.template_path()), sitk.sitkFloat32)
+    mni = sitk.ReadImage(str(template.template_path()), sitk.sitkFloat32)
     truth = sitk.AffineTransform(3)  # model-space point -> scan point
     rotation = np.asarray(sitk.VersorTransform((0, 0, 1), np.deg2rad(6.0)).GetMatrix()).reshape(3, 3)
     truth.SetMatrix((rotation * 1.05).ravel().tolist())
     truth.SetTranslation((4.0, -3.0, 6.0))
-    scan = sitk.Resample(template, template, truth.GetInverse(), sitk.sitkLinear, 0.0)
+    scan = sitk.Resample(mni, mni, truth.GetInverse(), sitk.sitkLinear, 0.0)
     found = preprocess.prepare(scan, grid).transform
     _, brain = template.template_on_grid(grid)
     reference = template.grid_image(grid)
@@ -110,7 +111,7 @@ def test_write_outputs_on_input_grid(sample_scan, shipped_model, tmp_path):
     result = analysis.analyse(sample_scan, shipped_model)
     out = analysis.write_outputs(result, tmp_path / "out", fmt="nrrd")
     scan = sitk.ReadImage(str(sample_scan))
-    for name in pipeline.IMAGE_OUTPUTS:
+    for name in IMAGE_OUTPUTS:
         written = sitk.ReadImage(str(out / f"{name}.nrrd"))
         assert written.GetSize() == scan.GetSize()
         np.testing.assert_allclose(written.GetSpacing(), scan.GetSpacing(), atol=1e-6)
