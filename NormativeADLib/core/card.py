@@ -16,6 +16,9 @@ from .options import ADAPTIVE
 from .paths import checked_name, write_file_atomic
 
 CARD_FILE = "card.json"
+# The card format this version reads and writes. A card without `format` is of format 1 (cards made
+# before it was recorded); a later format is refused by name, not misread.
+CARD_FORMAT = 1
 # What a restorer must reach on synthetic anomalies in every contrast (synthetic_validation measures it;
 # the identity reaches neither): defined here so that listing models needs no torch.
 MIN_REMOVAL = 0.3  # share of the anomaly's intensity change that does not reach the restoration
@@ -74,6 +77,7 @@ class ModelCard:
     figures: dict = field(default_factory=dict)  # what the model reached, with how it was measured
     weights: dict = field(default_factory=dict)  # {"file": ..., "sha256": ...}
     contrasts: tuple = ()  # the scan contrasts the model was trained for (empty: just `contrast`)
+    format: int = CARD_FORMAT  # of the card file itself (CARD_FORMAT)
     folder: Path | None = None  # where the card was read from (not stored)
 
     @property
@@ -190,7 +194,7 @@ _REQUIRED = {"id": str, "family": str, "version": str, "contrast": str, "descrip
              "network": dict}
 _OPTIONAL = {"restoration": dict, "intensity": dict, "postprocess": dict, "thresholds": dict,
              "default_threshold": str, "adaptive": dict, "healthy_case_scores": list, "training": dict,
-             "figures": dict, "weights": dict, "contrasts": list}
+             "figures": dict, "weights": dict, "contrasts": list, "format": int}
 MAX_GRID_VOXELS = 512 ** 3
 MAX_CHANNELS = 4096  # per layer of a network
 _SHA256 = set("0123456789abcdef")
@@ -200,6 +204,10 @@ def card_problem(d) -> str | None:
     """What is wrong with a card's JSON, in one phrase naming the field; None for a valid card."""
     if not isinstance(d, dict):
         return "the card is not a JSON object"
+    made = d.get("format", 1)
+    if _is_int(made) and made > CARD_FORMAT:
+        return (f"card format {made} is newer than this normativead reads ({CARD_FORMAT}): upgrade "
+                "normativead to use this model")
     unknown = sorted(set(d) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
         return f"unknown field(s) {', '.join(unknown)} (a card of a newer normativead, or a typo)"

@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from monai.networks.nets import AutoEncoder, VarAutoEncoder
 from torch import nn
 
+from .base import Family
 
-class SpatialAE:
+
+class SpatialAE(Family):
     """Restoration is one forward pass. The output layer is linear (a sigmoid saturated and
     slowed training several-fold); the engine clamps restorations to [0, 1]."""
 
@@ -30,7 +32,7 @@ class SpatialAE:
         return net(x)
 
 
-class VAE:
+class VAE(Family):
     """Restoration decodes the posterior mean; training adds a beta-weighted KL term.
     Linear output like the AE (MONAI's sigmoid option saturates); the engine clamps to [0, 1]."""
 

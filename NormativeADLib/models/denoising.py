@@ -18,14 +18,16 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from . import synthetic_batches
+from .base import Family
 
 NOISE_STD = 0.2  # the paper's noise level for intensities in [0, 1]
 NOISE_RESOLUTION = 16  # lattice cells per side (the paper: 16 on 128 px; here 6 px = 12 mm a cell)
 
 
-class DenoisingAE:
+class DenoisingAE(Family):
     name = "dae"
     cpu_batch = 16
+    makes_batches = True
 
     def build(self, network: dict) -> nn.Module:
         return UNet(

@@ -13,6 +13,7 @@ from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
 from . import inferers
+from .base import Family
 from .conditioned import ConditionedUNet, build_encoder, unet_settings
 from .diffusion import DiffusionNet, NoiseProcess
 
@@ -34,7 +35,7 @@ def _unet(network: dict) -> DiffusionModelUNet:
     return DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, **unet_settings(network))
 
 
-class AnoDDPM:
+class AnoDDPM(Family):
     """Noise to t (gaussian or simplex, as trained), then denoise back to 0.
 
     restoration: {"t": 250, "sampler": "ddpm" (every timestep, stochastic) or "ddim" (deterministic),
@@ -66,7 +67,7 @@ def _iterative(net: DiffusionNet, x0: torch.Tensor, settings: dict, generator, t
     raise ValueError(f"restoration sampler must be ddpm or ddim, not {sampler!r}")
 
 
-class PatchedDDPM:
+class PatchedDDPM(Family):
     """pDDPM: trained to restore one noised patch from its clean surroundings (x0 prediction, loss on
     the patch); restores every box of a grid in turn and pastes them.
 
@@ -100,7 +101,7 @@ class PatchedDDPM:
         return _to_image(inferers.restore_patches(net, _to_process(x), boxes, int(settings.get("t", 500)), generator))
 
 
-class ConditionedDDPM:
+class ConditionedDDPM(Family):
     """cDDPM: x0 prediction conditioned (FiLM) on an encoding of the clean slice.
 
     restoration: {"t": [500]} single step, or {"t": [250, 500, 750]} the noise ensemble (mean).

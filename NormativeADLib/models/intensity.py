@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from ..core.errors import ModelError
+from .base import Family
 
 DIRECTIONS = ("bright", "dark", "both")
 
 
-class IntensityBaseline:
+class IntensityBaseline(Family):
     name = "intensity"
     cpu_batch = 1
     whole_volume = True  # restores a whole volume at once: it needs the case's own statistics

@@ -30,7 +30,7 @@ def build_network(card: ModelCard) -> nn.Module:
     if card.family not in FAMILIES:
         raise ModelError(f"model {card.id}: family '{card.family}' is not supported by this version.")
     family = FAMILIES[card.family]
-    if getattr(family, "builds_on_models", False):  # SADM: a frozen restorer, loaded through this registry
+    if family.builds_on_models:  # SADM: a frozen restorer, loaded through this registry
         return family.build(card.network, load_model)
     return family.build(card.network)
 
@@ -39,7 +39,7 @@ def load_model(model: str | ModelCard) -> LoadedModel:
     """Build the network from the card and load its verified weights (on the CPU, in eval mode)."""
     card = get_card(model) if isinstance(model, str) else model
     network = build_network(card)
-    if not getattr(FAMILIES[card.family], "has_weights", True):  # the intensity baseline
+    if not FAMILIES[card.family].has_weights:  # the intensity baseline
         return LoadedModel(card, network.eval())
     path = verify_weights(card)
     try:

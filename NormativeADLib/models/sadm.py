@@ -26,6 +26,7 @@ from torch import nn
 
 from ..core.errors import ModelError
 from . import synthetic_batches
+from .base import Family
 
 NO_RESTORER = "none"
 # Anomalies cover about 1 % of the training voxels: the logit head starts at that prior (Lin et al.
@@ -104,12 +105,14 @@ class SADMNet(nn.Module):
         return self.unet(torch.cat([channels[name]() for name in self.inputs], dim=1))
 
 
-class SADM:
+class SADM(Family):
     name = "sadm"
     cpu_batch = 16
     # build() gets the registry's load_model for the frozen restorer (importing the registry here
     # would close an import cycle: the registry imports the families)
     builds_on_models = True
+    makes_batches = True
+    segments = True
 
     def build(self, network: dict, load_model: Callable) -> nn.Module:
         restorer = load_restorer(network, load_model)
@@ -171,7 +174,7 @@ def load_restorer(network: dict, load_model: Callable):
     if name == NO_RESTORER:
         return None
     restorer = load_model(name)
-    if restorer.card.family == SADM.name or getattr(restorer.family, "whole_volume", False):
+    if restorer.card.family == SADM.name or restorer.family.whole_volume:
         raise ModelError(f"SADM restorer {name} ({restorer.card.family}) does not restore slices; name a "
                          "restoration model of a slice family.")
     pinned = network.get("restorer_sha256")

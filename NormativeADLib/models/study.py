@@ -56,6 +56,7 @@ class StudyNet(SADMNet):
 class StudySADM(SADM):
     name = "study"
     cpu_batch = 16
+    reads_study = True
 
     def build(self, network: dict, load_model: Callable) -> nn.Module:
         restorer = load_restorer(network, load_model)

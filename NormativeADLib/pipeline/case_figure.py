@@ -263,13 +263,13 @@ class ScoreScale:
 
 
 def score_ceiling(family: str | None) -> float | None:
-    """The highest score the family can give: 1 for a probability (a family with `probability`, SADM);
+    """The highest score the family can give: 1 for a probability (a family that `segments`, SADM);
     None for residuals and z-scores, whose top is the case's own."""
     if not family:
         return None
     from ..models import FAMILIES  # only here: the families import torch, the figure otherwise does not
 
-    return 1.0 if hasattr(FAMILIES.get(family), "probability") else None
+    return 1.0 if family in FAMILIES and FAMILIES[family].segments else None
 
 
 def colour_limits(scores: np.ndarray, threshold: float, ceiling: float | None) -> tuple[float, float]:

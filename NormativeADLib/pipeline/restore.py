@@ -67,7 +67,7 @@ def restore_volume(model: LoadedModel, image: np.ndarray, brain: np.ndarray, dev
     Only slices holding brain are restored; the others are returned unchanged. A whole-volume family
     (the intensity baseline) restores the volume at once.
     """
-    if getattr(model.family, "whole_volume", False):
+    if model.family.whole_volume:
         if progress:
             progress(1, 1)
         return np.where(brain, model.family.restore_volume(image, brain, model.card.restoration), 0.0).astype(np.float32)
@@ -111,9 +111,9 @@ def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, br
     `others`, {contrast: (image, restored)} of the same study on the same grid.
     """
     family = model.family
-    if not hasattr(family, "probability"):
+    if not family.segments:
         return anomaly.score_map(image, restored, brain, model.card.postprocess)
-    study = hasattr(family, "probability_study")
+    study = family.reads_study
     if study:
         volumes = {**(others or {}), contrast or model.card.trained_contrasts[0]: (image, restored)}
         image, restored, present = study_channels(volumes, brain.shape)

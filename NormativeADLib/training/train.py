@@ -127,7 +127,7 @@ def fit(family, network: torch.nn.Module, train: torch.Tensor, validation: torch
     validation batches are drawn once with a fixed seed, so that validation losses compare across epochs.
     """
     options = options or {}
-    make_batch = getattr(family, "training_batch", None)
+    make_batch = family.training_batch if family.makes_batches else None
     if make_batch is not None:
         fixed = np.random.default_rng(settings.seed + 10_000)
         validation = [make_batch(validation[i:i + settings.batch_size], fixed, options)
@@ -247,7 +247,7 @@ def calibrate(model: LoadedModel, images, brains, device: torch.device = torch.d
     thresholds = anomaly.calibrate_fpr(scores, brains)
     thresholds[COMPONENTS], components = anomaly.calibrate_components(scores, (model.card.grid.spacing_mm,) * 3,
                                                                       post.min_component_ml)
-    if hasattr(model.family, "probability"):
+    if model.family.segments:
         thresholds[PROBABILITY_HALF] = 0.5
     statistics = anomaly.score_statistics(scores, brains, post)
     adaptive = {"base": COMPONENTS, **statistics} if statistics else {}
@@ -400,7 +400,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
     card = card_from_config(config)
-    if not getattr(_family(card), "has_weights", True):
+    if not _family(card).has_weights:
         return _write_rule_model(card, out_dir, command, log)
     if data_dir is None:
         raise InputError("--data is required: the folder of healthy scans to train on.")
@@ -410,8 +410,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     if settings.train_subjects:
         split = replace(split, train=split.train[:settings.train_subjects])
     family = _family(card)
-    if hasattr(family, "complete_network"):  # SADM pins its frozen restorer's version and hash
-        card = card.replace(network=family.complete_network(card.network, load_model))
+    card = card.replace(network=family.complete_network(card.network, load_model))  # SADM pins its restorer
     network = build_network(card)
     lineage = _start_from(init_from, card, network, log) if init_from else None  # refused before any preparing
     options = config.get("synthetic", {})
@@ -421,7 +420,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     (train_images, train_brains), (val_images, val_brains) = cohorts
     # calibration scans are prepared after training: registration can overlap with it elsewhere
     calibration_cohort = lambda: _prepared_cohorts(card, data_dir, cache_dir, log, calibration=split.calibration)[0]  # noqa: E731
-    if hasattr(family, "training_volumes"):  # slices carry the channels the family's batches need
+    if family.makes_batches:  # slices carry the channels the family's batches need
         log("stacking the channels of the training slices")
         train_slices, val_slices = (
             stacked_slices(family.training_volumes(i, b, options), b, settings.min_brain_voxels, settings.slice_step)
@@ -531,7 +530,7 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
     anomalies in each of its contrasts (synthetic_validation), and its default policy chosen on them:
     no lesion label of a real case chooses it."""
     card = model.card
-    study = hasattr(model.family, "probability_study")
+    study = model.family.reads_study
     contrasts = synthetic_validation.STUDY_SETS if study else card.trained_contrasts
     log(f"synthetic-anomaly validation on {min(SELECTION_SCANS, len(images))} healthy scans in {', '.join(contrasts)}")
     figures = synthetic_validation.measure(model, images[:SELECTION_SCANS], brains[:SELECTION_SCANS], contrasts,

@@ -114,6 +114,8 @@ def test_import_without_a_folder_says_so(home, capsys):
     ({"grid": {"spacing_mm": 2.0, "size_xyz": [1000000, 96, 80], "origin_lps": [0, 0, 0]}}, "grid.size_xyz"),
     ({"network": {"channels": [16, 10000000], "strides": [2]}}, "network.channels"),
     ({"colour": "red"}, "unknown field(s) colour"),
+    ({"format": 2}, "card format 2 is newer"),
+    ({"format": "1"}, "'format' must be a int"),
     ({"family": None}, "'family' is missing"),
 ])
 def test_a_bad_card_is_refused_on_import_and_never_takes_the_list_down(home, tmp_path, capsys, changes, fragment):
@@ -130,6 +132,16 @@ def test_a_bad_card_is_refused_on_import_and_never_takes_the_list_down(home, tmp
 def test_every_shipped_card_meets_the_schema():
     for folder in sorted(SHIPPED.iterdir()):
         assert card_problem(json.loads((folder / "card.json").read_text())) is None, folder.name
+
+
+def test_a_written_card_records_its_format_and_reads_back_the_same(tmp_path):
+    from NormativeADLib.core.card import CARD_FORMAT, read_card, write_card
+
+    card = read_card(SHIPPED / WEIGHTED)
+    assert card.format == CARD_FORMAT  # a card of format 1 need not say so
+    write_card(card, tmp_path)
+    assert json.loads((tmp_path / "card.json").read_text())["format"] == CARD_FORMAT
+    assert read_card(tmp_path).replace(folder=None) == card.replace(folder=None)
 
 
 @pytest.mark.parametrize("subject", ["../../../victim2", "/tmp/abs", "..", "a/b"])
