@@ -18,6 +18,9 @@ from pathlib import Path
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
 
+HELP = "browser viewer (trame-slicer) on Slicer's real scene"  # the line `normativead --help` shows
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1",

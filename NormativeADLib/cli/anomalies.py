@@ -21,6 +21,9 @@ _CELL_INCHES = 1.8
 _DPI = 80
 
 
+HELP = "synthetic anomalies and contrasts: preview what SADM trains on"  # the line `normativead --help` shows
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["preview"], help="preview: write a PNG grid of the generators")
     parser.add_argument("--out", required=True, help="PNG file to write")

@@ -409,8 +409,9 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--config", help="time a config's network untrained (e.g. cddpm_published): speed only")
     bench.add_argument("--device", default="auto", choices=DEVICES)
     bench.add_argument("--runs", type=int, default=3)
-    for name, (module, help_text) in EXTENSION_COMMANDS.items():
-        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
+    for name, module in extension_commands().items():
+        command = importlib.import_module(module)
+        command.add_arguments(sub.add_parser(name, help=command.HELP))
     return p
 
 
@@ -459,22 +460,37 @@ def cmd_report(args, reporter: Reporter) -> int:
 
 
 def cmd_bench(args, reporter: Reporter) -> int:
-    from ..evaluation.bench import main as bench_main
+    from ..core.paths import sample_case
+    from ..evaluation.bench import run, untrained
+    from ..models.registry import load_model
 
-    return bench_main(args)
+    scan_path = Path(args.input) if args.input else sample_case()[0]
+    if args.config:
+        result = run(scan_path, untrained(args.config), args.device, args.runs, whole_case=False)
+    else:
+        result = run(scan_path, load_model(args.model), args.device, args.runs)
+    print(jsontext.dumps(result, indent=2))
+    return 0
 
 
-# Commands that live in their own module: it defines add_arguments(parser) and run(args, reporter) and keeps
-# its heavy imports (dask, trame) inside run(), so that `normativead --help` stays fast and light.
-EXTENSION_COMMANDS: dict[str, tuple[str, str]] = {
-    "batch": ("NormativeADLib.cohort.batch", "restore many scans on a Dask cluster: resumable, cohort table"),
-    "anomalies": ("NormativeADLib.cli.anomalies", "synthetic anomalies and contrasts: preview what SADM trains on"),
-    "web": ("NormativeADWeb.command", "browser viewer (trame-slicer) on Slicer's real scene"),
-}
+# Commands that live in their own module: it defines HELP, add_arguments(parser) and run(args, reporter) and
+# keeps its heavy imports (dask, trame) inside run(), so that `normativead --help` stays fast and light.
+LIBRARY_COMMANDS = {"batch": "NormativeADLib.cohort.batch", "anomalies": "NormativeADLib.cli.anomalies"}
+# Front ends built on the library (the web viewer) add theirs as entry points of this group, each naming
+# such a module: the library never names them.
+FRONT_END_GROUP = "normativead.commands"
 
 
-def _extension(name: str):
-    return lambda args, reporter: importlib.import_module(EXTENSION_COMMANDS[name][0]).run(args, reporter)
+def extension_commands() -> dict[str, str]:
+    """{command: module} of the library's own extension commands and the installed front ends'."""
+    from importlib.metadata import entry_points
+
+    front_ends = {ep.name: ep.value for ep in entry_points(group=FRONT_END_GROUP)}
+    return {**front_ends, **LIBRARY_COMMANDS}
+
+
+def _extension(module: str):
+    return lambda args, reporter: importlib.import_module(module).run(args, reporter)
 
 
 COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "train": cmd_train,
@@ -498,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.model = DEMO_MODEL if args.command == "demo" else default_model()
         reporter = Reporter(getattr(args, "progress", "none"))
-        command_fn = COMMANDS.get(args.command) or _extension(args.command)
+        command_fn = COMMANDS.get(args.command) or _extension(extension_commands()[args.command])
         return command_fn(args, reporter)
     except (Cancelled, KeyboardInterrupt) as err:
         reporter.close()

@@ -34,6 +34,9 @@ REGISTRATIONS = "registrations"
 BIDS_LAYOUT = "bids-derivatives"  # OUT is one BIDS-Derivatives dataset (earlier versions: "bids", a dataset per model)
 
 
+HELP = "restore many scans on a Dask cluster: resumable, cohort table"  # the line `normativead --help` shows
+
+
 def add_arguments(p) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUTS",
                    help="scans, a folder of scans, a glob ('data/**/*_T1w.nii.gz'), a CSV manifest (columns scan, "

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from .. import io
-from ..core import jsontext
 from ..pipeline.analysis import analyse
 from ..pipeline.preprocess import prepare
-from ..models.registry import LoadedModel, build_network, load_model
+from ..models.registry import LoadedModel, build_network
 from ..pipeline.restore import brain_slice_indices, restore_volume, select_device
 
 
@@ -89,14 +88,3 @@ def untrained(config_name: str) -> LoadedModel:
     torch.manual_seed(0)
     return LoadedModel(card, build_network(card).eval())
 
-
-def main(args) -> int:
-    from ..core.paths import sample_case
-
-    scan_path = Path(args.input) if args.input else sample_case()[0]
-    if args.config:
-        result = run(scan_path, untrained(args.config), args.device, args.runs, whole_case=False)
-    else:
-        result = run(scan_path, load_model(args.model), args.device, args.runs)
-    print(jsontext.dumps(result, indent=2))
-    return 0

@@ -143,3 +143,12 @@ def test_slicers_python_compiles_everything_and_lists_models():
             "print(sys.version_info[:2], len(catalogue.list_models()))")
     out = subprocess.run([python312, "-I", "-c", code, str(repo)], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("(3, 12)") and int(out.stdout.split()[-1]) >= 2, out.stdout
+
+
+def test_front_ends_register_their_commands_and_the_library_never_names_them():
+    """`normativead web` comes from NormativeADWeb's entry point (pyproject.toml), not from the library."""
+    from NormativeADLib.cli.commands import extension_commands
+
+    assert extension_commands()["web"] == "NormativeADWeb.command"
+    for path in LIB.rglob("*.py"):
+        assert "NormativeADWeb" not in path.read_text(), path
