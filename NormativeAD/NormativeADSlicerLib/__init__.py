@@ -2,5 +2,6 @@
 
 Nothing here needs slicer.app, slicer.modules or Qt, so the same code runs inside 3D Slicer and on
 the pip package slicer-core (where the tests run it on a real MRML scene). Only dependencies.py
-talks to Slicer's application (package installation) and is imported by the module file alone.
+(package installation) and widget.py (the panel) talk to Slicer's application; the module file
+alone imports them.
 """

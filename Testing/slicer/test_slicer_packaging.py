@@ -65,7 +65,7 @@ def test_ui_binds_only_parameter_node_fields_and_has_the_widgets_the_code_uses()
     names = {w.get("name") for w in root.iter("widget")}
     bound = {p.find("string").text for p in root.iter("property") if p.get("name") == "SlicerParameterName"}
     assert bound <= _parameter_fields(), f"unknown parameters bound in the .ui: {bound - _parameter_fields()}"
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "NormativeAD.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "NormativeADSlicerLib" / "widget.py").read_text()))
     assert used <= names, f"widgets used by the code but absent from the .ui: {used - names}"
 
 
