@@ -497,6 +497,16 @@ COMMANDS = {"restore": cmd_restore, "demo": cmd_demo, "models": cmd_models, "tra
             "calibrate": cmd_calibrate, "evaluate": cmd_evaluate, "report": cmd_report, "bench": cmd_bench}
 
 
+def _exit(reporter: Reporter, message: str, code: int, prefix: str = "error: ") -> int:
+    """How every failed or cancelled run ends: the progress closed, the message as a JSON event (for
+    --progress json) and on stderr, and the exit code returned."""
+    reporter.close()
+    if reporter.mode == "json":
+        reporter.event("error", message=message, exit_code=code)
+    print(f"normativead: {prefix}{message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     # First of all: from here on a Ctrl-C or SIGTERM answers "cancelled", exit 130, never a traceback.
     cancel = _cancel_on_signals()
@@ -517,7 +527,6 @@ def main(argv: list[str] | None = None) -> int:
         command_fn = COMMANDS.get(args.command) or _extension(extension_commands()[args.command])
         return command_fn(args, reporter)
     except (Cancelled, KeyboardInterrupt) as err:
-        reporter.close()
         outputs = getattr(err, "outputs", None)
         if outputs:
             message = f"{err}; the outputs are in {outputs}/"
@@ -525,28 +534,14 @@ def main(argv: list[str] | None = None) -> int:
             message = "cancelled; nothing was written."
         else:
             message = "cancelled."
-        if reporter.mode == "json":
-            reporter.event("error", message=message, exit_code=Cancelled.exit_code)
-        print(f"normativead: {message}", file=sys.stderr)
-        return Cancelled.exit_code
+        return _exit(reporter, message, Cancelled.exit_code, prefix="")
     except (NormativeADError, FileNotFoundError, FileExistsError) as err:
-        reporter.close()
-        code = getattr(err, "exit_code", 2)
-        message = str(err) if isinstance(err, NormativeADError) else f"{err}"
-        if reporter.mode == "json":
-            reporter.event("error", message=message, exit_code=code)
-        print(f"normativead: error: {message}", file=sys.stderr)
-        return code
+        return _exit(reporter, str(err), getattr(err, "exit_code", 2))
     except OSError as err:
         if err.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise
-        reporter.close()
         where = f" writing {err.filename}" if err.filename else ""
-        message = f"no space left on the device{where}; free space there or choose another --out."
-        if reporter.mode == "json":
-            reporter.event("error", message=message, exit_code=4)
-        print(f"normativead: error: {message}", file=sys.stderr)
-        return 4
+        return _exit(reporter, f"no space left on the device{where}; free space there or choose another --out.", 4)
     finally:
         cancel.finish()  # the answer is given: a late signal changes nothing
         if not as_program:  # called from Python (tests, scripts): give the caller its handlers back
