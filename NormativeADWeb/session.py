@@ -25,9 +25,9 @@ from typing import Callable
 import numpy as np
 import slicer
 
-from NormativeADLib.core import catalogue, paths
+from NormativeADLib.core import catalogue, locations
 from NormativeADLib.core.errors import InputError
-from NormativeADLib.core.paths import READABLE_SUFFIXES
+from NormativeADLib.core.locations import READABLE_SUFFIXES
 
 from NormativeADSlicerLib import export, nodes, scene as scene_logic
 from NormativeADSlicerLib.logic import Job, JobState, RunSettings
@@ -87,8 +87,8 @@ class WebSession:
 
     def sources(self) -> list[Source]:
         found = []
-        for contrast in paths.SAMPLE_SCANS:
-            scan, lesion = paths.sample_case(contrast)
+        for contrast in locations.SAMPLE_SCANS:
+            scan, lesion = locations.sample_case(contrast)
             found.append(Source(f"sample: MSLUB patient 26 {contrast}", scan))
         found.append(Source("sample: MSLUB patient 26 lesion (reference)", lesion))
         if self.data_dir is not None and self.data_dir.is_dir():
@@ -123,11 +123,11 @@ class WebSession:
         """Check the file as the command line does, then show it; the previous scan and its results go."""
         from NormativeADLib import io
 
-        path = paths.check_input_file(path, "scan")
+        path = locations.check_input_file(path, "scan")
         io.check_inputs(path)
         self.cancel()
         self._forget_scan()
-        self.scan = _read_volume(self.scene, path, name or paths.case_name(path))
+        self.scan = _read_volume(self.scene, path, name or locations.case_name(path))
         return self.scan
 
     def suggested_model(self) -> tuple[str | None, str | None]:
@@ -147,7 +147,7 @@ class WebSession:
 
         if self.scan is None:
             raise InputError("open a scan first, then its reference segmentation.")
-        path = paths.check_input_file(path, "reference")
+        path = locations.check_input_file(path, "reference")
         io.check_inputs(self.scan.GetStorageNode().GetFileName(), reference_path=path)
         self.clear_reference()
         self.reference = _read_reference(self.scene, path, self.scan)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import slicer
-from NormativeADLib.core import paths
+from NormativeADLib.core import writes
 from NormativeADLib.core.options import FORMATS
 
 from .nodes import mask_array, segment_array, volume_like, write_volume, write_with_storage
@@ -46,7 +46,7 @@ def write_metrics_csv(scene, path: str | Path, result_names: list[str] | None = 
         rows = [r for r in rows if r.get("Result") in result_names]
     if not rows:
         raise ValueError("there are no metrics to export")
-    return paths.write_csv(rows, path)
+    return writes.write_csv(rows, path)
 
 
 def export_result(scene, result: Result, folder: str | Path, fmt: str = "nifti") -> dict[str, Path]:

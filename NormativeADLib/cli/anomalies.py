@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, reporter) -> int:
-    from ..core import paths
+    from ..core import writes
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -62,7 +62,7 @@ def run(args, reporter) -> int:
     if args.contrast != "none":
         rows += contrast_rows(scans, args.columns, args.contrast, rng)
     figure = render(rows)
-    paths.write_file_atomic(out, lambda tmp: figure.savefig(tmp, dpi=_DPI, format="png"), overwrite=args.overwrite)
+    writes.write_file_atomic(out, lambda tmp: figure.savefig(tmp, dpi=_DPI, format="png"), overwrite=args.overwrite)
     print(f"wrote {out} ({len(rows)} rows x {args.columns} slices)", file=sys.stderr)
     return 0
 
@@ -72,19 +72,19 @@ def _healthy_scans(args) -> list[tuple[np.ndarray, np.ndarray]]:
     patches), or the shipped sample case."""
     from ..training import data
     from .. import io
-    from ..core import paths
+    from ..core import locations
     from ..core.grid import ModelGrid
     from ..pipeline.preprocess import prepare
 
     grid = ModelGrid()
     if args.data is None:
-        prepared = prepare(io.read_scan(paths.sample_case("T1")[0]), grid)
+        prepared = prepare(io.read_scan(locations.sample_case("T1")[0]), grid)
         return [(prepared.image, prepared.brain)]
     source = Path(args.data)
     if source.is_file():
-        prepared = prepare(io.read_scan(paths.check_input_file(source)), grid)
+        prepared = prepare(io.read_scan(locations.check_input_file(source)), grid)
         return [(prepared.image, prepared.brain)]
-    cache = Path(args.cache) if args.cache else paths.home() / "prepared"
+    cache = Path(args.cache) if args.cache else locations.home() / "prepared"
     chosen = list(data.list_scans(source).values())[:2]
     return [data.cached_scan(path, cache, grid, (1.0, 99.0)) for path in chosen]
 

@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..core import jsontext, paths
+from ..core import jsontext, interrupts, locations, writes
 from ..core.errors import Cancelled, InputError, NormativeADError
 from ..core.options import CONTRASTS, DEVICES, FORMATS, canonical_contrast
 
@@ -53,7 +53,7 @@ class Reporter:
 def _cancel_on_signals() -> threading.Event:
     """SIGINT/SIGTERM cancel the run at any moment, start-up included: they set the returned event
     (the pipeline checks it between steps) and raise KeyboardInterrupt where the run is, which main()
-    answers with "cancelled", exit 130. Inside paths.interrupts_held() blocks (making the output
+    answers with "cancelled", exit 130. Inside interrupts.interrupts_held() blocks (making the output
     folder, moving finished outputs into place, cleaning up) the signal waits for the block's end, so
     a cancel never leaves a half-written output. Returns the event; event.restore() puts the previous
     handlers back, event.finish() makes later signals no-ops (the run has ended, its answer is given).
@@ -63,7 +63,7 @@ def _cancel_on_signals() -> threading.Event:
 
     def handler(signum, frame):
         cancel.set()
-        if state["finished"] or paths.hold_interrupt():
+        if state["finished"] or interrupts.hold_interrupt():
             return
         raise KeyboardInterrupt
 
@@ -87,7 +87,8 @@ def check_restore(args) -> Path:
     the files, the model, the threshold and the output folder (a mistake answers in well under a second)."""
     from ..core.catalogue import get_card
     from ..core.options import analysis_names, output_names, resolve_threshold
-    from ..core.paths import case_name, check_input_file, check_writable
+    from ..core.locations import case_name, check_input_file
+    from ..core.writes import check_writable
 
     check_input_file(args.input, "scan")
     args.others = [_other_volume(spec) for spec in getattr(args, "others", None) or ()]
@@ -139,7 +140,7 @@ def cmd_restore(args, reporter: Reporter) -> int:
     cancel = getattr(args, "cancel", None) or _cancel_on_signals()
     # One run per output folder: a second run to the same --out refuses now (exit 4) rather than
     # silently replacing this one's outputs; the claim lasts until the outputs are in place.
-    with paths.claim_output_dir(out):
+    with writes.claim_output_dir(out):
         from .. import io  # SimpleITK and nibabel, not torch: a bad file answers before the heavy imports
 
         reporter.progress("read", 0.0, f"checking {Path(args.input).name}")
@@ -165,7 +166,7 @@ def cmd_restore(args, reporter: Reporter) -> int:
                 reporter.progress("figures", 0.98, "drawing report.png and registration.png")
 
         try:
-            with paths.expected_output_size(_output_bytes(result)):
+            with writes.expected_output_size(_output_bytes(result)):
                 # a front end reading JSON gets "done" before the figures; a script's run stays all or nothing
                 analysis.write_outputs(result, out, args.format, args.overwrite, figures=args.figures,
                                        before_figures=outputs_in_place if reporter.mode == "json" else None)
@@ -239,7 +240,7 @@ def _percent(value: float | None) -> str:
 
 def cmd_demo(args, reporter: Reporter) -> int:
     from ..core.catalogue import get_card
-    from ..core.paths import SAMPLE_SCANS, sample_case
+    from ..core.locations import SAMPLE_SCANS, sample_case
 
     card = get_card(args.model)
     # a model of several contrasts (sadm-synth: "any") runs on the first of them the sample ships in
@@ -277,7 +278,7 @@ def cmd_models(args, reporter: Reporter) -> int:
 
 
 def cmd_train(args, reporter: Reporter) -> int:
-    from ..core.paths import home
+    from ..core.locations import home
     from ..training.train import load_config, train
 
     config = load_config(args.config, args.family)
@@ -291,7 +292,7 @@ def cmd_train(args, reporter: Reporter) -> int:
 
 def cmd_calibrate(args, reporter: Reporter) -> int:
     if args.site is not None:  # a bad site id fails now, not after the model is loaded
-        paths.checked_name(args.site, "site id (--as)")
+        locations.checked_name(args.site, "site id (--as)")
     from ..training.train import recalibrate
 
     if args.select_only and args.site is not None:
@@ -417,7 +418,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_evaluate(args, reporter: Reporter) -> int:
     from ..evaluation.evaluate import evaluate, read_manifest, record_in_card, write_evaluation
-    from ..core.paths import check_writable
+    from ..core.writes import check_writable
 
     out = Path(args.out)
     check_writable(out, ["evaluation.json"], args.overwrite)
@@ -440,7 +441,7 @@ def cmd_evaluate(args, reporter: Reporter) -> int:
 def cmd_report(args, reporter: Reporter) -> int:
     from ..evaluation.report import cohort_report, table_rows, write_cohort_report
     from ..evaluation.evaluate import read_manifest
-    from ..core.paths import check_writable
+    from ..core.writes import check_writable
 
     out = Path(args.out)
     check_writable(out, ["report.json", "report.html"], args.overwrite)
@@ -460,7 +461,7 @@ def cmd_report(args, reporter: Reporter) -> int:
 
 
 def cmd_bench(args, reporter: Reporter) -> int:
-    from ..core.paths import sample_case
+    from ..core.locations import sample_case
     from ..evaluation.bench import run, untrained
     from ..models.registry import load_model
 

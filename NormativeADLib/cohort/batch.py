@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import jsontext, paths
+from ..core import jsontext, interrupts, locations, writes
 from ..core.errors import InputError, OutputError
 from .outputs import make_public
 from ..core.options import DEVICES, FORMATS
@@ -85,8 +85,8 @@ def run(args, reporter) -> int:
     layout.check_models(cards)
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be 1 or more.")
-    paths.check_writable(out, [], overwrite=True)
-    with paths.claim_output_dir(out):  # one batch per OUT: a second refuses (exit 4)
+    writes.check_writable(out, [], overwrite=True)
+    with writes.claim_output_dir(out):  # one batch per OUT: a second refuses (exit 4)
         settings = _check_run_settings(out, args, layout)
         layout.clear_staging()  # a killed run's uncommitted leftovers
         plan = make_plan(cohort.cases, cards, layout, args.overwrite, args.threshold, args.seed)
@@ -149,7 +149,7 @@ def _record_run_settings(out: Path, settings: dict) -> None:
         tmp.write_text(jsontext.dumps(settings, indent=2) + "\n")
         make_public(tmp)
 
-    paths.write_file_atomic(out / RUN_FILE, write, overwrite=True)
+    writes.write_file_atomic(out / RUN_FILE, write, overwrite=True)
 
 
 def make_plan(cases, cards: dict, layout, overwrite: bool = False, threshold: str | None = None,
@@ -206,7 +206,7 @@ def _missing_file(case) -> str | None:
     for path, what in ((case.scan, "scan"), (case.mask, "mask"), (case.reference, "reference")):
         if path is not None:
             try:
-                paths.check_input_file(path, what)
+                locations.check_input_file(path, what)
             except InputError as err:
                 return str(err)
     return None
@@ -264,7 +264,7 @@ def _run_on_cluster(plan: Plan, cases, layout, args, reporter, started) -> bool:
                 if getattr(args, "cancel", None) is not None and args.cancel.is_set():
                     raise KeyboardInterrupt  # the signal came while a case was put in place: it waited for that
         except KeyboardInterrupt:
-            with paths.interrupts_held(reraise=False):
+            with interrupts.interrupts_held(reraise=False):
                 progress.close()
                 _note(reporter, "cancelling: finished cases stay in place; rerun the same command to continue")
                 _quietly(cancel.set)
@@ -348,7 +348,7 @@ def dask_client(scheduler: str | None, workers: int | None):
         try:
             yield client, remote_threads(client)
         finally:
-            with paths.interrupts_held():
+            with interrupts.interrupts_held():
                 client.close()
         return
     import dask
@@ -368,10 +368,10 @@ def dask_client(scheduler: str | None, workers: int | None):
         try:
             yield client, {"*": threads}
         finally:
-            with paths.interrupts_held():
+            with interrupts.interrupts_held():
                 client.close()
     finally:
-        with paths.interrupts_held():
+        with interrupts.interrupts_held():
             cluster.close()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..core.errors import InputError
 from ..core.options import CONTRASTS, canonical_contrast, guess_contrast
-from ..core.paths import READABLE_SUFFIXES, case_name, checked_name, file_suffix
+from ..core.locations import READABLE_SUFFIXES, case_name, checked_name, file_suffix
 
 # BIDS suffixes and their spellings in a manifest -> the product's contrast (options.CONTRASTS)
 CONTRAST_ALIASES = {"t1w": "T1", "t2w": "T2", "t1ce": "T1c", "t1gd": "T1c"}

@@ -22,7 +22,9 @@ from pathlib import Path
 from .inputs import Case
 from ..core.errors import InputError
 from ..core.options import FORMATS, IMAGE_OUTPUTS, output_names
-from ..core.paths import checked_name, interrupts_held, is_inside, write_file_atomic
+from ..core.locations import checked_name, is_inside
+from ..core.interrupts import interrupts_held
+from ..core.writes import write_file_atomic
 
 STAGING = ".normativead-staging"
 TEMPLATE_SPACE = "MNI152NLin2009aSym"  # ModelGrid's space: the transform maps it to the scan

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import paths
+from ..core import writes
 from .outputs import make_public
 from ..measures.metrics import flat_metrics
 
@@ -32,11 +32,11 @@ def write_cohort(pairs: list[tuple], failed: dict[tuple, str], layout, cards: di
     done = [r for r in rows if r["status"] == "done"]
     plot = "summary_distributions.png"
     page = summary_html(rows, plot, cards)
-    for name, write in (("cohort.csv", lambda tmp: paths.write_csv(rows, tmp)),
+    for name, write in (("cohort.csv", lambda tmp: writes.write_csv(rows, tmp)),
                         ("cohort.parquet", lambda tmp: write_parquet(rows, tmp)),
                         (plot, lambda tmp: plot_distributions(done, tmp)),
                         ("summary.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))):
-        paths.write_file_atomic(layout.out / name, _public(write), overwrite=True)
+        writes.write_file_atomic(layout.out / name, _public(write), overwrite=True)
     return rows
 
 

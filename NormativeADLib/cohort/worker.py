@@ -183,7 +183,7 @@ def _cached_registration(task: ScanTask, card, digest: str | None):
 def _store_registration(transform, cache_file: Path) -> None:
     import SimpleITK as sitk
 
-    from ..core.paths import write_file_atomic
+    from ..core.writes import write_file_atomic
 
     def write(tmp: Path) -> None:
         sitk.WriteTransform(transform, str(tmp))

@@ -13,7 +13,8 @@ from . import jsontext
 from .errors import InputError, ModelError
 from .grid import ModelGrid
 from .options import ADAPTIVE
-from .paths import checked_name, write_file_atomic
+from .locations import checked_name
+from .writes import write_file_atomic
 
 CARD_FILE = "card.json"
 # The card format this version reads and writes. A card without `format` is of format 1 (cards made

@@ -17,7 +17,8 @@ from pathlib import Path
 from .card import CARD_FILE, ModelCard, read_card, verify_weights
 from .errors import InputError, ModelError
 from .options import CONTRASTS, STUDY_FAMILY
-from .paths import child_path, home, model_roots, write_folder_atomic
+from .locations import child_path, home, model_roots
+from .writes import write_folder_atomic
 
 DEFAULT_MODEL = "ae-ixi-t1"  # only when no installed model has synthetic-validation figures (see default_model)
 # The demo runs the shipped FLAIR sample with the intensity baseline, the model the results table (docs/results.md)

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ..measures import anomaly, metrics
-from ..core import jsontext, paths
+from ..core import jsontext, writes
 from ..core.card import ModelCard, write_card
 from ..core.errors import InputError
 from ..pipeline.analysis import CaseResult, analyse
@@ -177,9 +177,9 @@ def record_in_card(report: dict, command: str) -> Path:
 def write_evaluation(report: dict, out_dir: Path, overwrite: bool = False) -> None:
     """evaluation.json, evaluation.csv and a bar chart of Dice / AUPRC / AUROC per case."""
     names = ["evaluation.json", "evaluation.csv", "evaluation.png"]
-    with paths.atomic_output_dir(out_dir, names, overwrite) as staging:
+    with writes.atomic_output_dir(out_dir, names, overwrite) as staging:
         (staging / "evaluation.json").write_text(jsontext.dumps(report, indent=2) + "\n")
-        paths.write_csv(report["cases"], staging / "evaluation.csv")
+        writes.write_csv(report["cases"], staging / "evaluation.csv")
         _plot(report, staging / "evaluation.png")
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..training import data
-from ..core import jsontext, paths
+from ..core import jsontext, writes
 from . import normative
 from ..core.catalogue import get_card
 from ..training.data import cached_scan, list_scans
 from ..core.errors import InputError, ModelError
 from .evaluate import CASE_FIGURES, analyse_cases, default_cases, summarise
-from ..core.paths import home
+from ..core.locations import home
 from ..pipeline.preprocess import to_model
 from ..models.registry import load_model
 from ..pipeline.restore import restore_volume, select_device
@@ -199,9 +199,9 @@ def write_cohort_report(report: dict, examples: dict, out_dir: str | Path, overw
     example_names = [f"examples_{m}.png" for m in examples]
     names = ["report.json", "report.csv", "report.html", "indices.png", *example_names]
 
-    with paths.atomic_output_dir(out_dir, names, overwrite) as staging:
+    with writes.atomic_output_dir(out_dir, names, overwrite) as staging:
         (staging / "report.json").write_text(jsontext.dumps(report, indent=2, default=_jsonable) + "\n")
-        paths.write_csv(table_rows(report), staging / "report.csv")
+        writes.write_csv(table_rows(report), staging / "report.csv")
         _plot_indices(report, staging / "indices.png")
         for model_id, name in zip(examples, example_names):
             _plot_examples(model_id, examples[model_id], staging / name)

@@ -24,7 +24,8 @@ import SimpleITK as sitk
 
 from ..core import warm
 from ..core.errors import InputError, OutputError
-from ..core.paths import check_input_file, file_suffix, interrupts_held
+from ..core.locations import check_input_file, file_suffix
+from ..core.interrupts import interrupts_held
 
 # A scan has many grey levels; a label map a handful of integers.
 _MAX_LABEL_VALUES = 16

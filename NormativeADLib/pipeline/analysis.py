@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from ..measures import anomaly, metrics
 from . import coregister
 from .. import io
-from ..core import jsontext, paths, warm
+from ..core import jsontext, locations, writes, warm
 from ..core.card import ModelCard
 from ..core.errors import Cancelled, InputError
 from ..core.options import (FIGURE_OUTPUTS, FORMATS, IMAGE_OUTPUTS, STUDY_OUTPUTS, analysis_names, canonical_contrast,
@@ -152,7 +152,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     flagged = eroded & to_model(io.image_like(segmentation.astype(np.uint8), scan), prepared)
     similarity = metrics.ssim_map(prepared.image, restored)
     result_metrics = {
-        "case": paths.case_name(scan_path),
+        "case": locations.case_name(scan_path),
         "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast,
                   "default_threshold": card.default_threshold},
         "device": choice.note,
@@ -281,7 +281,7 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
     staged = figures and before_figures is None  # the figures go in with everything else
     kept = (result.others, result.uncertainty is not None)
     names, later = (output_names(fmt, *kept), ()) if staged else (analysis_names(fmt, *kept), FIGURE_OUTPUTS)
-    with paths.atomic_output_dir(out_dir, names, overwrite, later=later) as staging:
+    with writes.atomic_output_dir(out_dir, names, overwrite, later=later) as staging:
         _write_analysis(result, staging, fmt)
         if staged:
             write_figures(result, staging)
@@ -301,7 +301,7 @@ def _write_analysis(result: CaseResult, folder: Path, fmt: str) -> None:
     for name, image in result_images(result).items():
         io.write_image(image, folder / (name + FORMATS[fmt]))
     (folder / "metrics.json").write_text(jsontext.dumps(result.metrics, indent=2) + "\n")
-    paths.write_csv([metrics.flat_metrics(result.metrics)], folder / "metrics.csv")
+    writes.write_csv([metrics.flat_metrics(result.metrics)], folder / "metrics.csv")
     # model (MNI) -> scan points: --transform reuses it, so runs of several models share one registration
     sitk.WriteTransform(result.prepared.transform, str(folder / "transform.tfm"))
 
@@ -326,6 +326,6 @@ def write_figures(result: CaseResult, folder: Path, atomic: bool = False) -> Non
         if atomic and not folder.is_dir():
             return  # the front end has taken the outputs and removed the folder: nobody will look
         if atomic:
-            paths.write_file_atomic(folder / name, draw[name], overwrite=True)
+            writes.write_file_atomic(folder / name, draw[name], overwrite=True)
         else:
             draw[name](folder / name)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
-from ..core import paths
+from ..core import locations, writes
 from ..core.errors import ModelError
 from ..core.grid import ModelGrid
 from ..pipeline.preprocess import prepare
@@ -52,7 +52,7 @@ def list_scans(folder: str | os.PathLike) -> dict[str, Path]:
     """Subject id -> scan path for every readable scan in a folder."""
     folder = Path(folder)
     scans = {subject_id(p): p for p in sorted(folder.iterdir())
-             if p.name.lower().endswith(paths.READABLE_SUFFIXES)}
+             if p.name.lower().endswith(locations.READABLE_SUFFIXES)}
     if not scans:
         raise FileNotFoundError(f"no NIfTI/NRRD/MHA scans in {folder}")
     return scans
@@ -82,7 +82,7 @@ def card_subjects(card) -> Split:
     if "subjects" in card.training:
         return Split.from_dict(card.training["subjects"])
     name = card.training.get("split_file", "")
-    path = paths.resources_dir() / name.removeprefix("Resources/") if name.startswith("Resources/") else Path(name)
+    path = locations.resources_dir() / name.removeprefix("Resources/") if name.startswith("Resources/") else Path(name)
     if not name or not path.is_file():
         raise ModelError(f"model {card.id}: its card records no training subjects; a report could restore "
                          "scans it was trained on. Retrain it with this version of normativead train.")
@@ -103,7 +103,7 @@ def cached_scan(path: Path, cache_dir: Path, grid: ModelGrid,
             return data["image"].astype(np.float32), data["brain"]
     prepared = prepare(io.read_scan(path), grid, percentiles=percentiles)
     target.parent.mkdir(parents=True, exist_ok=True)
-    paths.write_file_atomic(
+    writes.write_file_atomic(
         target,
         lambda tmp: np.savez_compressed(tmp, image=prepared.image.astype(np.float16), brain=prepared.brain),
         overwrite=True,

@@ -26,7 +26,8 @@ from ..core.card import ModelCard, PostProcess, sha256, write_card
 from ..core.errors import InputError, ModelError
 from ..core.options import COMPONENTS, FPR_TARGETS, PROBABILITY_HALF
 from ..core.grid import ModelGrid
-from ..core.paths import checked_name, child_path, home, resources_dir, write_folder_atomic
+from ..core.locations import checked_name, child_path, home, resources_dir
+from ..core.writes import write_folder_atomic
 from ..models.registry import LoadedModel, build_network, load_model
 from ..pipeline.restore import restore_volume, score_volume, select_device
 

@@ -189,7 +189,7 @@ def report(summary: dict) -> None:
 
 def main() -> int:
     from NormativeADLib.core.catalogue import DEFAULT_MODEL
-    from NormativeADLib.core.paths import sample_case
+    from NormativeADLib.core.locations import sample_case
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=50)

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from NormativeADLib.models import FAMILIES
-from NormativeADLib.core.paths import resources_dir
+from NormativeADLib.core.locations import resources_dir
 
 
 @pytest.fixture(scope="module")

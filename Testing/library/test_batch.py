@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib.core import options, paths
+from NormativeADLib.core import options, locations, writes
 
 pytest.importorskip("distributed", reason="normativead batch needs the batch extra: pip install -e '.[batch]'")
 pytest.importorskip("bids", reason="normativead batch needs the batch extra: pip install -e '.[batch]'")
@@ -36,7 +36,7 @@ def batch(*args, **popen):
 
 def two_mm(contrast: str) -> sitk.Image:
     """The shipped sample case on a 2 mm grid (its constant background kept: read as skull-stripped)."""
-    scan = sitk.ReadImage(str(paths.sample_case(contrast)[0]))
+    scan = sitk.ReadImage(str(locations.sample_case(contrast)[0]))
     grid = sitk.Image([91, 109, 91], scan.GetPixelID())
     grid.SetSpacing([2.0] * 3)
     grid.SetOrigin(scan.GetOrigin())
@@ -93,7 +93,7 @@ def test_failing_case_is_recorded_while_the_others_finish(failing_batch):
         assert rows[case]["status"] == "done" and rows[case]["error"] == ""
         assert sorted(p.name for p in (out / MODEL / case).iterdir()) == NAMES
     assert not (out / MODEL / "broken").exists()
-    assert not (out / ".normativead-staging").exists() and not (out / paths.LOCK_FILE).exists()
+    assert not (out / ".normativead-staging").exists() and not (out / writes.LOCK_FILE).exists()
 
 
 def test_cohort_table_holds_the_case_metrics(failing_batch):
@@ -150,7 +150,7 @@ def test_interrupted_batch_resumes_where_it_stopped(variants, tmp_path):
     assert 1 <= len(finished) < 3
     for case in finished:  # each finished case is whole; nothing of the others
         assert sorted(p.name for p in (out / MODEL / case).iterdir()) == NAMES
-    assert not (out / ".normativead-staging").exists() and not (out / paths.LOCK_FILE).exists()
+    assert not (out / ".normativead-staging").exists() and not (out / writes.LOCK_FILE).exists()
     before = {p: p.stat().st_mtime_ns for case in finished for p in (out / MODEL / case).iterdir()}
 
     again = batch(*args)

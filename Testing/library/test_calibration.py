@@ -48,7 +48,7 @@ def test_site_recalibration_writes_a_new_model_and_leaves_the_original(tmp_path,
     import hashlib
     import os
 
-    from NormativeADLib.core import catalogue, paths
+    from NormativeADLib.core import catalogue, locations
     from NormativeADLib import cli
     from NormativeADLib.models import registry
 
@@ -63,7 +63,7 @@ def test_site_recalibration_writes_a_new_model_and_leaves_the_original(tmp_path,
     code = cli.main(["calibrate", "--model", original.id, "--data", str(site), "--as", "testsite"])
     assert code == 0
     copy = catalogue.get_card(f"{original.id}@testsite")
-    assert copy.folder.parent == paths.home() / "models"
+    assert copy.folder.parent == locations.home() / "models"
     assert copy.training["site"]["n_scans"] == 3 and copy.training["site"]["derived_from"] == original.id
     assert set(copy.thresholds) >= {"fpr1", "fpr5", "fpr10", "comp10"} and copy.thresholds != original.thresholds
     assert "evaluation" not in copy.figures

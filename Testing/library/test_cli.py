@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib.core import catalogue, options, paths
+from NormativeADLib.core import catalogue, options, locations
 from NormativeADLib.models import registry
 
 
@@ -29,7 +29,7 @@ def test_demo_writes_every_output_on_the_input_grid(demo_run):
     run, out = demo_run
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(options.output_names("nifti"))
-    scan = sitk.ReadImage(str(paths.sample_case("FLAIR")[0]))
+    scan = sitk.ReadImage(str(locations.sample_case("FLAIR")[0]))
     seg = sitk.ReadImage(str(out / "segmentation.nii.gz"))
     assert seg.GetSize() == scan.GetSize()
     np.testing.assert_allclose(seg.GetOrigin(), scan.GetOrigin(), atol=1e-4)
@@ -97,14 +97,14 @@ def test_import_model_for_offline_sites(tmp_path):
     run = normativead("models", "import", card.folder)
     assert run.returncode == 0, run.stderr
     imported = catalogue.get_card(catalogue.DEFAULT_MODEL)
-    assert imported.folder == paths.home() / "models" / card.id
+    assert imported.folder == locations.home() / "models" / card.id
     assert normativead("models", "import", card.folder).returncode == 3  # already there, not overwritten
 
 
 def test_transform_of_a_run_is_reused_exactly(demo_run, tmp_path):
     """A second model run on the same scan can share the first run's registration (--transform)."""
     _, out = demo_run
-    sample_scan = paths.sample_case("FLAIR")[0]
+    sample_scan = locations.sample_case("FLAIR")[0]
     run = normativead("restore", sample_scan, "--model", catalogue.DEMO_MODEL, "--transform", out / "transform.tfm",
                       "--out", tmp_path / "again", "--progress", "none")
     assert run.returncode == 0, run.stderr
@@ -134,7 +134,7 @@ def test_evaluation_figures_are_recorded_in_the_card(tmp_path):
     from NormativeADLib.evaluation.evaluate import CASE_FIGURES, record_in_card
 
     source = catalogue.get_card(catalogue.DEFAULT_MODEL)
-    folder = paths.home() / "models" / "ae-record-test"
+    folder = locations.home() / "models" / "ae-record-test"
     shutil.copytree(source.folder, folder)
     try:
         (folder / "card.json").write_text(
@@ -161,7 +161,7 @@ def test_recording_an_evaluation_never_changes_the_default_policy(tmp_path):
     from NormativeADLib.evaluation.evaluate import record_in_card
 
     source = catalogue.get_card("sadm-synth")
-    folder = paths.home() / "models" / "sadm-record-test"
+    folder = locations.home() / "models" / "sadm-record-test"
     shutil.copytree(source.folder, folder)
     try:
         (folder / "card.json").write_text(
@@ -213,8 +213,8 @@ STUDY_MODELS = [c.id for c in catalogue.list_models() if c.family == options.STU
 
 @pytest.mark.skipif(not STUDY_MODELS, reason="no study model installed")
 def test_a_study_of_t1_and_flair_gives_one_heatmap_and_a_restoration_per_contrast(tmp_path):
-    t1, lesion = paths.sample_case("T1")
-    flair, _ = paths.sample_case("FLAIR")
+    t1, lesion = locations.sample_case("T1")
+    flair, _ = locations.sample_case("FLAIR")
     out = tmp_path / "study"
     run = normativead("restore", t1, "--with", f"FLAIR={flair}", "--reference", lesion, "--out", out,
                       "--device", "cpu", "--progress", "none", "--no-figures")
@@ -234,15 +234,15 @@ def test_a_study_of_t1_and_flair_gives_one_heatmap_and_a_restoration_per_contras
 
 
 def test_other_volumes_need_a_study_model_and_say_so_at_once(tmp_path):
-    t1, _ = paths.sample_case("T1")
-    flair, _ = paths.sample_case("FLAIR")
+    t1, _ = locations.sample_case("T1")
+    flair, _ = locations.sample_case("FLAIR")
     run = normativead("restore", t1, "--with", flair, "--model", "sadm-dae", "--out", tmp_path / "x")
     assert run.returncode == 2 and "reads one volume" in run.stderr
     assert not (tmp_path / "x").exists()
 
 
 def test_no_uncertainty_writes_no_uncertainty_map(tmp_path):
-    flair, _ = paths.sample_case("FLAIR")
+    flair, _ = locations.sample_case("FLAIR")
     out = tmp_path / "plain"
     run = normativead("restore", flair, "--model", "intensity-flair", "--out", out, "--no-uncertainty",
                       "--no-figures", "--progress", "none")

@@ -77,7 +77,7 @@ def _user_model(source_id: str, new_id: str, dice_by_contrast: dict, contrasts: 
     default policy as given (and the contrasts it was trained for, when given), and restoration figures
     that pass the restorer checks (or fail them: restores=False)."""
     from NormativeADLib.core.card import write_card
-    from NormativeADLib.core.paths import home
+    from NormativeADLib.core.locations import home
 
     card = catalogue.get_card(source_id)
     removal, ratio = (0.6, 3.0) if restores else (0.0, 1.0)

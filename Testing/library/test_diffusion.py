@@ -22,7 +22,7 @@ from NormativeADLib.models import FAMILIES, inferers
 from NormativeADLib.models.conditioned import FiLMResnetBlock
 from NormativeADLib.models.diffusion import timestep_sequence
 from NormativeADLib.models.simplex import SimplexSettings, simplex_noise
-from NormativeADLib.core.paths import resources_dir
+from NormativeADLib.core.locations import resources_dir
 from NormativeADLib.training.train import TrainSettings
 
 DIFFUSION = ("ddpm", "pddpm", "cddpm", "autoddpm")

@@ -264,8 +264,8 @@ def _(c, out):
 @case("out claimed by another running process", 4, "another normativead run")
 def _(c, out):
     # A process holding the output folder's claim for 60 s (killed when the test ends).
-    holder = ("import sys, time; from NormativeADLib.core import paths\n"
-              "with paths.claim_output_dir(sys.argv[1]):\n"
+    holder = ("import sys, time; from NormativeADLib.core import writes\n"
+              "with writes.claim_output_dir(sys.argv[1]):\n"
               "    print('held', flush=True); time.sleep(60)\n")
     return Run([c.scan, "--out", out, "--progress", "none"], [c.scan], out, env={"holder": holder})
 

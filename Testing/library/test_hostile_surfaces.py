@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from NormativeADLib.core import catalogue, jsontext, paths
+from NormativeADLib.core import catalogue, jsontext, locations, writes
 from NormativeADLib.core.card import card_problem, sha256
 from NormativeADLib.cli import main
 from NormativeADLib.core.errors import InputError
 
-SHIPPED = paths.resources_dir() / "Models"
+SHIPPED = locations.resources_dir() / "Models"
 WEIGHTED = "sadm-synth"  # a small shipped model with weights
 
 
@@ -215,11 +215,11 @@ def test_json_output_is_strict():
 
 
 def test_checked_name_is_the_one_gate():
-    assert paths.checked_name("ae-ixi-t1@site_2", "id") == "ae-ixi-t1@site_2"
+    assert locations.checked_name("ae-ixi-t1@site_2", "id") == "ae-ixi-t1@site_2"
     for bad in ("", ".", "..", "a/b", "a\\b", "..hidden", " lead", "x" * 129, "a\0b"):
         with pytest.raises(InputError):
-            paths.checked_name(bad, "id")
-    assert paths.child_path("/models", "ok", "id") == Path("/models/ok")
+            locations.checked_name(bad, "id")
+    assert locations.child_path("/models", "ok", "id") == Path("/models/ok")
 
 
 def test_weights_hash_is_checked_on_import(home, tmp_path, capsys):
@@ -232,7 +232,7 @@ def test_weights_hash_is_checked_on_import(home, tmp_path, capsys):
 def test_a_full_disk_is_reported_before_any_work(sample_scan, tmp_path, capsys, monkeypatch):
     """Less free space than the scan's own file size (what the pseudo-healthy image alone takes):
     refused by the up-front checks, before the model loads, with the space needed and free."""
-    monkeypatch.setattr(paths, "_free_bytes", lambda folder: 1000)
+    monkeypatch.setattr(writes, "_free_bytes", lambda folder: 1000)
     line = refused(capsys, ["restore", sample_scan, "--out", tmp_path / "out", "--progress", "none"], 4,
                    "no space left on the device of")
     assert "need at least" in line and "free" in line

@@ -108,7 +108,7 @@ def test_library_never_imports_slicer_qt_or_vtk():
 
 def test_listing_models_needs_only_the_standard_library():
     """The Slicer panel lists models before torch and friends are installed."""
-    code = ("import sys; from NormativeADLib.core import catalogue, options, paths; cards = catalogue.list_models(); "
+    code = ("import sys; from NormativeADLib.core import catalogue, locations, options, writes; cards = catalogue.list_models(); "
             "heavy = [m for m in ('torch', 'numpy', 'SimpleITK', 'nibabel', 'safetensors', 'scipy', 'monai') "
             "if m in sys.modules]; print(len(cards), heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=LIB.parent, check=True)

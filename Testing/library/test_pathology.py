@@ -11,7 +11,7 @@ A model that copies its input, or a misregistered case, scores near 0.5 everywhe
 import json
 
 from testsupport import SHARED_DATA, needs_shared_data
-from NormativeADLib.core import catalogue, paths
+from NormativeADLib.core import catalogue, locations
 from NormativeADLib import cli
 
 POOLED_AUROC_FLOOR = 0.6
@@ -20,7 +20,7 @@ GLIOMA_AUROC_FLOOR = 0.55
 
 @needs_shared_data()
 def test_evaluate_dev_cases(tmp_path, capsys):
-    manifest = paths.resources_dir() / "Cases" / "shared_dev.json"
+    manifest = locations.resources_dir() / "Cases" / "shared_dev.json"
     code = cli.main(["evaluate", "--cases", str(manifest), "--root", str(SHARED_DATA), "--out", str(tmp_path)])
     out = capsys.readouterr()
     assert code == 0, out.err

@@ -6,12 +6,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from NormativeADLib.core import catalogue, paths
+from NormativeADLib.core import catalogue, locations
 from NormativeADLib.models import registry
 from NormativeADLib.core.card import verify_weights
 from NormativeADLib.io.template import template_on_grid
 
-SHIPPED = sorted(p.name for p in (paths.resources_dir() / "Models").iterdir() if (p / "card.json").is_file())
+SHIPPED = sorted(p.name for p in (locations.resources_dir() / "Models").iterdir() if (p / "card.json").is_file())
 TRAINED = [m for m in SHIPPED if catalogue.get_card(m).family != "intensity"]
 BASELINES = [m for m in SHIPPED if catalogue.get_card(m).family == "intensity"]
 MAX_WEIGHTS_MB = 40

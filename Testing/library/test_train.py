@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from testsupport import SHARED_DATA, needs_shared_data
-from NormativeADLib.core import catalogue, paths
+from NormativeADLib.core import catalogue, locations
 from NormativeADLib import cli
 from NormativeADLib.training import data
 from NormativeADLib.models import registry
@@ -15,14 +15,14 @@ from NormativeADLib.core.card import sha256
 
 @needs_shared_data()
 def test_train_writes_a_calibrated_model_that_the_registry_loads(tmp_path, capsys):
-    split = data.load_split(paths.resources_dir() / "Splits" / "ixi_t1.json")
+    split = data.load_split(locations.resources_dir() / "Splits" / "ixi_t1.json")
     tiny = {"train": list(split.train[:2]), "validation": list(split.validation[:1]),
             "calibration": list(split.calibration[:2])}
     (tmp_path / "split.json").write_text(json.dumps(tiny))
-    config = json.loads((paths.resources_dir() / "Configs" / "ae_small.json").read_text())
+    config = json.loads((locations.resources_dir() / "Configs" / "ae_small.json").read_text())
     config["id"] = "ae-test"
     (tmp_path / "config.json").write_text(json.dumps(config))
-    out = paths.home() / "models" / "ae-test"
+    out = locations.home() / "models" / "ae-test"
     code = cli.main(["train", "--config", str(tmp_path / "config.json"), "--data",
                      str(SHARED_DATA / "healthy" / "ixi_t1"), "--split", str(tmp_path / "split.json"),
                      "--epochs", "1", "--out", str(out)])
@@ -51,13 +51,13 @@ def training_goes_on_from_an_installed_model(tmp_path, capsys):
     another family or network is refused before any scan is prepared."""
     common = ["train", "--config", str(tmp_path / "config.json"), "--data", str(SHARED_DATA / "healthy" / "ixi_t1"),
               "--split", str(tmp_path / "split.json"), "--epochs", "1"]
-    refused = paths.home() / "models" / "ae-refused"
+    refused = locations.home() / "models" / "ae-refused"
     assert cli.main(common + ["--init-from", "dae-synth", "--out", str(refused)]) == 2
     assert "--init-from dae-synth" in capsys.readouterr().err and not refused.exists()
     source = catalogue.get_card("ae-test")
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "id": "ae-test-longer"}))
-    out = paths.home() / "models" / "ae-test-longer"
+    out = locations.home() / "models" / "ae-test-longer"
     assert cli.main(common + ["--init-from", "ae-test", "--out", str(out)]) == 0, capsys.readouterr().err
     lineage = registry.load_model("ae-test-longer").card.training["initialised_from"]
     assert lineage["id"] == "ae-test" and lineage["sha256"] == source.weights["sha256"]
@@ -85,6 +85,6 @@ def recalibrate_restores_the_thresholds_and_drops_stale_figures(out, capsys):
 
 def test_shipped_split_is_the_one_split_subjects_makes():
     """The split file says it was made by data.split_subjects: making it again gives the same split."""
-    split = data.load_split(paths.resources_dir() / "Splits" / "ixi_t1.json")
+    split = data.load_split(locations.resources_dir() / "Splits" / "ixi_t1.json")
     subjects = [*split.train, *split.validation, *split.calibration]
     assert data.split_subjects(reversed(subjects), n_validation=15, n_calibration=25, seed=0) == split

@@ -67,11 +67,11 @@ def require_slicer_core():
 def shipped_model_reason(model_id: str | None = None) -> str | None:
     """None when the shipped model (the library's default) is present in Resources/Models."""
     try:
-        from NormativeADLib.core import catalogue, paths
+        from NormativeADLib.core import catalogue, locations
     except ImportError as err:
         return f"NormativeADLib cannot be imported ({err})"
     model_id = model_id or TEST_MODEL or catalogue.DEFAULT_MODEL
-    folder = Path(TEST_HOME) / "models" if TEST_HOME else paths.resources_dir() / "Models"
+    folder = Path(TEST_HOME) / "models" if TEST_HOME else locations.resources_dir() / "Models"
     for card in sorted(folder.glob("*/card.json")) if folder.is_dir() else []:
         try:
             if json.loads(card.read_text()).get("id") == model_id:

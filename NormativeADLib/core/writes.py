@@ -1,7 +1,7 @@
-"""Where NormativeAD's files live, and how they are written so that none is ever half-written.
+"""How outputs are written so that none is ever half-written: atomic files and folders, one run per
+output folder, and disk-full and permission errors that say what to do.
 
-Standard library only: the Slicer module lists models and checks an output folder through this
-module before any of the heavy packages (torch, SimpleITK, nibabel) is installed or imported.
+Standard library only: the Slicer module checks an output folder through it before the heavy packages.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import errno
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -19,85 +18,11 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import InputError, OutputError
+from .errors import OutputError
+from .interrupts import interrupts_held
+from .locations import file_suffix, is_inside
 
 T = TypeVar("T")
-READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def home() -> Path:
-    """The user's NormativeAD folder: imported and trained models, caches (NORMATIVEAD_HOME moves it)."""
-    return Path(os.environ.get("NORMATIVEAD_HOME", Path.home() / ".cache" / "normativead"))
-
-
-def resources_dir() -> Path:
-    """Shipped resources: beside the library in a checkout or Slicer, or inside an installed wheel."""
-    override = os.environ.get("NORMATIVEAD_RESOURCES")
-    if override:
-        return Path(override)
-    library = Path(__file__).resolve().parents[1]  # NormativeADLib/, this file being core/paths.py
-    sibling = library.parent / "Resources"
-    if sibling.is_dir():
-        return sibling
-    return library / "_shipped"  # a wheel installs Resources/ as NormativeADLib._shipped
-
-
-def model_roots() -> list[Path]:
-    """Model folders, searched in this order: the user's first, so they shadow shipped ones."""
-    return [home() / "models", resources_dir() / "Models"]
-
-
-SAMPLE_SCANS = {"T1": "mslub_patient26_t1.nii.gz", "FLAIR": "mslub_patient26_flair.nii.gz"}
-
-
-def sample_case(contrast: str = "T1") -> tuple[Path, Path]:
-    """The shipped sample case in a contrast: (scan, reference lesion mask); Resources/SampleData/ATTRIBUTION.txt
-    says whose. T1 and FLAIR ship (same patient, same grid)."""
-    if contrast not in SAMPLE_SCANS:
-        raise InputError(f"the sample case ships in {', '.join(SAMPLE_SCANS)}, not {contrast}; choose a model of those.")
-    folder = resources_dir() / "SampleData"
-    return folder / SAMPLE_SCANS[contrast], folder / "mslub_patient26_lesion.nii.gz"
-
-
-def check_input_file(path: str | os.PathLike, what: str = "scan") -> Path:
-    """The path of an image file to read, or InputError saying what is wrong (before any heavy work)."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{what} {path} is a folder; give the image file inside it.")
-    if not path.is_file():
-        raise InputError(f"{what} file not found: {path}. Check the path.")
-    if file_suffix(path) not in READABLE_SUFFIXES:
-        raise InputError(f"{what} {path.name}: unsupported format; use one of {', '.join(READABLE_SUFFIXES)}.")
-    return path
-
-
-def case_name(path: str | os.PathLike) -> str:
-    """A scan's file name without its image suffix: the case's name in outputs."""
-    name = Path(path).name
-    for suffix in READABLE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-# An untrusted name (model id, weights file, site, subject, session) as one path component: letters,
-# digits and . _ - @ + only, starting with a letter or digit (so never "", "." or ".."), bounded length.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
-
-
-def checked_name(value, what: str) -> str:
-    """The one way an untrusted name becomes a path component, or InputError naming what is wrong."""
-    if not isinstance(value, str):
-        raise InputError(f"{what} must be a text name, not {type(value).__name__} ({str(value)[:40]!r}).")
-    if not _SAFE_NAME.fullmatch(value) or ".." in value:
-        raise InputError(f"{what} {value[:80]!r} is not a valid name: use 1-128 letters, digits, '.', '_', '-', "
-                         "'@' or '+', starting with a letter or digit (no '/', no '..').")
-    return value
-
-
-def child_path(owner: str | os.PathLike, name, what: str) -> Path:
-    """owner / name for an untrusted name, after checked_name: always a direct child of owner."""
-    return Path(owner) / checked_name(name, what)
 
 
 def write_folder_atomic(target: Path, fill: Callable[[Path], T], owner: Path | None = None) -> T:
@@ -122,13 +47,6 @@ def write_folder_atomic(target: Path, fill: Callable[[Path], T], owner: Path | N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def is_inside(path: Path, owner: Path) -> bool:
-    """path lies below owner (not owner itself), after resolving '..' and links of their parents."""
-    resolved = path.parent.resolve() / path.name
-    root = owner.resolve()
-    return path.name not in ("", ".", "..") and resolved != root and resolved.is_relative_to(root)
-
-
 def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
     """Rows as CSV, columns in first-seen order, None as an empty cell (the one CSV writer)."""
     path = Path(path)
@@ -138,12 +56,6 @@ def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
     return path
-
-
-def file_suffix(path: Path) -> str:
-    """'.nii.gz' for gzipped NIfTI, else the last suffix, lower-case."""
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
 def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool, need_bytes: int = 0) -> None:
@@ -171,46 +83,6 @@ def check_writable(out_dir: Path, names: Iterable[str], overwrite: bool, need_by
         raise OutputError(f"no space left on the device of {out_dir}: the outputs need at least "
                           f"{_megabytes(need_bytes)}, {_megabytes(free)} free; free space there or choose "
                           "another --out. Nothing was written.")
-
-
-# ----------------------------------------------------------------------------------------------
-# Cancelling at any moment without half-written files
-#
-# The command line turns SIGINT/SIGTERM into KeyboardInterrupt wherever the run is (cli._cancel_on_signals).
-# Its handler first asks hold_interrupt(): inside an interrupts_held() block (making a folder and its
-# lock, moving finished outputs into place, cleaning up) the signal is only noted, and acted on when
-# the block ends, so a cancel can never leave half of such a step behind.
-
-_held = {"depth": 0, "pending": False}
-
-
-@contextmanager
-def interrupts_held(reraise: bool = True):
-    """Run a block that a Ctrl-C or SIGTERM must not cut in half; a signal noted inside it is raised
-    as KeyboardInterrupt when the outermost block ends (reraise: the cancel wins over an error of the
-    block), or left to the caller, which sees its cancel event set (reraise=False: the commit of
-    finished outputs, which a cancel must neither interrupt nor undo). Python runs signal handlers in
-    the main thread, so only its blocks count."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _held["depth"] += 1
-    try:
-        yield
-    finally:
-        _held["depth"] -= 1
-        if _held["depth"] == 0 and _held["pending"]:
-            _held["pending"] = False
-            if reraise:  # the cancel wins over an error the block may have raised meanwhile
-                raise KeyboardInterrupt
-
-
-def hold_interrupt() -> bool:
-    """For a signal handler: True, and the signal noted, while an interrupts_held() block runs."""
-    if _held["depth"] > 0:
-        _held["pending"] = True
-        return True
-    return False
 
 
 # ----------------------------------------------------------------------------------------------
