@@ -58,8 +58,6 @@ def run(args, reporter) -> int:
     """The launcher (one session process per visitor, launcher.py), or with --session one session."""
     from NormativeADLib.core.errors import InputError
 
-    from .slicer_lib import ensure_importable
-
     data = Path(args.data) if args.data else None
     if data is not None and not data.is_dir():
         raise InputError(f"--data {data} is not a folder; give the folder holding the scans.")
@@ -67,7 +65,6 @@ def run(args, reporter) -> int:
         raise InputError("--max-upload-mb must be a positive number of megabytes.")
     if args.max_sessions < 1 or args.idle_minutes <= 0:
         raise InputError("--max-sessions must be 1 or more and --idle-minutes a positive number.")
-    ensure_importable()
     if args.session:
         return _run_session(args, data)
     notice = binding_notice(args.host, args.port)

@@ -44,3 +44,13 @@ def test_the_command_line_lists_web_without_importing_trame():
             "print([m for m in ('trame', 'trame_slicer', 'slicer', 'vtk') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_slicer_scene_package_is_installed_and_the_web_imports_it_normally(tmp_path):
+    """NormativeADSlicerLib is a package of the wheel (from NormativeAD/): outside the clone it imports
+    without any sys.path edit, and the web package makes none."""
+    code = "import NormativeADSlicerLib.scene, NormativeADWeb.session; print(NormativeADSlicerLib.scene.__name__)"
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "NormativeADSlicerLib.scene", out.stderr
+    for path in (REPO / "NormativeADWeb").glob("*.py"):
+        assert "sys.path" not in path.read_text(), path
