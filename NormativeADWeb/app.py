@@ -143,14 +143,39 @@ class NormativeADWebApp(TrameApp):
         s = self.state
         s.change("scan_source")(self._on_scan_source)
         s.change("reference_source")(self._on_reference_source)
-        s.change("model")(lambda model, **_: self._show_card(model))
         s.change("threshold_policy")(self._on_threshold_policy)
         s.change("threshold_value")(self._on_threshold_value)
         s.change("opacity")(self._on_opacity)
         s.change("current_result")(self._on_current_result)
         s.change("layout_name")(lambda layout_name, **_: self._set_layout(layout_name))
         s.change("beside")(lambda beside, **_: self._set_layout(self.state.layout_name))
+        s.change("device")(self._on_device)
+        s.change("model")(self._on_model)
+        s.change("compare_models")(self._on_compare_models)
         self.server.trigger("na_upload")(self.upload)
+
+    # The state is the page's to change, and anyone holding the page can set any key to any value over its
+    # websocket (window.trame.state.set): a value the lists never offer is refused here, on the server,
+    # and set back before a run can use it (a device outside the list once hung the server, issue 26).
+
+    def _refuse(self, key: str, value, fallback) -> None:
+        self.state.error = f"{key} {str(value)[:40]!r} is not one this server offers; set back to {fallback!r}."
+        self.state[key] = fallback
+
+    def _on_device(self, device, **_) -> None:
+        if device not in DEVICES:
+            self._refuse("device", device, "auto")
+
+    def _on_model(self, model, **_) -> None:
+        if model is not None and not (isinstance(model, str) and model in self._cards):
+            self._refuse("model", model, next(iter(self._cards), None))
+            return
+        self._show_card(model)
+
+    def _on_compare_models(self, compare_models, **_) -> None:
+        if not isinstance(compare_models, list) or not all(isinstance(m, str) and m in self._cards
+                                                            for m in compare_models):
+            self._refuse("compare_models", compare_models, [])
 
     def _show_card(self, model_id) -> None:
         """The chosen model's card: contrast, training data, figures, thresholds."""
@@ -242,6 +267,9 @@ class NormativeADWebApp(TrameApp):
 
     def run(self, compare: bool = False) -> None:
         s = self.state
+        if s.device not in DEVICES:  # refused as it came; checked again where it is used
+            s.error = f"device {str(s.device)[:40]!r} is not one of {', '.join(DEVICES)}."
+            return
         models = list(s.compare_models) if compare else [s.model]
         if compare:
             models = ([s.model] if s.model and s.model not in models else []) + models
@@ -378,6 +406,8 @@ class NormativeADWebApp(TrameApp):
     # Views
 
     def _set_layout(self, name: str) -> None:
+        if name not in (RESULT_LAYOUT, RESTORATION_LAYOUT, COMPARE_LAYOUT):
+            name = RESULT_LAYOUT  # a name the page never sends
         if name == COMPARE_LAYOUT and len(self.session.results) < 2 or (
                 name == RESTORATION_LAYOUT and self.session.current is None):
             name = RESULT_LAYOUT

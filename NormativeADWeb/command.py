@@ -92,6 +92,7 @@ def _run_session(args, data: Path | None) -> int:
     if not os.environ.get("DISPLAY"):  # no X server: render the slice views through EGL straight away
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     upload_dir = Path(tempfile.mkdtemp(prefix="normativead-web-"))  # private (0700); removed on exit
+    app = None
     try:
         from NormativeADSlicerLib.process import prewarm
 
@@ -102,9 +103,14 @@ def _run_session(args, data: Path | None) -> int:
         app = NormativeADWebApp(upload_dir=upload_dir, data_dir=data,
                                 max_upload_bytes=int(args.max_upload_mb * 2**20))
         sys.argv = sys.argv[:1]  # trame reads sys.argv too: our options are already applied
-        # trame ends the server when no page has been connected for this long (also before the first)
+        # trame ends the server when no page has been connected for this long (also before the first);
+        # SIGTERM and SIGINT end it too (aiohttp's handlers; trame returns from start() after them)
         app.server.start(port=args.port, host=args.host, open_browser=False, timeout=round(args.idle_minutes * 60))
-        app.close()
     finally:
+        if app is not None:
+            from NormativeADSlicerLib.process import shut_down
+
+            shut_down()  # first: the cancel below starts no fresh worker on the way out
+            app.close()  # a run going on is cancelled: its worker killed, its work folder removed
         shutil.rmtree(upload_dir, ignore_errors=True)
     return 0

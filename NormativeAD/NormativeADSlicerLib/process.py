@@ -145,6 +145,7 @@ class Worker:
 MAX_IDLE = 2  # idle workers kept (each holds the libraries and a few models: about 1 GB)
 _idle: list[Worker] = []  # oldest first
 _idle_lock = threading.Lock()
+_shutting_down = False  # set by shut_down(): no worker is started or kept any more
 
 
 # Changes with every test while the worker cannot care: under pytest no run would find a warm worker.
@@ -197,6 +198,9 @@ def _give_back(worker: Worker) -> None:
     """Keep the worker for the next run; the oldest idle one goes when more than MAX_IDLE wait."""
     if not worker.alive():
         return
+    if _shutting_down:
+        worker.close()
+        return
     with _idle_lock:
         _idle.append(worker)
         surplus = _idle[:-MAX_IDLE] if len(_idle) > MAX_IDLE else []
@@ -208,6 +212,8 @@ def _give_back(worker: Worker) -> None:
 def prewarm(command: list[str] | None = None, env: dict | None = None) -> None:
     """Start an idle worker now (when the module is opened, after a cancel) unless one is waiting, so
     that the next Apply finds its imports done. A failure here is the next run's to report."""
+    if _shutting_down:
+        return
     command = command or worker_command(python_executable())
     env = env or worker_environment({})
     key = _pool_key(command, env)
@@ -218,6 +224,15 @@ def prewarm(command: list[str] | None = None, env: dict | None = None) -> None:
         _give_back(Worker(command, env))
     except OSError:
         pass
+
+
+def shut_down() -> None:
+    """The process is ending (a web session stopped by SIGTERM or its idle time): close the idle workers
+    and start none after this, not even the fresh one a cancel starts for the next run (it would only
+    delay the exit while it imports)."""
+    global _shutting_down
+    _shutting_down = True
+    close_idle_workers()
 
 
 @atexit.register

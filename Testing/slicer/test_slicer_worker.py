@@ -96,3 +96,19 @@ def test_what_the_worker_prints_reaches_the_console(runs, caplog):
         outcome = failing.wait(timeout=TIMEOUT_S)
     assert outcome.status == "failed"
     assert any("no-such-model" in r.getMessage() for r in caplog.records if r.name == "NormativeAD.worker")
+
+
+def test_a_cancel_while_the_process_shuts_down_starts_no_worker(runs):
+    """A web session stopped by SIGTERM cancels its run on the way out: its worker is killed and no fresh
+    one is started for a next run that will not come (it would only delay the exit while it imports)."""
+    doomed = runs()
+    doomed.start()
+    worker = doomed._process
+    try:
+        process.shut_down()
+        doomed.cancel()
+        assert doomed.wait(timeout=30).status == "cancelled" and worker.poll() is not None
+        process.prewarm()
+        assert not process._idle, "a worker was started while shutting down"
+    finally:
+        process._shutting_down = False  # this test process goes on

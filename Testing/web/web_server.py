@@ -30,13 +30,11 @@ MAX_SESSIONS = 3  # the test server's: two browsers and one more visit, then "bu
 
 def browser_reason() -> str | None:
     """None when a headless Chromium can be driven here, else why not."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    from importlib.util import find_spec
+
+    if find_spec("selenium") is None:
         return "selenium is not installed; pip install -e '.[web]'"
-    try:
-        import trame_slicer  # noqa: F401
-    except ImportError:
+    if find_spec("trame_slicer") is None:
         return "trame-slicer is not installed; pip install -e '.[slicer,web]'"
     if not chromium_binary() or not shutil.which("chromedriver"):
         return "Chromium and chromedriver are not installed; apt-get install chromium chromium-driver (.ci/run does)"
