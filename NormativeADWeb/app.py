@@ -33,6 +33,7 @@ from NormativeADLib.core.options import DEVICES
 
 from NormativeADSlicerLib import comparison, scene as scene_logic
 
+from . import access
 from .session import DOWNLOADS, WebSession
 
 log = logging.getLogger("normativead.web")
@@ -82,8 +83,11 @@ class NormativeADWebApp(TrameApp):
     """One server, one scene, one page; see the module docstring."""
 
     def __init__(self, upload_dir: Path, data_dir: Path | None = None, max_upload_bytes: int = 200 << 20,
-                 server=None):
+                 server=None, token: str | None = None):
         super().__init__(server=server)
+        if token is not None:  # the page, its assets and its websocket: refused without it (access.py)
+            self.ctrl.on_server_bind.add(lambda wslink_server: wslink_server.app.middlewares.append(
+                access.session_middleware(token)))
         self.slicer_app = SlicerApp()
         self.slicer_app.view_manager.register_factory(RemoteViewFactory(
             self.server, LinkedSliceView, ViewType.SLICE_VIEW, populate_view_ui_f=slice_view_gutter))

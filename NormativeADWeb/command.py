@@ -34,6 +34,11 @@ def add_arguments(parser) -> None:
                              "1.5 GB each); the next visitor gets a 'busy' page")
     parser.add_argument("--idle-minutes", type=float, default=10.0,
                         help="a session ends this long after its page was closed, and removes its files")
+    parser.add_argument("--token", nargs="?", const="", metavar="TOKEN",
+                        help="ask every visitor for this access token (in the address the server prints, then "
+                             "a cookie); without a value, the environment variable NORMATIVEAD_WEB_TOKEN's, "
+                             "else a random one. That variable alone turns it on too, and keeps the token out "
+                             "of the process list")
     parser.add_argument("--session", action="store_true", help=argparse.SUPPRESS)  # one session (the launcher's)
 
 
@@ -54,9 +59,24 @@ def binding_notice(host: str, port: int) -> str | None:
             "can open scans and run models here. Research software, not for diagnosis.")
 
 
+def access_token(given: str | None, environ=os.environ) -> tuple[str | None, bool]:
+    """(the token every request must bring, or None; whether it was made here and so must be printed).
+    given is --token's value: None without the flag, "" with the flag alone."""
+    from . import access
+
+    token = given or environ.get(access.TOKEN_ENV) or None
+    if token is not None:
+        return access.check_token(token), False
+    if given == "":
+        return access.new_token(), True
+    return None, False
+
+
 def run(args, reporter) -> int:
     """The launcher (one session process per visitor, launcher.py), or with --session one session."""
     from NormativeADLib.core.errors import InputError
+
+    from . import access
 
     data = Path(args.data) if args.data else None
     if data is not None and not data.is_dir():
@@ -65,8 +85,14 @@ def run(args, reporter) -> int:
         raise InputError("--max-upload-mb must be a positive number of megabytes.")
     if args.max_sessions < 1 or args.idle_minutes <= 0:
         raise InputError("--max-sessions must be 1 or more and --idle-minutes a positive number.")
+    try:
+        token, made = access_token(args.token)
+    except ValueError as err:
+        raise InputError(f"--token: {err}.") from None
     if args.session:
-        return _run_session(args, data)
+        return _run_session(args, data, token)
+    if token is not None:
+        os.environ[access.TOKEN_ENV] = token  # the sessions inherit it: never on their command lines
     notice = binding_notice(args.host, args.port)
     if notice:
         print(notice, file=sys.stderr, flush=True)
@@ -77,18 +103,25 @@ def run(args, reporter) -> int:
                 "--port", str(port), "--max-upload-mb", str(args.max_upload_mb),
                 "--idle-minutes", str(args.idle_minutes), *(["--data", str(data)] if data else [])]
 
-    print(f"normativead web: http://{args.host}:{args.port}/ (one session per visitor, at most "
-          f"{args.max_sessions})", file=sys.stderr, flush=True)
+    address = f"http://{args.host}:{args.port}/"
+    if token is not None:  # a token the user gave is theirs to pass on: not printed into logs
+        address += f"?token={token}" if made else "?token=<the token of --token or NORMATIVEAD_WEB_TOKEN>"
+    print(f"normativead web: {address} (one session per visitor, at most {args.max_sessions}"
+          f"{'; the token is asked for' if token else ''})", file=sys.stderr, flush=True)
     if args.open:
         import webbrowser
 
-        threading.Timer(1.0, webbrowser.open, [f"http://{args.host}:{args.port}/"]).start()
-    serve(Launcher(session_command, args.host, args.max_sessions), args.host, args.port)
+        opened = f"http://{args.host}:{args.port}/" + (f"?token={token}" if token else "")
+        threading.Timer(1.0, webbrowser.open, [opened]).start()
+    serve(Launcher(session_command, args.host, args.max_sessions, token), args.host, args.port)
     return 0
 
 
-def _run_session(args, data: Path | None) -> int:
+def _run_session(args, data: Path | None, token: str | None) -> int:
     """One visitor's page: its own trame server, scene, upload folder and analysis worker."""
+    from . import access
+
+    os.environ.pop(access.TOKEN_ENV, None)  # read: the analysis workers need not hold it
     if not os.environ.get("DISPLAY"):  # no X server: render the slice views through EGL straight away
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     upload_dir = Path(tempfile.mkdtemp(prefix="normativead-web-"))  # private (0700); removed on exit
@@ -101,7 +134,7 @@ def _run_session(args, data: Path | None) -> int:
         prewarm()  # the analysis worker imports while the page loads: the first Run finds it ready
 
         app = NormativeADWebApp(upload_dir=upload_dir, data_dir=data,
-                                max_upload_bytes=int(args.max_upload_mb * 2**20))
+                                max_upload_bytes=int(args.max_upload_mb * 2**20), token=token)
         sys.argv = sys.argv[:1]  # trame reads sys.argv too: our options are already applied
         # trame ends the server when no page has been connected for this long (also before the first);
         # SIGTERM and SIGINT end it too (aiohttp's handlers; trame returns from start() after them)

@@ -7,12 +7,12 @@ of their own, a `normativead web --session` process on its own port, with its ow
 folder and analysis worker. A session ends when its page has been closed for --idle-minutes (trame's
 auto-shutdown) and removes its files as it ends; the launcher starts no more than --max-sessions at a
 time and answers the next visitor with a "busy" page. One session is kept started ahead, so that the
-next visitor does not wait for its imports. Standard library only; the sessions import trame.
+next visitor does not wait for its imports. With a token (access.py) the launcher refuses any request
+without it and the sessions do too. Standard library only; the sessions import trame.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import signal
 import socket
@@ -23,6 +23,8 @@ import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from . import access
+
 SESSION_START_TIMEOUT_S = 120.0  # a cold session imports trame, VTK and Slicer's core
 # The next session is started ahead this long after a visitor took the last one: its imports would
 # otherwise take the CPU from that visitor's first run (5 s more page-to-heatmap on 2 cores).
@@ -32,9 +34,10 @@ NEXT_SPARE_DELAY_S = 60.0
 class Session:
     """One `normativead web --session` process and the port it serves."""
 
-    def __init__(self, command: Callable[[int], list[str]], host: str):
+    def __init__(self, command: Callable[[int], list[str]], host: str, token: str | None = None):
         self.port = free_port(host)
         self.host = host
+        self.token = token  # the session reads it from its environment (access.TOKEN_ENV), inherited
         self.ready = False
         self.process = subprocess.Popen(command(self.port))
 
@@ -44,8 +47,11 @@ class Session:
     def answers(self, timeout: float = 2.0) -> bool:
         if self.ready:
             return True
+        request = urllib.request.Request(f"http://{_connect_host(self.host)}:{self.port}/")
+        if self.token is not None:
+            request.add_header("Cookie", f"{access.COOKIE}={self.token}")
         try:
-            urllib.request.urlopen(f"http://{_connect_host(self.host)}:{self.port}/", timeout=timeout).read(1)
+            urllib.request.urlopen(request, timeout=timeout).read(1)
         except OSError:
             return False
         self.ready = True
@@ -78,8 +84,8 @@ class Session:
 class Launcher:
     """Hands each visitor a session of their own, at most max_sessions at a time."""
 
-    def __init__(self, command: Callable[[int], list[str]], host: str, max_sessions: int):
-        self.command, self.host, self.max_sessions = command, host, max_sessions
+    def __init__(self, command: Callable[[int], list[str]], host: str, max_sessions: int, token: str | None = None):
+        self.command, self.host, self.max_sessions, self.token = command, host, max_sessions, token
         self.sessions: list[Session] = []
         self.spare: Session | None = None
         self.stopped = False
@@ -96,7 +102,7 @@ class Launcher:
             self.sessions = [s for s in self.sessions if s.alive()]  # ended ones have removed their files
             if len(self.sessions) >= self.max_sessions:
                 return None
-            session = self.spare if self.spare is not None and self.spare.alive() else Session(self.command, self.host)
+            session = self.spare if self.spare is not None and self.spare.alive() else self._new_session()
             self.spare = None
             self.sessions.append(session)
         timer = threading.Timer(NEXT_SPARE_DELAY_S, self.start_spare)
@@ -113,7 +119,10 @@ class Launcher:
 
     def _keep_spare(self) -> None:
         if (self.spare is None or not self.spare.alive()) and len(self.sessions) < self.max_sessions:
-            self.spare = Session(self.command, self.host)
+            self.spare = self._new_session()
+
+    def _new_session(self) -> Session:
+        return Session(self.command, self.host, self.token)
 
     def stop(self) -> None:
         with self._lock:
@@ -153,7 +162,15 @@ def serve(launcher: Launcher, host: str, port: int) -> None:
 def _handler(launcher: Launcher):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server name
-            if self.path == "/health":  # for monitoring: answers without starting a session
+            self._cookie = None
+            if launcher.token is not None:
+                ok, in_address = access.allowed(launcher.token, self.path.partition("?")[2], self.headers.get("Cookie"))
+                if not ok:
+                    self._page(401, access.REFUSAL_TITLE, access.REFUSAL_TEXT)
+                    return
+                if in_address:  # from now on the browser brings it to this host's every port
+                    self._cookie = access.set_cookie_value(launcher.token)
+            if self.path.split("?", 1)[0] == "/health":  # for monitoring: answers without starting a session
                 self._json(launcher.health())
                 return
             if self.path.split("?", 1)[0] not in ("/", "/index.html"):
@@ -172,6 +189,11 @@ def _handler(launcher: Launcher):
             self.send_response(302)
             self.send_header("Location", f"http://{self._host_name()}:{session.port}/")
             self.send_header("Cache-Control", "no-store")
+            self._end_headers()
+
+        def _end_headers(self) -> None:
+            if self._cookie:
+                self.send_header("Set-Cookie", self._cookie)
             self.end_headers()
 
         def _json(self, value: dict) -> None:
@@ -179,7 +201,7 @@ def _handler(launcher: Launcher):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
+            self._end_headers()
             self.wfile.write(body)
 
         def _host_name(self) -> str:
@@ -188,15 +210,14 @@ def _handler(launcher: Launcher):
             return host.rsplit(":", 1)[0] if not host.endswith("]") else host
 
         def _page(self, code: int, title: str, text: str, retry_after: int | None = None) -> None:
-            body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                    f"<body style='font-family:sans-serif;margin:3em'><h1 id='na-launcher-title'>{html.escape(title)}"
-                    f"</h1><p id='na-launcher-text'>{html.escape(text)}</p></body></html>").encode()
+            body = access.page(title, text)
             self.send_response(code)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
             if retry_after:
                 self.send_header("Retry-After", str(retry_after))
-            self.end_headers()
+            self._end_headers()
             self.wfile.write(body)
 
         def log_message(self, format, *args) -> None:  # noqa: A002 - the http.server signature

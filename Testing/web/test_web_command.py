@@ -54,3 +54,23 @@ def test_the_slicer_scene_package_is_installed_and_the_web_imports_it_normally(t
     assert out.returncode == 0 and out.stdout.strip() == "NormativeADSlicerLib.scene", out.stderr
     for path in (REPO / "NormativeADWeb").glob("*.py"):
         assert "sys.path" not in path.read_text(), path
+
+
+def test_a_token_comes_from_the_option_the_environment_or_is_made():
+    from NormativeADWeb.command import access_token
+
+    given = "a-token-of-20-chars"
+    assert access_token(None, {}) == (None, False)  # no --token: no token asked
+    assert access_token(given, {}) == (given, False)
+    assert access_token(None, {"NORMATIVEAD_WEB_TOKEN": given}) == (given, False)  # out of `ps`
+    assert access_token("", {"NORMATIVEAD_WEB_TOKEN": given}) == (given, False)
+    made, printed = access_token("", {})
+    assert printed and len(made) >= 16 and made != access_token("", {})[0]
+
+
+@pytest.mark.parametrize("token", ["short", "has spaces in the token", "semicolon;in-a-cookie-value"])
+def test_a_token_that_is_short_or_unquotable_is_refused(token, capsys):
+    from NormativeADLib.cli import main
+
+    assert main(["web", "--token", token]) == 2
+    assert "--token: a token is at least 16 characters" in capsys.readouterr().err

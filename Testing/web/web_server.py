@@ -54,16 +54,23 @@ def free_port() -> int:
 class Server:
     """A `normativead web` process; its output is kept for failure messages."""
 
-    def __init__(self, tmp: Path, max_upload_mb: float = 200, max_sessions: int = MAX_SESSIONS):
+    def __init__(self, tmp: Path, max_upload_mb: float = 200, max_sessions: int = MAX_SESSIONS,
+                 token: str | None = None):
+        """token: the server asks for it (given as NORMATIVEAD_WEB_TOKEN, with --token)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.tmp = tmp
+        self.token = token
         self.lines: list[str] = []
         env = dict(os.environ, NORMATIVEAD_HOME=str(tmp / "home"), TMPDIR=str(tmp), OMP_NUM_THREADS="2",
                    PYTHONPATH=str(REPO))
+        env.pop("NORMATIVEAD_WEB_TOKEN", None)
+        if token is not None:
+            env["NORMATIVEAD_WEB_TOKEN"] = token
         self.process = subprocess.Popen(
             [sys.executable, "-m", "NormativeADLib.cli", "web", "--port", str(self.port),
-             "--max-upload-mb", str(max_upload_mb), "--max-sessions", str(max_sessions)],
+             "--max-upload-mb", str(max_upload_mb), "--max-sessions", str(max_sessions),
+             *(["--token"] if token is not None else [])],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()
         self._wait_until_up()
@@ -78,7 +85,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError("normativead web stopped at start:\n" + self.log())
             try:
-                urllib.request.urlopen(self.url + "health", timeout=2).read()  # a visit would start a session
+                urllib.request.urlopen(self.health_url(), timeout=2).read()  # a visit would start a session
                 return
             except OSError:
                 time.sleep(0.5)
@@ -90,10 +97,13 @@ class Server:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if json.loads(urllib.request.urlopen(self.url + "health", timeout=5).read())["session_ready_ahead"]:
+            if json.loads(urllib.request.urlopen(self.health_url(), timeout=5).read())["session_ready_ahead"]:
                 return
             time.sleep(0.5)
         raise RuntimeError("no session was ready in time:\n" + self.log())
+
+    def health_url(self) -> str:
+        return self.url + "health" + (f"?token={self.token}" if self.token is not None else "")
 
     def log(self, last: int = 40) -> str:
         return "\n".join(self.lines[-last:])
