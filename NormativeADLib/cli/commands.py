@@ -19,35 +19,7 @@ from pathlib import Path
 from ..core import jsontext, interrupts, locations, writes
 from ..core.errors import Cancelled, InputError, NormativeADError
 from ..core.options import CONTRASTS, DEVICES, FORMATS, canonical_contrast
-
-
-class Reporter:
-    """Progress and results, for people (bars on stderr) or machines (JSON lines on stdout)."""
-
-    def __init__(self, mode: str):
-        self.mode = mode
-        self._bar = None
-
-    def progress(self, stage: str, fraction: float, message: str) -> None:
-        if self.mode == "json":
-            print(jsontext.dumps({"event": "progress", "stage": stage, "fraction": round(fraction, 4),
-                              "message": message}), flush=True)
-        elif self.mode == "bar":
-            from tqdm import tqdm
-
-            if self._bar is None:
-                self._bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}")
-            self._bar.set_description(f"{stage:<10} {message[:40]:<40}")
-            self._bar.update(round(100 * fraction) - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-    def event(self, name: str, **fields) -> None:
-        if self.mode == "json":
-            print(jsontext.dumps({"event": name, **fields}), flush=True)
+from .reporter import MODES, Reporter
 
 
 def _cancel_on_signals() -> threading.Event:
@@ -169,7 +141,7 @@ def cmd_restore(args, reporter: Reporter) -> int:
             with writes.expected_output_size(_output_bytes(result)):
                 # a front end reading JSON gets "done" before the figures; a script's run stays all or nothing
                 analysis.write_outputs(result, out, args.format, args.overwrite, figures=args.figures,
-                                       before_figures=outputs_in_place if reporter.mode == "json" else None)
+                                       before_figures=outputs_in_place if reporter.for_machines else None)
         except KeyboardInterrupt:
             if in_place:
                 raise Cancelled("cancelled while the figures were drawn (report.png or registration.png is "
@@ -178,7 +150,7 @@ def cmd_restore(args, reporter: Reporter) -> int:
         if cancel.is_set():  # the signal came while the finished outputs were moved into place
             raise Cancelled("cancelled after the outputs were complete", outputs=out)
     reporter.close()
-    if reporter.mode == "json":
+    if reporter.for_machines:
         if args.figures:
             reporter.event("figures", out=str(out))
     else:
@@ -346,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
                         help="skip the uncertainty map (a second pass on the scan mirrored left-right)")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
-        sp.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+        sp.add_argument("--progress", default="bar", choices=MODES)
 
     run_options(sub.add_parser("restore", help="analyse one scan"), True)
     run_options(sub.add_parser("demo", help="analyse the shipped sample case with the shipped model"), False)
@@ -476,7 +448,7 @@ def cmd_bench(args, reporter: Reporter) -> int:
 
 # Commands that live in their own module: it defines HELP, add_arguments(parser) and run(args, reporter) and
 # keeps its heavy imports (dask, trame) inside run(), so that `normativead --help` stays fast and light.
-LIBRARY_COMMANDS = {"batch": "NormativeADLib.cohort.batch", "anomalies": "NormativeADLib.cli.anomalies"}
+LIBRARY_COMMANDS = {"batch": "NormativeADLib.cli.batch", "anomalies": "NormativeADLib.cli.anomalies"}
 # Front ends built on the library (the web viewer) add theirs as entry points of this group, each naming
 # such a module: the library never names them.
 FRONT_END_GROUP = "normativead.commands"
@@ -502,7 +474,7 @@ def _exit(reporter: Reporter, message: str, code: int, prefix: str = "error: ") 
     """How every failed or cancelled run ends: the progress closed, the message as a JSON event (for
     --progress json) and on stderr, and the exit code returned."""
     reporter.close()
-    if reporter.mode == "json":
+    if reporter.for_machines:
         reporter.event("error", message=message, exit_code=code)
     print(f"normativead: {prefix}{message}", file=sys.stderr)
     return code

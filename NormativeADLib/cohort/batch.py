@@ -1,6 +1,5 @@
-"""`normativead batch`: restore a cohort on a Dask cluster, resumably, into a cohort table.
-
-    normativead batch INPUTS --out DIR [--model ID ...] [--workers N] [--scheduler tcp://HOST:8786]
+"""A cohort on a Dask cluster, resumably, into a cohort table (`normativead batch`, whose command line is
+cli/batch.py, states it as BatchSettings).
 
 INPUTS: scans, folders of scans, globs, CSV manifests, or one BIDS dataset (inputs). Each
 scan is one Dask task (worker.run_scan) running the ordinary single-case pipeline for each
@@ -27,40 +26,30 @@ from pathlib import Path
 from ..core import jsontext, interrupts, locations, writes
 from ..core.errors import InputError, OutputError
 from .outputs import make_public
-from ..core.options import DEVICES, FORMATS
+
 
 RUN_FILE = "batch.json"  # the settings complete cases were made with: a rerun must match them
 REGISTRATIONS = "registrations"
 BIDS_LAYOUT = "bids-derivatives"  # OUT is one BIDS-Derivatives dataset (earlier versions: "bids", a dataset per model)
 
 
-HELP = "restore many scans on a Dask cluster: resumable, cohort table"  # the line `normativead --help` shows
+@dataclass(frozen=True)
+class BatchSettings:
+    """One batch run, as the command line (cli/batch.py) or a script states it."""
 
-
-def add_arguments(p) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUTS",
-                   help="scans, a folder of scans, a glob ('data/**/*_T1w.nii.gz'), a CSV manifest (columns scan, "
-                        "mask, reference, contrast, subject) or a BIDS dataset")
-    p.add_argument("--out", required=True,
-                   help="output folder: OUT/<model>/... (a BIDS input: OUT is a BIDS-Derivatives dataset, e.g. "
-                        "BIDS/derivatives/normativead), cohort.csv, cohort.parquet, summary.html")
-    p.add_argument("--model", dest="models", nargs="+", action="extend", metavar="ID",
-                   help="model ids (default: the default model); each scan runs with the models of its contrast "
-                        "when the contrast is known (manifest column, BIDS suffix)")
-    p.add_argument("--workers", type=int, help="local Dask workers (default: one per 2 cores); each gets "
-                                               "cores/workers library threads")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (tcp://host:8786) instead of a "
-                                                          "local cluster; its workers must see INPUTS and OUT at the same paths")
-    p.add_argument("--threshold", help="a threshold every model's card names, or a number (default: each card's default)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--format", default="nifti", choices=list(FORMATS), help="image format (BIDS inputs: nifti)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--registration-cache", metavar="DIR",
-                   help=f"folder of cached registrations (default: OUT/{REGISTRATIONS}); share it between output "
-                        "folders to register each scan once")
-    p.add_argument("--no-registration-cache", action="store_true", help="register every scan for every run")
-    p.add_argument("--overwrite", action="store_true", help="redo complete cases too")
-    p.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+    inputs: list[str]  # scans, folders, globs, CSV manifests or one BIDS dataset (inputs.read_inputs)
+    out: Path
+    models: list[str] | None = None  # None: the default model
+    workers: int | None = None  # local Dask workers (None: one per 2 cores)
+    scheduler: str | None = None  # an existing Dask scheduler instead of a local cluster
+    threshold: str | None = None  # a threshold every card names, or a number (None: each card's default)
+    device: str = "auto"
+    format: str = "nifti"
+    seed: int = 0
+    registration_cache: str | None = None  # None: OUT/registrations
+    no_registration_cache: bool = False
+    overwrite: bool = False
+    cancel: object = None  # a threading.Event set on Ctrl-C/SIGTERM (the command line's), or None
 
 
 @dataclass
@@ -74,32 +63,32 @@ class Plan:
     unmatched: dict[str, int] = field(default_factory=dict)  # contrast -> scans no model fits
 
 
-def run(args, reporter) -> int:
+def run(batch: BatchSettings, reporter) -> int:
     from .inputs import read_inputs
     from .outputs import Layout
 
-    out = Path(args.out)
-    cohort = read_inputs(args.inputs, exclude=out)
-    layout = Layout(out, args.format, cohort.bids_root)
-    cards = _check_models(args.models, args.threshold)
+    out = Path(batch.out)
+    cohort = read_inputs(batch.inputs, exclude=out)
+    layout = Layout(out, batch.format, cohort.bids_root)
+    cards = _check_models(batch.models, batch.threshold)
     layout.check_models(cards)
-    if args.workers is not None and args.workers < 1:
+    if batch.workers is not None and batch.workers < 1:
         raise InputError("--workers must be 1 or more.")
     writes.check_writable(out, [], overwrite=True)
     with writes.claim_output_dir(out):  # one batch per OUT: a second refuses (exit 4)
-        settings = _check_run_settings(out, args, layout)
+        recorded = _check_run_settings(out, batch, layout)
         layout.clear_staging()  # a killed run's uncommitted leftovers
-        plan = make_plan(cohort.cases, cards, layout, args.overwrite, args.threshold, args.seed)
+        plan = make_plan(cohort.cases, cards, layout, batch.overwrite, batch.threshold, batch.seed)
         _say_plan(plan, cards, reporter)
 
         def started() -> None:  # recorded once the cluster answers: a mistaken command leaves nothing
-            _record_run_settings(out, settings)
+            _record_run_settings(out, recorded)
             layout.start({m: cards[m] for m in dict.fromkeys(m for _, m in plan.pairs)})  # models with scans only
 
         cancelled = False
         try:
             if plan.todo:
-                cancelled = not _run_on_cluster(plan, cohort.cases, layout, args, reporter, started)
+                cancelled = not _run_on_cluster(plan, cohort.cases, layout, batch, reporter, started)
             else:
                 started()
         finally:
@@ -124,13 +113,13 @@ def _check_models(model_ids: list[str] | None, threshold: str | None) -> dict:
     return cards
 
 
-def _check_run_settings(out: Path, args, layout) -> dict:
+def _check_run_settings(out: Path, batch: BatchSettings, layout) -> dict:
     """This run's settings; complete cases are kept only if they were made the same way, so a rerun
     that differs from the recorded settings is refused."""
-    settings = {"threshold": args.threshold, "seed": args.seed, "format": args.format,
+    settings = {"threshold": batch.threshold, "seed": batch.seed, "format": batch.format,
                 "layout": BIDS_LAYOUT if layout.bids_root else "cases"}
     record = out / RUN_FILE
-    if record.is_file() and not args.overwrite:
+    if record.is_file() and not batch.overwrite:
         try:
             previous = json.loads(record.read_text())
         except (OSError, ValueError):
@@ -214,24 +203,17 @@ def _missing_file(case) -> str | None:
 
 def _say_plan(plan: Plan, cards: dict, reporter) -> None:
     for contrast, n in plan.unmatched.items():
-        _note(reporter, f"{n} {contrast} scan{'s fit' if n > 1 else ' fits'} none of the models "
+        reporter.note(f"{n} {contrast} scan{'s fit' if n > 1 else ' fits'} none of the models "
                         f"({', '.join(cards)}): not run; add a {contrast} model with --model (normativead models)")
     n_todo = sum(len(m) for m in plan.todo.values())
-    _note(reporter, f"{len(plan.pairs)} case run{'s' * (len(plan.pairs) != 1)}: {len(plan.skipped)} already complete, "
+    reporter.note(f"{len(plan.pairs)} case run{'s' * (len(plan.pairs) != 1)}: {len(plan.skipped)} already complete, "
                     f"{n_todo} to run, {len(plan.failed)} with missing files")
-
-
-def _note(reporter, message: str) -> None:
-    if reporter.mode == "json":
-        reporter.event("note", message=message)
-    else:
-        print(f"normativead: {message}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # The cluster
 
-def _run_on_cluster(plan: Plan, cases, layout, args, reporter, started) -> bool:
+def _run_on_cluster(plan: Plan, cases, layout, batch: BatchSettings, reporter, started) -> bool:
     """Run plan.todo; commit each finished case; record failures in plan.failed. False if cancelled.
     started() is called once the cluster answers, before the first task."""
     try:
@@ -240,19 +222,19 @@ def _run_on_cluster(plan: Plan, cases, layout, args, reporter, started) -> bool:
         raise InputError("normativead batch needs Dask: pip install 'normativead[batch]'.") from None
     from .worker import ScanTask, run_scan
 
-    registration_cache = None if args.no_registration_cache else \
-        str(Path(args.registration_cache or layout.out / REGISTRATIONS).resolve())
+    registration_cache = None if batch.no_registration_cache else \
+        str(Path(batch.registration_cache or layout.out / REGISTRATIONS).resolve())
     by_id = {c.id: c for c in cases}
-    progress = CaseProgress(sum(len(m) for m in plan.todo.values()), reporter)
-    with dask_client(args.scheduler, args.workers) as (client, threads):
+    progress = reporter.count(sum(len(m) for m in plan.todo.values()), "case", "batch")
+    with dask_client(batch.scheduler, batch.workers) as (client, threads):
         if client.dashboard_link and _has_dashboard(client):
-            _note(reporter, f"Dask dashboard: {client.dashboard_link}")
+            reporter.note(f"Dask dashboard: {client.dashboard_link}")
         started()
         cancel = Event(f"normativead-cancel-{uuid.uuid4().hex}", client=client)
         futures = {}
         for case_id, models in plan.todo.items():
-            task = ScanTask(by_id[case_id], tuple(models), str(layout.staging_root.resolve()), args.threshold,
-                            args.device, args.seed, args.format, registration_cache, threads, cancel.name)
+            task = ScanTask(by_id[case_id], tuple(models), str(layout.staging_root.resolve()), batch.threshold,
+                            batch.device, batch.seed, batch.format, registration_cache, threads, cancel.name)
             futures[client.submit(run_scan, task, pure=False, key=f"normativead-{case_id}-{uuid.uuid4().hex[:8]}")] \
                 = (by_id[case_id], models)
         try:
@@ -260,18 +242,24 @@ def _run_on_cluster(plan: Plan, cases, layout, args, reporter, started) -> bool:
                 case, models = futures[future]
                 for outcome in _outcomes(future, models):
                     _settle(outcome, case, layout, plan)
-                    progress.update(case.id, outcome)
-                if getattr(args, "cancel", None) is not None and args.cancel.is_set():
+                    progress.step(case.id, outcome["status"] != "done", case=case.id, **_event_fields(outcome))
+                if batch.cancel is not None and batch.cancel.is_set():
                     raise KeyboardInterrupt  # the signal came while a case was put in place: it waited for that
         except KeyboardInterrupt:
             with interrupts.interrupts_held(reraise=False):
                 progress.close()
-                _note(reporter, "cancelling: finished cases stay in place; rerun the same command to continue")
+                reporter.note("cancelling: finished cases stay in place; rerun the same command to continue")
                 _quietly(cancel.set)
                 _quietly(lambda: client.cancel(list(futures)))
             return False
     progress.close()
     return True
+
+
+def _event_fields(outcome: dict) -> dict:
+    """What a machine reading --progress json learns of one finished case run."""
+    return {"model": outcome["model"], "status": outcome["status"], "error": outcome["error"],
+            **{k: outcome.get(k) for k in ("seconds", "worker", "worker_peak_mb", "model_loads")}}
 
 
 def _outcomes(future, models: list[str]) -> list[dict]:
@@ -416,39 +404,9 @@ def _scheduler_info(client) -> dict:
         return client.scheduler_info()
 
 
-class CaseProgress:
-    """Cases done over cases to run: a bar on stderr, or JSON events (one per case) for machines."""
-
-    def __init__(self, total: int, reporter):
-        self.total, self.done, self.failed, self.reporter = total, 0, 0, reporter
-        self._bar = None
-        if reporter.mode == "bar" and total:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="case", file=sys.stderr, desc="batch", dynamic_ncols=True)
-
-    def update(self, case_id: str, outcome: dict) -> None:
-        self.done += 1
-        self.failed += outcome["status"] != "done"
-        if self.reporter.mode == "json":
-            self.reporter.event("case", case=case_id, model=outcome["model"], status=outcome["status"],
-                                error=outcome["error"], seconds=outcome.get("seconds"),
-                                worker=outcome.get("worker"), worker_peak_mb=outcome.get("worker_peak_mb"),
-                                model_loads=outcome.get("model_loads"))
-            self.reporter.progress("batch", self.done / self.total, f"{self.done}/{self.total} cases")
-        elif self._bar is not None:
-            self._bar.set_postfix_str(f"failed {self.failed}" if self.failed else case_id[-30:])
-            self._bar.update(1)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 def _report_end(rows: list[dict], out: Path, reporter) -> int:
     failed = [r for r in rows if r["status"] != "done"]
-    if reporter.mode == "json":
+    if reporter.for_machines:
         reporter.event("done", out=str(out), cases=len(rows), failed=len(failed))
     else:
         print(f"{len(rows) - len(failed)} of {len(rows)} case runs complete; cohort table {out / 'cohort.csv'} "
