@@ -17,8 +17,8 @@ import threading
 from pathlib import Path
 
 from ..core import jsontext, interrupts, locations, writes
-from ..core.errors import Cancelled, InputError, NormativeADError
-from ..core.options import CONTRASTS, DEVICES, FORMATS, canonical_contrast
+from ..core.errors import Cancelled, InputError, NormativeADError, OutputError
+from ..core.options import CONTRASTS, DEVICES, DICOM_FORMAT, OUTPUT_FORMATS, canonical_contrast
 from .reporter import MODES, Reporter
 
 
@@ -62,10 +62,11 @@ def check_restore(args) -> Path:
     from ..core.locations import case_name, check_input_file
     from ..core.writes import check_writable
 
-    check_input_file(args.input, "scan")
+    check_input_file(args.input, "scan", dicom=True)
+    series = _dicom_series(args)
     args.others = [_other_volume(spec) for spec in getattr(args, "others", None) or ()]
     for path, _ in args.others:
-        check_input_file(path, "study volume (--with)")
+        check_input_file(path, "study volume (--with)", dicom=True)
     if args.model is None and args.others:  # several contrasts together need a study model
         from ..core.catalogue import default_study_model
 
@@ -74,7 +75,12 @@ def check_restore(args) -> Path:
         from ..core.catalogue import default_model
         from ..core.options import guess_contrast
 
-        args.model = default_model(args.contrast or guess_contrast(Path(args.input).name))
+        named = guess_contrast(Path(args.input).name)
+        if not named and series is not None:
+            from ..io.dicom import described_contrast
+
+            named = described_contrast(series)
+        args.model = default_model(args.contrast or named)
     for flag, what in (("mask", "mask"), ("reference", "reference")):
         if getattr(args, flag):
             check_input_file(getattr(args, flag), what)
@@ -86,9 +92,34 @@ def check_restore(args) -> Path:
     # the pseudo-healthy image alone compresses to about the scan's file size: a full disk answers now
     others = _named_contrasts(card, args) if args.others else []
     names = (output_names if args.figures else analysis_names)(args.format, others, args.uncertainty)
-    need = Path(args.input).stat().st_size * (1 + 2 * len(others))
+    if series is not None and out.resolve() == series.folder.resolve():
+        raise OutputError(f"--out {out} is the DICOM series' own folder: outputs there would be read as other series "
+                          "of it next time; choose another --out.")
+    if series is not None:
+        from ..io.dicom import series_bytes
+
+        size = series_bytes(series)
+    else:
+        size = Path(args.input).stat().st_size
+    need = size * (1 + 2 * len(others))
     check_writable(out, names, args.overwrite, need_bytes=need)
     return out
+
+
+def _dicom_series(args):
+    """The DICOM series of a restore's scan (None for an image file), checked before the heavy imports; and
+    --format dicom refused for a scan that is no DICOM series: its outputs reference the scan's images."""
+    from ..core.locations import is_dicom_input
+
+    if not is_dicom_input(args.input):
+        if args.format == DICOM_FORMAT:
+            raise InputError(f"--format dicom writes a DICOM SEG and Parametric Maps that reference the scan's own "
+                             f"DICOM images, and {Path(args.input).name} is no DICOM series: give the series' folder "
+                             "as the scan, or choose --format nifti or nrrd.")
+        return None
+    from ..io.dicom import find_series  # SimpleITK and pydicom, not torch
+
+    return find_series(args.input)
 
 
 def _other_volume(spec: str) -> tuple[str, str | None]:
@@ -116,7 +147,8 @@ def cmd_restore(args, reporter: Reporter) -> int:
         from .. import io  # SimpleITK and nibabel, not torch: a bad file answers before the heavy imports
 
         reporter.progress("read", 0.0, f"checking {Path(args.input).name}")
-        io.check_inputs(args.input, args.mask, args.reference, args.transform)
+        io.check_inputs(args.input, args.mask, args.reference, args.transform,
+                        dicom_output=args.format == DICOM_FORMAT)
         for path, _ in args.others:
             io.check_inputs(path)
         from ..pipeline import analysis
@@ -294,7 +326,8 @@ def parser() -> argparse.ArgumentParser:
 
     def run_options(sp, need_input: bool):
         if need_input:
-            sp.add_argument("input", help="brain MRI: .nii, .nii.gz, .nrrd, .mha")
+            sp.add_argument("input", help="brain MRI: .nii, .nii.gz, .nrrd, .mha, or a DICOM series (its folder, "
+                                           "or one of its files)")
             sp.add_argument("--mask", help="brain mask on the scan's grid (else found automatically)")
             sp.add_argument("--reference", help="reference lesion mask on the scan's grid: adds Dice/AUPRC/AUROC")
             sp.add_argument("--threshold", help="a threshold the model's card names (fpr1 | fpr5 | fpr10 for the "
@@ -310,7 +343,9 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", default=None, help="model id (see `normativead models`)")
         sp.add_argument("--device", default="auto", choices=DEVICES)
         sp.add_argument("--out", help="output folder")
-        sp.add_argument("--format", default="nifti", choices=list(FORMATS), help="image output format")
+        sp.add_argument("--format", default="nifti", choices=list(OUTPUT_FORMATS),
+                        help="image output format (dicom: DICOM SEG and Parametric Maps referencing the scan's DICOM "
+                             "series; a DICOM scan only)")
         sp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         sp.add_argument("--no-figures", dest="figures", action="store_false",
                         help="skip report.png and registration.png (about 2 s; for front ends that show the results)")

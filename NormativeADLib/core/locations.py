@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .errors import InputError
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+# A scan may also be a DICOM series: its folder, or one of its files (io/dicom.py reads it).
+DICOM_SUFFIXES = (".dcm", ".ima")
 
 
 def home() -> Path:
@@ -48,11 +50,16 @@ def sample_case(contrast: str = "T1") -> tuple[Path, Path]:
     return folder / SAMPLE_SCANS[contrast], folder / "mslub_patient26_lesion.nii.gz"
 
 
-def check_input_file(path: str | os.PathLike, what: str = "scan") -> Path:
-    """The path of an image file to read, or InputError saying what is wrong (before any heavy work)."""
+def check_input_file(path: str | os.PathLike, what: str = "scan", dicom: bool = False) -> Path:
+    """The path of an image file to read, or InputError saying what is wrong (before any heavy work).
+
+    dicom: a DICOM series is accepted too, as its folder or one of its files (io/dicom.py checks the series)."""
     path = Path(path)
+    if dicom and is_dicom_input(path):
+        return path
     if path.is_dir():
-        raise InputError(f"{what} {path} is a folder; give the image file inside it.")
+        also = "" if not dicom else ", or a folder holding one DICOM series"
+        raise InputError(f"{what} {path} is a folder; give the image file inside it{also}.")
     if not path.is_file():
         raise InputError(f"{what} file not found: {path}. Check the path.")
     if file_suffix(path) not in READABLE_SUFFIXES:
@@ -60,9 +67,35 @@ def check_input_file(path: str | os.PathLike, what: str = "scan") -> Path:
     return path
 
 
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """A DICOM file: the "DICM" mark after its 128-byte preamble, or a .dcm / .ima name."""
+    path = Path(path)
+    if file_suffix(path) in DICOM_SUFFIXES:
+        return path.is_file()
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_input(path: str | os.PathLike) -> bool:
+    """A scan given as a DICOM series: a folder (of one series; not one named like an image file, scan.nii.gz),
+    or a DICOM file (the series it belongs to)."""
+    path = Path(path)
+    if file_suffix(path) in READABLE_SUFFIXES:
+        return False
+    return path.is_dir() or (path.is_file() and is_dicom_file(path))
+
+
 def case_name(path: str | os.PathLike) -> str:
-    """A scan's file name without its image suffix: the case's name in outputs."""
-    name = Path(path).name
+    """A scan's file name without its image suffix, or a DICOM series' folder name: the case's name in outputs."""
+    path = Path(path)
+    if path.is_dir():  # "." names its folder
+        path = path.resolve()
+    elif path.is_file() and is_dicom_input(path):
+        path = path.resolve().parent
+    name = path.name
     for suffix in READABLE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

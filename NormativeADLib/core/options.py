@@ -12,6 +12,10 @@ from .errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
+# restore also writes each image as one DICOM object referencing the scan's series (io/dicom.py): masks as
+# DICOM SEG, maps as Parametric Maps; only for a scan read from a DICOM series.
+DICOM_FORMAT = "dicom"
+OUTPUT_FORMATS = {**FORMATS, DICOM_FORMAT: ".dcm"}  # restore's --format -> file suffix
 FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
 IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask", "uncertainty")  # on the input's grid
 # per other volume of a study (restore --with): the volume registered onto the first scan, and its restoration
@@ -35,7 +39,7 @@ def image_names(others=(), uncertainty: bool = True) -> list[str]:
 
 def analysis_names(fmt: str, others=(), uncertainty: bool = True) -> list[str]:
     """The files a restore run writes before its figures."""
-    return [name + FORMATS[fmt] for name in image_names(others, uncertainty)] + list(TABLE_OUTPUTS)
+    return [name + OUTPUT_FORMATS[fmt] for name in image_names(others, uncertainty)] + list(TABLE_OUTPUTS)
 
 
 def output_names(fmt: str, others=(), uncertainty: bool = True) -> list[str]:

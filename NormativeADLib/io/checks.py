@@ -55,11 +55,8 @@ def check_header(path: Path, what: str = "scan") -> None:
     if nifti is not None:  # ITK (and nibabel) read a NIfTI pixdim of 0 as 1 mm: the header must not
         spacing = tuple(abs(v) if math.isfinite(v) and v != 0 else v for v in nifti["pixdim"])
     check_spacing(spacing, name, what)
+    check_voxel_count(size, name, what)
     voxels = math.prod(size)
-    if voxels > _MAX_VOXELS:
-        raise InputError(f"{what} {name} has {_size_text(size)} voxels ({voxels / 1e6:.0f} million), more than "
-                         f"{_MAX_VOXELS / 1e6:.0f} million; resample it to a coarser grid (1 mm is plenty: the "
-                         "models work at 2 mm).")
     if nifti is not None:  # the data as stored (ITK reports scaled integers as float)
         _check_payload(path, nifti["voxels"] * nifti["voxel_bytes"], size, what, nifti["offset"])
         return _field_of_view_if_scan(size, spacing, name, what)
@@ -70,6 +67,15 @@ def check_header(path: Path, what: str = "scan") -> None:
     if pixel_bytes:
         _check_payload(path, voxels * pixel_bytes, size, what)
     _field_of_view_if_scan(size, spacing, name, what)
+
+
+def check_voxel_count(size, name: str, what: str = "scan") -> None:
+    """Refuse a grid too large to analyse before its voxels are read."""
+    voxels = math.prod(size)
+    if voxels > _MAX_VOXELS:
+        raise InputError(f"{what} {name} has {_size_text(size)} voxels ({voxels / 1e6:.0f} million), more than "
+                         f"{_MAX_VOXELS / 1e6:.0f} million; resample it to a coarser grid (1 mm is plenty: the "
+                         "models work at 2 mm).")
 
 
 def _field_of_view_if_scan(size, spacing, name: str, what: str) -> None:

@@ -20,8 +20,9 @@ import SimpleITK as sitk
 
 from ..core import warm
 from ..core.errors import InputError, OutputError
-from ..core.locations import check_input_file
+from ..core.locations import case_name, check_input_file, is_dicom_input
 from ..core.interrupts import interrupts_held
+from . import dicom
 from .checks import MIN_FIELD_ML, as_3d_scalar, check_header, last_line, nifti_non_finite, unreadable, validate_scan
 
 # Grids are "the same" when they agree within this fraction of a voxel.
@@ -58,6 +59,10 @@ def read_scan(path: str | os.PathLike) -> sitk.Image:
 
 
 def _read_scan(path: str | os.PathLike) -> sitk.Image:
+    if is_dicom_input(path):
+        image = read_dicom(path)
+        validate_scan(image, case_name(path))
+        return sitk.Cast(image, sitk.sitkFloat32)
     image = read_image(path, "scan")
     bad = nifti_non_finite(Path(path))
     if bad:
@@ -66,6 +71,16 @@ def _read_scan(path: str | os.PathLike) -> sitk.Image:
         )
     validate_scan(image, Path(path).name)
     return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def read_dicom(path: str | os.PathLike, what: str = "scan") -> sitk.Image:
+    """A DICOM series (its folder, or one of its files) as one 3D image, after its headers are checked
+    (io/dicom.py); GDCM's warnings are kept back while it is read, as read_image does."""
+    with interrupts_held(), _c_stderr() as captured:
+        image = dicom.read_series(dicom.find_series(path, what), what)
+    if captured and captured[0].strip():
+        os.write(2, captured[0].encode())
+    return image
 
 
 def read_mask(path: str | os.PathLike, reference: sitk.Image, what: str = "mask") -> sitk.Image:
@@ -98,10 +113,13 @@ def read_mask(path: str | os.PathLike, reference: sitk.Image, what: str = "mask"
 
 def check_inputs(scan_path: str | os.PathLike, mask_path: str | os.PathLike | None = None,
                  reference_path: str | os.PathLike | None = None,
-                 transform_path: str | os.PathLike | None = None) -> None:
+                 transform_path: str | os.PathLike | None = None, dicom_output: bool = False) -> None:
     """Read and check a run's files (InputError on the first problem) without the heavy packages of
-    the analysis: the command line calls it before importing torch, so a bad file answers in a second."""
+    the analysis: the command line calls it before importing torch, so a bad file answers in a second.
+    dicom_output: the outputs will be DICOM objects referencing the scan's series (restore --format dicom)."""
     scan = read_scan(scan_path)
+    if dicom_output:
+        dicom.check_referencable(dicom.find_series(scan_path))
     for path, what in ((mask_path, "mask"), (reference_path, "reference")):
         if path:
             read_mask(path, scan, what)

@@ -21,8 +21,9 @@ from .. import io
 from ..core import jsontext, locations, writes, warm
 from ..core.card import ModelCard
 from ..core.errors import Cancelled, InputError
-from ..core.options import (FIGURE_OUTPUTS, FORMATS, IMAGE_OUTPUTS, STUDY_OUTPUTS, analysis_names, canonical_contrast,
-                      guess_contrast, output_names, resolve_threshold, study_contrasts)
+from ..core.options import (DICOM_FORMAT, FIGURE_OUTPUTS, FORMATS, IMAGE_OUTPUTS, OUTPUT_FORMATS, STUDY_OUTPUTS,
+                            analysis_names, canonical_contrast, guess_contrast, output_names, resolve_threshold,
+                            study_contrasts)
 from .contrast_check import check_contrast
 from .preprocess import Prepared, check_registration, prepare, to_model, to_native
 from ..core.catalogue import DEFAULT_MODEL, get_card
@@ -47,6 +48,7 @@ class CaseResult:
     metrics: dict
     uncertainty: sitk.Image | None = None  # native grid: how much the heatmap moves under a left-right mirror
     others: dict = field(default_factory=dict)  # contrast -> OtherResult, the study's other volumes
+    source: Path | None = None  # the scan as given: a file, or a DICOM series (folder or file) the outputs reference
 
 
 @dataclass
@@ -192,7 +194,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
         segmentation=io.image_like(segmentation.astype(np.uint8), scan),
         reference=reference, metrics=result_metrics,
         uncertainty=None if mirrored is None else io.image_like((np.abs(heatmap - mirrored) / 2).astype(np.float32), scan),
-        others=other_results,
+        others=other_results, source=Path(scan_path),
     )
 
 
@@ -233,14 +235,17 @@ def _model(model_id: str) -> LoadedModel:
 
 def scan_contrast_of(scan_path: str | Path, given: str | None, card) -> dict:
     """The scan's contrast, where it came from, and a warning when the model was not trained for it."""
-    named = guess_contrast(Path(scan_path).name)
+    named, named_from = guess_contrast(Path(scan_path).name), "from the file name"
+    if not named and not given and locations.is_dicom_input(scan_path):
+        named = io.dicom.described_contrast(io.dicom.find_series(scan_path))
+        named_from = "from the DICOM series description"
     if given:
         try:
             scan, source = canonical_contrast(given), "as given"
         except ValueError as err:  # a manifest's or a caller's spelling, not argparse's
             raise InputError(str(err)) from None
     elif named:
-        scan, source = named, "from the file name"
+        scan, source = named, named_from
     else:
         scan, source = card.trained_contrasts[0], "assumed the model's: give --contrast"
     warning = None
@@ -298,8 +303,15 @@ def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", o
 
 
 def _write_analysis(result: CaseResult, folder: Path, fmt: str) -> None:
-    for name, image in result_images(result).items():
-        io.write_image(image, folder / (name + FORMATS[fmt]))
+    if fmt == DICOM_FORMAT:  # each image one DICOM object referencing the scan's series
+        threshold = result.metrics["threshold"]
+        model = result.metrics["model"]
+        producer = io.dicom.Producer(model["id"], str(model["version"]),
+                                     f"{threshold['source']} = {threshold['value']:.6g}", float(threshold["value"]))
+        io.dicom.write_outputs(result_images(result), result.source, folder, producer, OUTPUT_FORMATS[fmt])
+    else:
+        for name, image in result_images(result).items():
+            io.write_image(image, folder / (name + FORMATS[fmt]))
     (folder / "metrics.json").write_text(jsontext.dumps(result.metrics, indent=2) + "\n")
     writes.write_csv([metrics.flat_metrics(result.metrics)], folder / "metrics.csv")
     # model (MNI) -> scan points: --transform reuses it, so runs of several models share one registration
