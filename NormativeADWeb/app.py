@@ -57,8 +57,32 @@ class LinkedSliceView(SliceView):
     link logic broadcasts to the other views of the view group (a bare offset change is not)."""
 
     def __init__(self, scene, app_logic, name, *args, **kwargs):
+        self._fitted_fov = None  # the field of view of the last fit, while nobody has zoomed since
         super().__init__(scene, app_logic, name, *args, **kwargs)
         self._application_logic = app_logic
+
+    def fit_view_to_content(self) -> None:
+        super().fit_view_to_content()
+        self.mark_fitted()
+
+    def mark_fitted(self) -> None:
+        """What the view shows now is the whole volume: a resize keeps it whole (see _update_slice_size)."""
+        self._fitted_fov = tuple(self.get_view_node().GetFieldOfView())
+
+    def _update_slice_size(self, *_) -> None:
+        """The browser resized the view. Slicer keeps the pixel size, so a narrower view cropped the brain;
+        a view showing the whole volume is fitted again (same slice), one the user zoomed keeps the zoom."""
+        node = self.get_view_node()
+        fitted = node is not None and self._fitted_fov is not None and all(
+            abs(a - b) <= 1e-6 * max(1.0, abs(b)) for a, b in zip(node.GetFieldOfView(), self._fitted_fov))
+        before = tuple(node.GetDimensions()) if node is not None else None
+        super()._update_slice_size()
+        if not fitted or tuple(node.GetDimensions()) == before:
+            return
+        offset = self._logic.GetSliceOffset()
+        self._logic.FitSliceToBackground()
+        self._logic.SetSliceOffset(offset)  # the fit centres the volume, the slice shown stays
+        self.mark_fitted()
 
     def set_slice_value(self, value: float) -> None:
         logic = self._application_logic.GetSliceLogic(self.get_view_node())
@@ -441,6 +465,8 @@ class NormativeADWebApp(TrameApp):
         target.SetFieldOfView(*source.GetFieldOfView())
         target.GetSliceToRAS().DeepCopy(source.GetSliceToRAS())
         target.UpdateMatrices()
+        if axial._fitted_fov is not None:  # both on the scan's grid: a resize fits both alike
+            restored.mark_fitted()
         restored.schedule_render()
 
     def _centre_views(self) -> None:
