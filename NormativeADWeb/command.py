@@ -51,12 +51,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def binding_notice(host: str, port: int) -> str | None:
+def binding_notice(host: str, port: int, token: bool = False) -> str | None:
     """What the server says at start-up when it listens beyond this machine (None when it does not)."""
     if is_loopback(host):
         return None
-    return (f"normativead web: listening on {host}, not only on this machine: anyone who can reach {host}:{port} "
-            "can open scans and run models here. Research software, not for diagnosis.")
+    who = "anyone with the access token" if token else "anyone"
+    advice = "" if token else " --token asks visitors for a token."
+    return (f"normativead web: listening on {host}, not only on this machine: {who} who can reach {host}:{port} "
+            f"can open scans and run models here.{advice} Research software, not for diagnosis.")
 
 
 def access_token(given: str | None, environ=os.environ) -> tuple[str | None, bool]:
@@ -93,7 +95,7 @@ def run(args, reporter) -> int:
         return _run_session(args, data, token)
     if token is not None:
         os.environ[access.TOKEN_ENV] = token  # the sessions inherit it: never on their command lines
-    notice = binding_notice(args.host, args.port)
+    notice = binding_notice(args.host, args.port, token is not None)
     if notice:
         print(notice, file=sys.stderr, flush=True)
     from .launcher import Launcher, serve

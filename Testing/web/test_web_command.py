@@ -22,6 +22,8 @@ def test_binding_beyond_this_machine_is_said_at_start_up():
 
     assert binding_notice("127.0.0.1", 8080) is None
     assert "listening on 0.0.0.0, not only on this machine" in binding_notice("0.0.0.0", 8080)
+    assert "--token asks visitors for a token" in binding_notice("0.0.0.0", 8080)
+    assert "anyone with the access token" in binding_notice("0.0.0.0", 8080, token=True)
 
 
 def test_a_missing_data_folder_is_a_clear_input_error(tmp_path, capsys):
