@@ -159,7 +159,8 @@ def test_widget_setup_binds_every_parameter_of_the_ui(h):
     widget = open_panel(h)
     h.check()
 
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_FILE.parent / "NormativeADSlicerLib" / "widget.py").read_text()))
+    panel_code = (MODULE_FILE.parent / "NormativeADSlicerLib" / "widget.py").read_text("utf-8")
+    used = set(re.findall(r"self\.ui\.(\w+)", panel_code))
     missing = sorted(name for name in used if not hasattr(widget.ui, name))
     assert used and not missing, f"the module uses self.ui.X for widgets the .ui does not have: {missing}"
     bound = {w.property("SlicerParameterName"): w for w in vars(widget.ui).values()
@@ -424,11 +425,11 @@ def test_pip_constraints_pin_everything_installed_but_what_must_be_upgraded():
 
 
 def test_installed_versions_below_the_bounds_count_as_missing():
-    import numpy  # noqa: F401 - in use in this process
+    importlib.import_module("numpy")  # in use in this process
     from NormativeADSlicerLib import dependencies
 
-    numpy = importlib.metadata.version("numpy")
-    assert dependencies.missing([f"numpy>={numpy}", "numpy>=999"]) == ["numpy>=999"]
+    installed = importlib.metadata.version("numpy")
+    assert dependencies.missing([f"numpy>={installed}", "numpy>=999"]) == ["numpy>=999"]
     assert dependencies.outdated(["numpy>=999", "surely-not-installed-pkg>=1"]) == ["numpy"]
     assert dependencies.imported(["numpy", "surely-not-installed-pkg"]) == ["numpy"]
 
@@ -440,7 +441,7 @@ def test_an_upgrade_of_a_package_in_use_offers_a_restart(h, monkeypatch):
     import slicer
     from NormativeADSlicerLib import dependencies
 
-    import scipy  # noqa: F401 - loaded, as Slicer's own modules load it
+    importlib.import_module("scipy")  # loaded, as Slicer's own modules load it
 
     calls, pending = [], ["scipy>=99"]
     monkeypatch.setattr(dependencies, "torch_installed", lambda: True)

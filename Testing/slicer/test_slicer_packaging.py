@@ -65,7 +65,7 @@ def test_ui_binds_only_parameter_node_fields_and_has_the_widgets_the_code_uses()
     names = {w.get("name") for w in root.iter("widget")}
     bound = {p.find("string").text for p in root.iter("property") if p.get("name") == "SlicerParameterName"}
     assert bound <= _parameter_fields(), f"unknown parameters bound in the .ui: {bound - _parameter_fields()}"
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "NormativeADSlicerLib" / "widget.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "NormativeADSlicerLib" / "widget.py").read_text("utf-8")))
     assert used <= names, f"widgets used by the code but absent from the .ui: {used - names}"
 
 
@@ -230,5 +230,5 @@ def test_anomaly_segment_carries_standard_terminology(scene, tmp_path):
         entry = slicer.vtkSlicerTerminologyEntry()
         assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(str(value), entry)
         codes = [(c.GetCodingSchemeDesignator(), c.GetCodeValue()) for c in (
-            entry.GetCategoryObject(), entry.GetTypeObject(), entry.GetAnatomicRegionObject())]
+            entry.GetCategoryObject(), entry.GetTypeObject(), entry.GetRegionObject())]
         assert codes == [("SCT", "49755003"), ("SCT", "52988006"), ("SCT", "12738006")], codes

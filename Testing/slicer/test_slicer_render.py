@@ -44,18 +44,16 @@ def app():
     view = application.view_manager.create_view(ViewLayoutDefinition.axial_view())
     view.update_size(*VIEW_SIZE)
     yield application, view
-    # Once volumes have been shown in its slice views, releasing a trame-slicer application (at the
-    # interpreter's exit, after pytest's summary) makes slicer-core re-run their display pipelines after
-    # the colour tables have left the scene: red "No LookupTable was set" and "Component 1/3 is not in
-    # input" errors. No NormativeAD code is involved (a bare SlicerApp showing one loaded volume does
-    # the same, whatever is removed first). So the scene is emptied here, with VTK's error output off
-    # for that call only; releasing the emptied application later prints nothing.
-    shown = vtk.vtkObject.GetGlobalWarningDisplay()
-    vtk.vtkObject.GlobalWarningDisplayOff()
-    try:
-        application.scene.Clear(0)
-    finally:
-        vtk.vtkObject.SetGlobalWarningDisplay(shown)
+    # trame-slicer's views render at once whenever a displayable manager asks (DirectRendering), where
+    # Slicer's views only request a render that runs after the current event. Emptying the scene (or
+    # releasing the application at the interpreter's exit) removes the colour tables before the volumes
+    # shown: each removal made the views render a volume whose display node had lost its colour table,
+    # and VTK printed red "No LookupTable was set" and "Component 1/3 is not in input" errors (a bare
+    # SlicerApp showing one loaded volume does the same). As in Slicer, nothing is drawn while the
+    # scene closes: the views stop rendering first, then the scene is emptied.
+    for shown in application.view_manager.get_views():
+        shown.set_render_blocked(True)
+    application.scene.Clear(0)
 
 
 def grab(view) -> np.ndarray:

@@ -17,6 +17,7 @@ from slicer_testing import SAMPLE_LESION, SAMPLE_T1, TEST_HOME, file_array, load
 require_slicer_core()
 
 import slicer  # noqa: E402
+import vtk  # noqa: E402
 
 from NormativeADSlicerLib import comparison, export, nodes, scene as scene_logic  # noqa: E402
 from NormativeADSlicerLib.logic import Job, RunSettings  # noqa: E402
@@ -343,7 +344,9 @@ def test_each_run_is_a_subject_hierarchy_folder_with_its_parameters(scene, sampl
     scene_logic.set_threshold(scene, result, "fpr10")
     assert attribute("ThresholdSource") == "fpr10" and float(attribute("Threshold")) == pytest.approx(result.threshold)
     scene_logic.remove_result(scene, result)
-    assert not hierarchy.GetItemName(folder), "the emptied folder stays behind"
+    items = vtk.vtkIdList()  # every item left (asking a removed item its name makes VTK print an error)
+    hierarchy.GetItemChildren(hierarchy.GetSceneItemID(), items, True)
+    assert folder not in [items.GetId(i) for i in range(items.GetNumberOfIds())], "the emptied folder stays behind"
 
 
 # ----------------------------------------------------------------------------------------------
