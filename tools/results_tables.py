@@ -26,7 +26,7 @@ from NormativeADLib.core import catalogue  # noqa: E402
 from NormativeADLib.core.options import CONTRASTS  # noqa: E402
 
 SEARCHED = "dice_searched_on_these_cases"
-POLICIES = ("fpr1", "fpr5", "fpr10", "comp10", "adaptive", "p50")  # the columns of the healthy table
+POLICIES = ("fpr1", "fpr5", "fpr10", "comp10", "adaptive", "p50", "p80", "p95")  # the columns of the healthy table
 
 
 def evaluations() -> list[dict]:
@@ -40,10 +40,11 @@ def policy_table(reports: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for report in reports:
         model = report["model"]["id"]
-        default = catalogue.get_card(model).default_threshold
+        card = catalogue.get_card(model)
         for row in report["cases"]:
             if row["threshold_source"] == SEARCHED:
                 continue
+            default = card.default_for(row["contrast"])
             policy = row["threshold_source"] + (" (default)" if row["threshold_source"] == default else "")
             found = round(row["lesion_detection_rate"] * row["n_reference_lesions"])
             lines.append(f"| `{model}` | {row['case']} ({row['contrast']}) | {row['reference_volume_ml']:.1f} | {policy} | "
@@ -93,8 +94,9 @@ def summary_table(reports: list[dict]) -> str:
              "| AUPRC | AUROC | healthy IXI median mL (default) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for model, cases in sorted(case_rows(reports).items()):
-        default = catalogue.get_card(model).default_threshold
+        card = catalogue.get_card(model)
         for case, rows in cases.items():
+            default = card.default_for(next(iter(rows.values()))["contrast"])  # the policy a run of this case takes
             row, best = rows.get(default), rows.get(SEARCHED)
             if row is None:
                 continue
@@ -129,7 +131,7 @@ def synthetic_table() -> str:
     for card in sorted(catalogue.list_models(), key=lambda c: c.id):
         per = (card.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
         for contrast, f in per.items():
-            policy = card.default_threshold
+            policy = card.default_for(contrast)
             cells = [_fmt(f.get("ssim")), _fmt(f.get("mae")), _fmt(f.get("removal"), "{:.0%}"),
                      _fmt(f.get("residual_contrast"), "{:.2f}"), _fmt(f["dice"].get(policy)),
                      _fmt(f["healthy_median_ml"].get(policy), "{:.1f}")]

@@ -275,6 +275,11 @@ def cmd_models(args, reporter: Reporter) -> int:
     for c in cards:
         value = c.offered_thresholds().get(c.default_threshold)
         default = f"{c.default_threshold} {'per case' if value is None else f'{value:.4g}'}"
+        if c.contrast_thresholds:  # "p95 0.95; T1, FLAIR p50"
+            by_policy: dict[str, list[str]] = {}
+            for contrast, policy in c.contrast_thresholds.items():
+                by_policy.setdefault(policy, []).append(contrast)
+            default += "; " + "; ".join(f"{', '.join(cs)} {p}" for p, cs in by_policy.items())
         print(f"{c.id:<16} {c.family:<9} {c.version:<8} {c.contrast_summary:<26} {default:<18} {c.figures_summary():<42} {c.folder}")
     for b in broken:
         print(f"{b.folder.name:<16} broken: {b.reason}")

@@ -157,7 +157,7 @@ def make_plan(cases, cards: dict, layout, overwrite: bool = False, threshold: st
             if missing:
                 plan.failed[(case.id, model_id)] = missing
             elif not overwrite and layout.is_complete(case, model_id) and \
-                    _made_with(layout.metrics_path(case, model_id), cards[model_id], threshold, seed):
+                    _made_with(layout.metrics_path(case, model_id), cards[model_id], threshold, seed, case.contrast):
                 plan.skipped.append((case, model_id))
             else:
                 plan.todo.setdefault(case.id, []).append(model_id)
@@ -169,7 +169,7 @@ def make_plan(cases, cards: dict, layout, overwrite: bool = False, threshold: st
     return plan
 
 
-def _made_with(metrics_path: Path, card, threshold: str | None, seed: int) -> bool:
+def _made_with(metrics_path: Path, card, threshold: str | None, seed: int, contrast: str | None = None) -> bool:
     """Whether a complete case was made with this threshold and seed (an interrupted --overwrite run
     with other settings leaves cases of both kinds: those of the other kind are redone)."""
     try:
@@ -179,7 +179,7 @@ def _made_with(metrics_path: Path, card, threshold: str | None, seed: int) -> bo
         return False
     if made.get("seed", 0) != seed:
         return False
-    wanted = card.default_threshold if threshold is None else threshold
+    wanted = card.default_for(contrast) if threshold is None else threshold
     if wanted in card.offered_thresholds():
         return source == wanted
     return source == "manual" and value is not None and abs(float(wanted) - value) < 1e-12

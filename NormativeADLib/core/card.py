@@ -19,7 +19,7 @@ from .writes import write_file_atomic
 CARD_FILE = "card.json"
 # The card format this version reads and writes. A card without `format` is of format 1 (cards made
 # before it was recorded); a later format is refused by name, not misread.
-CARD_FORMAT = 1
+CARD_FORMAT = 2  # 2: contrast_thresholds (a default policy per contrast)
 # What a restorer must reach on synthetic anomalies in every contrast (synthetic_validation measures it;
 # the identity reaches neither): defined here so that listing models needs no torch.
 MIN_REMOVAL = 0.3  # share of the anomaly's intensity change that does not reach the restoration
@@ -70,6 +70,9 @@ class ModelCard:
     postprocess: PostProcess = PostProcess()
     thresholds: dict = field(default_factory=dict)  # name (fpr1/fpr5/fpr10, z2...) -> score threshold
     default_threshold: str = "fpr5"  # the threshold a run uses unless told otherwise
+    # contrast -> the default policy of a scan of that contrast where it differs from default_threshold
+    # (chosen per contrast on synthetic anomalies: a level that keeps healthy T2 clean may miss on T1)
+    contrast_thresholds: dict = field(default_factory=dict)
     # the case-adaptive policy: {"base": a threshold name, "healthy_median", "healthy_robust_sd"} of
     # the healthy calibration scans' scores (anomaly.case_thresholds); empty when not calibrated
     adaptive: dict = field(default_factory=dict)
@@ -118,11 +121,13 @@ class ModelCard:
         d["grid"] = self.grid.to_dict()
         for name in ("healthy_case_scores", "contrasts"):
             d[name] = list(getattr(self, name))
+        d["format"] = CARD_FORMAT  # what this normativead writes, whatever the card was read from
         return d
 
     @classmethod
     def from_dict(cls, d: dict, folder: Path | None = None) -> "ModelCard":
         d = dict(d)
+        d.setdefault("format", 1)  # a card of format 1 need not say so
         d["grid"] = ModelGrid.from_dict(d["grid"])
         d["postprocess"] = PostProcess(**d.get("postprocess", {}))
         for name in ("healthy_case_scores", "contrasts"):
@@ -166,6 +171,14 @@ class ModelCard:
         calibrate measured it; empty when it was not measured."""
         return (self.figures.get("healthy_validation") or {}).get("flagged_ml") or {}
 
+    def default_for(self, contrast: str | None) -> str:
+        """The default policy of a scan of `contrast` (None, unknown: default_threshold)."""
+        if contrast:
+            for name, policy in self.contrast_thresholds.items():
+                if name.lower() == contrast.lower():
+                    return policy
+        return self.default_threshold
+
     def offered_thresholds(self) -> dict:
         """The named thresholds a run may use: the calibrated values, and the case-adaptive policy
         (None here: its value is measured on each case)."""
@@ -195,7 +208,7 @@ _REQUIRED = {"id": str, "family": str, "version": str, "contrast": str, "descrip
              "network": dict}
 _OPTIONAL = {"restoration": dict, "intensity": dict, "postprocess": dict, "thresholds": dict,
              "default_threshold": str, "adaptive": dict, "healthy_case_scores": list, "training": dict,
-             "figures": dict, "weights": dict, "contrasts": list, "format": int}
+             "figures": dict, "weights": dict, "contrasts": list, "format": int, "contrast_thresholds": dict}
 MAX_GRID_VOXELS = 512 ** 3
 MAX_CHANNELS = 4096  # per layer of a network
 _SHA256 = set("0123456789abcdef")
@@ -267,6 +280,9 @@ def _threshold_problem(d: dict) -> str | None:
     for name, value in d.get("thresholds", {}).items():
         if not (_is_number(value) and math.isfinite(value)):
             return f"field 'thresholds.{name}' must be a finite number, not {value!r}"
+    for contrast, policy in d.get("contrast_thresholds", {}).items():
+        if not isinstance(policy, str) or not policy:
+            return f"field 'contrast_thresholds.{contrast}' must name a threshold policy, not {policy!r}"
     return None
 
 

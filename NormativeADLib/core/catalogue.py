@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .card import CARD_FILE, ModelCard, read_card, verify_weights
 from .errors import InputError, ModelError
-from .options import CONTRASTS, STUDY_FAMILY
+from .options import CONTRASTS, STUDY_FAMILY, SYNTHETIC_VALIDATION_VERSION
 from .locations import child_path, home, model_roots
 from .writes import write_folder_atomic
 
@@ -54,12 +54,16 @@ def scan_models() -> tuple[list[ModelCard], list[BrokenModel]]:
     return list(cards.values()), broken
 
 
-def synthetic_dice(card: ModelCard, contrast: str) -> float | None:
-    """Mean Dice at the card's default policy on healthy validation scans carrying synthetic anomalies in
-    that contrast (synthetic_validation, recorded by train and calibrate), or None when not measured."""
-    per_contrast = (card.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
+def synthetic_dice(card: ModelCard, contrast: str, policy: str | None = None) -> float | None:
+    """Mean Dice at `policy` (None: the card's default policy for that contrast) on healthy validation scans
+    carrying synthetic anomalies in that contrast (synthetic_validation, recorded by train and calibrate), or None when not measured or,
+    for a redrawn contrast, measured under another SYNTHETIC_VALIDATION_VERSION (other scans: no comparison)."""
+    record = card.figures.get("synthetic_validation") or {}
+    if contrast.lower() != "t1" and record.get("version", 1) != SYNTHETIC_VALIDATION_VERSION:
+        return None
+    per_contrast = record.get("per_contrast") or {}
     figures = next((f for c, f in per_contrast.items() if c.lower() == contrast.lower()), None)
-    return None if figures is None else figures.get("dice", {}).get(card.default_threshold)
+    return None if figures is None else figures.get("dice", {}).get(policy or card.default_for(contrast))
 
 
 def default_model(contrast: str | None = None) -> str:
@@ -74,8 +78,9 @@ def default_model(contrast: str | None = None) -> str:
     measure the choice. A better model that is installed and measured takes over by itself."""
     contrasts = CONTRASTS if contrast is None else (contrast,)
     measured = [(sum(per) / len(per), card.id, card.restores) for card in list_models()
-                if all(card.accepts(c) for c in contrasts)
-                for per in [[synthetic_dice(card, c) for c in contrasts]] if None not in per]
+                if all(card.accepts(c) for c in contrasts)  # unknown contrast: the run takes default_threshold
+                for per in [[synthetic_dice(card, c, None if contrast else card.default_threshold) for c in contrasts]]
+                if None not in per]
     best = max((m[0] for m in measured), default=0.0)
     candidates = [m for m in measured if m[2] and m[0] >= RESTORER_DICE_SHARE * best] or measured
     return max(candidates, key=lambda m: (m[0], m[1] == DEFAULT_MODEL))[1] if candidates else DEFAULT_MODEL

@@ -48,6 +48,10 @@ def output_names(fmt: str, others=(), uncertainty: bool = True) -> list[str]:
 
 
 CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
+# The synthetic-anomaly validation a default is chosen on (training/synthetic_validation.py): T1 is the
+# healthy scan as it is, other contrasts are redrawn (synthesis/synth_contrast.py). Version 2 draws them
+# with realistic tissue contrast; figures recorded under another version compare only in T1.
+SYNTHETIC_VALIDATION_VERSION = 2
 # File-name words that name a contrast, checked in this order (t1c before t1, flair before t2)
 _CONTRAST_WORDS = (("FLAIR", ("flair",)), ("T1c", ("t1c", "t1ce", "t1gd", "t1post", "t1_post", "ce-gd", "gad")),
                    ("T2", ("t2",)), ("T1", ("t1",)))
@@ -78,6 +82,9 @@ COMPONENTS = "comp10"  # component-level calibration: at most 10 % of healthy sc
 # a segmenter's own decision boundary: probability 0.5, the point its Dice + cross-entropy training aims at
 # (offered by models whose heatmap is a probability, next to the calibrated policies)
 PROBABILITY_HALF = "p50"
+# ... and stricter probability levels, for a contrast where 0.5 flags more than the healthy limit: the
+# synthetic-anomaly selection then chooses among them, each leaving the slider the range above it
+PROBABILITY_LEVELS = {PROBABILITY_HALF: 0.5, "p80": 0.8, "p95": 0.95}
 
 
 MIN_MANUAL_THRESHOLD = 1e-6  # below this a manual threshold flags every brain voxel with any residual

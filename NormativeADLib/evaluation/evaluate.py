@@ -125,7 +125,7 @@ def summarise(card: ModelCard, cases: list[dict], results: list[CaseResult]) -> 
         }
     return {
         "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast,
-                  "default_threshold": card.default_threshold},
+                  "default_threshold": card.default_threshold, "contrast_thresholds": dict(card.contrast_thresholds)},
         "n_cases": len(cases),
         "pooled": {"auprc": float(average_precision_score(pooled_y, pooled_s)),
                    "auroc": float(roc_auc_score(pooled_y, pooled_s))},

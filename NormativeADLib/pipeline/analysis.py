@@ -93,8 +93,10 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     reference = io.read_mask(reference_path, scan, "reference") if reference_path else None
     loaded = model if isinstance(model, LoadedModel) else _model(model)
     card = loaded.card
-    resolve_threshold(threshold, card.offered_thresholds(), card.id, card.default_threshold)  # fail before the work
     scan_contrast = scan_contrast_of(scan_path, contrast, card)
+    # the default policy of the scan's contrast when it is known (a guess from the model is not)
+    default_policy = card.default_for(None if scan_contrast["source"] == ASSUMED_CONTRAST else scan_contrast["scan"])
+    resolve_threshold(threshold, card.offered_thresholds(), card.id, default_policy)  # fail before the work
     other_contrasts = study_contrasts(card, scan_contrast["scan"], others)
     choice = select_device(device)
 
@@ -138,7 +140,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
 
     checkpoint("anomaly", 0.86, "anomaly map, segmentation and metrics")
     thresholds = anomaly.case_thresholds(card, score, prepared.brain)
-    threshold_source, threshold_value = resolve_threshold(threshold, thresholds, card.id, card.default_threshold)
+    threshold_source, threshold_value = resolve_threshold(threshold, thresholds, card.id, default_policy)
     native_brain = sitk.GetArrayFromImage(prepared.native_brain) > 0
     heatmap = sitk.GetArrayFromImage(to_native(score, prepared)) * native_brain
     spacing = scan.GetSpacing()
@@ -156,7 +158,7 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     result_metrics = {
         "case": locations.case_name(scan_path),
         "model": {"id": card.id, "family": card.family, "version": card.version, "contrast": card.contrast,
-                  "default_threshold": card.default_threshold},
+                  "default_threshold": default_policy},
         "device": choice.note,
         "mask_source": prepared.mask_source,
         "registration_qc": registration_qc,  # share of the registered template brain on the scan's brain
@@ -233,6 +235,9 @@ def _model(model_id: str) -> LoadedModel:
     return warm.model(card.id, card.folder, weights, lambda: load_model(card))
 
 
+ASSUMED_CONTRAST = "assumed the model's: give --contrast"  # the source of a contrast nothing named
+
+
 def scan_contrast_of(scan_path: str | Path, given: str | None, card) -> dict:
     """The scan's contrast, where it came from, and a warning when the model was not trained for it."""
     named, named_from = guess_contrast(Path(scan_path).name), "from the file name"
@@ -247,7 +252,7 @@ def scan_contrast_of(scan_path: str | Path, given: str | None, card) -> dict:
     elif named:
         scan, source = named, named_from
     else:
-        scan, source = card.trained_contrasts[0], "assumed the model's: give --contrast"
+        scan, source = card.trained_contrasts[0], ASSUMED_CONTRAST
     warning = None
     if not card.accepts(scan):
         warning = (f"model {card.id} was trained for {', '.join(card.trained_contrasts)}, not {scan}: its figures "

@@ -20,9 +20,13 @@ Class means per contrast (ascending, from darkest to brightest; CONTRAST_ORDER, 
     FLAIR   : CSF < WM < GM      (CSF suppressed, darkest)
     None    : each class mean drawn uniformly in [0, 1] independently: any order (SynthSeg's
               contrast-agnostic draw, which makes the model rely on shape rather than on one contrast)
-With a contrast, the darkest class's mean is drawn in RANK_RANGES[0], the middle in RANK_RANGES[1]
-and the brightest in RANK_RANGES[2]: ranges that do not overlap, so the order survives blur, noise
-and bias (BIAS_MAX), which test_synthetic.py checks on a real scan.
+With a contrast, the brightest class's mean is drawn in BRIGHTEST_RANGE, the middle class's as a share
+of it and the darkest's as a share of the middle's (CONTRAST_RATIOS): wide ranges around the relative
+signal of healthy tissue at 1.5-3 T (T1: grey matter 60-85 % of white; T2: grey matter 30-60 % of CSF,
+white 70-90 % of grey; FLAIR: white matter 72-92 % of grey, CSF 10-50 % of white). Earlier versions drew
+each rank in fixed bands (0.02-0.3, 0.4-0.6, 0.7-1.0), which made grey and white matter as far apart on
+FLAIR and T2 as on T1: a FLAIR lesion then hid among grey matter, and a model or threshold chosen there
+learned nothing about real FLAIR (options.SYNTHETIC_VALIDATION_VERSION 2).
 """
 
 from __future__ import annotations
@@ -40,7 +44,10 @@ BACKGROUND, CSF, GM, WM = 0, 1, 2, 3
 CLASS_NAMES = {BACKGROUND: "background", CSF: "CSF", GM: "GM", WM: "WM"}
 CONTRAST_ORDER = {"T1": (CSF, GM, WM), "T1C": (CSF, GM, WM), "T2": (WM, GM, CSF), "FLAIR": (CSF, WM, GM)}
 CONTRASTS = tuple(CONTRAST_ORDER)
-RANK_RANGES = ((0.02, 0.3), (0.4, 0.6), (0.7, 1.0))  # class means of the darkest, middle, brightest class
+BRIGHTEST_RANGE = (0.7, 1.0)  # mean of the brightest class, before normalisation
+# per contrast: (middle class / brightest class, darkest class / middle class), each drawn uniformly
+CONTRAST_RATIOS = {"T1": ((0.6, 0.85), (0.15, 0.5)), "T1C": ((0.6, 0.85), (0.15, 0.5)),
+                   "T2": ((0.3, 0.6), (0.7, 0.9)), "FLAIR": ((0.72, 0.92), (0.1, 0.5))}
 BIAS_MAX = 0.3  # the log of the bias field lies within +-BIAS_MAX (a factor 0.74 to 1.35)
 _PRIOR_FILES = {GM: "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
                 WM: "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
@@ -145,8 +152,11 @@ def class_means(rng: np.random.Generator, contrast: str | None = None) -> np.nda
     order = CONTRAST_ORDER.get(contrast.upper())
     if order is None:
         raise ValueError(f"unknown contrast {contrast!r}; one of {', '.join(CONTRASTS)} or None")
-    for tissue, (lo, hi) in zip(order, RANK_RANGES):
-        means[tissue] = rng.uniform(lo, hi)
+    darkest, middle, brightest = order
+    (middle_lo, middle_hi), (dark_lo, dark_hi) = CONTRAST_RATIOS[contrast.upper()]
+    means[brightest] = rng.uniform(*BRIGHTEST_RANGE)
+    means[middle] = means[brightest] * rng.uniform(middle_lo, middle_hi)
+    means[darkest] = means[middle] * rng.uniform(dark_lo, dark_hi)
     return means
 
 

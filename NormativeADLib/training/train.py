@@ -24,7 +24,7 @@ from ..measures import anomaly, metrics
 from . import data, synthetic_validation
 from ..core.card import ModelCard, PostProcess, sha256, write_card
 from ..core.errors import InputError, ModelError
-from ..core.options import COMPONENTS, FPR_TARGETS, PROBABILITY_HALF
+from ..core.options import COMPONENTS, FPR_TARGETS, PROBABILITY_LEVELS, SYNTHETIC_VALIDATION_VERSION
 from ..core.grid import ModelGrid
 from ..core.locations import checked_name, child_path, home, resources_dir
 from ..core.writes import write_folder_atomic
@@ -249,7 +249,7 @@ def calibrate(model: LoadedModel, images, brains, device: torch.device = torch.d
     thresholds[COMPONENTS], components = anomaly.calibrate_components(scores, (model.card.grid.spacing_mm,) * 3,
                                                                       post.min_component_ml)
     if model.family.segments:
-        thresholds[PROBABILITY_HALF] = 0.5
+        thresholds.update(PROBABILITY_LEVELS)
     statistics = anomaly.score_statistics(scores, brains, post)
     adaptive = {"base": COMPONENTS, **statistics} if statistics else {}
     case_scores = [anomaly.case_score(s, b) for s, b in zip(scores, brains)]
@@ -334,6 +334,10 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     if select_only:  # the default policy chosen again on synthetic anomalies, thresholds as they are
         [(val_images_t1, val_brains)] = _prepared_cohorts(card, data_dir, cache_dir, log,
                                                           validation=subjects.validation[:SELECTION_SCANS])
+        # probability levels are fixed, not calibrated: a card made before one was offered gets it
+        if model.family.segments:
+            missing = {k: v for k, v in PROBABILITY_LEVELS.items() if k not in card.thresholds}
+            model = LoadedModel(card.replace(thresholds={**card.thresholds, **missing}), model.network)
         card = select_on_synthetic(model, val_images_t1, val_brains, choice, log)
         write_card(card, card.folder)
         return card
@@ -538,14 +542,29 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
                                            device=device)
     policy, why = synthetic_validation.choose_policy(figures)
     log(f"default policy: {why}")
-    return card.replace(default_threshold=policy or card.default_threshold, figures={
+    per_contrast, reasons = _policies_per_contrast(figures, policy) if not study else ({}, {})
+    for contrast, reason in reasons.items():
+        log(f"default policy on {contrast}: {reason}")
+    return card.replace(default_threshold=policy or card.default_threshold, contrast_thresholds=per_contrast, figures={
         **card.figures, "synthetic_validation": {
+            "version": SYNTHETIC_VALIDATION_VERSION,
             "scans": f"the first {min(SELECTION_SCANS, len(images))} healthy IXI validation subjects (model space), "
                      "T1 as scanned, other contrasts redrawn from their tissue labels; each once healthy and once "
                      f"with {synthetic_validation.ANOMALIES_PER_SCAN} synthetic 3D anomalies (seeded)"
                      + ("; per contrast set, a synthetic study of one anatomy with the same anomalies in each "
                         "contrast (synth_study.py)" if study else ""),
-            "per_contrast": figures, "choice": why if policy else f"{why}; default kept"}})
+            "per_contrast": figures, "choice": why if policy else f"{why}; default kept",
+            **({"choice_per_contrast": reasons} if reasons else {})}})
+
+
+def _policies_per_contrast(figures: dict, overall: str | None) -> tuple[dict, dict]:
+    """({contrast: policy}, {contrast: why}) for the contrasts whose own choice (the same rule on that
+    contrast's figures alone) differs from the choice over all of them, which a scan of unknown contrast takes."""
+    if len(figures) < 2:
+        return {}, {}
+    chosen = {c: synthetic_validation.choose_policy({c: f}) for c, f in figures.items()}
+    differ = {c: (p, why) for c, (p, why) in chosen.items() if p is not None and p != overall}
+    return {c: p for c, (p, _) in differ.items()}, {c: why for c, (_, why) in differ.items()}
 
 
 def _write_rule_model(card: ModelCard, out_dir: Path, command: str, log: Log) -> ModelCard:

@@ -85,7 +85,8 @@ def _user_model(source_id: str, new_id: str, dice_by_contrast: dict, contrasts: 
                         "residual_contrast": ratio} for c, d in dice_by_contrast.items()}
     folder = home() / "models" / new_id
     folder.mkdir(parents=True)
-    write_card(card.replace(id=new_id, figures={"synthetic_validation": {"per_contrast": per_contrast}},
+    record = {"version": catalogue.SYNTHETIC_VALIDATION_VERSION, "per_contrast": per_contrast}
+    write_card(card.replace(id=new_id, figures={"synthetic_validation": record},
                             contrasts=contrasts or card.contrasts), folder)
 
 

@@ -114,7 +114,7 @@ def test_import_without_a_folder_says_so(home, capsys):
     ({"grid": {"spacing_mm": 2.0, "size_xyz": [1000000, 96, 80], "origin_lps": [0, 0, 0]}}, "grid.size_xyz"),
     ({"network": {"channels": [16, 10000000], "strides": [2]}}, "network.channels"),
     ({"colour": "red"}, "unknown field(s) colour"),
-    ({"format": 2}, "card format 2 is newer"),
+    ({"format": 3}, "card format 3 is newer"),
     ({"format": "1"}, "'format' must be a int"),
     ({"family": None}, "'family' is missing"),
 ])
@@ -138,10 +138,22 @@ def test_a_written_card_records_its_format_and_reads_back_the_same(tmp_path):
     from NormativeADLib.core.card import CARD_FORMAT, read_card, write_card
 
     card = read_card(SHIPPED / WEIGHTED)
-    assert card.format == CARD_FORMAT  # a card of format 1 need not say so
+    assert card.format <= CARD_FORMAT  # a card of format 1 need not say so
     write_card(card, tmp_path)
     assert json.loads((tmp_path / "card.json").read_text())["format"] == CARD_FORMAT
-    assert read_card(tmp_path).replace(folder=None) == card.replace(folder=None)
+    assert read_card(tmp_path).replace(folder=None) == card.replace(folder=None, format=CARD_FORMAT)
+
+
+def test_a_default_policy_per_contrast_is_read_checked_and_used(tmp_path):
+    from NormativeADLib.core.card import card_problem, read_card, write_card
+
+    card = read_card(SHIPPED / WEIGHTED).replace(contrast_thresholds={"T2": "fpr1"})
+    write_card(card, tmp_path)
+    again = read_card(tmp_path)
+    assert again.default_for("t2") == "fpr1" and again.default_for("T1") == again.default_threshold
+    assert again.default_for(None) == again.default_threshold
+    d = json.loads((tmp_path / "card.json").read_text())
+    assert "contrast_thresholds.T2" in card_problem({**d, "contrast_thresholds": {"T2": 3}})
 
 
 @pytest.mark.parametrize("subject", ["../../../victim2", "/tmp/abs", "..", "a/b"])

@@ -81,4 +81,56 @@ def test_the_policy_is_chosen_within_the_healthy_limit():
     assert policy == "c" and "c 0.500" in why  # a flags 40 mL on healthy scans: not eligible
     figures["T1"]["healthy_median_ml"]["c"] = 9.0
     assert sv.choose_policy(figures)[0] == "b"
-    assert sv.choose_policy(figures, limit_ml=0.5)[0] is None
+    # none within 1.5 mL in every contrast: the one that exceeds the limit least (by at most 1.5 mL), saying so
+    policy, why = sv.choose_policy(figures, limit_ml=1.5)
+    assert policy == "b" and "2.0 mL in T1" in why
+    # a policy that flags nothing is no default while one finds anomalies near the limit: "z" keeps healthy
+    # scans at 0 mL and finds nothing
+    for f in figures.values():
+        f["dice"]["z"], f["healthy_median_ml"]["z"] = 0.0, 0.0
+    assert sv.choose_policy(figures, limit_ml=1.5)[0] == "b"
+    # ... but one that flags twice the limit is worse: then the clean one stays, and says it finds nothing
+    policy, why = sv.choose_policy(figures, limit_ml=0.5)
+    assert policy == "z" and "no policy finds" in why
+    assert sv.choose_policy({c: {"dice": {"a": 0.5}, "healthy_median_ml": {"a": 40.0}} for c in figures})[0] is None
+
+
+def test_figures_of_an_older_validation_compare_only_in_t1():
+    """Redrawn contrasts changed with SYNTHETIC_VALIDATION_VERSION (realistic tissue contrast): a card measured
+    before is no candidate there, while T1 (the scan as it is) still compares."""
+    card = catalogue.get_card("sadm-dae")
+    per_contrast = {c: {"dice": {card.default_for(c): 0.3}} for c in ("T1", "FLAIR")}
+    old = card.replace(figures={**card.figures, "synthetic_validation": {"per_contrast": per_contrast}})
+    assert catalogue.synthetic_dice(old, "T1") == 0.3 and catalogue.synthetic_dice(old, "FLAIR") is None
+    current = card.replace(figures={**card.figures, "synthetic_validation": {
+        "version": catalogue.SYNTHETIC_VALIDATION_VERSION, "per_contrast": per_contrast}})
+    assert catalogue.synthetic_dice(current, "FLAIR") == 0.3
+
+
+@pytest.mark.parametrize("contrast", [*catalogue.CONTRASTS, None])
+def test_every_default_finds_synthetic_anomalies_at_its_default_policy(contrast):
+    """A default whose policy finds nothing (Dice 0: what a policy chosen only for its healthy volume does) would
+    turn the one button into a no-op. A scan of known contrast runs at the card's policy for that contrast; one of
+    unknown contrast at the card's overall policy, measured in all four."""
+    card = catalogue.get_card(catalogue.default_model(contrast))
+    if contrast:
+        dice = catalogue.synthetic_dice(card, contrast)
+    else:
+        dice = np.mean([catalogue.synthetic_dice(card, c, card.default_threshold) for c in catalogue.CONTRASTS])
+    assert dice > 0.05, (card.id, contrast, card.default_for(contrast))
+    if card.family == "sadm":  # a probability: the policy leaves the slider a range above it
+        assert card.thresholds[card.default_for(contrast)] <= 0.95
+
+
+def test_a_contrast_gets_its_own_policy_where_its_choice_differs():
+    """sadm-dae on realistic synthetic T2 flags 8.8 mL of a healthy brain at p50: over all contrasts only p95 comes
+    near the limit, which costs T1 two thirds of its Dice; each contrast then takes its own choice."""
+    from NormativeADLib.training.train import _policies_per_contrast
+
+    figures = {"T1": {"dice": {"p50": 0.094, "p95": 0.031}, "healthy_median_ml": {"p50": 2.4, "p95": 0.7}},
+               "T2": {"dice": {"p50": 0.098, "p95": 0.093}, "healthy_median_ml": {"p50": 8.8, "p95": 6.8}}}
+    overall, _ = sv.choose_policy(figures)
+    assert overall == "p95"
+    per_contrast, reasons = _policies_per_contrast(figures, overall)
+    assert per_contrast == {"T1": "p50"} and "p50" in reasons["T1"]
+    assert _policies_per_contrast({"T1": figures["T1"]}, "p50") == ({}, {})
