@@ -447,19 +447,58 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     return card.replace(folder=out_dir)
 
 
+# What a warm start may change in the network settings: the restorer a segmenter reads (pinned anew at
+# training) and the input channels it adds to those of the model it starts from.
+_WIDENABLE = {"restorer", "restorer_version", "restorer_sha256", "restorer_family", "inputs"}
+
+
 def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:
-    """Load an installed model's weights into the network about to be trained; what the card records."""
+    """Load an installed model's weights into the network about to be trained; what the card records.
+
+    A segmenter may start from one that reads fewer inputs (a SADM model with a restorer from one that
+    reads the scan alone): the added inputs' weights start at zero, so training starts from exactly what
+    the source computes and the restoration channels add to it rather than replace it."""
     source = load_model(model_id)
-    if source.card.family != card.family or source.card.network != card.network:
+    source_inputs = tuple(source.card.network.get("inputs", ()))
+    target_inputs = tuple(card.network.get("inputs", ()))
+    kept = lambda n: {k: v for k, v in n.items() if k not in _WIDENABLE}  # noqa: E731
+    if (source.card.family != card.family or kept(source.card.network) != kept(card.network)
+            or not set(source_inputs) <= set(target_inputs)
+            or (source_inputs == target_inputs and source.card.network != card.network)):
         raise InputError(f"--init-from {model_id}: its family and network ({source.card.family}, "
                          f"{source.card.network}) differ from the config's ({card.family}, {card.network}); "
-                         "start from a model trained with the same network settings.")
-    network.load_state_dict(source.network.state_dict())
+                         "start from a model trained with the same network settings (or, for a segmenter, the "
+                         "same settings reading fewer inputs).")
+    state = source.network.state_dict()
+    if source_inputs != target_inputs:
+        state = widen_inputs(state, network.state_dict(), source_inputs, target_inputs)
+        log(f"the inputs {', '.join(n for n in target_inputs if n not in source_inputs)} start at zero weight")
+    network.load_state_dict(state)
     log(f"starting from the weights of {source.card.id}")
     earlier = source.card.training or {}
-    return {"id": source.card.id, "version": source.card.version, "sha256": source.card.weights.get("sha256"),
-            "epochs_run": earlier.get("epochs_run"), "command": earlier.get("command"),
-            "seconds": earlier.get("seconds")}
+    lineage = {"id": source.card.id, "version": source.card.version, "sha256": source.card.weights.get("sha256"),
+               "epochs_run": earlier.get("epochs_run"), "command": earlier.get("command"),
+               "seconds": earlier.get("seconds")}
+    return lineage if source_inputs == target_inputs else {**lineage, "inputs": list(source_inputs)}
+
+
+def widen_inputs(source: dict, target: dict, source_inputs: tuple, target_inputs: tuple) -> dict:
+    """source's state dict for a network reading target_inputs: every tensor that takes the input channels
+    (dimension 1, a first convolution and its residual path) gets zero weights for the added inputs."""
+    index = [target_inputs.index(name) for name in source_inputs]
+    widened = {}
+    for key, value in source.items():
+        shape = target[key].shape
+        if value.shape != shape:
+            if (value.ndim < 2 or value.shape[1] != len(source_inputs) or shape[1] != len(target_inputs)
+                    or value.shape[:1] + value.shape[2:] != shape[:1] + shape[2:]):
+                raise InputError(f"cannot widen {key} from {tuple(value.shape)} to {tuple(shape)}: the networks "
+                                 "differ in more than their inputs.")
+            wide = torch.zeros(shape, dtype=value.dtype)
+            wide[:, index] = value
+            value = wide
+        widened[key] = value
+    return widened
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,36 @@ def test_inputs_are_named_and_checked():
         network_inputs({**SMALL, "inputs": ["scan", "gradient"]})
 
 
+def test_a_segmenter_started_from_one_with_fewer_inputs_computes_what_it_computed():
+    """train --init-from a segmenter that reads fewer inputs: the added inputs start at zero weight, so the
+    widened network's logits are the source's whatever the new channels hold, and those weights learn."""
+    from monai.networks.nets import UNet
+
+    from NormativeADLib.core.errors import InputError
+
+    def segmenter(inputs: int, features: int = 16) -> torch.nn.Module:
+        unet = UNet(spatial_dims=2, in_channels=inputs, out_channels=features, channels=(features, 32, 64),
+                    strides=(2, 2), num_res_units=1, norm="batch")
+        return torch.nn.Sequential(unet, torch.nn.Conv2d(features, 1, kernel_size=1))
+
+    torch.manual_seed(0)
+    source, target = segmenter(2), segmenter(4)
+    source.train()
+    source(torch.rand(4, 2, 32, 32))  # running statistics away from their start, as in a trained model
+    narrow, wide = ("scan", "zscore"), ("scan", "restoration", "residual", "zscore")
+    target.load_state_dict(train.widen_inputs(source.state_dict(), target.state_dict(), narrow, wide))
+    source.eval(), target.eval()
+    x = torch.rand(2, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(target(x), source(x[:, [0, 3]]), atol=1e-5)
+    target.train()
+    target(x).sum().backward()
+    first = [p for p in target.parameters() if p.ndim == 4 and p.shape[1] == 4]
+    assert first and all(p.grad[:, 1:3].abs().sum() > 0 for p in first)
+    with pytest.raises(InputError, match="differ in more than their inputs"):
+        train.widen_inputs(source.state_dict(), segmenter(4, features=8).state_dict(), narrow, wide)
+
+
 def test_zscore_channel_is_robust_and_scale_free():
     """The z-score of a slice against its own brain: 0 at the brain's median, the same for a scan at
     another intensity scale or offset, clipped at +-Z_CLIP SDs, 0 outside the brain."""
