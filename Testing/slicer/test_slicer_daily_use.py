@@ -316,34 +316,86 @@ def test_after_compare_the_chosen_result_takes_the_threshold_and_export(h, small
     assert written and all(n.startswith(_safe(first.name) + "_") for n in written), written
 
 
-def test_a_saved_and_reloaded_scene_shows_its_results_in_the_panel(h, small_files, fast_output, tmp_path):
-    """Results live in the scene's nodes (references and attributes): written as an MRML scene with its
-    files and read back, the panel lists them and its slider works on them."""
+def save_bundle(path: Path) -> None:
+    """File > Save Scene as .mrb, as Slicer's scene writer does: the scene and every node's file into a
+    folder (the application logic adds the storage nodes), zipped."""
     import slicer
 
-    volume = load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    folder = path.with_suffix("")
+    folder.mkdir()  # qSlicerSceneWriter makes the folder, the logic fills it
+    logic = slicer.app.applicationLogic()
+    assert logic.SaveSceneToSlicerDataBundleDirectory(str(folder), None)
+    assert logic.Zip(str(path), str(folder))
+    shutil.rmtree(folder)
+
+
+def open_bundle(path: Path) -> None:
+    """File > Close Scene, then load the .mrb as Slicer's scene bundle reader does."""
+    import slicer
+
+    slicer.mrmlScene.Clear(0)
+    unpacked = path.parent / "unpacked"
+    unpacked.mkdir()
+    assert slicer.app.applicationLogic().OpenSlicerDataBundle(str(path), str(unpacked))
+
+
+def test_a_scene_saved_as_mrb_and_loaded_again_keeps_its_results(h, small_files, fast_output, tmp_path):
+    """Results live in the scene: the run's folder (with its parameters), the nodes' references and
+    attributes. Saved as .mrb, closed and loaded again, the panel lists every result, its slider
+    re-thresholds it and Export writes it."""
+    import qt
+    import slicer
+    from NormativeADSlicerLib import scene as scene_logic
+
+    load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
     widget = open_panel(h)
     widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
-    run_to_the_end(h, widget, widget.ui.applyButton)
-    name = widget._result.name
-    scene_file = tmp_path / "scene.mrml"
-    for node in [volume, *widget._result.nodes()]:  # every node with data gets a file beside the scene
-        node.AddDefaultStorageNode()
-        storage = node.GetStorageNode()
-        storage.SetFileName(str(tmp_path / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
-        assert storage.WriteData(node), node.GetName()
-    h.scene.SetURL(str(scene_file))
-    assert h.scene.Commit()
+    ui = widget.ui
+    ui.compareCollapsibleButton.collapsed = False
+    for row in range(ui.compareModelsList.count):
+        item = ui.compareModelsList.item(row)
+        if item.data(qt.Qt.UserRole) in (FAST_MODEL, OTHER_MODEL):
+            item.setCheckState(qt.Qt.Checked)
+    run_to_the_end(h, widget, ui.compareButton)
+    names = [r.name for r in widget.logic.results()]
+    assert len(names) == 2
+    bundle = tmp_path / "scene.mrb"
+    save_bundle(bundle)
+    open_bundle(bundle)
+    h.check()
 
-    h.scene.Clear(0)
-    assert widget.ui.resultComboBox.count == 0
-    h.scene.SetURL(str(scene_file))
-    assert h.scene.Import()  # EndImportEvent: the panel looks for results again
+    listed = [ui.resultComboBox.itemText(i) for i in range(ui.resultComboBox.count)]
+    assert listed == names, listed
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(h.scene)
+    for result in widget.logic.results():
+        folder = scene_logic.run_folder(h.scene, result)
+        assert folder and hierarchy.GetItemName(folder) == result.name
+        assert hierarchy.GetItemAttribute(folder, "NormativeAD.Model") == result.model_id
+        assert hierarchy.GetItemAttribute(folder, "NormativeAD.Threshold") == repr(result.threshold)
+        filed = {hierarchy.GetItemDataNode(hierarchy.GetItemByPositionUnderParent(folder, i)).GetID()
+                 for i in range(hierarchy.GetNumberOfItemChildren(folder))}
+        assert {n.GetID() for n in result.nodes()} <= filed
+        assert result.input is not None and result.segmentation is not None and result.metrics
+
+    ui.resultComboBox.currentIndex = 0  # the first compared model, as after the Compare
+    first = widget._result
+    assert first.name == names[0]
+    ui.thresholdSlider.value = first.threshold * 1.2
     h.check()
-    assert [widget.ui.resultComboBox.itemText(i) for i in range(widget.ui.resultComboBox.count)] == [name]
-    result = widget._result
-    assert result is not None and result.input is not None and result.segmentation is not None
-    widget.ui.thresholdSlider.value = result.threshold * 1.2
+    assert first.threshold == pytest.approx(ui.thresholdSlider.value)
+    assert slicer.util.arrayFromVolume(first.heatmap).any()
+    table = scene_logic.table_as_rows(scene_logic.table_node(h.scene, create=False))
+    assert [row["Result"] for row in table] == names
+    assert float(table[0]["Threshold"]) == pytest.approx(first.threshold, rel=1e-3)
+
+    ui.exportCollapsibleButton.collapsed = False
+    ui.exportDirectoryButton.directory = str(tmp_path / "export")
+    h.click(ui.exportButton)
     h.check()
-    assert result.threshold == pytest.approx(widget.ui.thresholdSlider.value)
-    assert slicer.util.arrayFromVolume(result.heatmap).any()
+    from NormativeADSlicerLib.export import _safe
+
+    written = sorted(p.name for p in (tmp_path / "export").iterdir())
+    stem = _safe(first.name)
+    assert {f"{stem}_anomaly.seg.nrrd", f"{stem}_heatmap.nii.gz", f"{stem}_metrics.csv"} <= set(written), written
+    rows = (tmp_path / "export" / f"{stem}_metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and first.name in rows[1]
