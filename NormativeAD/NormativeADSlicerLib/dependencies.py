@@ -25,6 +25,14 @@ REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requ
 TORCH_REQUIREMENT = ">=2.2"
 
 
+class InstallError(RuntimeError):
+    """The packages could not be installed; shown: Slicer has shown the failure (with pip's log) already."""
+
+    def __init__(self, message: str, shown: bool = False):
+        super().__init__(message)
+        self.shown = shown
+
+
 def requirements(path: Path = REQUIREMENTS_FILE) -> list[str]:
     lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
     return [line for line in lines if line]
@@ -106,7 +114,7 @@ def ensure(ask: bool = True) -> bool:
     """Make torch and the other packages importable in Slicer's Python; False if the user declined or
     Slicer must restart first (an upgraded package was imported already: the restart is offered).
 
-    Raises RuntimeError with a readable reason when an installation fails.
+    Raises InstallError with a readable reason when an installation fails.
     """
     import slicer
 
@@ -115,7 +123,7 @@ def ensure(ask: bool = True) -> bool:
         try:
             import PyTorchUtils
         except ImportError:
-            raise RuntimeError("NormativeAD needs PyTorch: install the PyTorch extension from the Extensions "
+            raise InstallError("NormativeAD needs PyTorch: install the PyTorch extension from the Extensions "
                                "Manager, restart Slicer, and try again.") from None
         upgraded += outdated(["torch"])
         torch_logic = PyTorchUtils.PyTorchUtilsLogic()
@@ -142,19 +150,33 @@ def ensure(ask: bool = True) -> bool:
 
 
 def _pip_install(absent: list[str], upgrade: list[str]) -> None:
-    import slicer
-
     constraints = constraints_file(upgrade)
     try:
-        with slicer.util.WaitCursor():
-            slicer.util.pip_install(["-c", str(constraints), *absent])
-    except Exception as err:  # reported once, by the caller's dialog
-        raise RuntimeError(f"installing {', '.join(absent)} failed: {err}") from None
+        _run_pip(absent, constraints)
     finally:
         constraints.unlink(missing_ok=True)
     still = missing(absent)
     if still:
-        raise RuntimeError(f"these packages are still missing after installation: {', '.join(still)}")
+        raise InstallError(f"these packages are still missing after installation: {', '.join(still)}")
+
+
+def _run_pip(absent: list[str], constraints: Path) -> None:
+    """pip through Slicer: 5.12's slicer.packaging shows its progress and, when pip fails, an error dialog
+    with pip's log before raising; 5.10's slicer.util.pip_install shows nothing."""
+    import slicer
+
+    try:
+        from slicer import packaging
+    except ImportError:  # Slicer 5.10
+        packaging = None
+    try:
+        if packaging is not None:
+            packaging.pip_install(absent, constraints=str(constraints), requester="NormativeAD")
+        else:
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(["-c", str(constraints), *absent])
+    except Exception as err:
+        raise InstallError(f"installing {', '.join(absent)} failed: {err}", shown=packaging is not None) from None
 
 
 def _restarted_if_needed(stale: list[str], ask: bool) -> bool:

@@ -168,9 +168,15 @@ class ModulePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "replaced, but a package older than NormativeAD needs.").format(names=", ".join(absent))
 
     def onInstallDependencies(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
+        from NormativeADSlicerLib.dependencies import InstallError
+
+        try:
             if self.logic.ensureDependencies():
                 self._status(_("Python packages installed."))
+        except InstallError as err:  # one dialog: Slicer 5.12 has shown pip's failure with its log already
+            self._status(_("Installing the Python packages failed: {error}").format(error=err), error=True)
+            if not err.shown:
+                slicer.util.errorDisplay(_("Installing the Python packages failed.") + f"\n\n{err}")
         self.showDependencies()
 
     def onModelChanged(self, index=None) -> None:

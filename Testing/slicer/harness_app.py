@@ -9,12 +9,16 @@ slicer_harness.py).
 - qSlicerCoreIOManager: slicer.util.loadVolume reads volume files with Slicer's own
   vtkSlicerVolumesLogic;
 - qSlicerApplication: what a scripted module and Slicer's Python ask of slicer.app (version,
-  documentation links, settings, the scene's application logic, testing mode, the override cursor).
+  documentation links, settings, the scene's application logic, testing mode, the override cursor);
+- slicer.packaging: Slicer 5.12's pip_install, which slicer.util.pip_install delegates to (the file
+  is not among the copied ones): its dialogs as 5.12 documents them, pip itself not run.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 import tempfile
 import types
 from pathlib import Path
@@ -283,3 +287,37 @@ class qSlicerApplication(QObject):
 
     def restart(self):
         raise RuntimeError("slicer.app.restart() called in the harness")
+
+
+def packaging_module(harness: "Harness") -> types.ModuleType:
+    """slicer.packaging as Slicer 5.12 has it, for slicer.util.pip_install (5.12's util.py delegates to it).
+
+    Its documented behaviour: with the application and outside testing mode, a blocking install shows a
+    progress dialog and, when pip fails, an error dialog with pip's log ("Package installation failed.")
+    before raising CalledProcessError; in testing mode neither dialog is shown. pip is not run: each call
+    is recorded in harness.pip_calls (its arguments, the text of its constraints file, the requester) and
+    answered with harness.pip_reply, (exit code, pip's log).
+    """
+    module = types.ModuleType("slicer.packaging", "Slicer 5.12's package installation (harness)")
+
+    def pip_install(requirements, constraints=None, no_deps_requirements=None, skip_packages=None,
+                    blocking=True, show_progress=True, requester=None, parent=None, logCallback=None,
+                    completedCallback=None):
+        import slicer
+
+        args = list(requirements) if isinstance(requirements, (list, tuple)) else shlex.split(requirements)
+        files = [str(constraints)] if constraints else []
+        files += [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("-c", "--constraint")]
+        harness.pip_calls.append({"args": args, "constraints": "".join(Path(f).read_text() for f in files),
+                                  "requester": requester, "show_progress": show_progress})
+        code, log = harness.pip_reply
+        if code == 0:
+            return None
+        if show_progress and blocking and not slicer.app.testingEnabled():
+            slicer.util.errorDisplay("Package installation failed.", detailedText=log,
+                                     windowTitle=f"{requester} - Installation Failed" if requester
+                                     else "Installation Failed")
+        raise subprocess.CalledProcessError(code, "pip install")
+
+    module.pip_install = pip_install
+    return module

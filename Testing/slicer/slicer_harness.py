@@ -49,8 +49,8 @@ import types
 from pathlib import Path
 
 import harness_qt
-from harness_app import (qSlicerApplication, qSlicerCoreIOManager, qSlicerLayoutManager, qSlicerModuleManager,
-                         qSlicerScriptedLoadableModule)
+from harness_app import (packaging_module, qSlicerApplication, qSlicerCoreIOManager, qSlicerLayoutManager,
+                         qSlicerModuleManager, qSlicerScriptedLoadableModule)
 from harness_ctk import (ctkCheckablePushButton, ctkCheckBox, ctkCollapsibleButton, ctkColorPickerButton, ctkComboBox,
                          ctkDirectoryButton, ctkDoubleRangeSlider, ctkDoubleSlider, ctkDoubleSpinBox, ctkMessageBox,
                          ctkPathLineEdit, ctkRangeWidget, ctkSliderWidget)
@@ -148,6 +148,8 @@ class Harness:
         self.scenes: list = []
         self.scene_observers: list = []
         self.loaded: list[str] = []
+        self.pip_calls: list[dict] = []  # slicer.packaging.pip_install's calls (harness_app.packaging_module)
+        self.pip_reply = (0, "")  # its answer: pip's exit code and log
         self.app = None
         self._installed = False
 
@@ -189,6 +191,7 @@ class Harness:
             module = types.ModuleType(name, doc)
             sys.modules[f"slicer.{name}"] = module
             setattr(slicer, name, module)
+        sys.modules["slicer.packaging"] = slicer.packaging = packaging_module(self)
         self.app = qSlicerApplication(self)
         slicer.app = self.app
         self._register_segmentation_rules(slicer)
@@ -297,6 +300,8 @@ class Harness:
         self.dialogs.clear()
         self.file_dialog_replies.clear()
         self.dialog_reply = QMessageBox.Cancel
+        self.pip_calls.clear()
+        self.pip_reply = (0, "")
         self.timers.clear()
         self.pending_calls.clear()
         self.app.testing = False

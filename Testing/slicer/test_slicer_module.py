@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import subprocess
@@ -172,6 +173,25 @@ def test_widget_setup_binds_every_parameter_of_the_ui(h):
     for name, control in sorted(bound.items()):
         check_binding(h, parameters, name, control)
     h.check()
+
+
+def test_the_parameter_node_takes_choices_and_defaults_from_the_run_parameters(h):
+    """The panel's device and export format are the declared run parameters (core/options.py), as the
+    command line's: same default, every declared choice taken, anything else refused by Slicer's wrapper."""
+    from NormativeADLib.core.options import DEFAULT_OPACITY, DEVICE, FORMAT
+
+    h.load_module(MODULE_FILE)
+    import NormativeAD
+
+    parameters = NormativeAD.NormativeADLogic().getParameterNode()
+    assert (parameters.device, parameters.exportFormat, parameters.opacity) == (DEVICE.default, FORMAT.default,
+                                                                                DEFAULT_OPACITY)
+    for name, declared in (("device", DEVICE), ("exportFormat", FORMAT)):
+        for choice in declared.choices:
+            setattr(parameters, name, choice)
+            assert getattr(parameters, name) == choice
+        with pytest.raises(ValueError):
+            setattr(parameters, name, "not-" + declared.default)
 
 
 def check_binding(h, parameters, name, control):
@@ -435,29 +455,72 @@ def test_installed_versions_below_the_bounds_count_as_missing():
 
 
 def test_an_upgrade_of_a_package_in_use_offers_a_restart(h, monkeypatch):
-    """scipy below its bound: the user agrees, pip upgrades it (constraints leave it free, pin the
-    rest), and since Slicer has the old scipy loaded the module asks to restart instead of running."""
+    """scipy below its bound: the user agrees, pip upgrades it through 5.12's slicer.packaging (its
+    progress dialog, the constraints leaving scipy free and pinning the rest), and since Slicer has the
+    old scipy loaded the module asks to restart instead of running."""
     import qt
-    import slicer
     from NormativeADSlicerLib import dependencies
 
     importlib.import_module("scipy")  # loaded, as Slicer's own modules load it
 
-    calls, pending = [], ["scipy>=99"]
+    pending = ["scipy>=99"]
     monkeypatch.setattr(dependencies, "torch_installed", lambda: True)
-    monkeypatch.setattr(dependencies, "missing", lambda reqs=None: list(pending))
+    monkeypatch.setattr(dependencies, "missing", lambda reqs=None: list(pending) if not h.pip_calls else [])
     monkeypatch.setattr(dependencies, "outdated", lambda reqs: ["scipy"] if reqs else [])
-
-    def pip_install(args):
-        calls.append(Path(args[1]).read_text().split())
-        pending.clear()
-
-    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
     replies = []
     h.dialog_reply = lambda box: replies.append(box.text) or (qt.QMessageBox.Ok if len(replies) == 1 else qt.QMessageBox.No)
     assert dependencies.ensure(ask=True) is False  # the new scipy needs a restart first
     assert "older than it needs (scipy)" in replies[0] and "restart Slicer" in replies[1], replies
-    assert not any(pin.startswith("scipy==") for pin in calls[0]) and any(p.startswith("numpy==") for p in calls[0])
+    (call,) = h.pip_calls
+    pins = call["constraints"].split()
+    assert call["args"] == pending and call["requester"] == "NormativeAD" and call["show_progress"]
+    assert not any(pin.startswith("scipy==") for pin in pins) and any(p.startswith("numpy==") for p in pins)
+    assert h.app.overrideCursorDepth == 0
+
+
+def error_displays(caplog) -> list:
+    """The texts slicer.util.errorDisplay showed (one dialog each in Slicer; the harness has no main
+    window, so Slicer's util only logs them, at error level, from _messageDisplay)."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.ERROR and r.funcName == "_messageDisplay" and r.pathname.endswith("util.py")]
+
+
+def test_a_failed_install_is_reported_once_with_pips_log(h, monkeypatch, caplog):
+    """Slicer 5.12's pip_install shows its own error dialog with pip's log before raising: the panel
+    adds no second dialog (it showed two), and says in its status line what failed."""
+    import qt
+    import slicer
+    from NormativeADSlicerLib import dependencies
+
+    monkeypatch.setattr(dependencies, "torch_installed", lambda: True)
+    monkeypatch.setattr(dependencies, "outdated", lambda reqs: [])
+    monkeypatch.setattr(dependencies, "missing", lambda reqs=None: ["monai>=1.4"])
+    widget = open_panel(h)
+    h.pip_reply = (1, "ERROR: No matching distribution found for monai>=1.4")
+    h.dialog_reply = qt.QMessageBox.Ok
+    with caplog.at_level(logging.INFO):
+        h.click(widget.ui.installDependenciesButton)
+    h.check()
+    assert len(h.pip_calls) == 1
+    assert ["monai>=1.4" in box.text for box in h.dialogs] == [True]  # the confirmation
+    assert error_displays(caplog) == ["Package installation failed."]  # Slicer's, with pip's log
+    assert widget.ui.statusLabel.styleSheet and "monai" in widget.ui.statusLabel.text, widget.ui.statusLabel.text
+    assert widget.ui.installDependenciesButton.visible
+    assert h.app.overrideCursorDepth == 0
+
+    # Slicer 5.10 has no slicer.packaging, and its util.pip_install shows nothing: the panel's dialog is the one
+    def pip_install_5_10(requirements):
+        raise subprocess.CalledProcessError(1, "pip install")
+
+    caplog.clear()
+    monkeypatch.delitem(sys.modules, "slicer.packaging")
+    monkeypatch.delattr(slicer, "packaging")
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install_5_10)
+    with caplog.at_level(logging.INFO):
+        h.click(widget.ui.installDependenciesButton)
+    h.check()
+    (shown,) = error_displays(caplog)
+    assert "monai>=1.4" in shown and "exit status 1" in shown, shown
     assert h.app.overrideCursorDepth == 0
 
 
