@@ -37,7 +37,7 @@ def _library_path() -> None:
 
 _library_path()
 
-from NormativeADLib.core.options import DEVICES, FORMATS  # noqa: E402  (standard library only)
+from NormativeADLib.core.options import DEFAULT_OPACITY, DEVICE, FORMAT  # noqa: E402  (standard library only)
 from NormativeADSlicerLib.widget import ModulePanel  # noqa: E402
 
 SAMPLE_FILES = {  # file name -> SHA256 (Resources/SampleData: MSLUB patient 26, CC BY, see ATTRIBUTION.txt)
@@ -120,13 +120,13 @@ class NormativeADParameterNode:
     otherVolume2: Optional[vtkMRMLScalarVolumeNode]
     otherVolume3: Optional[vtkMRMLScalarVolumeNode]
     model: str = ""
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICE.choices))] = DEVICE.default
     # Neither is bound in the .ui: the threshold names are the chosen model's (its card's), and the
     # slider's range follows each result's scores (Slicer refuses an unbounded float on a ctkSliderWidget).
     thresholdChoice: str = ""  # a threshold the card names, "manual", or "" for the card's default
     threshold: float = 0.0
-    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
-    exportFormat: Annotated[str, Choice(list(FORMATS))] = "nifti"
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_OPACITY
+    exportFormat: Annotated[str, Choice(list(FORMAT.choices))] = FORMAT.default
 
 
 #
@@ -195,8 +195,8 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
 
     # running
 
-    def start(self, inputVolume, models, device="auto", threshold=None, opacity=0.5, brainMask=None,
-              reference=None, onProgress=None, onFinished=None, otherVolumes=()):
+    def start(self, inputVolume, models, device=DEVICE.default, threshold=None, opacity=DEFAULT_OPACITY,
+              brainMask=None, reference=None, onProgress=None, onFinished=None, otherVolumes=()):
         """otherVolumes: other contrasts of the input's study (their names say which), for a study model."""
         from NormativeADSlicerLib.logic import Job, RunSettings
 
@@ -237,7 +237,7 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
 
         scene.set_opacity(slicer.mrmlScene, opacity)
 
-    def showLayer(self, result, layer="heatmap", opacity=0.5):
+    def showLayer(self, result, layer="heatmap", opacity=DEFAULT_OPACITY):
         """The result's heatmap, or its uncertainty map ("uncertainty"), over the input in the main views."""
         from NormativeADSlicerLib import scene
 

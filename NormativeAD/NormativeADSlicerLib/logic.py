@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import comparison, export, scene as scene_logic
-from NormativeADLib.core.options import DEVICES, RestoreOptions, guess_contrast
+from NormativeADLib.core.options import DEVICE, DEVICES, RestoreOptions, guess_contrast
 
 from .process import ProcessProtocol, ProcessRunner, RunOutcome, new_work_dir
 
@@ -26,7 +26,7 @@ class RunSettings:
     """What the panel chooses; models holds one id for a run, several for a comparison."""
 
     models: list[str]
-    device: str = "auto"
+    device: str = DEVICE.default
     threshold: str | None = None  # None: each model's default
     opacity: float = scene_logic.DEFAULT_OPACITY
     keep_files: bool = False

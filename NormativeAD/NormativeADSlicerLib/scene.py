@@ -25,7 +25,8 @@ import numpy as np
 import slicer
 import vtk
 
-from NormativeADLib.core.options import DISPLAY_FLOOR, IMAGE_OUTPUTS, STUDY_OUTPUTS, study_image_names
+from NormativeADLib.core.options import (DEFAULT_OPACITY, DISPLAY_FLOOR, IMAGE_OUTPUTS, STUDY_OUTPUTS,
+                                        study_image_names)
 
 from .nodes import (ATTR, ensure_segmentation_support, mark_unedited, mask_array, read_volume_array, same_grid,
                     set_segment_array, volume_like, was_edited)
@@ -42,7 +43,6 @@ SEGMENT_TERMINOLOGY = ("Segmentation category and type - DICOM master list"
                        "~SCT^49755003^Morphologically Altered Structure~SCT^52988006^Lesion~^^"
                        "~Anatomic codes - DICOM master list~SCT^12738006^Brain~^^")
 TABLE_NAME = "NormativeAD metrics"
-DEFAULT_OPACITY = 0.5
 
 OPTIONAL_IMAGES = ("brain_mask", "uncertainty")  # a run may leave these out (older runs, --no-uncertainty)
 COLOR_TABLE_FILE = Path(__file__).resolve().parent.parent / "Resources" / "ColorTables" / "NormativeADHeat.ctbl"

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.options import DEVICES, FORMATS
+from ..core.options import DEVICE, FORMAT, MODEL, SEED, THRESHOLD
 from ..cohort.batch import REGISTRATIONS, BatchSettings
+from .commands import add_parameter
 from .reporter import MODES
 
 HELP = "restore many scans on a Dask cluster: resumable, cohort table"  # the line `normativead --help` shows
@@ -21,17 +22,17 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True,
                    help="output folder: OUT/<model>/... (a BIDS input: OUT is a BIDS-Derivatives dataset, e.g. "
                         "BIDS/derivatives/normativead), cohort.csv, cohort.parquet, summary.html")
-    p.add_argument("--model", dest="models", nargs="+", action="extend", metavar="ID",
-                   help="model ids (default: the default model); each scan runs with the models of its contrast "
-                        "when the contrast is known (manifest column, BIDS suffix)")
+    add_parameter(p, MODEL, dest="models", nargs="+", action="extend", metavar="ID",
+                  help="model ids (default: the default model); each scan runs with the models of its contrast "
+                       "when the contrast is known (manifest column, BIDS suffix)")
     p.add_argument("--workers", type=int, help="local Dask workers (default: one per 2 cores); each gets "
                                                "cores/workers library threads")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (tcp://host:8786) instead of a "
                                                           "local cluster; its workers must see INPUTS and OUT at the same paths")
-    p.add_argument("--threshold", help="a threshold every model's card names, or a number (default: each card's default)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--format", default="nifti", choices=list(FORMATS), help="image format (BIDS inputs: nifti)")
-    p.add_argument("--seed", type=int, default=0)
+    add_parameter(p, THRESHOLD)  # with several models, every model's card must name it
+    add_parameter(p, DEVICE)
+    add_parameter(p, FORMAT)
+    add_parameter(p, SEED)
     p.add_argument("--registration-cache", metavar="DIR",
                    help=f"folder of cached registrations (default: OUT/{REGISTRATIONS}); share it between output "
                         "folders to register each scan once")

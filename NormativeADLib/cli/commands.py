@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..core import jsontext, interrupts, locations, writes
 from ..core.errors import Cancelled, InputError, NormativeADError, OutputError
-from ..core.options import CONTRASTS, DEVICES, DICOM_FORMAT, OUTPUT_FORMATS, canonical_contrast
+from ..core.options import (CONTRASTS, DEVICE, DICOM_FORMAT, MODEL, RESTORE_FORMAT, SEED, THRESHOLD, RunParameter,
+                            canonical_contrast)
 from .reporter import MODES, Reporter
 
 
@@ -325,7 +326,15 @@ def _contrast(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def add_parameter(parser, parameter: RunParameter, **changes) -> None:
+    """A run parameter as its declaration (core/options.py) states it; changes: what this command adds."""
+    flag, keywords = parameter.argument(**changes)
+    parser.add_argument(flag, **keywords)
+
+
 def parser() -> argparse.ArgumentParser:
+    from ..core.catalogue import DEMO_MODEL
+
     p = argparse.ArgumentParser(prog="normativead", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -335,9 +344,7 @@ def parser() -> argparse.ArgumentParser:
                                            "or one of its files)")
             sp.add_argument("--mask", help="brain mask on the scan's grid (else found automatically)")
             sp.add_argument("--reference", help="reference lesion mask on the scan's grid: adds Dice/AUPRC/AUROC")
-            sp.add_argument("--threshold", help="a threshold the model's card names (fpr1 | fpr5 | fpr10 for the "
-                                                "healthy-calibrated ones; see `normativead models`) or a number; "
-                                                "default: the card's default")
+            add_parameter(sp, THRESHOLD)
             sp.add_argument("--transform", help="transform.tfm of an earlier run on this scan: skip registration")
             sp.add_argument("--contrast", type=_contrast, metavar="|".join(CONTRASTS),
                             help="the scan's contrast (default: from its file name, e.g. sub-1_T2w, flair.nii.gz)")
@@ -345,18 +352,17 @@ def parser() -> argparse.ArgumentParser:
                             help="other volumes of the same subject's study (t2.nii.gz FLAIR=scan3.nii.gz): each is "
                                  "registered to the scan and read with it by a study model; the contrast comes from "
                                  "the file name unless named")
-        sp.add_argument("--model", default=None, help="model id (see `normativead models`)")
-        sp.add_argument("--device", default="auto", choices=DEVICES)
+        # demo's scan is the sample case, and its model the one shown with it
+        add_parameter(sp, MODEL, **({} if need_input else {"help": f"{MODEL.help.split(';')[0]}; default: {DEMO_MODEL}"}))
+        add_parameter(sp, DEVICE)
         sp.add_argument("--out", help="output folder")
-        sp.add_argument("--format", default="nifti", choices=list(OUTPUT_FORMATS),
-                        help="image output format (dicom: DICOM SEG and Parametric Maps referencing the scan's DICOM "
-                             "series; a DICOM scan only)")
+        add_parameter(sp, RESTORE_FORMAT)
         sp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         sp.add_argument("--no-figures", dest="figures", action="store_false",
                         help="skip report.png and registration.png (about 2 s; for front ends that show the results)")
         sp.add_argument("--no-uncertainty", dest="uncertainty", action="store_false",
                         help="skip the uncertainty map (a second pass on the scan mirrored left-right)")
-        sp.add_argument("--seed", type=int, default=0)
+        add_parameter(sp, SEED)
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
         sp.add_argument("--progress", default="bar", choices=MODES)
 
@@ -381,13 +387,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-from", metavar="MODEL", help="start from the weights of an installed model with the same "
                                                           "family and network (recorded in the card)")
     tr.add_argument("--overwrite", action="store_true")
-    tr.add_argument("--device", default="auto", choices=DEVICES, help="where to train (auto: cuda, mps, else cpu)")
+    add_parameter(tr, DEVICE)
     cal = sub.add_parser("calibrate", help="calibrate a trained model's thresholds again (weights untouched)")
     cal.add_argument("--model", required=True, help="model id (see `normativead models`)")
     cal.add_argument("--data", required=True, help="folder of healthy scans: the card's calibration subjects, or "
                                                     "with --as a site's own healthy scans")
     cal.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
-    cal.add_argument("--device", default="auto", choices=DEVICES)
+    add_parameter(cal, DEVICE)
     cal.add_argument("--select-only", action="store_true",
                      help="thresholds untouched: only choose the default policy again on healthy validation scans "
                           "with synthetic anomalies")
@@ -399,7 +405,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--cases", required=True, help="manifest JSON (see Resources/Cases/shared_dev.json)")
     ev.add_argument("--root", help="folder the manifest's paths are relative to (default: its own folder)")
     ev.add_argument("--out", required=True)
-    ev.add_argument("--device", default="auto", choices=DEVICES)
+    add_parameter(ev, DEVICE)
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--record", action="store_true", help="also write the fpr5 figures into the model's card")
     rep = sub.add_parser("report", help="cohort report: RQI, AHI, CACI and detection figures per model")
@@ -413,14 +419,14 @@ def parser() -> argparse.ArgumentParser:
                                        "then the torch hub cache)")
     rep.add_argument("--max-unseen", type=int, default=10, help="unseen healthy scans to restore per model")
     rep.add_argument("--max-reference", type=int, default=20, help="healthy reference scans (FID's N)")
-    rep.add_argument("--device", default="auto", choices=DEVICES)
+    add_parameter(rep, DEVICE)
     rep.add_argument("--overwrite", action="store_true")
     bench = sub.add_parser("bench", help="speed: seconds per volume against a slice-by-slice fp32 baseline")
     bench.add_argument("input", nargs="?", help="scan to time (default: the shipped sample case)")
     which = bench.add_mutually_exclusive_group()
     which.add_argument("--model", default=None)
     which.add_argument("--config", help="time a config's network untrained (e.g. cddpm_published): speed only")
-    bench.add_argument("--device", default="auto", choices=DEVICES)
+    add_parameter(bench, DEVICE)
     bench.add_argument("--runs", type=int, default=3)
     for name, module in extension_commands().items():
         command = importlib.import_module(module)

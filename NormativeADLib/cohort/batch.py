@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..core import jsontext, interrupts, locations, writes
 from ..core.errors import InputError, OutputError
+from ..core.options import DEVICE, FORMAT, SEED
 from .outputs import make_public
 
 
@@ -43,9 +44,9 @@ class BatchSettings:
     workers: int | None = None  # local Dask workers (None: one per 2 cores)
     scheduler: str | None = None  # an existing Dask scheduler instead of a local cluster
     threshold: str | None = None  # a threshold every card names, or a number (None: each card's default)
-    device: str = "auto"
-    format: str = "nifti"
-    seed: int = 0
+    device: str = DEVICE.default
+    format: str = FORMAT.default
+    seed: int = SEED.default
     registration_cache: str | None = None  # None: OUT/registrations
     no_registration_cache: bool = False
     overwrite: bool = False

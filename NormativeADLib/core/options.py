@@ -1,5 +1,5 @@
-"""The options of one restore run, declared once: the command line, the Slicer panel and the
-Slicer job all take their choices and their command-line form from here. Standard library only."""
+"""The options of one restore run, declared once: the command line (restore and batch), the Slicer panel
+and job and the web page all take their flags, choices, defaults and help from here. Standard library only."""
 
 from __future__ import annotations
 
@@ -25,6 +25,46 @@ FIGURE_OUTPUTS = ("report.png", "registration.png")  # drawn last: an interactiv
 # The heatmap is drawn from this fraction of the threshold up, below it the scan alone, in the case figure,
 # the Slicer views and the web page alike (0.5 coloured most of a healthy-looking brain).
 DISPLAY_FLOOR = 0.8
+DEFAULT_OPACITY = 0.5  # the heatmap over the scan, as the Slicer panel and the web page start
+
+
+@dataclass(frozen=True)
+class RunParameter:
+    """One setting of a run as every front end offers it: the command line's flag (cli builds restore's and
+    batch's parsers from argument()), the Slicer parameter node's and the web page's choices and default."""
+
+    name: str  # the attribute of the parsed command line and of the settings objects (RestoreOptions...)
+    flag: str
+    help: str
+    type: type = str
+    default: object = None
+    choices: tuple | None = None
+
+    def argument(self, **changes) -> tuple[str, dict]:
+        """(flag, keywords of argparse's add_argument); changes: what one command adds (batch's several models)."""
+        keywords = {"dest": self.name, "default": self.default, "help": self.help}
+        if self.type is not str:
+            keywords["type"] = self.type
+        if self.choices is not None:
+            keywords["choices"] = list(self.choices)
+        return self.flag, {**keywords, **changes}
+
+
+MODEL = RunParameter("model", "--model", "model id (see `normativead models`); default: the default model for the "
+                                         "scan's contrast")
+DEVICE = RunParameter("device", "--device", "where to run (auto: cuda, then mps, else cpu)", default="auto",
+                      choices=DEVICES)
+THRESHOLD = RunParameter("threshold", "--threshold",
+                         "a threshold the model's card names (fpr1 | fpr5 | fpr10 for the healthy-calibrated ones; see "
+                         "`normativead models`) or a number; default: the card's default")
+# the image files a run writes; restore alone can also write DICOM objects referencing a DICOM scan
+FORMAT = RunParameter("format", "--format", "image output format (BIDS inputs: nifti)", default="nifti",
+                      choices=tuple(FORMATS))
+RESTORE_FORMAT = RunParameter("format", "--format", "image output format (dicom: DICOM SEG and Parametric Maps "
+                                                    "referencing the scan's DICOM series; a DICOM scan only)",
+                              default=FORMAT.default, choices=tuple(OUTPUT_FORMATS))
+SEED = RunParameter("seed", "--seed", "seed of the noise a stochastic model draws (the same seed restores the "
+                                      "same)", type=int, default=0)
 
 
 def study_image_names(others=()) -> list[str]:
@@ -153,9 +193,9 @@ class RestoreOptions:
     input_path: Path
     out_dir: Path
     model: str | None = None
-    device: str = "auto"
+    device: str = DEVICE.default
     threshold: str | None = None  # None: the card's default threshold
-    format: str = "nrrd"
+    format: str = "nrrd"  # what the Slicer module reads back (the command line's default is FORMAT's)
     mask_path: Path | None = None
     reference_path: Path | None = None
     transform_path: Path | None = None  # an earlier run's transform.tfm: same registration, no re-run
@@ -165,13 +205,13 @@ class RestoreOptions:
     uncertainty: bool = True  # the uncertainty map (a mirrored second pass)
 
     def arguments(self) -> list[str]:
-        if self.device not in DEVICES:
-            raise InputError(f"device must be one of {', '.join(DEVICES)}")
-        if self.format not in FORMATS:
-            raise InputError(f"format must be one of {', '.join(FORMATS)}")
-        args = ["restore", str(self.input_path), "--out", str(self.out_dir), "--device", self.device,
-                "--format", self.format, "--progress", "json"]
-        for flag, value in (("--model", self.model), ("--threshold", self.threshold), ("--mask", self.mask_path),
+        if self.device not in DEVICE.choices:
+            raise InputError(f"device must be one of {', '.join(DEVICE.choices)}")
+        if self.format not in FORMAT.choices:
+            raise InputError(f"format must be one of {', '.join(FORMAT.choices)}")
+        args = ["restore", str(self.input_path), "--out", str(self.out_dir), DEVICE.flag, self.device,
+                FORMAT.flag, self.format, "--progress", "json"]
+        for flag, value in ((MODEL.flag, self.model), (THRESHOLD.flag, self.threshold), ("--mask", self.mask_path),
                             ("--reference", self.reference_path), ("--transform", self.transform_path),
                             ("--contrast", self.contrast)):
             if value:
