@@ -29,7 +29,7 @@ from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
 from NormativeADLib.core.errors import NormativeADError
-from NormativeADLib.core.options import DEVICES
+from NormativeADLib.core.options import DEFAULT_OPACITY, DEVICE
 
 from NormativeADSlicerLib import comparison, scene as scene_logic
 
@@ -143,8 +143,7 @@ class NormativeADWebApp(TrameApp):
         s.model = DEMO_MODEL if any(c.id == DEMO_MODEL for c in models) else (models[0].id if models else None)
         s.compare_models = []
         s.card = {}
-        s.devices = list(DEVICES)
-        s.device = "auto"
+        s.update(run_parameter_state())
         s.running = False
         s.progress = 0
         s.status = "Open a scan to begin."
@@ -157,7 +156,6 @@ class NormativeADWebApp(TrameApp):
         s.threshold_policy = None
         s.threshold_value = 0.0
         s.threshold_max = 1.0
-        s.opacity = scene_logic.DEFAULT_OPACITY
         s.legend = {"low": "", "high": "", "gradient": _gradient_css(self.slicer_app.scene)}
         s.table_headers = []
         s.table_rows = []
@@ -191,8 +189,8 @@ class NormativeADWebApp(TrameApp):
         self.state[key] = fallback
 
     def _on_device(self, device, **_) -> None:
-        if device not in DEVICES:
-            self._refuse("device", device, "auto")
+        if device not in DEVICE.choices:
+            self._refuse("device", device, DEVICE.default)
 
     def _on_model(self, model, **_) -> None:
         if model is not None and not (isinstance(model, str) and model in self._cards):
@@ -295,8 +293,8 @@ class NormativeADWebApp(TrameApp):
 
     def run(self, compare: bool = False) -> None:
         s = self.state
-        if s.device not in DEVICES:  # refused as it came; checked again where it is used
-            s.error = f"device {str(s.device)[:40]!r} is not one of {', '.join(DEVICES)}."
+        if s.device not in DEVICE.choices:  # refused as it came; checked again where it is used
+            s.error = f"device {str(s.device)[:40]!r} is not one of {', '.join(DEVICE.choices)}."
             return
         models = list(s.compare_models) if compare else [s.model]
         if compare:
@@ -593,6 +591,11 @@ class NormativeADWebApp(TrameApp):
                     id=("`na-download-${d.kind}`",),
                     click=f"trigger('{self.ctrl.trigger_name(self.download)}', [d.kind]).then("
                           "(r) => r && utils.download(r.name, r.data, 'application/octet-stream'))")
+
+
+def run_parameter_state() -> dict:
+    """The run's settings as the page starts, from their declaration (core/options.py)."""
+    return {"devices": list(DEVICE.choices), "device": DEVICE.default, "opacity": DEFAULT_OPACITY}
 
 
 def _upload_js(role: str) -> str:
