@@ -104,7 +104,11 @@ class Job:
     # -- running
 
     def start(self) -> "Job":
-        self._next()
+        try:
+            self._next()
+        except Exception:  # the caller reports it; the inputs written for the run go
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            raise
         return self
 
     def _next(self) -> None:
@@ -144,7 +148,11 @@ class Job:
             return False
         self.outputs.append((self.settings.models[self._index], outcome.out_dir))
         if self._index + 1 < len(self.settings.models):
-            self._next()
+            try:
+                self._next()
+            except Exception as err:  # ends the job: raised from a GUI timer, it would come back every tick
+                self._end("failed", f"{self.settings.models[self._index]} could not start: {err}")
+                return False
             return True
         try:
             self._load()

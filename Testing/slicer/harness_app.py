@@ -46,6 +46,10 @@ class qSlicerScriptedLoadableModule(QObject):
     index = _prop("index", -1, convert=int)
     path = _prop("path", "", convert=str)
 
+    def widgetRepresentation(self):
+        """The module's panel (Harness.open_widget makes it), as Slicer creates it on first use."""
+        return getattr(self, "_panel", None)
+
 
 class qSlicerModuleManager(QObject):
     moduleAboutToBeUnloaded = Signal("QString")

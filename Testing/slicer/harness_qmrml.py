@@ -36,9 +36,33 @@ class qSlicerWidget(qMRMLWidget):
 
 
 class qSlicerScriptedLoadableModuleWidget(qSlicerWidget):
-    """The panel that holds a scripted module's widget; isEntered as Slicer sets it."""
+    """The panel that holds a scripted module's widget; isEntered as Slicer sets it.
+
+    As Slicer's: it instantiates the module's <name>Widget class from the loaded module file (given the
+    panel as parent), self() is that Python widget; reload(), which slicer.util.reloadScriptedModule
+    calls after executing the file again, makes and sets up a new one from the new file (entered again
+    when the panel is shown)."""
 
     isEntered = property(lambda self: getattr(self, "_entered", False))
+
+    def instantiate(self, module_name: str):
+        import sys
+
+        import slicer
+
+        self._module_name = module_name
+        self._self = getattr(sys.modules[module_name], f"{module_name}Widget")(self)
+        setattr(slicer.modules, f"{module_name}Widget", self._self)
+        return self._self
+
+    def self(self):
+        return getattr(self, "_self", None)
+
+    def reload(self) -> None:
+        widget = self.instantiate(self._module_name)
+        widget.setup()
+        if self.isEntered:
+            widget.enter()
 
 
 class _SceneWidget(QWidget):

@@ -386,6 +386,13 @@ class QLayout(QObject):
     def count(self) -> int:
         return len(self._items)
 
+    def itemAt(self, index):
+        return self._items[index] if 0 <= index < len(self._items) else None
+
+    def removeItem(self, item) -> None:
+        if item in self._items:
+            self._items.remove(item)
+
     def setContentsMargins(self, *args) -> None:
         pass
 

@@ -346,6 +346,15 @@ class Harness:
         panel.show()
         return panel
 
+    def open_widget(self, name: str):
+        """The module's widget as Slicer makes it: its panel (the module's widget representation) instantiates
+        the loaded file's <name>Widget, which is set up; slicer.util.reloadScriptedModule can reload it."""
+        panel = self.module_panel()
+        getattr(self._slicer.modules, name.lower())._panel = panel
+        widget = panel.instantiate(name)
+        widget.setup()
+        return widget
+
     def enter(self, widget) -> None:
         """Show the module, as Slicer's module panel does (isEntered, then the widget's enter())."""
         widget.parent._entered = True

@@ -399,3 +399,114 @@ def test_a_scene_saved_as_mrb_and_loaded_again_keeps_its_results(h, small_files,
     assert {f"{stem}_anomaly.seg.nrrd", f"{stem}_heatmap.nii.gz", f"{stem}_metrics.csv"} <= set(written), written
     rows = (tmp_path / "export" / f"{stem}_metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and first.name in rows[1]
+
+
+# -- a run going on when the scene closes, the module reloads, or the next model cannot start
+
+
+def sleeping(request, on_event):
+    """A real child process that runs until it is killed (a model still working)."""
+    from NormativeADSlicerLib.process import ProcessRunner
+
+    class Sleeping(ProcessRunner):
+        def command(self):
+            return [sys.executable, "-c", "import time; time.sleep(600)"]
+
+    return Sleeping(request, on_event=on_event)
+
+
+def start_a_run(h, widget):
+    """Apply with a process that keeps running; returns that process."""
+    started = []
+    widget.logic.processFactory = lambda request, on_event: started.append(sleeping(request, on_event)) or started[-1]
+    h.click(widget.ui.applyButton)
+    h.fire_timers()
+    h.check()
+    assert widget._job is not None and widget.ui.applyButton.text == "Cancel"
+    (runner,) = started
+    assert runner._process.poll() is None
+    return runner, widget._job.work_dir
+
+
+def assert_run_stopped(runner, work_dir) -> None:
+    assert runner._process.poll() is not None, "the run's process is still running"
+    assert not work_dir.exists(), "the run's work folder is left"
+
+
+def test_closing_the_scene_during_a_run_stops_it(h, small_files, fast_output):
+    volume = load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    widget = open_panel(h)
+    runner, work_dir = start_a_run(h, widget)
+
+    h.scene.Clear(0)  # File > Close Scene
+    h.check()
+    assert_run_stopped(runner, work_dir)
+    assert widget._job is None and widget.ui.applyButton.text == "Apply"
+    assert "Cancelled" in widget.ui.statusLabel.text
+    assert not h.scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems()
+    assert h.fire_timers() == 0  # the panel's timer stopped with the run
+
+    # the next scene works as the first did
+    volume = load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    widget.ui.inputVolumeSelector.setCurrentNode(volume)
+    widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
+    run_to_the_end(h, widget, widget.ui.applyButton)
+    assert widget._result is not None and widget._result.input is volume
+
+
+def test_reloading_the_module_during_a_run_stops_it_and_the_new_panel_works(h, small_files, fast_output):
+    """Reload (developer mode) runs slicer.util.reloadScriptedModule, Slicer 5.12's own: the old panel's
+    cleanup() cancels its run, the new panel is set up from the file again and runs."""
+    import slicer
+
+    load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    h.load_module(MODULE_FILE)
+    widget = h.open_widget("NormativeAD")
+    h.enter(widget)
+    runner, work_dir = start_a_run(h, widget)
+
+    slicer.util.reloadScriptedModule("NormativeAD")
+    h.check()
+    assert_run_stopped(runner, work_dir)
+    reloaded = slicer.modules.NormativeADWidget
+    assert reloaded is not widget and type(reloaded).__module__ == "NormativeAD"
+    assert reloaded.ui.applyButton.text == "Apply" and reloaded.ui.applyButton.enabled
+    assert h.fire_timers() == 0
+
+    reloaded.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
+    run_to_the_end(h, reloaded, reloaded.ui.applyButton)
+    assert [r.name for r in reloaded.logic.results()] == [reloaded._result.name]
+    h.scene.Clear(0)  # the old panel no longer listens to the scene: nothing of it runs
+    h.check()
+
+
+def test_a_compared_model_whose_process_cannot_be_made_fails_the_run(h, small_files, fast_output):
+    """The second model's process cannot be made (the factory raises): the run fails with the reason and
+    ends, instead of raising from the panel's timer on every tick."""
+    import qt
+
+    load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    widget = open_panel(h)
+    made = []
+
+    def factory(request, on_event):
+        made.append(request.model)
+        if len(made) == 2:
+            raise OSError("no process for you")
+        return ReplayRunner(request, on_event, fast_output)
+
+    widget.logic.processFactory = factory
+    ui = widget.ui
+    ui.compareCollapsibleButton.collapsed = False
+    for row in range(ui.compareModelsList.count):
+        item = ui.compareModelsList.item(row)
+        if item.data(qt.Qt.UserRole) in (FAST_MODEL, OTHER_MODEL):
+            item.setCheckState(qt.Qt.Checked)
+    h.click(ui.compareButton)
+    for _ in range(5):
+        h.fire_timers()
+    h.check()
+    assert len(made) == 2 and widget._job is None and ui.compareButton.text == "Compare"
+    assert ui.statusLabel.styleSheet and "no process for you" in ui.statusLabel.text, ui.statusLabel.text
+    assert not widget.logic.results()
+    assert h.fire_timers() == 0

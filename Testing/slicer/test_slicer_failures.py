@@ -354,3 +354,18 @@ def test_comparison_whose_second_output_cannot_be_loaded(scene, volume, home, fi
     assert state.status == "failed" and "could not be loaded" in state.message, state.message
     assert scene_state(scene) == before
     assert_no_comparison(scene)
+
+
+def test_a_first_process_that_cannot_be_made_leaves_no_work_folder(scene, volume, home):
+    """The factory raises for the first model: start() raises to the caller (the panel shows it), the scene
+    is as it was and the inputs written for the run are gone."""
+    def refuse(request, on_event):
+        raise OSError("no process for you")
+
+    before = scene_state(scene)
+    job = Job(scene, volume, RunSettings(models=[FAST_MODEL], device="cpu"), process_factory=refuse)
+    assert job.work_dir.exists()
+    with pytest.raises(OSError, match="no process for you"):
+        job.start()
+    assert not job.work_dir.exists()
+    assert scene_state(scene) == before
