@@ -28,7 +28,7 @@ from trame_slicer.views import (Layout, LayoutDirection, SliceView, ViewLayoutDe
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
-from NormativeADLib.core.errors import NormativeADError
+from NormativeADLib.core.errors import InputError, NormativeADError
 from NormativeADLib.core.options import DEFAULT_OPACITY, DEVICE
 
 from NormativeADSlicerLib import comparison, scene as scene_logic
@@ -49,6 +49,14 @@ SCAN_AND_RESTORATION = [ViewLayoutDefinition.axial_view(),
 POLL_S = 0.2  # how often a running job's progress lines are read
 VIEWS_HEIGHT = "62vh"
 NO_REFERENCE = "none"
+# Files go to the session as the body of an HTTP POST, streamed to disk (_receive_upload), never over the
+# websocket, where wslink holds a message whole in memory (a 600 MB upload once took 1.7 GB before refusal).
+UPLOAD_ROUTE = "/na-upload"  # ?role=scan|reference&name=<the file's name>
+UPLOAD_HEADER = "X-NormativeAD-Upload"  # another site's page cannot send it without a CORS preflight we never answer
+UPLOAD_CHUNK = 1 << 20
+# wslink lets a connected page send one message of up to 4 GB, allocated whole from its first chunk's header;
+# this page sends state changes of a few kB (files go by POST), so a larger message closes the connection.
+WEBSOCKET_MESSAGE_LIMIT = 8 << 20
 
 
 class LinkedSliceView(SliceView):
@@ -109,6 +117,8 @@ class NormativeADWebApp(TrameApp):
     def __init__(self, upload_dir: Path, data_dir: Path | None = None, max_upload_bytes: int = 200 << 20,
                  server=None, token: str | None = None):
         super().__init__(server=server)
+        _bound_websocket_messages()
+        self.ctrl.on_server_bind.add(self._add_upload_route)
         if token is not None:  # the page, its assets and its websocket: refused without it (access.py)
             self.ctrl.on_server_bind.add(lambda wslink_server: wslink_server.app.middlewares.append(
                 access.session_middleware(token)))
@@ -178,7 +188,6 @@ class NormativeADWebApp(TrameApp):
         s.change("device")(self._on_device)
         s.change("model")(self._on_model)
         s.change("compare_models")(self._on_compare_models)
-        self.server.trigger("na_upload")(self.upload)
 
     # The state is the page's to change, and anyone holding the page can set any key to any value over its
     # websocket (window.trame.state.set): a value the lists never offer is refused here, on the server,
@@ -274,19 +283,37 @@ class NormativeADWebApp(TrameApp):
             self._fail(err)
             return False
 
-    def upload(self, files, role: str = "scan") -> None:
-        """Files chosen in the page: written to the private upload folder, then opened as scan or reference."""
+    def _add_upload_route(self, wslink_server) -> None:
+        wslink_server.app.router.add_post(UPLOAD_ROUTE, self._receive_upload)
+
+    async def _receive_upload(self, request):
+        """A file chosen in the page (the request's body): streamed into the private upload folder, refused as
+        soon as it passes the limit, then opened as scan or reference. The page reads the outcome in its
+        state (error, status); the answer's status says it to other clients. The token, when asked for,
+        is checked before this (access.session_middleware)."""
+        from aiohttp import web
+
+        role = request.query.get("role")
+        if role not in ("scan", "reference") or request.headers.get(UPLOAD_HEADER) != "1":
+            return web.json_response({"error": "not an upload of this page"}, status=400)
         try:
-            client_file = _client_file(files)
-            path = self.session.save_upload(client_file.name, client_file.content)
-        except Exception as err:
-            self._fail(err)
-            return
+            path = await self.session.receive_upload(request.query.get("name", ""),
+                                                     request.content.iter_chunked(UPLOAD_CHUNK), request.content_length)
+        except Exception as err:  # too large, disk full, connection cut: nothing of it stays
+            with self.state:
+                self._fail(err)
+            return web.json_response({"error": self.state.error}, status=413 if isinstance(err, InputError) else 400)
+        with self.state:
+            opened = self._open_upload(path, role)
+        return web.json_response({"opened": opened, "error": self.state.error}, status=200 if opened else 422)
+
+    def _open_upload(self, path: Path, role: str) -> bool:
         opened = self._open_reference(path) if role == "reference" else self._open_scan(path)
         if not opened:
             self.session.discard_upload(path)  # refused: nothing of it stays on the server
         elif role != "reference":
             self.state.scan_source = None  # the scan shown is the upload, no longer the one picked
+        return opened
 
     # ------------------------------------------------------------------------------------------
     # Running
@@ -599,18 +626,27 @@ def run_parameter_state() -> dict:
 
 
 def _upload_js(role: str) -> str:
-    """Client side of an upload: refuse a file over the limit before sending it, else hand it to the server."""
+    """Client side of an upload: refuse a file over the limit before sending it, else post it to UPLOAD_ROUTE
+    (the server answers in the page's state; a failure of the connection itself is said here)."""
     return ("(f = $event.target.files) && f.length && (f[0].size > max_upload_bytes "
             f"? (error = `${{f[0].name}} is ${{Math.round(f[0].size / 1048576)}} MB; the limit of this server is "
             f"${{max_upload_mb}} MB (normativead web --max-upload-mb).`) "
-            f": trigger('na_upload', [f[0], '{role}']))")
+            f": window.fetch(`{UPLOAD_ROUTE.lstrip('/')}?role={role}&name=${{encodeURIComponent(f[0].name)}}`, "
+            f"{{method: 'POST', body: f[0], headers: {{'{UPLOAD_HEADER}': '1'}}}})"
+            ".catch((e) => (error = `${f[0].name} could not be sent to the server (${e.message}).`)))")
 
 
-def _client_file(files):
-    from trame.app.file_upload import ClientFile
+def _bound_websocket_messages() -> None:
+    """Cap what one websocket message may allocate (WEBSOCKET_MESSAGE_LIMIT): wslink's un-chunker takes the
+    limit of an authenticated page as 4 GB and allocates a message's whole size from its first header."""
+    from wslink import chunking, protocol
 
-    first = files[0] if isinstance(files, list) else files
-    return ClientFile(first)
+    class BoundedUnChunker(chunking.UnChunker):
+        def set_max_message_size(self, size: int) -> None:
+            super().set_max_message_size(min(size, WEBSOCKET_MESSAGE_LIMIT))
+
+    if protocol.UnChunker is chunking.UnChunker:  # the one this process's handlers make per connection
+        protocol.UnChunker = BoundedUnChunker
 
 
 def _gradient_css(scene) -> str:

@@ -6,7 +6,7 @@ NormativeADSlicerLib (Job for runs, scene for display / threshold / table, compa
 side-by-side views, export for files), so the page and the Slicer panel share one copy of that code.
 
 Files handed in by the page (uploads) are written into a private folder made by the server and
-removed when it stops; an upload larger than the limit is refused before it is written.
+removed when it stops; an upload is streamed to disk and refused as soon as it passes the size limit.
 A scan is checked with the library's own checks (the command line's messages) before it reaches the
 scene. A failed or cancelled job leaves the previous results as they were (the Job adds nothing to
 the scene until every model has finished).
@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 import numpy as np
 import slicer
@@ -62,6 +62,14 @@ def release_freed_memory() -> None:
         pass
 
 
+def upload_file_name(name: str) -> str:
+    """An upload's file name as a safe path component: its base name, with what checked_name refuses made '_'
+    (the name still says the contrast and the format, which the page reads from it)."""
+    base = re.sub(r"[^A-Za-z0-9._@+-]", "_", str(name).replace("\\", "/").rsplit("/", 1)[-1])
+    base = re.sub(r"\.{2,}", ".", base)[-128:].lstrip("._@+-")
+    return base or "upload"
+
+
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(READABLE_SUFFIXES))
 
@@ -98,15 +106,30 @@ class WebSession:
     def models(self) -> list:
         return catalogue.list_models()
 
-    def save_upload(self, name: str, content: bytes) -> Path:
-        """An uploaded file, written under the private upload folder (its base name only)."""
-        if len(content) > self.max_upload_bytes:
-            raise InputError(f"{name} is {len(content) / 2**20:.0f} MB; the limit of this server is "
-                             f"{self.max_upload_bytes / 2**20:.0f} MB (normativead web --max-upload-mb).")
+    async def receive_upload(self, name: str, chunks: AsyncIterator[bytes], declared_size: int | None = None) -> Path:
+        """An uploaded file streamed to disk under the private upload folder, chunk by chunk (never whole in
+        memory). Refused before a byte is read when its declared size passes the limit, else as soon as the
+        bytes received pass it; a refused or broken upload leaves nothing behind."""
+        if declared_size is not None and declared_size > self.max_upload_bytes:
+            raise self._too_large(name, declared_size)
         folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.upload_dir))
-        target = folder / (Path(name).name or "upload")
-        target.write_bytes(content)
+        received = 0
+        try:
+            target = locations.child_path(folder, upload_file_name(name), "uploaded file name")
+            with target.open("wb") as handle:
+                async for chunk in chunks:
+                    received += len(chunk)
+                    if received > self.max_upload_bytes:
+                        raise self._too_large(name, received)
+                    handle.write(chunk)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return target
+
+    def _too_large(self, name: str, size: int) -> InputError:
+        return InputError(f"{upload_file_name(name)} is {size / 2**20:.0f} MB or more; the limit of this server is "
+                          f"{self.max_upload_bytes / 2**20:.0f} MB (normativead web --max-upload-mb).")
 
     def discard_upload(self, path: str | Path | None) -> None:
         """Remove an upload this session holds no more (refused, or replaced by another scan); files

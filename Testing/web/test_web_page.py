@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 import pytest
-from web_server import COMPARE_MODEL, DEMO_MODEL, MAX_UPLOAD_MB, REPO, SAMPLE_FLAIR, browser_reason
+from web_server import (COMPARE_MODEL, DEMO_MODEL, MAX_UPLOAD_MB, REPO, SAMPLE_FLAIR, SAMPLE_LESION,
+                        browser_reason)
 
 pytestmark = pytest.mark.browser  # a real headless Chromium: `make check` leaves these out
 
@@ -290,6 +291,24 @@ def test_two_visitors_have_a_session_each(page, server, tmp_path):
         assert busy.value.code == 503 and "busy" in busy.value.read().decode()
     finally:
         other.quit()
+
+
+def test_an_uploaded_scan_and_its_reference_open(page, server, tmp_path):
+    """Files chosen in the page are posted to the session and streamed into its private folder: a scan whose
+    name holds spaces and brackets opens under a safe name that still says its contrast, then its reference."""
+    scan, lesion = tmp_path / "patient 26 (copy)_FLAIR.nii.gz", tmp_path / "lesion mask.nii.gz"
+    shutil.copyfile(SAMPLE_FLAIR, scan)
+    shutil.copyfile(SAMPLE_LESION, lesion)
+    page.upload("na-scan-upload", scan)
+    page.wait(lambda: "patient_26__copy__FLAIR opened (FLAIR)" in page.text("na-status"), 60,
+              f"the uploaded scan did not open: {page.text('na-status')!r} / {page.error()!r}")
+    kept = list(server.tmp.glob("normativead-web-*/upload-*/patient_26__copy__FLAIR.nii.gz"))
+    assert len(kept) == 1 and kept[0].read_bytes() == SAMPLE_FLAIR.read_bytes()
+    page.upload("na-reference-upload", lesion)
+    page.wait(lambda: list(server.tmp.glob("normativead-web-*/upload-*/lesion_mask.nii.gz")), 30,
+              "the uploaded reference did not arrive")
+    time.sleep(2)  # a refused reference would be removed now, with a message
+    assert page.error() == "" and list(server.tmp.glob("normativead-web-*/upload-*/lesion_mask.nii.gz"))
 
 
 def test_the_server_removes_its_private_folders_on_exit(server):

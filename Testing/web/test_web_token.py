@@ -67,6 +67,16 @@ def websocket_handshake(url: str, cookie: str | None) -> int:
     return status
 
 
+def upload_status(session: str, cookie: str | None) -> int:
+    """The status a small upload posted to the session's upload route gets (a file that is no image)."""
+    headers = {"X-NormativeAD-Upload": "1", **({"Cookie": cookie} if cookie else {})}
+    connection = http.client.HTTPConnection(urlsplit(session).hostname, urlsplit(session).port, timeout=60)
+    connection.request("POST", "/na-upload?role=scan&name=garbage.nii.gz", body=b"not an image", headers=headers)
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
 def test_the_launcher_refuses_requests_without_the_token(server):
     for url, cookie in ((server.url, None), (server.url + "health", None), (server.url + "?token=wrong" + TOKEN[5:], None),
                         (server.url, f"normativead_token={TOKEN[:-1]}x")):
@@ -93,6 +103,8 @@ def test_the_token_sets_a_cookie_and_a_session_port_refuses_anyone_without_it(se
     status, body = status_and_body(session, mine)
     assert status == 200 and "<html" in body.lower()
     assert websocket_handshake(session + "ws", mine) == 101  # the route exists: the 401 above is the token's
+    assert upload_status(session, None) == 401
+    assert upload_status(session, mine) == 422  # received, then refused as no image: the 401 was the token's
 
 
 def test_with_the_token_the_page_works_and_without_it_a_browser_reads_why(server, tmp_path):
