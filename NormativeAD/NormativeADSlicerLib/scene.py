@@ -548,21 +548,15 @@ def table_node(scene, create: bool = True):
 
 
 def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]:
-    from NormativeADLib.measures.metrics import flat_metrics
+    from NormativeADLib.measures.metrics import flat_metrics, segmentation_figures
 
     flat = flat_metrics(result.metrics)
     flat["model"] = result.model_id
     flat["result"] = result.name
     flat["threshold"] = result.threshold
     flat["threshold_source"] = result.threshold_source
-    if mask is not None:  # the threshold moved: the mask-derived figures follow it
-        spacing = tuple(float(s) for s in result.input.GetSpacing())
-        from NormativeADLib.measures.anomaly import component_volumes_ml
-
-        volumes = component_volumes_ml(mask, spacing)
-        flat["anomaly_volume_ml"] = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
-        flat["n_components"] = int(volumes.size)
-        flat["largest_component_ml"] = float(volumes[0]) if volumes.size else 0.0
+    if mask is not None:  # the threshold moved: the mask-derived figures follow it, computed as a run's are
+        flat.update(segmentation_figures(mask, tuple(float(s) for s in result.input.GetSpacing())))
         # measured in model space at the run's threshold: the run's figures, not this threshold's
         for key in ("ssim_outside_anomaly", "mae_outside_anomaly", "lpips_outside_anomaly", "ssim_inside_anomaly",
                     "caci"):

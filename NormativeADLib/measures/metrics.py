@@ -81,16 +81,21 @@ def lpips_in_region(net, image: np.ndarray, restored: np.ndarray, region: np.nda
     return float(maps[region[zs]].mean())
 
 
+def segmentation_figures(segmentation: np.ndarray, spacing_mm: Sequence[float]) -> dict:
+    """How much a segmentation flags: its volume, its components and the largest one (mL). The one
+    computation of a run's figures and of the Slicer table's row at a moved threshold."""
+    volumes = anomaly.component_volumes_ml(segmentation, spacing_mm)
+    return {"anomaly_volume_ml": float(volumes.sum()), "n_components": int(len(volumes)),
+            "largest_component_ml": float(volumes[0]) if len(volumes) else 0.0}
+
+
 def case_metrics(segmentation: np.ndarray, spacing_mm: Sequence[float], score_native: np.ndarray,
                  brain_native: np.ndarray, fidelity: dict, case_score: float,
                  healthy_scores: Sequence[float]) -> dict:
     """What every run reports, on the native grid: volumes, components, residual statistics."""
-    volumes = anomaly.component_volumes_ml(segmentation, spacing_mm)
     inside = score_native[brain_native]
     return {
-        "anomaly_volume_ml": float(volumes.sum()),
-        "n_components": int(len(volumes)),
-        "largest_component_ml": float(volumes[0]) if len(volumes) else 0.0,
+        **segmentation_figures(segmentation, spacing_mm),
         "brain_volume_ml": float(brain_native.sum() * np.prod(spacing_mm) / 1000.0),
         "residual_mean": float(inside.mean()) if inside.size else 0.0,
         "residual_p99": float(np.percentile(inside, 99)) if inside.size else 0.0,

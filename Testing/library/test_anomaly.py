@@ -25,6 +25,20 @@ def test_component_volumes_use_spacing():
     np.testing.assert_allclose(anomaly.component_volumes_ml(mask, (1.0, 2.0, 0.5)), [0.125, 0.008])
 
 
+def test_segmentation_figures_count_every_voxel_once_on_an_anisotropic_grid():
+    """The figures a run reports and the Slicer table recomputes at a moved threshold (one function)."""
+    mask = np.zeros((10, 10, 10), bool)
+    mask[:2, :2, :2] = True  # 8 voxels of 1 mm3: 0.008 mL
+    mask[5:, 5:, 5:] = True  # 125 voxels: 0.125 mL
+    mask[0, 9, 9] = True  # a lone voxel, apart from both
+    figures = metrics.segmentation_figures(mask, (1.0, 2.0, 0.5))
+    assert figures["n_components"] == 3
+    assert figures["anomaly_volume_ml"] == pytest.approx(mask.sum() * 1.0 / 1000)
+    assert figures["largest_component_ml"] == pytest.approx(0.125)
+    assert metrics.segmentation_figures(np.zeros((4, 4, 4), bool), (1.0, 1.0, 1.0)) == {
+        "anomaly_volume_ml": 0.0, "n_components": 0, "largest_component_ml": 0.0}
+
+
 def test_component_table_volumes_centres_and_peaks():
     segmentation = np.zeros((20, 20, 20), bool)
     segmentation[2:4, 2:4, 2:4] = True  # 8 voxels, centre (z, y, x) = (2.5, 2.5, 2.5)

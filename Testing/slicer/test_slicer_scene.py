@@ -189,6 +189,10 @@ def test_the_table_scores_every_threshold_against_the_reference(scene, sample_vo
     scene_logic.set_threshold(scene, result, metrics["threshold"]["value"])
     row = scene_logic.table_as_rows(scene_logic.table_node(scene))[0]
     assert float(row["Dice"]) == pytest.approx(metrics["reference"]["dice"], rel=1e-3, abs=1e-6)
+    per_case = metrics["per_case"]  # back at the run's threshold, the recomputed figures are the run's
+    assert int(row["Components"]) == per_case["n_components"]
+    for header, key in (("Anomaly volume (mL)", "anomaly_volume_ml"), ("Largest component (mL)", "largest_component_ml")):
+        assert float(row[header]) == pytest.approx(per_case[key], rel=1e-3), header
     scene.RemoveNode(lesion)  # the user removed the reference: nothing to score against
     scene_logic.set_threshold(scene, result, "fpr10")
     assert scene_logic.table_as_rows(scene_logic.table_node(scene))[0]["Dice"] == ""
