@@ -350,12 +350,7 @@ def _read_reference(scene, path: Path, scan):
         mask = nodes.read_volume_array(path)[0] > 0  # read without adding a node to the scene
     except OSError:
         raise InputError(f"{path.name} could not be read as an image.") from None
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{scan.GetName()} reference")
-    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(scan)
-    segmentation.CreateDefaultDisplayNodes()
+    segmentation = scene_logic.outlined_segmentation(scene, f"{scan.GetName()} reference", scan)
     segmentation.GetSegmentation().AddEmptySegment("reference", "reference", list(REFERENCE_COLOR))
     nodes.set_segment_array(segmentation, "reference", mask.astype(np.uint8), scan)
-    display = segmentation.GetDisplayNode()
-    display.SetVisibility2DFill(False)
-    display.SetSliceIntersectionThickness(2)
     return segmentation

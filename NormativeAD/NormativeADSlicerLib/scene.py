@@ -306,16 +306,8 @@ def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str
 
     _load_extra_volumes(scene, input_node, heatmap, arrays, name)
 
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} anomaly")
-    segmentation.SetAttribute(ROLE, "segmentation")
-    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(input_node)
-    segmentation.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
-    segmentation.CreateDefaultDisplayNodes()
-    add_anomaly_segment(segmentation)
+    segmentation = anomaly_segmentation(scene, f"{name} anomaly", input_node)
     set_segment_array(segmentation, SEGMENT_ID, arrays["segmentation"] > 0, input_node)
-    display = segmentation.GetDisplayNode()
-    display.SetVisibility2DFill(False)  # outline only: the heatmap stays readable under it
-    display.SetSliceIntersectionThickness(2)
     heatmap.SetNodeReferenceID(ATTR + "segmentation", segmentation.GetID())
 
     result = Result(heatmap)
@@ -389,12 +381,28 @@ def run_folder(scene, result: Result) -> int:
     return parent if parent and hierarchy.GetItemAttribute(parent, ATTR + "Model") else 0
 
 
-def add_anomaly_segment(segmentation) -> None:
-    """The empty anomaly segment, with its colour and standard terminology."""
+def outlined_segmentation(scene, name: str, input_node):
+    """A new, empty segmentation node on the input's grid and under its transform, drawn as an outline (the
+    heatmap stays readable under it): a result's anomaly segmentation and the web page's reference alike."""
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(input_node)
+    segmentation.SetAndObserveTransformNodeID(input_node.GetTransformNodeID())
+    segmentation.CreateDefaultDisplayNodes()
+    display = segmentation.GetDisplayNode()
+    display.SetVisibility2DFill(False)
+    display.SetSliceIntersectionThickness(2)
+    return segmentation
+
+
+def anomaly_segmentation(scene, name: str, input_node):
+    """A result's segmentation node, with its empty anomaly segment (colour and standard terminology)."""
+    segmentation = outlined_segmentation(scene, name, input_node)
+    segmentation.SetAttribute(ROLE, "segmentation")
     segment_id = segmentation.GetSegmentation().AddEmptySegment(SEGMENT_ID, SEGMENT_ID, list(SEGMENT_COLOR))
     # As the segment's TerminologyEntry tag, where Slicer's segment list, .seg.nrrd and DICOM SEG export read it.
     segmentation.GetSegmentation().GetSegment(segment_id).SetTag(
         slicer.vtkSegment.GetTerminologyEntryTagName(), SEGMENT_TERMINOLOGY)
+    return segmentation
 
 
 # ----------------------------------------------------------------------------------------------
@@ -493,12 +501,7 @@ def set_threshold(scene, result: Result, choice: str | float) -> np.ndarray:
     segmentation = result.segmentation
     if segmentation is not None and was_edited(segmentation, result.input):
         kept = segmentation
-        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", _free_result_name(scene, kept.GetName()))
-        segmentation.SetAttribute(ROLE, "segmentation")
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(result.input)
-        segmentation.CreateDefaultDisplayNodes()
-        add_anomaly_segment(segmentation)
-        segmentation.GetDisplayNode().SetVisibility2DFill(False)
+        segmentation = anomaly_segmentation(scene, _free_result_name(scene, kept.GetName()), result.input)
         _copy_view_restriction(kept, segmentation)
         result.heatmap.SetNodeReferenceID(ATTR + "segmentation", segmentation.GetID())
     set_segment_array(segmentation, SEGMENT_ID, mask, result.input)

@@ -234,6 +234,23 @@ def test_rerun_replaces_unedited_outputs_and_versions_edited_ones(scene, sample_
     assert len(scene_logic.table_as_rows(scene_logic.table_node(scene))) == 2
 
 
+def test_a_threshold_beside_an_edit_draws_its_segmentation_as_the_run_does(scene, sample_volume, loaded):
+    """Re-thresholding keeps the user's edited segmentation and makes a new one, drawn as the run's: an
+    outline two pixels wide, under the input's transform (scene.outlined_segmentation makes every one)."""
+    edited = nodes.segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, sample_volume)
+    edited[tuple(s // 2 for s in edited.shape)] ^= 1
+    nodes.set_segment_array(loaded.segmentation, scene_logic.SEGMENT_ID, edited, sample_volume)
+    moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    sample_volume.SetAndObserveTransformNodeID(moved.GetID())
+    kept = loaded.segmentation
+    scene_logic.set_threshold(scene, loaded, "fpr10")
+    assert loaded.segmentation is not kept and kept.GetScene() is scene
+    for node in (kept, loaded.segmentation):
+        display = node.GetDisplayNode()
+        assert (display.GetVisibility2DFill(), display.GetSliceIntersectionThickness()) == (0, 2), node.GetName()
+    assert loaded.segmentation.GetTransformNodeID() == moved.GetID()
+
+
 def test_comparison_layout_and_views(scene, sample_volume, cli_run):
     # One real run shown under two model labels: the layout mechanics do not depend on the weights.
     out_dir, _, _ = cli_run
