@@ -25,8 +25,8 @@ import numpy as np
 import slicer
 import vtk
 
-from NormativeADLib.core.options import (DEFAULT_OPACITY, DISPLAY_FLOOR, IMAGE_OUTPUTS, STUDY_OUTPUTS,
-                                        study_image_names)
+from NormativeADLib.core.options import (DEFAULT_OPACITY, DEFAULT_POLICY, DISPLAY_FLOOR, IMAGE_OUTPUTS,
+                                        STUDY_OUTPUTS, study_image_names)
 
 from .nodes import (ATTR, ensure_segmentation_support, mark_unedited, mask_array, read_volume_array, same_grid,
                     set_segment_array, volume_like, was_edited)
@@ -169,7 +169,7 @@ class Result:
 
     @property
     def default_threshold(self) -> str:
-        return (self.metrics.get("model") or {}).get("default_threshold", "fpr5")
+        return (self.metrics.get("model") or {}).get("default_threshold", DEFAULT_POLICY)
 
     @property
     def min_component_ml(self) -> float:

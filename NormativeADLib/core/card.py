@@ -12,7 +12,7 @@ from pathlib import Path
 from . import jsontext
 from .errors import InputError, ModelError
 from .grid import ModelGrid
-from .options import ADAPTIVE
+from .options import ADAPTIVE, DEFAULT_POLICY
 from .locations import checked_name
 from .writes import write_file_atomic
 
@@ -69,7 +69,7 @@ class ModelCard:
     intensity: dict = field(default_factory=lambda: {"method": "percentile", "percentiles": [1.0, 99.0]})
     postprocess: PostProcess = PostProcess()
     thresholds: dict = field(default_factory=dict)  # name (fpr1/fpr5/fpr10, z2...) -> score threshold
-    default_threshold: str = "fpr5"  # the threshold a run uses unless told otherwise
+    default_threshold: str = DEFAULT_POLICY  # the threshold a run uses unless told otherwise
     # contrast -> the default policy of a scan of that contrast where it differs from default_threshold
     # (chosen per contrast on synthetic anomalies: a level that keeps healthy T2 clean may miss on T1)
     contrast_thresholds: dict = field(default_factory=dict)

@@ -17,6 +17,7 @@ FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}  # image format -> file suffix
 DICOM_FORMAT = "dicom"
 OUTPUT_FORMATS = {**FORMATS, DICOM_FORMAT: ".dcm"}  # restore's --format -> file suffix
 FPR_TARGETS = {"fpr1": 0.01, "fpr5": 0.05, "fpr10": 0.10}  # calibrated threshold -> healthy voxel FPR
+DEFAULT_POLICY = "fpr5"  # the threshold of a card (or an older run's metrics) that names no default
 IMAGE_OUTPUTS = ("pseudo_healthy", "heatmap", "segmentation", "brain_mask", "uncertainty")  # on the input's grid
 # per other volume of a study (restore --with): the volume registered onto the first scan, and its restoration
 STUDY_OUTPUTS = ("registered", "pseudo_healthy")
@@ -131,7 +132,7 @@ MIN_MANUAL_THRESHOLD = 1e-6  # below this a manual threshold flags every brain v
 
 
 def resolve_threshold(spec: str | float | None, thresholds: dict, model_id: str = "",
-                      default: str = "fpr5") -> tuple[str, float]:
+                      default: str = DEFAULT_POLICY) -> tuple[str, float]:
     """(source, value): one of the named thresholds (None: the default), or ('manual', a number).
 
     thresholds are a card's, with the case-adaptive one added once a case's scores are known (before
