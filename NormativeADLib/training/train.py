@@ -24,7 +24,7 @@ from ..measures import anomaly, metrics
 from . import data, synthetic_validation
 from ..core.card import ModelCard, PostProcess, sha256, write_card
 from ..core.errors import InputError, ModelError
-from ..core.options import COMPONENTS, FPR_TARGETS, PROBABILITY_LEVELS, SYNTHETIC_VALIDATION_VERSION
+from ..core.options import COMPONENTS, DEFAULT_POLICY, FPR_TARGETS, PROBABILITY_LEVELS, SYNTHETIC_VALIDATION_VERSION
 from ..core.grid import ModelGrid
 from ..core.locations import checked_name, child_path, home, resources_dir
 from ..core.writes import write_folder_atomic
@@ -76,7 +76,8 @@ def card_from_config(config: dict) -> ModelCard:
         description=config["description"], grid=grid, network=config["network"],
         restoration=config.get("restoration", {}), intensity={"method": "percentile", "percentiles": percentiles},
         postprocess=PostProcess(**config.get("postprocess", {})),
-        thresholds=dict(config.get("thresholds", {})), default_threshold=config.get("default_threshold", "fpr5"),
+        thresholds=dict(config.get("thresholds", {})),
+        default_threshold=config.get("default_threshold", DEFAULT_POLICY),
         contrasts=tuple(config.get("contrasts", ())),
     )
 
