@@ -28,6 +28,7 @@ import slicer
 from NormativeADLib.core import catalogue, locations
 from NormativeADLib.core.errors import InputError
 from NormativeADLib.core.locations import READABLE_SUFFIXES
+from NormativeADLib.core.options import DEFAULT_OPACITY, DEVICE
 
 from NormativeADSlicerLib import export, nodes, scene as scene_logic
 from NormativeADSlicerLib.logic import Job, JobState, RunSettings
@@ -197,7 +198,7 @@ class WebSession:
     def running(self) -> bool:
         return self.job is not None and self.job.state.status == "running"
 
-    def start(self, models: list[str], device: str = "auto", opacity: float = scene_logic.DEFAULT_OPACITY,
+    def start(self, models: list[str], device: str = DEVICE.default, opacity: float = DEFAULT_OPACITY,
               on_progress: Callable[[JobState], None] | None = None,
               on_finished: Callable[[JobState], None] | None = None) -> Job:
         if self.scan is None:
