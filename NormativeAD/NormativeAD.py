@@ -243,10 +243,22 @@ class NormativeADLogic(ScriptedLoadableModuleLogic):
 
         scene.show_layer(slicer.mrmlScene, result, layer, opacity)
 
-    def export(self, result, folder, fmt="nii.gz"):
+    def export(self, result, folder, fmt=FORMAT.default):
         from NormativeADSlicerLib import export
 
         return export.export_result(slicer.mrmlScene, result, folder, fmt)
+
+    def fromDicomDatabase(self, result):
+        """The result's input came from Slicer's DICOM database: its segmentation can be exported as DICOM SEG."""
+        from NormativeADSlicerLib import export
+
+        return export.from_dicom_database(result)
+
+    def exportDicomSeg(self, result, folder):
+        """The result's segmentation as DICOM SEG through Slicer's DICOM export (the segmentation plugin)."""
+        from NormativeADSlicerLib import export
+
+        return export.export_dicom_seg(slicer.mrmlScene, result, folder)
 
     def showResults(self, results):
         """The layout for a finished run, with the metrics table in its table view.

@@ -79,6 +79,66 @@ def _safe(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# DICOM SEG through Slicer's own DICOM export
+
+DICOM_INSTANCE_UIDS = "DICOM.instanceUIDs"  # Slicer's DICOM volume plugin sets it on a volume it loads
+DICOM_REFERENCED_UIDS = "DICOM.ReferencedInstanceUIDs"  # what the SEG exporter checks on the segmentation's item
+
+
+def from_dicom_database(result: Result) -> bool:
+    """The result's input was loaded from Slicer's DICOM database (its slices' instance UIDs are known)."""
+    return bool(result.input is not None and result.input.GetAttribute(DICOM_INSTANCE_UIDS))
+
+
+def prepare_dicom_seg(scene, result: Result) -> int:
+    """Give the result's segmentation what Slicer's DICOM SEG exporter (DICOMSegmentationPlugin) reads, and
+    return its subject-hierarchy item: the source series' instance UIDs on the item, the input as its
+    reference volume, the segment's algorithm (AUTOMATIC, named by model and version) beside the segment's
+    terminology codes. Refuses an input not from the DICOM database and an empty anomaly segment (the
+    exporter writes no empty SEG)."""
+    if not from_dicom_database(result):
+        raise ValueError(f"{result.input.GetName() if result.input else 'the input'} was not loaded from Slicer's "
+                         "DICOM database: a DICOM SEG must reference the series it segments.")
+    segmentation = result.segmentation
+    if not segment_array(segmentation, SEGMENT_ID, result.input).any():
+        raise ValueError("the anomaly segment is empty at this threshold: there is nothing to write as DICOM SEG.")
+    segment = segmentation.GetSegmentation().GetSegment(SEGMENT_ID)
+    version = (result.metrics.get("model") or {}).get("version", "")
+    segment.SetTag("DICOM.SegmentAlgorithmType", "AUTOMATIC")
+    segment.SetTag("DICOM.SegmentAlgorithmName", " ".join(filter(None, ("NormativeAD", result.model_id, version))))
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(result.input)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = hierarchy.GetItemByDataNode(segmentation)
+    hierarchy.SetItemAttribute(item, DICOM_REFERENCED_UIDS, result.input.GetAttribute(DICOM_INSTANCE_UIDS))
+    return item
+
+
+def export_dicom_seg(scene, result: Result, folder: str | Path) -> list[Path]:
+    """The result's segmentation as DICOM SEG, written by Slicer's own exporter into folder (which also adds
+    it to the DICOM database); returns the files written. Slicer's application only."""
+    item = prepare_dicom_seg(scene, result)
+    try:
+        import DICOMSegmentationPlugin
+    except ImportError:
+        raise ValueError("DICOM SEG export needs Slicer's DICOM segmentation plugin: install the "
+                         "QuantitativeReporting extension.") from None
+    plugin = DICOMSegmentationPlugin.DICOMSegmentationPluginClass()
+    exportables = plugin.examineForExport(item)
+    if not exportables:
+        raise ValueError(f"Slicer's DICOM export does not offer {result.segmentation.GetName()}: the slices of "
+                         f"{result.input.GetName()} are no longer in the DICOM database.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    before = set(folder.iterdir())
+    for exportable in exportables:
+        exportable.directory = str(folder)
+    error = plugin.export(exportables)
+    if error:
+        raise RuntimeError(f"DICOM SEG export failed: {error}")
+    return sorted(set(folder.iterdir()) - before)
+
+
+# ----------------------------------------------------------------------------------------------
 # Scene -> files the command line reads
 
 
@@ -108,5 +168,5 @@ def write_run_inputs(folder: str | Path, input_node, mask_node=None, reference_n
     return files
 
 
-__all__ = ["export_result", "write_labelmap", "write_metrics_csv", "write_run_inputs", "write_segmentation",
+__all__ = ["export_dicom_seg", "export_result", "from_dicom_database", "prepare_dicom_seg", "write_labelmap", "write_metrics_csv", "write_run_inputs", "write_segmentation",
            "write_volume", "SEGMENT_ID", "volume_like"]

@@ -56,6 +56,7 @@ class ModulePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicomButton)
         self.ui.importWeightsButton.connect("clicked(bool)", self.onImportWeights)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -324,6 +325,7 @@ class ModulePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _syncThreshold(self) -> None:
         """Put the current result's threshold range and value on the slider (no re-segmentation)."""
+        self.ui.exportDicomButton.visible = self._result is not None and self.logic.fromDicomDatabase(self._result)
         if self._result is None or self._parameterNode is None:
             return
         low, high = self.logic.thresholdRange(self._result)
@@ -391,4 +393,10 @@ class ModulePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = self.ui.exportDirectoryButton.directory
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
             written = self.logic.export(self._result, folder, self._parameterNode.exportFormat)
+            self._status(_("Exported {n} files to {folder}").format(n=len(written), folder=folder))
+
+    def onExportDicomButton(self) -> None:  # the result chosen in the Result list, through Slicer's DICOM export
+        folder = self.ui.exportDirectoryButton.directory
+        with slicer.util.tryWithErrorDisplay(_("DICOM SEG export failed."), waitCursor=True):
+            written = self.logic.exportDicomSeg(self._result, folder)
             self._status(_("Exported {n} files to {folder}").format(n=len(written), folder=folder))

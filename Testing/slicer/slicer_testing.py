@@ -79,3 +79,26 @@ def shipped_model_reason(model_id: str | None = None) -> str | None:
         except ValueError:
             continue
     return f"the shipped model {model_id} is not in {folder} yet"
+
+
+def tiny_run(scene, folder: Path):
+    """A run folder on a small volume's grid, as the command line leaves one (NRRD, metrics.json)."""
+    import numpy as np
+    import slicer
+    from NormativeADSlicerLib import nodes
+
+    rng = np.random.default_rng(0)
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "tiny T1")
+    volume.SetSpacing(2.0, 2.0, 2.0)
+    slicer.util.updateVolumeFromArray(volume, rng.random((6, 7, 8)).astype(np.float32))
+    volume.CreateDefaultDisplayNodes()
+    folder.mkdir()
+    for stem, array in (("pseudo_healthy", rng.random((6, 7, 8))), ("heatmap", rng.random((6, 7, 8))),
+                        ("segmentation", rng.random((6, 7, 8)) > 0.7)):
+        holder = slicer.vtkMRMLScalarVolumeNode()
+        holder.CopyOrientation(volume)
+        slicer.util.updateVolumeFromArray(holder, array.astype(np.float32))
+        nodes.write_volume(holder, folder / f"{stem}.nrrd")
+    metrics = {"model": {"id": "tiny"}, "threshold": {"value": 0.5, "source": "fpr5"}, "thresholds": {"fpr5": 0.5}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return volume

@@ -510,3 +510,28 @@ def test_a_compared_model_whose_process_cannot_be_made_fails_the_run(h, small_fi
     assert ui.statusLabel.styleSheet and "no process for you" in ui.statusLabel.text, ui.statusLabel.text
     assert not widget.logic.results()
     assert h.fire_timers() == 0
+
+
+def test_export_offers_dicom_seg_only_for_an_input_from_the_dicom_database(h, small_files, fast_output, tmp_path):
+    volume = load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
+    widget = open_panel(h)
+    widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
+    run_to_the_end(h, widget, widget.ui.applyButton)
+    ui = widget.ui
+    ui.exportCollapsibleButton.collapsed = False
+    assert not ui.exportDicomButton.visible
+    written = widget.logic.export(widget._result, tmp_path / "files")  # the default format, as the docs call it
+    assert written["heatmap"].name.endswith(".nii.gz")
+
+    volume.SetAttribute("DICOM.instanceUIDs", "1.2.826.0.1.3680043.8.498.1")  # as loaded from the DICOM database
+    ui.resultComboBox.currentIndex = 0
+    widget.onResultChosen()
+    assert ui.exportDicomButton.visible
+    ui.exportDirectoryButton.directory = str(tmp_path / "dicom")
+    h.click(ui.exportDicomButton)  # no DICOM segmentation plugin in the harness: the reason says what to install
+    with pytest.raises(AssertionError, match="QuantitativeReporting"):
+        h.check()
+    segmentation = widget._result.segmentation
+    hierarchy = segmentation.GetScene().GetSubjectHierarchyNode()
+    item = hierarchy.GetItemByDataNode(segmentation)
+    assert hierarchy.GetItemAttribute(item, "DICOM.ReferencedInstanceUIDs") == "1.2.826.0.1.3680043.8.498.1"

@@ -1,6 +1,12 @@
-"""A DICOM SEG written by the library (`normativead restore --format dicom`) in a real MRML scene (slicer-core):
-its frames, placed by the SEG's own geometry, become a label map that Slicer's segmentations logic imports onto
-the source series' grid, voxel for voxel, with the module's segment name, colour and terminology."""
+"""DICOM SEG and the Slicer module, in a real MRML scene (slicer-core).
+
+- A DICOM SEG written by the library (`normativead restore --format dicom`): its frames, placed by the SEG's
+  own geometry, become a label map that Slicer's segmentations logic imports onto the source series' grid,
+  voxel for voxel, with the module's segment name, colour and terminology.
+- Export through Slicer's own DICOM export: the result's segmentation gets what Slicer's SEG exporter
+  (QuantitativeReporting's DICOMSegmentationPlugin) reads, and the panel offers it only for an input from
+  the DICOM database. The exporter itself runs in Slicer only (DICOMLib, the DICOM database, dcmqi).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ import highdicom as hd
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from slicer_testing import SAMPLE_FLAIR, SAMPLE_LESION, load_volume, require_slicer_core
+import vtk
+from slicer_testing import SAMPLE_FLAIR, SAMPLE_LESION, load_volume, require_slicer_core, tiny_run
 from testsupport import write_dicom_series
 
 require_slicer_core()
@@ -16,7 +23,7 @@ require_slicer_core()
 import slicer  # noqa: E402
 
 from NormativeADLib.io import dicom  # noqa: E402
-from NormativeADSlicerLib import nodes, scene as scene_logic  # noqa: E402
+from NormativeADSlicerLib import export, nodes, scene as scene_logic  # noqa: E402
 
 # Slicer's RAS against DICOM's LPS
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -72,3 +79,45 @@ def test_the_seg_loads_into_a_segmentation_node_on_the_source_grid(scene, tmp_pa
              *described.anatomic_regions]
     for code in codes:
         assert f"{code.scheme_designator}^{code.value}^" in scene_logic.SEGMENT_TERMINOLOGY
+
+
+def test_a_result_from_the_dicom_database_gets_what_slicers_seg_exporter_reads(scene, tmp_path):
+    """The exporter's checks, on the result's segmentation: the subject-hierarchy item lists the source
+    series' instance UIDs (DICOM.ReferencedInstanceUIDs, which examineForExport looks up in the database),
+    the reference volume is the input (its DICOM.instanceUIDs give the source files), the segment is
+    AUTOMATIC with an algorithm name (required for AUTOMATIC) and carries its terminology codes."""
+    volume = tiny_run(scene, tmp_path / "run")
+    result = scene_logic.load_result(scene, volume, tmp_path / "run", "tiny")
+    with pytest.raises(ValueError, match="not loaded from Slicer's DICOM database"):
+        export.prepare_dicom_seg(scene, result)
+    assert not export.from_dicom_database(result)
+
+    uids = "1.2.826.0.1.3680043.8.498.1 1.2.826.0.1.3680043.8.498.2"
+    volume.SetAttribute("DICOM.instanceUIDs", uids)  # as Slicer's DICOM volume plugin leaves it
+    assert export.from_dicom_database(result)
+    item = export.prepare_dicom_seg(scene, result)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    segmentation = result.segmentation
+    assert hierarchy.GetItemDataNode(item) is segmentation
+    assert hierarchy.GetItemAttribute(item, "DICOM.ReferencedInstanceUIDs") == uids
+    assert segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()) is volume
+    segment = segmentation.GetSegmentation().GetSegment(scene_logic.SEGMENT_ID)
+    tags = {}
+    for name in ("DICOM.SegmentAlgorithmType", "DICOM.SegmentAlgorithmName", slicer.vtkSegment.GetTerminologyEntryTagName()):
+        value = vtk.reference("")
+        assert segment.GetTag(name, value), name
+        tags[name] = str(value)
+    assert tags["DICOM.SegmentAlgorithmType"] == "AUTOMATIC"
+    assert tags["DICOM.SegmentAlgorithmName"] == "NormativeAD tiny"
+    assert tags[slicer.vtkSegment.GetTerminologyEntryTagName()] == scene_logic.SEGMENT_TERMINOLOGY
+    assert not nodes.was_edited(segmentation, volume)  # tags only: the threshold still re-segments in place
+
+    # no exporter outside Slicer: a reason naming what to install, nothing written
+    with pytest.raises(ValueError, match="QuantitativeReporting"):
+        export.export_dicom_seg(scene, result, tmp_path / "dicom")
+    assert not (tmp_path / "dicom").exists()
+
+    # an empty segment is refused before Slicer's exporter would refuse it
+    scene_logic.set_threshold(scene, result, 1e9)
+    with pytest.raises(ValueError, match="empty at this threshold"):
+        export.prepare_dicom_seg(scene, result)

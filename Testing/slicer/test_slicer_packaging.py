@@ -9,12 +9,13 @@ the terminology check needs slicer-core and skips without it.
 from __future__ import annotations
 
 import ast
-import json
 import re
 import struct
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from slicer_testing import tiny_run
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "NormativeAD"
@@ -180,29 +181,6 @@ def test_testing_subdirectory_is_registered_with_ctest():
         assert cases and any(ast.unparse(b).endswith("TestCase") for b in cases[0].bases), name
 
 
-def _tiny_run(scene, folder: Path):
-    """A run folder on a small volume's grid, as the command line leaves one (NRRD, metrics.json)."""
-    import numpy as np
-    import slicer
-    from NormativeADSlicerLib import nodes
-
-    rng = np.random.default_rng(0)
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "tiny T1")
-    volume.SetSpacing(2.0, 2.0, 2.0)
-    slicer.util.updateVolumeFromArray(volume, rng.random((6, 7, 8)).astype(np.float32))
-    volume.CreateDefaultDisplayNodes()
-    folder.mkdir()
-    for stem, array in (("pseudo_healthy", rng.random((6, 7, 8))), ("heatmap", rng.random((6, 7, 8))),
-                        ("segmentation", rng.random((6, 7, 8)) > 0.7)):
-        holder = slicer.vtkMRMLScalarVolumeNode()
-        holder.CopyOrientation(volume)
-        slicer.util.updateVolumeFromArray(holder, array.astype(np.float32))
-        nodes.write_volume(holder, folder / f"{stem}.nrrd")
-    metrics = {"model": {"id": "tiny"}, "threshold": {"value": 0.5, "source": "fpr5"}, "thresholds": {"fpr5": 0.5}}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    return volume
-
-
 def test_anomaly_segment_carries_standard_terminology(scene, tmp_path):
     """The segment's codes (category, type, region) in the scene and in the exported .seg.nrrd, where
     Slicer's segment list and its DICOM SEG export read them."""
@@ -211,7 +189,7 @@ def test_anomaly_segment_carries_standard_terminology(scene, tmp_path):
     import vtk
     from NormativeADSlicerLib import export, nodes, scene as scene_logic
 
-    volume = _tiny_run(scene, tmp_path / "run")
+    volume = tiny_run(scene, tmp_path / "run")
     result = scene_logic.load_result(scene, volume, tmp_path / "run", "tiny")
     loaded = result.segmentation
     written = export.write_segmentation(loaded, tmp_path / "anomaly.seg.nrrd")
