@@ -353,7 +353,8 @@ def parser() -> argparse.ArgumentParser:
                                  "registered to the scan and read with it by a study model; the contrast comes from "
                                  "the file name unless named")
         # demo's scan is the sample case, and its model the one shown with it
-        add_parameter(sp, MODEL, **({} if need_input else {"help": f"{MODEL.help.split(';')[0]}; default: {DEMO_MODEL}"}))
+        demo_model = {"help": f"{MODEL.help.split(';')[0]}; default: {DEMO_MODEL}"}
+        add_parameter(sp, MODEL, **({} if need_input else demo_model))
         add_parameter(sp, DEVICE)
         sp.add_argument("--out", help="output folder")
         add_parameter(sp, RESTORE_FORMAT)

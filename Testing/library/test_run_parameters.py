@@ -16,6 +16,7 @@ import pytest
 from NormativeADLib.cli import batch as batch_cli
 from NormativeADLib.cli.commands import parser
 from NormativeADLib.cohort.batch import BatchSettings
+from NormativeADLib.core.catalogue import DEMO_MODEL
 from NormativeADLib.core.options import (DEFAULT_OPACITY, DEVICE, FORMAT, MODEL, RESTORE_FORMAT, SEED, THRESHOLD,
                                          RestoreOptions)
 
@@ -58,7 +59,7 @@ def test_the_model_option_differs_only_where_a_command_says_why():
     restore, demo, batch = _options("restore"), _options("demo"), _options("batch")
     for options in (restore, demo, batch):
         _assert_declared(options[MODEL.flag], MODEL, help_too=False)
-    assert demo[MODEL.flag].help.startswith(MODEL.help.split(";")[0]) and "default: intensity-flair" in demo[MODEL.flag].help
+    assert demo[MODEL.flag].help == f"{MODEL.help.split(';')[0]}; default: {DEMO_MODEL}"
     assert batch[MODEL.flag].dest == "models" and batch[MODEL.flag].nargs == "+"
 
 
