@@ -2,10 +2,10 @@
 
 1. Time from page load to the first heatmap on the shipped sample case (FLAIR, the demo model), in a
    real headless Chromium against a freshly started server once its session started ahead answers (as a
-   visitor finds a running server), median of 3; against the command line's wall time on the same case
-   and model, median of 3.
-2. Memory (resident set) of the visitor's session process after the page is open, after 1 run and
-   after 10 runs.
+   visitor finds a running server); against the command line's wall time on the same case and model.
+   Page and command line take turns (page, CLI, page, CLI...), so that both meet the same load of a
+   shared machine; medians and their ratio. The load average is recorded before and after.
+2. Memory (resident set) of the visitor's session process after the page is open and after each run.
 
     .venv/bin/python Testing/web/bench_web.py [--repeats 3] [--runs 10]
 """
@@ -67,12 +67,11 @@ def memory_after_runs(tmp: Path, runs: int) -> dict:
         page.choose("na-scan-source", "FLAIR")
         page.wait(lambda: "opened" in page.text("na-status"), 60)
         session = driver.current_url  # the visitor's own session process (the launcher redirected there)
-        rss = {"page open": round(server.rss_mb(session))}
+        rss = {"page open": round(server.rss_mb(session)), "after each run": []}
         for run in range(1, runs + 1):
             status = page.run_and_wait()
             assert status.startswith("finished"), f"run {run}: {status} / {page.error()}"
-            if run in (1, runs):
-                rss[f"after {run} run{'s' if run > 1 else ''}"] = round(server.rss_mb(session))
+            rss["after each run"].append(log(f"rss after run {run}", round(server.rss_mb(session))))
         return rss
     finally:
         driver.quit()
@@ -93,16 +92,21 @@ def main() -> None:
     reason = browser_reason()
     if reason:
         sys.exit(reason)
+    load_before = os.getloadavg()
+    page, cli = [], []
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         tmp = Path(tmp)
-        page = [log("page", page_to_first_heatmap(Path(tempfile.mkdtemp(dir=tmp)))) for _ in range(args.repeats)]
-        cli = [log("cli", cli_seconds(Path(tempfile.mkdtemp(dir=tmp)))) for _ in range(args.repeats)]
-        memory = log("memory", memory_after_runs(Path(tempfile.mkdtemp(dir=tmp)), args.runs))
+        for _ in range(args.repeats):  # in turns: a change of the machine's load falls on both
+            page.append(log("page", page_to_first_heatmap(Path(tempfile.mkdtemp(dir=tmp)))))
+            cli.append(log("cli", cli_seconds(Path(tempfile.mkdtemp(dir=tmp)))))
+        memory = log("memory", memory_after_runs(Path(tempfile.mkdtemp(dir=tmp)), args.runs)) if args.runs else None
     print(json.dumps({
         "case": SAMPLE_FLAIR.name, "model": MODEL, "cpus": os.cpu_count(),
+        "load_average_before_after": [round(v, 1) for v in (*load_before, *os.getloadavg())],
         "page_load_to_first_heatmap_s": [round(t, 1) for t in page], "page_median_s": round(statistics.median(page), 1),
         "cli_wall_s": [round(t, 1) for t in cli], "cli_median_s": round(statistics.median(cli), 1),
-        "server_rss_mb": memory,
+        "page_over_cli": round(statistics.median(page) / statistics.median(cli), 3),
+        "session_rss_mb": memory,
     }, indent=2))
 
 
