@@ -572,7 +572,7 @@ class NormativeADWebApp(TrameApp):
                             disabled=("running || !scan_name || !model",))
                     v3.VBtn("Cancel", color="error", id="na-cancel", click=self.cancel, v_if="running")
                 v3.VProgressLinear(model_value=("progress",), height=8, classes="my-2", id="na-progress",
-                                   color="primary", striped=("running",))
+                                   color="primary")
                 html.Div("{{ status }}", classes="text-caption", id="na-status")
                 v3.VSelect(label="Compare with", items=("models",), v_model=("compare_models",), multiple=True,
                            chips=True, density="compact", id="na-compare-models", hide_details=True, classes="mt-2")
