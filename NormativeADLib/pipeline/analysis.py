@@ -21,9 +21,9 @@ from .. import io
 from ..core import jsontext, locations, writes, warm
 from ..core.card import ModelCard
 from ..core.errors import Cancelled, InputError
-from ..core.options import (DICOM_FORMAT, FIGURE_OUTPUTS, FORMATS, IMAGE_OUTPUTS, OUTPUT_FORMATS, STUDY_OUTPUTS,
-                            analysis_names, canonical_contrast, guess_contrast, output_names, resolve_threshold,
-                            study_contrasts)
+from ..core.options import (DEVICE, DICOM_FORMAT, FIGURE_OUTPUTS, FORMAT, FORMATS, IMAGE_OUTPUTS, OUTPUT_FORMATS,
+                            SEED, STUDY_OUTPUTS, analysis_names, canonical_contrast, guess_contrast, output_names,
+                            resolve_threshold, study_contrasts)
 from .contrast_check import check_contrast
 from .preprocess import Prepared, check_registration, prepare, to_model, to_native
 from ..core.catalogue import DEFAULT_MODEL, get_card
@@ -64,7 +64,7 @@ class OtherResult:
 
 def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
             mask_path: str | Path | None = None, reference_path: str | Path | None = None,
-            threshold: str | float | None = None, device: str = "auto", seed: int = 0,
+            threshold: str | float | None = None, device: str = DEVICE.default, seed: int = SEED.default,
             transform_path: str | Path | sitk.Transform | None = None,
             progress: StageProgress | None = None, cancel: threading.Event | None = None,
             contrast: str | None = None, others: Sequence[tuple[str | Path, str | None]] = (),
@@ -277,7 +277,7 @@ def _lps_to_ras(point) -> list[float]:
     return [-point[0], -point[1], point[2]]
 
 
-def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = "nifti", overwrite: bool = False,
+def write_outputs(result: CaseResult, out_dir: str | Path, fmt: str = FORMAT.default, overwrite: bool = False,
                   before_figures: Callable[[], None] | None = None, figures: bool = True) -> Path:
     """Write every output into out_dir, all or nothing.
 
