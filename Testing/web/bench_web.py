@@ -35,7 +35,8 @@ def page_to_first_heatmap(tmp: Path) -> float:
     server = Server(tmp)
     driver = new_browser(tmp)
     try:
-        server.wait_for_a_ready_session()  # a running server, as a visitor finds it
+        server.wait_for_a_ready_session()  # a running server, as a visitor finds it:
+        wait_until_idle(server)  # its session's analysis worker has finished its imports too
         page = Page(driver, server.url)
         started = time.monotonic()
         page.open()
@@ -47,6 +48,32 @@ def page_to_first_heatmap(tmp: Path) -> float:
     finally:
         driver.quit()
         server.stop()
+
+
+def server_cpu_seconds(server: Server) -> float:
+    """CPU time used so far by the server's processes (its process group: launcher, sessions, workers)."""
+    group, total = server.process.pid, 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp; utime and stime follow at 11 and 12
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def wait_until_idle(server: Server, timeout: float = 180.0) -> None:
+    """Until the server's processes use under 0.2 s of CPU in 2 s (the session ahead and its worker ready)."""
+    deadline = time.monotonic() + timeout
+    before = server_cpu_seconds(server)
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = server_cpu_seconds(server)
+        if now - before < 0.2:
+            return
+        before = now
+    raise RuntimeError("the server did not settle")
 
 
 def cli_seconds(tmp: Path) -> float:
