@@ -281,9 +281,8 @@ def test_apply_after_compare_shows_the_new_heatmap(h, small_files, fast_output):
     assert table and h.scene.GetNodeByID(table).GetAttribute("NormativeAD.Role") == "metrics"
 
 
-def test_after_compare_the_chosen_result_takes_the_threshold_and_export(h, small_files, fast_output, tmp_path):
-    """The Result list holds every compared model; the slider and Export act on the one chosen there
-    (they acted on the last result only)."""
+def compare_two_models(h, small_files, fast_output):
+    """The panel on the small sample after Compare of FAST_MODEL and OTHER_MODEL (replayed outputs)."""
     import qt
 
     load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
@@ -296,6 +295,15 @@ def test_after_compare_the_chosen_result_takes_the_threshold_and_export(h, small
         if item.data(qt.Qt.UserRole) in (FAST_MODEL, OTHER_MODEL):
             item.setCheckState(qt.Qt.Checked)
     run_to_the_end(h, widget, ui.compareButton)
+    return widget
+
+
+def test_after_compare_the_chosen_result_takes_the_threshold_and_export(h, small_files, fast_output, tmp_path):
+    """The Result list holds every compared model; the slider and Export act on the one chosen there
+    (they acted on the last result only)."""
+
+    widget = compare_two_models(h, small_files, fast_output)
+    ui = widget.ui
     names = [ui.resultComboBox.itemText(i) for i in range(ui.resultComboBox.count)]
     assert len(names) == 2 and ui.resultComboBox.currentText == widget._result.name == names[-1]
     first, last = widget.logic.results()
@@ -343,20 +351,11 @@ def test_a_scene_saved_as_mrb_and_loaded_again_keeps_its_results(h, small_files,
     """Results live in the scene: the run's folder (with its parameters), the nodes' references and
     attributes. Saved as .mrb, closed and loaded again, the panel lists every result, its slider
     re-thresholds it and Export writes it."""
-    import qt
     import slicer
     from NormativeADSlicerLib import scene as scene_logic
 
-    load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
-    widget = open_panel(h)
-    widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
+    widget = compare_two_models(h, small_files, fast_output)
     ui = widget.ui
-    ui.compareCollapsibleButton.collapsed = False
-    for row in range(ui.compareModelsList.count):
-        item = ui.compareModelsList.item(row)
-        if item.data(qt.Qt.UserRole) in (FAST_MODEL, OTHER_MODEL):
-            item.setCheckState(qt.Qt.Checked)
-    run_to_the_end(h, widget, ui.compareButton)
     names = [r.name for r in widget.logic.results()]
     assert len(names) == 2
     bundle = tmp_path / "scene.mrb"
