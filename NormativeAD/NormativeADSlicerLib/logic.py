@@ -178,6 +178,10 @@ class Job:
 
     def _end(self, status: str, message: str) -> None:
         self._finished = True
+        # The runner's on_event is this Job's method: letting the ended runner go breaks that cycle, so the
+        # Job and its results are freed with its last reference, not at a rare pass of the cycle collector.
+        # poll() and cancel() look at _finished first and never reach the runner again.
+        self._runner = None
         self.state.status = status
         self.state.message = message
         if status == "done":

@@ -5,6 +5,7 @@ here for the module: hostile volumes and masks in the scene, an output folder th
 a process that crashes or is killed, and cancels; each leaves the scene exactly as it was (node count
 and names, the layout), reports one line, and removes its work folder. A comparison of two models
 cancelled or failed during the second model leaves no half layout and none of the first model's nodes.
+A job that has ended, whatever its outcome, is freed as soon as the caller lets it go.
 
 Runs use the real command line in a child process (ProcessRunner) where the failure is the command
 line's; the first model of a comparison is replayed from one real run on a 2 mm copy of the sample
@@ -14,11 +15,13 @@ case (intensity-t1, registration given), made once for the module.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import shutil
 import signal
 import sys
 import textwrap
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -369,3 +372,32 @@ def test_a_first_process_that_cannot_be_made_leaves_no_work_folder(scene, volume
         job.start()
     assert not job.work_dir.exists()
     assert scene_state(scene) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# A job that has ended is freed by reference counting
+
+
+@pytest.mark.parametrize("outcome", ["done", "failed", "cancelled"])
+def test_an_ended_job_is_freed_without_the_cycle_collector(scene, volume, home, outcome):
+    """A Job and its runner referred to each other (the runner's on_event is a method of the Job), so an
+    ended Job, its results' nodes with it, waited for a pass of Python's cycle collector, rare in a process
+    that makes few objects (the web session kept +27 MB a run). With the collector off, the Job must go
+    as soon as its last reference does; poll() and cancel() after the end stay no-ops."""
+    model = "no-such-model" if outcome == "failed" else FAST_MODEL
+    gc.collect()
+    gc.disable()
+    try:
+        job = Job(scene, volume, RunSettings(models=[model], device="cpu")).start()
+        if outcome == "cancelled":
+            job.cancel()
+        state = wait_job(job)
+        assert state.status == outcome, state.message
+        assert job.poll() is False
+        job.cancel()
+        assert job.state.status == outcome
+        freed = weakref.ref(job)
+        del job
+        assert freed() is None, f"still referred to by {[type(r).__name__ for r in gc.get_referrers(freed())]}"
+    finally:
+        gc.enable()
