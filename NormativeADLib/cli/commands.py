@@ -380,7 +380,8 @@ def parser() -> argparse.ArgumentParser:
                                      "may name a shipped size (small, published)")
     tr.add_argument("--config", required=True, help="config JSON, or the name of a shipped one (ae_small)")
     tr.add_argument("--data", help="folder of healthy scans (IXI T1); not needed by the intensity baseline")
-    tr.add_argument("--split", help="subject split JSON (default: Resources/Splits/ixi_t1.json)")
+    tr.add_argument("--split", help="subject split JSON; its data and licence keys go into the card "
+                                    "(default: Resources/Splits/ixi_t1.json)")
     tr.add_argument("--out", help="model folder to write (default: the user model cache)")
     tr.add_argument("--epochs", type=int, help="override the config's epochs")
     tr.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")

@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,20 @@ _SUBJECT = re.compile(r"^(IXI\d+)")
 PREPROCESS_VERSION = 3  # bump when prepare() changes what it produces
 
 
+NOT_RECORDED = "not recorded in the split"  # a split file that does not say its data or their licence
+
+
 @dataclass(frozen=True)
 class Split:
-    """Disjoint subject lists: train the network, validate it, calibrate its thresholds."""
+    """Disjoint subject lists: train the network, validate it, calibrate its thresholds; and, as the split
+    file states them, the data the subjects come from and their licence (a model's card records both)."""
 
     train: tuple[str, ...]
     validation: tuple[str, ...]
     calibration: tuple[str, ...]
+    # not part of the subject lists: two splits of the same subjects are the same split
+    data: str = field(default=NOT_RECORDED, compare=False)
+    licence: str = field(default=NOT_RECORDED, compare=False)
 
     def to_dict(self) -> dict:
         return {"train": list(self.train), "validation": list(self.validation),
@@ -40,7 +47,9 @@ class Split:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Split":
-        return cls(tuple(d["train"]), tuple(d["validation"]), tuple(d["calibration"]))
+        # never a guessed licence: a split without one says so
+        return cls(tuple(d["train"]), tuple(d["validation"]), tuple(d["calibration"]),
+                   d.get("data") or NOT_RECORDED, d.get("licence") or NOT_RECORDED)
 
 
 def subject_id(path: Path) -> str:

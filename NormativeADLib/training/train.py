@@ -542,8 +542,7 @@ def _fit_and_calibrate(run: TrainingRun, work: Path) -> ModelCard:
     calibration = calibrate(model, cal_images, cal_brains, device)
     card = card.replace(
         training={
-            "data": "IXI T1 (healthy adults, Hammersmith Philips 3T), 2 mm NiChart copies",
-            "licence": "CC BY-SA 3.0 (brain-development.org/ixi-dataset)",
+            "data": run.split.data, "licence": run.split.licence,  # as the split file states them
             "split": {k: len(v) for k, v in run.split.to_dict().items()},
             "subjects": run.split.to_dict(),  # so a report never restores a scan the model has seen
             "settings": settings.__dict__,

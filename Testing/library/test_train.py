@@ -10,7 +10,7 @@ from NormativeADLib.core import catalogue, locations
 from NormativeADLib import cli
 from NormativeADLib.training import data
 from NormativeADLib.models import registry
-from NormativeADLib.core.card import sha256
+from NormativeADLib.core.card import read_card, sha256
 
 
 @needs_shared_data()
@@ -36,6 +36,8 @@ def test_train_writes_a_calibrated_model_that_the_registry_loads(tmp_path, capsy
     epoch_seconds = [h["seconds"] for h in card.training["history"]]  # summed over runs when resumed
     assert epoch_seconds[0] > 0 and card.training["seconds"] == round(sum(epoch_seconds))
     assert card.training["subjects"] == tiny  # what a report must never restore
+    # the split states neither its data nor their licence: the card says so rather than guess
+    assert (card.training["data"], card.training["licence"]) == (data.NOT_RECORDED, data.NOT_RECORDED)
     assert np.isfinite(card.figures["healthy_validation"]["ssim"])
     # the same command again refuses to replace the model
     assert cli.main(["train", "--config", str(tmp_path / "config.json"), "--data",
@@ -88,3 +90,36 @@ def test_shipped_split_is_the_one_split_subjects_makes():
     split = data.load_split(locations.resources_dir() / "Splits" / "ixi_t1.json")
     subjects = [*split.train, *split.validation, *split.calibration]
     assert data.split_subjects(reversed(subjects), n_validation=15, n_calibration=25, seed=0) == split
+
+
+def test_a_split_states_the_data_and_licence_a_card_records(tmp_path):
+    """The shipped split file is the one place the IXI data and their licence are written; a split that
+    states neither reads as not recorded; a shorter training list (train_subjects) keeps them."""
+    from dataclasses import replace
+
+    shipped = json.loads((locations.resources_dir() / "Splits" / "ixi_t1.json").read_text())
+    split = data.load_split(locations.resources_dir() / "Splits" / "ixi_t1.json")
+    assert split.licence == shipped["licence"] and split.licence.startswith("CC BY-SA 3.0")
+    assert split.data == shipped["data"] and split.data.startswith("IXI T1")
+    assert replace(split, train=split.train[:2]).licence == split.licence
+    bare = {k: shipped[k] for k in ("train", "validation", "calibration")}
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    custom = data.load_split(tmp_path / "bare.json")
+    assert (custom.data, custom.licence) == (data.NOT_RECORDED, data.NOT_RECORDED)
+    assert custom == split  # the same subjects: the same split, whatever it states about them
+
+
+def test_shipped_cards_record_the_data_and_licence_their_split_states():
+    """Every shipped model trained on the shipped split (all of its training subjects or the first n of
+    them) records that split's data and licence."""
+    split = data.load_split(locations.resources_dir() / "Splits" / "ixi_t1.json")
+    cards = [read_card(f) for f in sorted((locations.resources_dir() / "Models").iterdir()) if (f / "card.json").is_file()]
+    trained = [c for c in cards if c.weights and _trained_on(data.card_subjects(c), split)]
+    assert len(trained) >= 10, f"only {len(trained)} shipped models trained on the shipped split"
+    for card in trained:
+        assert (card.training["data"], card.training["licence"]) == (split.data, split.licence), card.id
+
+
+def _trained_on(subjects: data.Split, split: data.Split) -> bool:
+    return (subjects.validation, subjects.calibration) == (split.validation, split.calibration) \
+        and subjects.train == split.train[:len(subjects.train)]
