@@ -22,6 +22,7 @@ from .. import io
 from ..pipeline.analysis import analyse
 from ..pipeline.preprocess import prepare
 from ..models.registry import LoadedModel, build_network
+from ..core.options import DEVICE
 from ..pipeline.restore import brain_slice_indices, restore_volume, select_device
 
 
@@ -53,7 +54,7 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
-def run(scan_path: Path, model: LoadedModel, device_name: str = "auto", runs: int = 3,
+def run(scan_path: Path, model: LoadedModel, device_name: str = DEVICE.default, runs: int = 3,
         whole_case: bool = True) -> dict:
     device = select_device(device_name).device
     scan = io.read_scan(scan_path)

@@ -22,6 +22,7 @@ from ..measures import anomaly, metrics
 from ..core import jsontext, writes
 from ..core.card import ModelCard, write_card
 from ..core.errors import InputError
+from ..core.options import DEVICE
 from ..pipeline.analysis import CaseResult, analyse
 from ..core.catalogue import get_card
 from ..models.registry import LoadedModel, load_model
@@ -68,7 +69,7 @@ def _scores(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return heat, ref, brain
 
 
-def analyse_cases(model: LoadedModel, cases: list[dict], device: str = "auto",
+def analyse_cases(model: LoadedModel, cases: list[dict], device: str = DEVICE.default,
                   log: Callable[[str], None] = print, transforms: dict | None = None) -> list[CaseResult]:
     """Each case analysed once at the card's default threshold; transforms (case name -> registration)
     skip re-registering."""
@@ -83,7 +84,7 @@ def analyse_cases(model: LoadedModel, cases: list[dict], device: str = "auto",
     return results
 
 
-def evaluate(model_id: str, cases: list[dict], device: str = "auto",
+def evaluate(model_id: str, cases: list[dict], device: str = DEVICE.default,
              log: Callable[[str], None] = print) -> dict:
     model = load_model(model_id)
     return summarise(model.card, cases, analyse_cases(model, cases, device, log))

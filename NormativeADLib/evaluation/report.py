@@ -19,6 +19,7 @@ from . import normative
 from ..core.catalogue import get_card
 from ..training.data import cached_scan, list_scans
 from ..core.errors import InputError, ModelError
+from ..core.options import DEVICE
 from .evaluate import CASE_FIGURES, analyse_cases, default_cases, summarise
 from ..core.locations import home
 from ..pipeline.preprocess import to_model
@@ -143,7 +144,7 @@ def _example(name: str, result, lesion: np.ndarray) -> dict:
             "score": result.score[z], "lesion": lesion[z]}
 
 
-def cohort_report(model_ids: list[str], healthy_dir: str | Path, cases: list[dict], device: str = "auto",
+def cohort_report(model_ids: list[str], healthy_dir: str | Path, cases: list[dict], device: str = DEVICE.default,
                   max_unseen: int = 10, max_reference: int = 20, weights_dir: str | None = None,
                   log: Log = print) -> tuple[dict, dict]:
     """(report, examples per model) for several models on one healthy folder and one set of cases."""

@@ -15,7 +15,7 @@ import torch
 
 from ..measures import anomaly
 from ..core.errors import Cancelled, InputError
-from ..core.options import DEVICES
+from ..core.options import DEVICE, DEVICES
 from ..models.base import SliceGenerators
 from ..models.registry import LoadedModel
 
@@ -31,7 +31,7 @@ class DeviceChoice:
     note: str  # what the user should see, e.g. why auto fell back to the CPU
 
 
-def select_device(requested: str = "auto") -> DeviceChoice:
+def select_device(requested: str = DEVICE.default) -> DeviceChoice:
     """auto picks cuda, then mps, then cpu and says so; an unavailable explicit choice is an error."""
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()

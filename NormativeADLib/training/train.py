@@ -24,7 +24,8 @@ from ..measures import anomaly, metrics
 from . import data, synthetic_validation
 from ..core.card import ModelCard, PostProcess, sha256, write_card
 from ..core.errors import InputError, ModelError
-from ..core.options import COMPONENTS, DEFAULT_POLICY, FPR_TARGETS, PROBABILITY_LEVELS, SYNTHETIC_VALIDATION_VERSION
+from ..core.options import (COMPONENTS, DEFAULT_POLICY, DEVICE, FPR_TARGETS, PROBABILITY_LEVELS,
+                            SYNTHETIC_VALIDATION_VERSION)
 from ..core.grid import ModelGrid
 from ..core.locations import checked_name, child_path, home, resources_dir
 from ..core.writes import write_folder_atomic
@@ -311,7 +312,8 @@ def _check_present(card: ModelCard, data_dir: Path, *cohorts) -> dict:
 
 
 def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
-                log: Log = print, device: str = "auto", site: str | None = None, select_only: bool = False) -> ModelCard:
+                log: Log = print, device: str = DEVICE.default, site: str | None = None,
+                select_only: bool = False) -> ModelCard:
     """Calibrate a trained model again, weights untouched, and return its card.
 
     Without site: on the card's own calibration subjects (after a change to preprocessing or to
@@ -397,7 +399,7 @@ def _site_copy(model: LoadedModel, site: str, data_dir: Path, cache_dir: Path, c
 
 def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None = None,
           epochs: int | None = None, cache_dir: Path | None = None, overwrite: bool = False,
-          resume: bool = False, command: str = "", log: Log = print, device: str = "auto",
+          resume: bool = False, command: str = "", log: Log = print, device: str = DEVICE.default,
           init_from: str | None = None) -> ModelCard:
     """Train on device (auto: cuda, mps, else cpu), calibrate and write a model folder (card.json + weights).
     init_from: an installed model of the same family and network whose weights training starts from (a
