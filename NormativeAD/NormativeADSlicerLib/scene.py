@@ -28,8 +28,8 @@ import vtk
 from NormativeADLib.core.options import (DEFAULT_OPACITY, DEFAULT_POLICY, DISPLAY_FLOOR, IMAGE_OUTPUTS,
                                         STUDY_OUTPUTS, study_image_names)
 
-from .nodes import (ATTR, ensure_segmentation_support, mark_unedited, mask_array, read_volume_array, same_grid,
-                    set_segment_array, volume_like, was_edited)
+from .nodes import (ATTR, ensure_segmentation_support, ijk_to_ras, mark_unedited, mask_array, read_volume_array,
+                    same_grid, set_segment_array, volume_like, was_edited)
 
 ROLE = ATTR + "Role"
 HEATMAP_COLOR_NAME = "NormativeADHeat"
@@ -211,6 +211,7 @@ def _free_result_name(scene, base: str) -> str:
 
 
 def remove_result(scene, result: Result) -> None:
+    _MODEL_SPACES.pop(result.heatmap.GetID(), None)
     table = table_node(scene, create=False)
     if table is not None:
         _remove_table_row(table, result.name)
@@ -236,6 +237,7 @@ class RunFiles:
 
     metrics: dict
     arrays: dict  # stem -> (z, y, x) array on the input's grid
+    transform: str | None = None  # transform.tfm's text: the table's restoration figures follow the threshold with it
 
 
 def read_run(input_node, out_dir: str | Path) -> RunFiles:
@@ -255,7 +257,8 @@ def read_run(input_node, out_dir: str | Path) -> RunFiles:
         if not same_grid(input_node, matrix, array.shape):
             raise ValueError(f"{files[0].name} is not on the grid of {input_node.GetName()}")
         arrays[stem] = array
-    return RunFiles(metrics, arrays)
+    transform = out_dir / "transform.tfm"
+    return RunFiles(metrics, arrays, transform.read_text() if transform.is_file() else None)
 
 
 def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str | None = None,
@@ -290,6 +293,8 @@ def load_result(scene, input_node, out_dir: str | Path | RunFiles, model_id: str
     heatmap.SetAttribute(ATTR + "Model", model_id)
     heatmap.SetAttribute(ATTR + "ResultName", name)
     heatmap.SetAttribute(ATTR + "Metrics", json.dumps(metrics))
+    if run.transform:
+        heatmap.SetAttribute(ATTR + "Transform", run.transform)
     threshold = metrics.get("threshold", {})
     heatmap.SetAttribute(ATTR + "Threshold", repr(float(threshold.get("value", 0.0))))
     heatmap.SetAttribute(ATTR + "ThresholdSource", str(threshold.get("source", "manual")))
@@ -560,10 +565,7 @@ def row_values(result: Result, mask: np.ndarray | None = None) -> dict[str, str]
     flat["threshold_source"] = result.threshold_source
     if mask is not None:  # the threshold moved: the mask-derived figures follow it, computed as a run's are
         flat.update(segmentation_figures(mask, tuple(float(s) for s in result.input.GetSpacing())))
-        # measured in model space at the run's threshold: the run's figures, not this threshold's
-        for key in ("ssim_outside_anomaly", "mae_outside_anomaly", "lpips_outside_anomaly", "ssim_inside_anomaly",
-                    "caci"):
-            flat.pop(key, None)
+        flat.update(_restoration_figures(result, mask))
         flat.update(_against_reference(result, mask))
     return {header: _format(flat.get(key)) for header, key, _ in TABLE_COLUMNS}
 
@@ -581,6 +583,105 @@ def _against_reference(result: Result, mask: np.ndarray) -> dict:
     region = slicer.util.arrayFromVolume(brain) > 0 if brain is not None else np.ones(mask.shape, bool)
     figures = segmentation_against_reference(mask, reference, region)
     return dict(zip(keys, (figures["dice"], figures["lesion_detection_rate"], figures["false_positive_components"])))
+
+
+RESTORATION_KEYS = ("ssim_outside_anomaly", "mae_outside_anomaly", "lpips_outside_anomaly", "ssim_inside_anomaly",
+                    "caci")
+
+
+def _restoration_figures(result: Result, mask: np.ndarray) -> dict:
+    """SSIM and MAE outside the mask, SSIM inside it and CACI, measured as the run measures them (model space,
+    scaled intensities: rethreshold.py); blank when the run's model space cannot be rebuilt faithfully.
+
+    LPIPS stays blank: its AlexNet would bring torch and the network into this process (Slicer's, the web
+    session's) at the first threshold move, seconds and hundreds of MB for one column."""
+    from NormativeADLib.pipeline import rethreshold
+
+    space = _model_space(result)
+    if space is None:
+        return dict.fromkeys(RESTORATION_KEYS)
+    figures = rethreshold.figures(space, _sitk_image(mask.astype(np.uint8), result.input))
+    return {key: figures.get(key) for key in RESTORATION_KEYS}
+
+
+# heatmap node ID -> (what the rebuild was made from, the rebuilt model space or None); a few results' worth
+# (13 MB each for a 2 mm model), so that moving one result's threshold and then another's rebuilds neither
+_MODEL_SPACES: dict[str, tuple[tuple, object]] = {}
+_MODEL_SPACES_KEPT = 4
+
+
+def _model_space(result: Result):
+    """The result's run rebuilt in model space (rethreshold.ModelSpace), once per result and input state
+    (3-4 s on a 2-core machine, at the first threshold move); None when it cannot stand for the run."""
+    volumes = (result.input, result.pseudo_healthy, result.brain_mask, result.heatmap)
+    transform = result.heatmap.GetAttribute(ATTR + "Transform")
+    if any(volume is None for volume in volumes) or not transform:  # a scene saved before the runs kept it
+        return None
+    # VTK modification times only grow: an edited scan, restoration or heatmap gets a key of its own
+    key = (*(volume.GetImageData().GetMTime() for volume in volumes), transform,
+           result.heatmap.GetAttribute(ATTR + "Metrics"))
+    cached = _MODEL_SPACES.get(result.heatmap.GetID())
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    space = _rebuild_model_space(result, transform)
+    scene = result.heatmap.GetScene()
+    for node_id in [i for i in _MODEL_SPACES if i == result.heatmap.GetID() or scene.GetNodeByID(i) is None]:
+        del _MODEL_SPACES[node_id]  # this result's older state, and results gone from the scene
+    while len(_MODEL_SPACES) >= _MODEL_SPACES_KEPT:
+        _MODEL_SPACES.pop(next(iter(_MODEL_SPACES)))
+    _MODEL_SPACES[result.heatmap.GetID()] = (key, space)
+    return space
+
+
+def _rebuild_model_space(result: Result, transform_text: str):
+    """rethreshold.rebuild() from the result's nodes, kept only where its figures at the run's own threshold
+    are the run's (rethreshold.agrees): the model's card as the run used it, the scan as the run read it."""
+    import tempfile
+
+    from NormativeADLib import io
+    from NormativeADLib.core.catalogue import get_card
+    from NormativeADLib.core.errors import NormativeADError
+    from NormativeADLib.measures.anomaly import segment
+    from NormativeADLib.pipeline import rethreshold
+
+    metrics = result.metrics
+    try:
+        card = get_card(result.model_id)
+    except NormativeADError:  # the model is not installed here (a result loaded from elsewhere)
+        return None
+    if str(card.version) != str((metrics.get("model") or {}).get("version")):
+        return None  # another version of the model: its grid or scaling may differ from the run's
+    with tempfile.TemporaryDirectory() as folder:  # SimpleITK reads transforms from files only
+        path = Path(folder) / "transform.tfm"
+        path.write_text(transform_text)
+        try:
+            transform = io.read_transform(path)
+        except NormativeADError:
+            return None
+    scan = _sitk_image(slicer.util.arrayFromVolume(result.input).astype(np.float32), result.input)
+    try:
+        space = rethreshold.rebuild(scan, _sitk_image(slicer.util.arrayFromVolume(result.pseudo_healthy), result.input),
+                                    _sitk_image(slicer.util.arrayFromVolume(result.brain_mask), result.input),
+                                    transform, card)
+    except (NormativeADError, RuntimeError):  # an emptied brain mask, a scan SimpleITK refuses: a blank column,
+        return None                           # never a threshold that fails to move
+    own = segment(slicer.util.arrayFromVolume(result.heatmap), float(metrics["threshold"]["value"]),
+                  tuple(float(s) for s in result.input.GetSpacing()), result.min_component_ml)
+    own_figures = rethreshold.figures(space, _sitk_image(own.astype(np.uint8), result.input))
+    return space if rethreshold.agrees(own_figures, metrics.get("per_case") or {}) else None
+
+
+def _sitk_image(array: np.ndarray, reference):
+    """array (z, y, x) as a SimpleITK image on reference's grid, in LPS as the library reads files."""
+    import SimpleITK as sitk
+
+    lps = np.diag([-1.0, -1.0, 1.0]) @ ijk_to_ras(reference)[:3]
+    spacing = np.linalg.norm(lps[:, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(lps[:, 3].tolist())
+    image.SetDirection((lps[:, :3] / spacing).ravel().tolist())
+    return image
 
 
 def _format(value) -> str:

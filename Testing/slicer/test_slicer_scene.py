@@ -7,8 +7,11 @@ the others need slicer-core only.
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,6 +199,65 @@ def test_the_table_scores_every_threshold_against_the_reference(scene, sample_vo
     scene.RemoveNode(lesion)  # the user removed the reference: nothing to score against
     scene_logic.set_threshold(scene, result, "fpr10")
     assert scene_logic.table_as_rows(scene_logic.table_node(scene))[0]["Dice"] == ""
+
+
+RESTORATION_COLUMNS = {"SSIM outside anomaly": "ssim_outside_anomaly", "MAE outside anomaly": "mae_outside_anomaly",
+                       "SSIM inside anomaly": "ssim_inside_anomaly", "CACI (segmentation)": "caci"}
+
+
+def restoration_row(mrml, result, choice) -> dict[str, float]:
+    scene_logic.set_threshold(mrml, result, choice)
+    row = next(r for r in scene_logic.table_as_rows(scene_logic.table_node(mrml)) if r["Result"] == result.name)
+    assert row["LPIPS outside anomaly"] == ""  # its network is not loaded into the scene's process
+    return {key: float(row[header]) for header, key in RESTORATION_COLUMNS.items()}
+
+
+def test_the_restoration_figures_follow_the_threshold(scene, loaded, cli_run):
+    """SSIM and MAE outside the anomaly, SSIM inside it and CACI are measured again at a moved threshold, in
+    model space on the run's scaled intensities (rebuilt from the scene's scan and pseudo-healthy volume):
+    at the run's own threshold they are the run's figures, at another they move."""
+    from NormativeADLib.pipeline.rethreshold import AGREEMENT
+
+    _, metrics, _ = cli_run
+    per_case = metrics["per_case"]
+    moved = restoration_row(scene, loaded, "fpr1")
+    own = restoration_row(scene, loaded, metrics["threshold"]["value"])
+    for key, value in own.items():
+        assert value == pytest.approx(per_case[key], abs=AGREEMENT), key
+        assert abs(moved[key] - value) > AGREEMENT, key  # fpr1 flags a fraction of fpr5's voxels
+
+
+def test_a_model_without_restorer_keeps_the_figures_its_run_writes(scene, sample_volume, cli_run, tmp_path):
+    """A model without a restorer (a segmenter on the scan alone) writes the scan as its pseudo-healthy
+    image: SSIM 1, MAE 0, SSIM inside 1 and CACI 0 at its threshold (metrics.restoration_fidelity of a
+    volume against itself), and at every other."""
+    from NormativeADLib.measures.metrics import hmean
+
+    out_dir, metrics, _ = cli_run
+    copy = Path(shutil.copytree(out_dir, tmp_path / "segmenter"))
+    nodes.write_volume(sample_volume, copy / "pseudo_healthy.nrrd")
+    unchanged = {"ssim_outside_anomaly": 1.0, "mae_outside_anomaly": 0.0, "ssim_inside_anomaly": 1.0,
+                 "caci": hmean(1.0, 0.0)}
+    metrics = {**metrics, "per_case": {**metrics["per_case"], **unchanged}}
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    result = scene_logic.load_result(scene, sample_volume, copy, metrics["model"]["id"])
+    for choice in ("fpr1", "fpr10", metrics["threshold"]["value"]):
+        assert restoration_row(scene, result, choice) == pytest.approx(unchanged, abs=1e-6), choice
+
+
+def test_the_restoration_figures_stay_blank_where_the_rebuild_is_not_the_run(scene, sample_volume, cli_run, tmp_path):
+    """Where the figures rebuilt at the run's own threshold are not its metrics.json's (here: the run's figures
+    changed on disk; in use: a scan edited since, a model updated, a scan grid coarser than the model's), the
+    columns are blank at a moved threshold rather than figures of something else."""
+    out_dir, metrics, _ = cli_run
+    copy = Path(shutil.copytree(out_dir, tmp_path / "changed"))
+    per_case = {**metrics["per_case"], "caci": metrics["per_case"]["caci"] + 0.05}
+    (copy / "metrics.json").write_text(json.dumps({**metrics, "per_case": per_case}))
+    result = scene_logic.load_result(scene, sample_volume, copy, metrics["model"]["id"])
+    scene_logic.set_threshold(scene, result, "fpr1")
+    row = scene_logic.table_as_rows(scene_logic.table_node(scene))[0]
+    assert all(row[header] == "" for header in RESTORATION_COLUMNS)
+    assert row["Anomaly volume (mL)"] != ""  # the figures that need no rebuild still follow
 
 
 def test_metrics_table_contents(scene, loaded, cli_run):
