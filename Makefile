@@ -47,7 +47,7 @@ bench: install
 
 # Refresh the README's screenshot (docs/screenshot_overlay.png); tests alone never write into the tree.
 screenshot: $(VENV)/.installed-test
-	NORMATIVEAD_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q Testing/slicer/test_slicer_render.py -k overlay
+	NORMATIVEAD_UPDATE_SCREENSHOT=1 $(PY) -m pytest -q Testing/module/test_slicer_render.py -k overlay
 
 # The documentation site (mkdocs.yml) into site/; --strict turns every warning (a broken link or anchor,
 # an API page that cannot be generated) into a failure. CI runs it too.

@@ -41,7 +41,7 @@ def shipped_model():
 # -- Test tiers ------------------------------------------------------------------------------------
 # `make check` runs `-m "not slow and not harness and not browser"`; `make test` runs everything.
 # harness: Slicer's own Python with the stand-in application (slicer_harness.py): every test using the
-# `harness` fixture of Testing/slicer/test_slicer_module.py, and the one there marked by hand.
+# `harness` fixture of Testing/module/test_slicer_module.py, and the one there marked by hand.
 # browser: a real headless Chromium (Testing/web/test_web_page.py, marked in its file).
 # slow: a test that registers or analyses a whole scan, runs the command line on whole scans in a
 # child process, trains a network, runs a diffusion model's chain or the Inception network, or needs
@@ -79,7 +79,7 @@ SLOW_TESTS = {
 # Fixtures that run the command line on the sample case: every test using one is slow.
 SLOW_FIXTURES = {
     "demo_run",  # test_cli.py: `normativead demo`
-    "cli_run",  # Testing/slicer/conftest.py (and the harness's and the browser's own): one real restore
+    "cli_run",  # Testing/module/conftest.py (and the harness's and the browser's own): one real restore
 }
 
 

@@ -1,7 +1,7 @@
 """Helpers shared by the library tests: the repository, the shipped sample case, ../shared/data.
 
 Tests import these from here (`from testsupport import SHARED_DATA`), never from `conftest`: pytest
-imports Testing/conftest.py, Testing/slicer/conftest.py and Testing/web/conftest.py each as a module
+imports Testing/conftest.py, Testing/module/conftest.py and Testing/web/conftest.py each as a module
 named `conftest`, so `from conftest import ...` reads whichever was loaded last.
 """
 

@@ -1,7 +1,7 @@
 """Each run parameter is declared once (core/options.py: flag, type, choices, default, help) and every
 front end takes it from there: restore's and batch's command lines, the settings objects of the library
 and of the Slicer job, and the web page. The Slicer parameter node is checked on Slicer's own Python
-(Testing/slicer/test_slicer_module.py), where parameterNodeWrapper runs."""
+(Testing/module/test_slicer_module.py), where parameterNodeWrapper runs."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def cli_run(tmp_path_factory):
     env = dict(os.environ, NORMATIVEAD_HOME=str(folder / "home"), OMP_NUM_THREADS="2",
                PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "NormativeAD")]))
     # In a process of its own: slicer-core's `slicer` package imports every module of any `slicer` folder
-    # on sys.path, and pytest puts Testing/ (holding Testing/slicer) there.
+    # on sys.path, and a pytest process's sys.path holds the tests' folders; this one holds the checkout alone.
     subprocess.run([sys.executable, "-c", WRITE_AS_SLICER, str(SAMPLE_FLAIR), str(scan)], env=env, cwd=folder,
                    check=True, capture_output=True, timeout=120)
     done = subprocess.run([sys.executable, "-m", "NormativeADLib.cli", "restore", str(scan), "--model",

@@ -3,7 +3,7 @@
 It checks what a packaging mistake breaks and the self-test cannot see on a factory machine without
 torch: the module's resources and the library sit where the module looks for them, and the model
 catalogue and the heatmap colour table load. Nothing here needs torch or the other analysis packages.
-Testing/slicer/test_slicer_daily_use.py runs it on the checkout's layout too.
+Testing/module/test_slicer_daily_use.py runs it on the checkout's layout too.
 """
 
 import unittest

@@ -1326,7 +1326,7 @@ class QUiLoader(QObject):
         cls = _WIDGET_CLASSES.get(name)
         if cls is None:
             raise RuntimeError(f"QUiLoader stand-in: no stand-in for the widget class {name!r} "
-                               "(add one to Testing/slicer/harness_qt.py, harness_ctk.py or harness_qmrml.py and to "
+                               "(add one to Testing/module/harness_qt.py, harness_ctk.py or harness_qmrml.py and to "
                                "its module's list in slicer_harness.py)")
         return cls
 

@@ -34,7 +34,7 @@ replaces (slicer.*, qt, ctk, SampleData, PyTorchUtils and each module file it lo
 attribute of the `slicer` package, slicer.__path__, sys.path and sys.dont_write_bytecode (no
 __pycache__ is written into the shared folder). Library modules imported meanwhile
 (NormativeADSlicerLib...) keep working afterwards: they hold the `slicer` package itself and look
-slicer.util up at call time. One process-wide change is kept, as Testing/slicer/conftest.py's scene
+slicer.util up at call time. One process-wide change is kept, as Testing/module/conftest.py's scene
 fixture also makes it: the segmentation converter rules registered (Slicer registers them at
 startup). Use `with Harness() as h:` or a fixture that calls install()/uninstall().
 """
@@ -115,7 +115,7 @@ _WIDGET_CLASSES["QPixmap"] = QIcon
 
 
 def _stand_in_module(name: str, classes, extra: dict | None = None) -> types.ModuleType:
-    module = types.ModuleType(name, f"Stand-in for Slicer's `{name}` (Testing/slicer/slicer_harness.py).")
+    module = types.ModuleType(name, f"Stand-in for Slicer's `{name}` (Testing/module/slicer_harness.py).")
     for cls in classes:
         setattr(module, cls.__name__, cls)
     for key, value in (extra or {}).items():
@@ -125,7 +125,7 @@ def _stand_in_module(name: str, classes, extra: dict | None = None) -> types.Mod
         if attr.startswith("__"):
             raise AttributeError(attr)
         raise AttributeError(f"the harness has no stand-in for {name}.{attr} (add one to "
-                             f"Testing/slicer/harness_{name}.py and its list in slicer_harness.py)")
+                             f"Testing/module/harness_{name}.py and its list in slicer_harness.py)")
 
     module.__getattr__ = __getattr__
     return module
