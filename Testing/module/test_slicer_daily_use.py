@@ -146,6 +146,28 @@ def test_self_test_skips_in_a_stock_slicer_and_says_how_to_install(h, stock_slic
     assert "nibabel" in result.skipped[0][1]
 
 
+@pytest.mark.slow  # the module's own self-test analyses the whole sample case in a child process
+def test_self_test_runs_the_default_model_with_the_packages_installed(h, caplog):
+    """A Slicer with the packages installed: "Reload and Test" (runTest) runs the sample case through the
+    T1 default, as Apply would, and thresholds its result: nothing skipped, nothing failed."""
+    import slicer
+
+    h.load_module(MODULE_FILE)
+    import NormativeAD
+
+    assert NormativeAD.NormativeADLogic().missingDependencies() == []
+    with caplog.at_level(logging.INFO):
+        slicer.selfTests["NormativeAD"]()
+    h.check()
+    shown = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("Skipped") for m in shown), shown
+    assert shown.count("Test passed") == 1, shown
+    from NormativeADLib.core import catalogue
+
+    assert any(m.startswith(f"Running {catalogue.default_model('T1')} ") for m in shown), shown
+
+
+
 def _tests(suite) -> list:
     return [t for item in suite for t in (_tests(item) if isinstance(item, unittest.TestSuite) else [item])]
 
