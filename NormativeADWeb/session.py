@@ -6,7 +6,8 @@ NormativeADSlicerLib (Job for runs, scene for display / threshold / table, compa
 side-by-side views, export for files), so the page and the Slicer panel share one copy of that code.
 
 Files handed in by the page (uploads) are written into a private folder made by the server and
-removed when it stops; an upload is streamed to disk and refused as soon as it passes the size limit.
+removed when it stops, or as soon as the session holds them no more (a scan or reference replaced or
+dropped, an upload refused); an upload is streamed to disk and refused as soon as it passes the size limit.
 A scan is checked with the library's own checks (the command line's messages) before it reaches the
 scene. A failed or cancelled job leaves the previous results as they were (the Job adds nothing to
 the scene until every model has finished).
@@ -95,6 +96,7 @@ class WebSession:
         self.process_factory = process_factory
         self.scan = None
         self.reference = None
+        self.reference_file: Path | None = None  # the file the reference was read from (an upload is discarded with it)
         self.job: Job | None = None
         self.results: list[scene_logic.Result] = []
         self.current: scene_logic.Result | None = None
@@ -181,14 +183,21 @@ class WebSession:
             raise InputError("open a scan first, then its reference segmentation.")
         path = locations.check_input_file(path, "reference")
         io.check_inputs(self.scan.GetStorageNode().GetFileName(), reference_path=path)
+        if self.reference_file is not None and self.reference_file.resolve() == Path(path).resolve():
+            self.reference_file = None  # the same file again: read anew, not discarded
         self.clear_reference()
         self.reference = _read_reference(self.scene, path, self.scan)
+        self.reference_file = Path(path)
         return self.reference
 
     def clear_reference(self) -> None:
+        """The reference goes from the scene, and its file with it when it was an upload (discard_upload): a
+        reference replaced or dropped is never read again (a run reads the copy its Job wrote)."""
         if self.reference is not None:
             self.scene.RemoveNode(self.reference)
             self.reference = None
+        self.discard_upload(self.reference_file)
+        self.reference_file = None
 
     def _forget_scan(self) -> None:
         for result in scene_logic.results_in_scene(self.scene):
