@@ -265,8 +265,18 @@ def shown_slice_views(scene) -> list:
     return shown
 
 
-def test_apply_after_compare_shows_the_new_heatmap(h, small_files, fast_output):
+def tick_compared_models(ui) -> None:
+    """The user opens the Compare section and ticks FAST_MODEL and OTHER_MODEL."""
     import qt
+
+    ui.compareCollapsibleButton.collapsed = False
+    for row in range(ui.compareModelsList.count):
+        item = ui.compareModelsList.item(row)
+        if item.data(qt.Qt.UserRole) in (FAST_MODEL, OTHER_MODEL):
+            item.setCheckState(qt.Qt.Checked)
+
+
+def test_apply_after_compare_shows_the_new_heatmap(h, small_files, fast_output):
     import slicer
     from NormativeADSlicerLib import comparison
 
@@ -275,12 +285,7 @@ def test_apply_after_compare_shows_the_new_heatmap(h, small_files, fast_output):
     widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
     ui = widget.ui
 
-    ui.compareCollapsibleButton.collapsed = False  # the user opens the Compare section
-    compared = [FAST_MODEL, OTHER_MODEL]
-    for row in range(ui.compareModelsList.count):
-        item = ui.compareModelsList.item(row)
-        if item.data(qt.Qt.UserRole) in compared:
-            item.setCheckState(qt.Qt.Checked)
+    tick_compared_models(ui)
     run_to_the_end(h, widget, ui.compareButton)
     layout = slicer.app.layoutManager()
     assert layout.layout == comparison.LAYOUT_ID
@@ -305,17 +310,12 @@ def test_apply_after_compare_shows_the_new_heatmap(h, small_files, fast_output):
 
 def compare_two_models(h, small_files, fast_output):
     """The panel on the small sample after Compare of FAST_MODEL and OTHER_MODEL (replayed outputs)."""
-    import qt
 
     load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
     widget = open_panel(h)
     widget.logic.processFactory = lambda request, on_event: ReplayRunner(request, on_event, fast_output)
     ui = widget.ui
-    ui.compareCollapsibleButton.collapsed = False
-    for row in range(ui.compareModelsList.count):
-        item = ui.compareModelsList.item(row)
-        if item.data(qt.Qt.UserRole) in (FAST_MODEL, OTHER_MODEL):
-            item.setCheckState(qt.Qt.Checked)
+    tick_compared_models(ui)
     run_to_the_end(h, widget, ui.compareButton)
     return widget
 
@@ -504,7 +504,6 @@ def test_reloading_the_module_during_a_run_stops_it_and_the_new_panel_works(h, s
 def test_a_compared_model_whose_process_cannot_be_made_fails_the_run(h, small_files, fast_output):
     """The second model's process cannot be made (the factory raises): the run fails with the reason and
     ends, instead of raising from the panel's timer on every tick."""
-    import qt
 
     load_volume(h.scene, small_files[0], "MSLUB26 T1 2mm")
     widget = open_panel(h)
@@ -518,11 +517,7 @@ def test_a_compared_model_whose_process_cannot_be_made_fails_the_run(h, small_fi
 
     widget.logic.processFactory = factory
     ui = widget.ui
-    ui.compareCollapsibleButton.collapsed = False
-    for row in range(ui.compareModelsList.count):
-        item = ui.compareModelsList.item(row)
-        if item.data(qt.Qt.UserRole) in (FAST_MODEL, OTHER_MODEL):
-            item.setCheckState(qt.Qt.Checked)
+    tick_compared_models(ui)
     h.click(ui.compareButton)
     for _ in range(5):
         h.fire_timers()
