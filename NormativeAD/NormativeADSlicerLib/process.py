@@ -148,13 +148,16 @@ _idle_lock = threading.Lock()
 _shutting_down = False  # set by shut_down(): no worker is started or kept any more
 
 
-# Changes with every test while the worker cannot care: under pytest no run would find a warm worker.
-_NOT_THE_WORKERS = {"PYTEST_CURRENT_TEST"}
+# Variables (names or name prefixes) that change while the worker cannot care: pytest's changes with every
+# test, and the web server's frameworks (trame, wslink) set theirs once the page is served, after the
+# session's worker was started ahead; keyed on them, no run would find a warm worker.
+_NOT_THE_WORKERS = ("PYTEST_CURRENT_TEST", "WSLINK_", "TRAME_")
 
 
 def _pool_key(command: list[str], env: dict) -> tuple:
     """Workers are shared only between runs that would have started the same process."""
-    return tuple(command), frozenset(i for i in env.items() if i[0] not in _NOT_THE_WORKERS), os.getcwd()
+    return (tuple(command), frozenset(i for i in env.items() if not i[0].startswith(_NOT_THE_WORKERS)),
+            os.getcwd())
 
 
 def _take_worker(command: list[str], env: dict) -> Worker:

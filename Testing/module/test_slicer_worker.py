@@ -112,3 +112,16 @@ def test_a_cancel_while_the_process_shuts_down_starts_no_worker(runs):
         assert not process._idle, "a worker was started while shutting down"
     finally:
         process._shutting_down = False  # this test process goes on
+
+
+def test_a_worker_started_ahead_is_found_after_the_web_server_sets_its_variables(runs, monkeypatch):
+    """A web session starts its worker ahead, then trame and wslink set their variables (WSLINK_READY_MSG)
+    once the page is served: the first Run still finds that worker instead of starting a cold one (about
+    4 s of imports on this CPU, a third of the page's time to its first heatmap)."""
+    ahead = runs()
+    process.prewarm(ahead.command(), ahead.environment())
+    started_ahead = [w.process.pid for w in process._idle]
+    monkeypatch.setenv("WSLINK_READY_MSG", "")
+    first = runs()
+    finished(first)
+    assert started_ahead and [first._process.pid] == started_ahead
