@@ -56,10 +56,10 @@ def scan_models() -> tuple[list[ModelCard], list[BrokenModel]]:
 
 def synthetic_dice(card: ModelCard, contrast: str, policy: str | None = None) -> float | None:
     """Mean Dice at `policy` (None: the card's default policy for that contrast) on healthy validation scans
-    carrying synthetic anomalies in that contrast (synthetic_validation, recorded by train and calibrate), or None when not measured or,
-    for a redrawn contrast, measured under another SYNTHETIC_VALIDATION_VERSION (other scans: no comparison)."""
+    carrying synthetic anomalies in that contrast (synthetic_validation, recorded by train and calibrate), or None when not
+    measured or measured under another SYNTHETIC_VALIDATION_VERSION (other scans or anomalies: no comparison)."""
     record = card.figures.get("synthetic_validation") or {}
-    if contrast.lower() != "t1" and record.get("version", 1) != SYNTHETIC_VALIDATION_VERSION:
+    if record.get("version", 1) != SYNTHETIC_VALIDATION_VERSION:
         return None
     per_contrast = record.get("per_contrast") or {}
     figures = next((f for c, f in per_contrast.items() if c.lower() == contrast.lower()), None)
