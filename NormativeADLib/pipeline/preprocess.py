@@ -8,6 +8,8 @@ output returns to the scan's own grid.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,8 +147,27 @@ def at_most_resolution(image: sitk.Image, spacing_mm: float) -> sitk.Image:
 SIMILARITY_SHRINK = (4, 2, 1)
 AFFINE_SHRINK = (4, 2, 1)
 REGISTRATION_SAMPLING = 0.25  # share of the template's voxels the metric samples
-REGISTRATION_SEED = 7  # the samples are drawn the same way every run: a scan registers the same way twice
+REGISTRATION_SEED = 7  # the samples are drawn the same way every run
+# Threads of the registration (0: ITK's default, every core). ITK's Mattes MI sums its samples over threads
+# in no fixed order, so on several threads a scan registers a little differently each run, seed or not; on
+# one thread the same way every run, for 1.5-1.7 times the preparation time on this 2-core CPU
+# (Testing/bench/registration_threads.py, docs/preprocessing.md). A case's result barely moves (the sample
+# FLAIR's flagged volume and Dice were the same to the last digit over three runs), so a run takes every
+# core; the training cache, whose brain masks place every synthetic anomaly, is prepared on one thread
+# (reproducible_registration), so that a cache prepared again holds the same scans.
+REGISTRATION_THREADS = 0
 _SMOOTHING_MM = {4: 2, 2: 1, 1: 0}  # Gaussian sigma (mm, as ITK takes it) per shrink factor
+
+
+@contextlib.contextmanager
+def reproducible_registration():
+    """Within it, a scan registers on one thread: the same way every run (REGISTRATION_THREADS)."""
+    global REGISTRATION_THREADS
+    kept, REGISTRATION_THREADS = REGISTRATION_THREADS, 1
+    try:
+        yield
+    finally:
+        REGISTRATION_THREADS = kept
 
 
 def _run_registration(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform,
@@ -164,7 +185,14 @@ def _run_registration(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Tra
     reg.SetShrinkFactorsPerLevel(list(shrink))
     reg.SetSmoothingSigmasPerLevel([_SMOOTHING_MM[f] for f in shrink])
     reg.SetInitialTransform(transform, inPlace=True)
-    reg.Execute(fixed, moving)
+    # the metric and optimiser take ITK's global default, not the method's SetNumberOfThreads
+    default_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    if REGISTRATION_THREADS:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(REGISTRATION_THREADS)
+    try:
+        reg.Execute(fixed, moving)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(default_threads)
 
 
 def scale_intensity(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[float, float]) -> tuple[float, float]:

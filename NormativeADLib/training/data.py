@@ -20,7 +20,7 @@ from .. import io
 from ..core import locations, writes
 from ..core.errors import ModelError
 from ..core.grid import ModelGrid
-from ..pipeline.preprocess import prepare
+from ..pipeline.preprocess import prepare, reproducible_registration
 
 _SUBJECT = re.compile(r"^(IXI\d+)")
 PREPROCESS_VERSION = 3  # bump when prepare() changes what it produces
@@ -110,7 +110,8 @@ def cached_scan(path: Path, cache_dir: Path, grid: ModelGrid,
     if target.is_file():
         with np.load(target) as data:
             return data["image"].astype(np.float32), data["brain"]
-    prepared = prepare(io.read_scan(path), grid, percentiles=percentiles)
+    with reproducible_registration():  # a cache prepared again holds the same scans (and synthetic anomalies)
+        prepared = prepare(io.read_scan(path), grid, percentiles=percentiles)
     target.parent.mkdir(parents=True, exist_ok=True)
     writes.write_file_atomic(
         target,
