@@ -23,7 +23,7 @@ from ..core.grid import ModelGrid
 from ..pipeline.preprocess import prepare, reproducible_registration
 
 _SUBJECT = re.compile(r"^(IXI\d+)")
-PREPROCESS_VERSION = 3  # bump when prepare() changes what it produces
+PREPROCESS_VERSION = 4  # bump when prepare() changes what it produces (4: reproducible registration)
 
 
 NOT_RECORDED = "not recorded in the split"  # a split file that does not say its data or their licence
