@@ -9,7 +9,6 @@ output returns to the scan's own grid.
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,7 +149,7 @@ REGISTRATION_SAMPLING = 0.25  # share of the template's voxels the metric sample
 REGISTRATION_SEED = 7  # the samples are drawn the same way every run
 # Threads of the registration (0: ITK's default, every core). ITK's Mattes MI sums its samples over threads
 # in no fixed order, so on several threads a scan registers a little differently each run, seed or not; on
-# one thread the same way every run, for 1.5-1.7 times the preparation time on this 2-core CPU
+# one thread the same way every run, for 1.5-2 times the preparation time on this 2-core CPU
 # (Testing/bench/registration_threads.py, docs/preprocessing.md). A case's result barely moves (the sample
 # FLAIR's flagged volume and Dice were the same to the last digit over three runs), so a run takes every
 # core; the training cache, whose brain masks place every synthetic anomaly, is prepared on one thread
@@ -185,14 +184,23 @@ def _run_registration(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Tra
     reg.SetShrinkFactorsPerLevel(list(shrink))
     reg.SetSmoothingSigmasPerLevel([_SMOOTHING_MM[f] for f in shrink])
     reg.SetInitialTransform(transform, inPlace=True)
-    # the metric and optimiser take ITK's global default, not the method's SetNumberOfThreads
-    default_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    if REGISTRATION_THREADS:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(REGISTRATION_THREADS)
-    try:
+    with _itk_threads(REGISTRATION_THREADS):
         reg.Execute(fixed, moving)
+
+
+@contextlib.contextmanager
+def _itk_threads(threads: int):
+    """ITK filters started within it run on `threads` threads (0: as they are). The registration's metric
+    and optimiser take ITK's global default, not the method's SetNumberOfThreads."""
+    if not threads:
+        yield
+        return
+    kept = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    try:
+        yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(default_threads)
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(kept)
 
 
 def scale_intensity(scan: sitk.Image, brain: sitk.Image, percentiles: tuple[float, float]) -> tuple[float, float]:

@@ -16,6 +16,7 @@ The shipped sample scans are always measured; two healthy IXI scans too when ../
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -35,8 +36,6 @@ CASES = [SAMPLE / "mslub_patient26_t1.nii.gz", SAMPLE / "mslub_patient26_flair.n
 
 def prepared_once(scan: sitk.Image, threads: int) -> tuple[float, tuple]:
     """(seconds, transform parameters) of one preparation, the registration on one thread (1) or every core (0)."""
-    import contextlib
-
     from NormativeADLib.core.grid import ModelGrid
     from NormativeADLib.pipeline import preprocess
 
