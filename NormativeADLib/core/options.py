@@ -92,8 +92,10 @@ CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
 # The synthetic-anomaly validation a default is chosen on (training/synthetic_validation.py): T1 is the
 # healthy scan as it is, other contrasts are redrawn (synthesis/synth_contrast.py). Version 2 draws them
 # with realistic tissue contrast; version 3 measures on 15 scans instead of 5 (train.SELECTION_SCANS), every
-# shipped model again on one draw. Figures recorded under another version do not compare, in any contrast.
-SYNTHETIC_VALIDATION_VERSION = 3
+# shipped model again on one draw; version 4 plants the anomalies on T2 and FLAIR as lesions look there
+# (mostly bright: synthetic.CONTRAST_PROBABILITIES), where earlier versions drew them as on T1. Figures
+# recorded under another version do not compare, in any contrast.
+SYNTHETIC_VALIDATION_VERSION = 4
 # File-name words that name a contrast, checked in this order (t1c before t1, flair before t2)
 _CONTRAST_WORDS = (("FLAIR", ("flair",)), ("T1c", ("t1c", "t1ce", "t1gd", "t1post", "t1_post", "ce-gd", "gad")),
                    ("T2", ("t2",)), ("T1", ("t1",)))

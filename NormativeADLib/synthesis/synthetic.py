@@ -47,6 +47,14 @@ KINDS = ("bright_blob", "dark_blob", "foreign_patch", "smoothing", "swelling")
 # How often sample() picks each kind: intensity blobs are what most lesions look like, the others
 # teach the segmenter that texture, context and shape can be abnormal too.
 PROBABILITIES = {"bright_blob": 0.3, "dark_blob": 0.25, "foreign_patch": 0.2, "smoothing": 0.1, "swelling": 0.15}
+# On T2 and FLAIR, the lesions a clinician looks for (MS plaques, oedema, tumour, infarcts, white-matter
+# hyper-intensities) are bright: there the kinds are drawn mostly as bright blobs. The bright-lesion models
+# train on this mix (their configs' `synthetic.kinds`) and the synthetic validation plants it in those two
+# contrasts (SYNTHETIC_VALIDATION_VERSION 4). On T1 and T1c lesions go either way (black holes, necrosis;
+# enhancement, blood), so they keep PROBABILITIES.
+BRIGHT_LESION_PROBABILITIES = {"bright_blob": 0.5, "dark_blob": 0.1, "foreign_patch": 0.2, "smoothing": 0.05,
+                               "swelling": 0.15}
+CONTRAST_PROBABILITIES = {"T2": BRIGHT_LESION_PROBABILITIES, "FLAIR": BRIGHT_LESION_PROBABILITIES}
 
 # semi-axes of the anomaly's ellipse (4 to 20 mm on the 2 mm model grid), each drawn log-uniformly, so
 # that small anomalies (an MS lesion is a few mm) are as common as large ones (a tumour)
@@ -322,6 +330,11 @@ def kind_weights(weights: dict | None) -> dict[str, float]:
     if total <= 0 or any(float(w) < 0 for w in weights.values()):
         raise ValueError(f"anomaly kind weights {weights} must be >= 0 with a positive sum")
     return {k: float(weights.get(k, 0.0)) / total for k in KINDS}
+
+
+def contrast_probabilities(contrast: str | None) -> dict[str, float]:
+    """How often each kind is drawn for a scan of `contrast` (None or unlisted: PROBABILITIES)."""
+    return dict(CONTRAST_PROBABILITIES.get((contrast or "").upper(), PROBABILITIES))
 
 
 def sample(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,

@@ -2,7 +2,8 @@
 
 On healthy validation scans (never trained on), in each contrast a model accepts (T1 as scanned; T1c,
 T2 and FLAIR redrawn from the scan's tissue labels, synth_contrast.py), each scan once as it is and
-once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds):
+once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds, drawn as lesions look in
+that contrast: mostly bright on T2 and FLAIR):
 - restoration of the healthy scan: SSIM and MAE inside the brain (it should keep healthy tissue);
 - removal: the share of the anomaly's intensity change that does not reach the restoration,
   1 - mean|R(anomalous) - R(healthy)| / mean|anomalous - healthy| inside the anomaly (1: the anomaly
@@ -60,11 +61,13 @@ def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.ran
 
 
 def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
-                   count: int = ANOMALIES_PER_SCAN) -> tuple[np.ndarray, np.ndarray]:
-    """The volume carrying `count` synthetic 3D anomalies, and their joint mask."""
+                   count: int = ANOMALIES_PER_SCAN, contrast: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The volume carrying `count` synthetic 3D anomalies, drawn as lesions look in `contrast`
+    (synthetic.contrast_probabilities: mostly bright on T2 and FLAIR), and their joint mask."""
     mask = np.zeros(brain.shape, bool)
+    kinds = synthetic.contrast_probabilities(contrast)
     for _ in range(count):
-        image, added, _ = synthetic.sample(image, brain, rng)
+        image, added, _ = synthetic.sample(image, brain, rng, probabilities=kinds)
         mask |= added
     return image, mask
 
@@ -88,7 +91,7 @@ def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng
     restored = restore_volume(model, healthy, brain, device)
     fidelity = metrics.restoration_fidelity(healthy, restored, brain)
     healthy_score = score_volume(model, healthy, restored, brain, device, contrast=contrast)
-    anomalous, mask = with_anomalies(healthy, brain, rng)
+    anomalous, mask = with_anomalies(healthy, brain, rng, contrast=contrast)
     fixed = restore_volume(model, anomalous, brain, device)
     score = score_volume(model, anomalous, fixed, brain, device, contrast=contrast)
     removal = removed_share(healthy, anomalous, restored, fixed, mask)

@@ -146,6 +146,23 @@ def test_kind_weights_restrict_and_reweight_the_draw(slices):
         synthetic.kind_weights({"bright_blob": 0})
 
 
+def test_t2_and_flair_draw_mostly_bright_lesions_as_the_bright_lesion_models_train_on():
+    import json
+
+    from testsupport import REPO
+
+    for contrast in ("FLAIR", "flair", "T2"):
+        assert synthetic.contrast_probabilities(contrast) == synthetic.BRIGHT_LESION_PROBABILITIES
+    for contrast in ("T1", "T1c", None, "PD"):
+        assert synthetic.contrast_probabilities(contrast) == synthetic.PROBABILITIES
+    bright = synthetic.BRIGHT_LESION_PROBABILITIES
+    assert abs(sum(bright.values()) - 1.0) < 1e-9 and set(bright) == set(synthetic.KINDS)
+    assert bright["bright_blob"] > synthetic.PROBABILITIES["bright_blob"]
+    for config in ("sadm_synth_t2flair", "sadm_dae_t2flair"):  # one mix: what they learn is what they are chosen on
+        options = json.loads((REPO / "Resources" / "Configs" / f"{config}.json").read_text())["synthetic"]
+        assert synthetic.kind_weights(options["kinds"]) == pytest.approx(bright), config
+
+
 def test_a_slice_takes_milliseconds(slices):
     cases, other = slices
     image, brain = cases[1]

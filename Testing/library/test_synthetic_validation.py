@@ -66,6 +66,22 @@ def test_anomalies_are_planted_inside_the_brain_reproducibly(volume):
     assert np.array_equal(a1[~m1], image[~m1])
 
 
+def test_anomalies_planted_on_flair_are_mostly_bright(volume):
+    """Version 4 of the validation: on T2 and FLAIR the anomalies are drawn as lesions look there."""
+    image, brain = volume
+
+    def mean_change(contrast):
+        changes = []
+        for seed in range(8):
+            anomalous, mask = sv.with_anomalies(image, brain, np.random.default_rng(seed), contrast=contrast)
+            changes.append(float((anomalous - image)[mask].mean()))
+        return np.mean(changes)
+
+    same = [sv.with_anomalies(image, brain, np.random.default_rng(5), contrast=c)[1] for c in ("T1", None)]
+    assert np.array_equal(*same)  # T1 keeps the general mix, as before version 4
+    assert mean_change("FLAIR") > mean_change("T1") + 0.02
+
+
 def test_contrasts_are_redrawn_from_the_tissue_labels(volume):
     image, brain = volume
     rng = np.random.default_rng(0)
@@ -96,8 +112,9 @@ def test_the_policy_is_chosen_within_the_healthy_limit():
 
 
 def test_figures_of_an_older_validation_do_not_compare():
-    """SYNTHETIC_VALIDATION_VERSION 3 measures on other scans (15, not 5): a card measured before is no
-    candidate in any contrast, T1 included, until it is measured again."""
+    """Each SYNTHETIC_VALIDATION_VERSION measures on other scans or anomalies (3: 15 scans, not 5; 4: bright
+    anomalies on T2 and FLAIR): a card measured before is no candidate in any contrast, T1 included,
+    until it is measured again."""
     card = catalogue.get_card("sadm-dae")
     per_contrast = {c: {"dice": {card.default_for(c): 0.3}} for c in ("T1", "FLAIR")}
     for version in (None, catalogue.SYNTHETIC_VALIDATION_VERSION - 1):
