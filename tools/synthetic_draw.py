@@ -20,14 +20,14 @@ from NormativeADLib.core import catalogue, locations
 from NormativeADLib.core.card import read_card
 from NormativeADLib.models.registry import load_model
 from NormativeADLib.training import data, synthetic_validation
-from NormativeADLib.training.train import SELECTION_SCANS
+from NormativeADLib.training.train import SELECTION_SCANS, model_subjects
 
 
 def measure_on_draw(model_ref: str, data_dir: Path, seed: int) -> dict:
     folder = Path(model_ref)
     card = read_card(folder) if folder.is_dir() else catalogue.get_card(model_ref)
     scans = data.list_scans(data_dir)
-    subjects = data.card_subjects(card).validation[:SELECTION_SCANS]
+    subjects = model_subjects(card).validation[:SELECTION_SCANS]
     images, brains = data.load_cohort([scans[s] for s in subjects], locations.home() / "prepared",
                                       card.grid, card.percentiles)
     figures = synthetic_validation.measure(load_model(card), images, brains, card.trained_contrasts, seed=seed)

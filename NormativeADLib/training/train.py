@@ -311,6 +311,12 @@ def _check_present(card: ModelCard, data_dir: Path, *cohorts) -> dict:
     return scans
 
 
+def model_subjects(card: ModelCard) -> data.Split:
+    """The split a model is calibrated and validated on: its card's, or for a rule model (intensity), which
+    never saw a scan, the shipped split."""
+    return data.card_subjects(card) if card.weights else data.load_split(default_split_path())
+
+
 def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
                 log: Log = print, device: str = DEVICE.default, site: str | None = None,
                 select_only: bool = False) -> ModelCard:
@@ -332,8 +338,7 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     choice = select_device(device).device
     if site is not None:
         return _site_copy(model, site, data_dir, cache_dir, command, log, choice)
-    # a rule model (intensity) never saw a scan: the shipped split's validation subjects serve it
-    subjects = data.card_subjects(card) if card.weights else data.load_split(default_split_path())
+    subjects = model_subjects(card)
     if select_only:  # the default policy chosen again on synthetic anomalies, thresholds as they are
         [(val_images_t1, val_brains)] = _prepared_cohorts(card, data_dir, cache_dir, log,
                                                           validation=subjects.validation[:SELECTION_SCANS])
