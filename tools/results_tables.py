@@ -83,16 +83,9 @@ def _redrawn(card) -> str:
 
 
 def _healthy_median(model: str, policy: str) -> str:
-    """The median flagged on healthy validation scans at `policy`: as calibrate measured it, else as the
-    synthetic validation measured it on the same healthy scans as scanned (T1; a policy offered after
-    the model was calibrated)."""
     card = catalogue.get_card(model)
     flagged = card.healthy_flagged_ml()
-    if policy in flagged:
-        return f"{flagged[policy]['median_ml']:.1f}{_redrawn(card)}"
-    synthetic = ((card.figures.get("synthetic_validation") or {}).get("per_contrast") or {}).get("T1") or {}
-    median = (synthetic.get("healthy_median_ml") or {}).get(policy)
-    return f"{median:.1f} (synthetic validation)" if median is not None else "not measured"
+    return f"{flagged[policy]['median_ml']:.1f}{_redrawn(card)}" if policy in flagged else "not measured"
 
 
 def summary_table(reports: list[dict]) -> str:
@@ -156,7 +149,9 @@ Made by `.venv/bin/python tools/results_tables.py` from the evaluations in this 
 cases; more are held back). Flagged and lesion volumes on the native grid inside the brain mask; the \
 model's default policy is marked. The second table: median flagged mL on the 15 healthy IXI validation \
 subjects (model space) per policy; for a model not trained for T1, those scans redrawn as synthetic scans \
-of its contrasts from their tissue labels (marked).
+of its contrasts from their tissue labels (marked). A probability level offered after the model was \
+calibrated (`calibrate --select-only`) shows the median the synthetic validation measured on the same \
+healthy scans (`ModelCard.healthy_flagged_ml`).
 """
 
 

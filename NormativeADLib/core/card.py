@@ -168,8 +168,14 @@ class ModelCard:
 
     def healthy_flagged_ml(self) -> dict:
         """Policy -> flagged volume on the healthy validation scans ({"median_ml", "per_scan_ml"}), as
-        calibrate measured it; empty when it was not measured."""
-        return (self.figures.get("healthy_validation") or {}).get("flagged_ml") or {}
+        calibrate measured it; empty when it was not measured. A policy offered after calibration (a
+        probability level `calibrate --select-only` added) has the median the synthetic validation measured
+        on the same subjects' healthy T1 as scanned ({"median_ml"} alone), where it did."""
+        measured = dict((self.figures.get("healthy_validation") or {}).get("flagged_ml") or {})
+        per_contrast = (self.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
+        for policy, median in ((per_contrast.get("T1") or {}).get("healthy_median_ml") or {}).items():
+            measured.setdefault(policy, {"median_ml": median})
+        return measured
 
     def default_for(self, contrast: str | None) -> str:
         """The default policy of a scan of `contrast` (None, unknown: default_threshold)."""

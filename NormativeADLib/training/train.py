@@ -317,6 +317,14 @@ def model_subjects(card: ModelCard) -> data.Split:
     return data.card_subjects(card) if card.weights else data.load_split(default_split_path())
 
 
+def selection_scans(card: ModelCard, data_dir: Path, cache_dir: Path | None = None, log: Log = print):
+    """(images, brains) of the healthy validation scans a default policy is chosen on, in model space
+    (T1 as scanned; select_on_synthetic redraws the other contrasts)."""
+    validation = model_subjects(card).validation[:SELECTION_SCANS]
+    [scans] = _prepared_cohorts(card, data_dir, cache_dir or home() / "prepared", log, validation=validation)
+    return scans
+
+
 def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, command: str = "",
                 log: Log = print, device: str = DEVICE.default, site: str | None = None,
                 select_only: bool = False) -> ModelCard:
@@ -340,8 +348,7 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
         return _site_copy(model, site, data_dir, cache_dir, command, log, choice)
     subjects = model_subjects(card)
     if select_only:  # the default policy chosen again on synthetic anomalies, thresholds as they are
-        [(val_images_t1, val_brains)] = _prepared_cohorts(card, data_dir, cache_dir, log,
-                                                          validation=subjects.validation[:SELECTION_SCANS])
+        val_images_t1, val_brains = selection_scans(card, data_dir, cache_dir, log)
         # probability levels are fixed, not calibrated: a card made before one was offered gets it
         if model.family.segments:
             missing = {k: v for k, v in PROBABILITY_LEVELS.items() if k not in card.thresholds}

@@ -176,3 +176,19 @@ def test_a_contrast_gets_its_own_policy_where_its_choice_differs():
     per_contrast, reasons = _policies_per_contrast(figures, overall)
     assert per_contrast == {"T1": "p50"} and "p50" in reasons["T1"]
     assert _policies_per_contrast({"T1": figures["T1"]}, "p50") == ({}, {})
+
+
+def test_a_policy_offered_after_calibration_has_the_healthy_median_the_selection_measured():
+    """`calibrate --select-only` offers probability levels a card was not calibrated with (study-dae's p95):
+    the healthy median then comes from the synthetic validation's healthy T1 scans as scanned (the same
+    subjects), so a batch summary and the results tables still say what the default flags on healthy scans.
+    What calibrate measured wins; a model validated only on redrawn contrasts gains nothing from T1."""
+    card = catalogue.get_card("study-dae")
+    calibrated = card.figures["healthy_validation"]["flagged_ml"]
+    synthetic_t1 = card.figures["synthetic_validation"]["per_contrast"]["T1"]["healthy_median_ml"]
+    assert "p95" not in calibrated and card.default_threshold == "p95"
+    flagged = card.healthy_flagged_ml()
+    assert flagged["p95"] == {"median_ml": synthetic_t1["p95"]}
+    assert flagged["p50"] == calibrated["p50"]
+    redrawn = catalogue.get_card("sadm-synth-t2flair")
+    assert redrawn.healthy_flagged_ml() == redrawn.figures["healthy_validation"]["flagged_ml"]
