@@ -90,6 +90,11 @@ class ModelCard:
         return float(low), float(high)
 
     @property
+    def bias_correction(self) -> bool:
+        """Whether scans are N4-corrected before scaling (intensity.bias_field "n4"): as the model was trained."""
+        return self.intensity.get("bias_field") == "n4"
+
+    @property
     def trained_contrasts(self) -> tuple[str, ...]:
         return tuple(self.contrasts) or (self.contrast,)
 

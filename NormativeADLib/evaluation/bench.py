@@ -58,7 +58,8 @@ def run(scan_path: Path, model: LoadedModel, device_name: str = DEVICE.default, 
         whole_case: bool = True) -> dict:
     device = select_device(device_name).device
     scan = io.read_scan(scan_path)
-    prepared = prepare(scan, model.card.grid, None, model.card.percentiles)
+    prepared = prepare(scan, model.card.grid, None, model.card.percentiles,
+                       bias_correction=model.card.bias_correction)
     n_slices = len(brain_slice_indices(prepared.brain))
     restore_volume(model, prepared.image, prepared.brain, device)  # warm-up
     engine = _timed(lambda: restore_volume(model, prepared.image, prepared.brain, device), runs, device)

@@ -110,13 +110,14 @@ def _healthy_slices(model, unseen: list[Path], reference: list[Path], device, lo
     """(UN inputs, their restorations, N inputs): brain slices in the model's space (prepared once, cached)."""
     card = model.card
     cache = home() / "prepared"
+    settings = (card.grid, card.percentiles, card.bias_correction)
     inputs, restored = [], []
     for i, path in enumerate(unseen):
-        image, brain = cached_scan(path, cache, card.grid, card.percentiles)
+        image, brain = cached_scan(path, cache, *settings)
         inputs.append(normative.brain_slices(image, brain))
         restored.append(normative.brain_slices(restore_volume(model, image, brain, device), brain))
         log(f"{card.id}: healthy {i + 1}/{len(unseen)} restored")
-    others = [normative.brain_slices(*cached_scan(p, cache, card.grid, card.percentiles)) for p in reference]
+    others = [normative.brain_slices(*cached_scan(p, cache, *settings)) for p in reference]
     return np.concatenate(inputs), np.concatenate(restored), np.concatenate(others)
 
 

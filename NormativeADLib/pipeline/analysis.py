@@ -103,17 +103,18 @@ def analyse(scan_path: str | Path, model: str | LoadedModel = DEFAULT_MODEL,
     checkpoint("preprocess", 0.05, "brain mask and registration to MNI152")
 
     def make() -> tuple[Prepared, float]:
-        prepared = prepare(scan, card.grid, mask, card.percentiles, transform)
+        prepared = prepare(scan, card.grid, mask, card.percentiles, transform, card.bias_correction)
         return prepared, check_registration(prepared)
 
     prepared, registration_qc = make() if isinstance(transform_path, sitk.Transform) else warm.prepared(
-        (scan_path, mask_path, transform_path), (card.grid, tuple(card.percentiles)), make)
+        (scan_path, mask_path, transform_path), (card.grid, tuple(card.percentiles), card.bias_correction), make)
     contrast_evidence = check_contrast(prepared, scan_contrast["scan"])
 
     study = {}
     for (path, _), other_contrast in zip(others, other_contrasts):
         checkpoint("preprocess", 0.2, f"registering the {other_contrast} volume to the scan")
-        study[other_contrast] = coregister.bring_onto(prepared, io.read_scan(path), other_contrast, card.percentiles)
+        study[other_contrast] = coregister.bring_onto(prepared, io.read_scan(path), other_contrast, card.percentiles,
+                                                      card.bias_correction)
 
     checkpoint("restore", 0.4, f"restoring on {choice.note}")
     passes = 2 if uncertainty else 1

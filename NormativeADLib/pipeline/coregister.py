@@ -132,7 +132,8 @@ def _motion(transform: sitk.Euler3DTransform) -> tuple[float, float]:
     return float(angles.max()), float(np.linalg.norm(transform.GetTranslation()))
 
 
-def bring_onto(first: Prepared, other: sitk.Image, contrast: str, percentiles: tuple[float, float]) -> OtherVolume:
+def bring_onto(first: Prepared, other: sitk.Image, contrast: str, percentiles: tuple[float, float],
+               bias_correction: bool = False) -> OtherVolume:
     """An other volume of the study registered to the first scan and prepared like it (module docstring)."""
     scan = first.native
     transform, check = register_checked(scan, other, first.native_brain)
@@ -141,7 +142,7 @@ def bring_onto(first: Prepared, other: sitk.Image, contrast: str, percentiles: t
         raise InputError(f"the {contrast} volume does not overlap the first scan's brain after registration; "
                          "is it a scan of the same subject?")
     try:
-        prepared = prepare(registered, first.grid, first.native_brain, percentiles, first.transform)
+        prepared = prepare(registered, first.grid, first.native_brain, percentiles, first.transform, bias_correction)
     except InputError as err:
         raise InputError(f"the {contrast} volume: {err}") from None
     prepared.image = np.where(first.brain, prepared.image, 0.0).astype(np.float32)

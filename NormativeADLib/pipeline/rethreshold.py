@@ -60,7 +60,7 @@ def rebuild(scan: sitk.Image, pseudo_healthy: sitk.Image, native_brain: sitk.Ima
     """Model space of a written run, from its scan (original units), pseudo-healthy image, brain mask and
     transform (all but the transform on the scan's grid); card: the model the run used."""
     scan = sitk.Cast(scan, sitk.sitkFloat32)  # as io.read_scan gives it to the run
-    prepared = prepare(scan, card.grid, native_brain, card.percentiles, transform)
+    prepared = prepare(scan, card.grid, native_brain, card.percentiles, transform, card.bias_correction)
     low, high = prepared.intensity_range
     change = (sitk.Cast(pseudo_healthy, sitk.sitkFloat32) - scan) / (high - low)  # in the scaled units
     restored = np.where(prepared.brain, prepared.image + _model_change(change, prepared), 0.0).astype(np.float32)

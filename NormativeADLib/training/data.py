@@ -98,20 +98,21 @@ def card_subjects(card) -> Split:
     return load_split(path)
 
 
-def cache_key(grid: ModelGrid, percentiles: tuple[float, float]) -> str:
-    text = json.dumps([grid.to_dict(), list(percentiles), PREPROCESS_VERSION], sort_keys=True)
+def cache_key(grid: ModelGrid, percentiles: tuple[float, float], bias_correction: bool = False) -> str:
+    settings = [grid.to_dict(), list(percentiles), PREPROCESS_VERSION] + (["n4"] if bias_correction else [])
+    text = json.dumps(settings, sort_keys=True)  # without N4 the key is the one earlier caches were written under
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cached_scan(path: Path, cache_dir: Path, grid: ModelGrid,
-                percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def cached_scan(path: Path, cache_dir: Path, grid: ModelGrid, percentiles: tuple[float, float],
+                bias_correction: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(image, brain) of one scan in model space, prepared once and then read from the cache."""
-    target = cache_dir / cache_key(grid, percentiles) / f"{subject_id(path)}.npz"
+    target = cache_dir / cache_key(grid, percentiles, bias_correction) / f"{subject_id(path)}.npz"
     if target.is_file():
         with np.load(target) as data:
             return data["image"].astype(np.float32), data["brain"]
     with reproducible_registration():  # a cache prepared again holds the same scans (and synthetic anomalies)
-        prepared = prepare(io.read_scan(path), grid, percentiles=percentiles)
+        prepared = prepare(io.read_scan(path), grid, percentiles=percentiles, bias_correction=bias_correction)
     target.parent.mkdir(parents=True, exist_ok=True)
     writes.write_file_atomic(
         target,
@@ -122,11 +123,11 @@ def cached_scan(path: Path, cache_dir: Path, grid: ModelGrid,
 
 
 def load_cohort(paths: Sequence[Path], cache_dir: Path, grid: ModelGrid, percentiles: tuple[float, float],
-                progress: Callable[[int, int], None] | None = None):
+                progress: Callable[[int, int], None] | None = None, bias_correction: bool = False):
     """Lists of (image, brain) arrays, one per scan, through the cache."""
     images, brains = [], []
     for i, path in enumerate(paths):
-        image, brain = cached_scan(path, cache_dir, grid, percentiles)
+        image, brain = cached_scan(path, cache_dir, grid, percentiles, bias_correction)
         images.append(image)
         brains.append(brain)
         if progress:

@@ -71,11 +71,17 @@ def card_from_config(config: dict) -> ModelCard:
     """The card a config describes, before training: no weights or figures yet; thresholds only where
     the config states them as a rule (the intensity baseline's z-scores)."""
     grid = ModelGrid.from_dict(config["grid"]) if "grid" in config else ModelGrid()
-    percentiles = list(config.get("intensity", {}).get("percentiles", (1.0, 99.0)))
+    intensity = {"method": "percentile",
+                 "percentiles": list(config.get("intensity", {}).get("percentiles", (1.0, 99.0)))}
+    bias_field = config.get("intensity", {}).get("bias_field")
+    if bias_field not in (None, "n4"):
+        raise InputError(f"config {config['id']}: intensity.bias_field {bias_field!r} is not known; leave it out or give \"n4\".")
+    if bias_field:
+        intensity["bias_field"] = bias_field
     return ModelCard(
         id=config["id"], family=config["family"], version=config["version"], contrast=config["contrast"],
         description=config["description"], grid=grid, network=config["network"],
-        restoration=config.get("restoration", {}), intensity={"method": "percentile", "percentiles": percentiles},
+        restoration=config.get("restoration", {}), intensity=intensity,
         postprocess=PostProcess(**config.get("postprocess", {})),
         thresholds=dict(config.get("thresholds", {})),
         default_threshold=config.get("default_threshold", DEFAULT_POLICY),
@@ -298,7 +304,8 @@ def _prepared_cohorts(card: ModelCard, data_dir: Path, cache_dir: Path, log: Log
     out = []
     for what, ids in cohorts.items():
         log(f"preparing {len(ids)} {what} scans (cached in {cache_dir})")
-        out.append(data.load_cohort([scans[s] for s in ids], cache_dir, card.grid, card.percentiles))
+        out.append(data.load_cohort([scans[s] for s in ids], cache_dir, card.grid, card.percentiles,
+                                    bias_correction=card.bias_correction))
     return out
 
 

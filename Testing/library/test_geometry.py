@@ -120,3 +120,47 @@ def test_write_outputs_on_input_grid(sample_scan, shipped_model, tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "segmentation.nrrd"))),
                                   sitk.GetArrayFromImage(result.segmentation))
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "staging files left behind"
+
+
+def _slab_brightness(prepared) -> tuple[float, float]:
+    """The 85th percentile (white matter) of the lowest and highest fifth of the brain's slices."""
+    image, brain = prepared.image, prepared.brain
+    slices = np.flatnonzero(brain.any(axis=(1, 2)))
+    fifth = (slices[-1] - slices[0]) // 5
+    low, high = slice(slices[0], slices[0] + fifth), slice(slices[-1] - fifth, slices[-1] + 1)
+    return tuple(float(np.percentile(image[s][brain[s]], 85)) for s in (low, high))
+
+
+def test_bias_correction_flattens_a_field_and_leaves_a_flat_scan(sample_scan):
+    """The sample T1 is flat (MSLUB ships it bias-corrected); given an IXI-like field (x1 at the bottom to
+    x0.7 at the top of the head) its top slab's white matter drops to about 0.75 of the bottom's. N4 brings
+    it back within 5 % of the scan as it was, and leaves the scan as it was within 0.02."""
+    grid = preprocess.ModelGrid()
+    scan = sitk.ReadImage(str(sample_scan), sitk.sitkFloat32)
+    superior = np.asarray([scan.TransformIndexToPhysicalPoint((0, 0, 0)),
+                           scan.TransformIndexToPhysicalPoint(tuple(n - 1 for n in scan.GetSize()))])
+    height = sitk.GetArrayFromImage(sitk.PhysicalPointSource(sitk.sitkVectorFloat64, scan.GetSize(),
+                                                             scan.GetOrigin(), scan.GetSpacing(),
+                                                             scan.GetDirection()))[..., 2]
+    low, high = np.sort(superior[:, 2])
+    field = 1.0 - 0.3 * (height - low) / (high - low)
+    ramped = sitk.GetImageFromArray(sitk.GetArrayFromImage(scan) * field.astype(np.float32))
+    ramped.CopyInformation(scan)
+    flat = preprocess.prepare(scan, grid)
+    transform = flat.transform  # one registration for all, so only the intensities differ
+    bottom, top = _slab_brightness(flat)
+    r_bottom, r_top = _slab_brightness(preprocess.prepare(ramped, grid, transform=transform))
+    c_bottom, c_top = _slab_brightness(preprocess.prepare(ramped, grid, transform=transform, bias_correction=True))
+    n_bottom, n_top = _slab_brightness(preprocess.prepare(scan, grid, transform=transform, bias_correction=True))
+    assert r_top / r_bottom < 0.85 * top / bottom, "the field should darken the top of the scaled scan"
+    assert abs(c_top / c_bottom - top / bottom) < 0.05, (c_top / c_bottom, top / bottom)
+    assert abs(n_bottom - bottom) < 0.02 and abs(n_top - top) < 0.02
+
+
+def test_bias_correction_leaves_an_already_normalised_scan():
+    """N4 models positive intensities: a scan with values at or below zero in its brain (BraTS z-scores,
+    bias-corrected before) is returned as it is."""
+    values = np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32)
+    scan = sitk.GetImageFromArray(values)
+    brain = sitk.GetImageFromArray(np.ones(values.shape, np.uint8))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(preprocess.correct_bias_field(scan, brain)), values)

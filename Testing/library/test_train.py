@@ -123,3 +123,21 @@ def test_shipped_cards_record_the_data_and_licence_their_split_states():
 def _trained_on(subjects: data.Split, split: data.Split) -> bool:
     return (subjects.validation, subjects.calibration) == (split.validation, split.calibration) \
         and subjects.train == split.train[:len(subjects.train)]
+
+
+def test_a_config_states_bias_correction_and_the_cache_keeps_it_apart():
+    from NormativeADLib.core.errors import InputError
+    from NormativeADLib.core.grid import ModelGrid
+    from NormativeADLib.training import train
+
+    config = train.load_config("sadm_dae")
+    assert not train.card_from_config(config).bias_correction
+    config["intensity"]["bias_field"] = "n4"
+    card = train.card_from_config(config)
+    assert card.bias_correction and card.intensity["bias_field"] == "n4"
+    config["intensity"]["bias_field"] = "N3"
+    with pytest.raises(InputError, match="bias_field"):
+        train.card_from_config(config)
+    grid, percentiles = ModelGrid(), (1.0, 99.0)
+    assert data.cache_key(grid, percentiles, True) != data.cache_key(grid, percentiles)
+    assert data.cache_key(grid, percentiles, False) == data.cache_key(grid, percentiles)
