@@ -84,7 +84,7 @@ def _healthy_scans(args) -> list[tuple[np.ndarray, np.ndarray]]:
     if source.is_file():
         prepared = prepare(io.read_scan(locations.check_input_file(source)), grid)
         return [(prepared.image, prepared.brain)]
-    cache = Path(args.cache) if args.cache else locations.home() / "prepared"
+    cache = Path(args.cache) if args.cache else locations.prepared_cache()
     chosen = list(data.list_scans(source).values())[:2]
     return [data.cached_scan(path, cache, grid, (1.0, 99.0)) for path in chosen]
 

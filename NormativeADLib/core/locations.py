@@ -21,6 +21,11 @@ def home() -> Path:
     return Path(os.environ.get("NORMATIVEAD_HOME", Path.home() / ".cache" / "normativead"))
 
 
+def prepared_cache() -> Path:
+    """The default cache of scans prepared in model space (training, calibration, reports' healthy scans)."""
+    return home() / "prepared"
+
+
 def resources_dir() -> Path:
     """Shipped resources: beside the library in a checkout or Slicer, or inside an installed wheel."""
     override = os.environ.get("NORMATIVEAD_RESOURCES")

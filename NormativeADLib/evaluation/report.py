@@ -21,7 +21,7 @@ from ..training.data import cached_scan, list_scans
 from ..core.errors import InputError, ModelError
 from ..core.options import DEVICE
 from .evaluate import CASE_FIGURES, analyse_cases, default_cases, summarise
-from ..core.locations import home
+from ..core.locations import prepared_cache
 from ..pipeline.preprocess import to_model
 from ..models.registry import load_model
 from ..pipeline.restore import restore_volume, select_device
@@ -109,7 +109,7 @@ def model_report(model_id: str, unseen: list[Path], reference: list[Path], cases
 def _healthy_slices(model, unseen: list[Path], reference: list[Path], device, log: Log):
     """(UN inputs, their restorations, N inputs): brain slices in the model's space (prepared once, cached)."""
     card = model.card
-    cache = home() / "prepared"
+    cache = prepared_cache()
     settings = (card.grid, card.percentiles, card.bias_correction)
     inputs, restored = [], []
     for i, path in enumerate(unseen):

@@ -27,7 +27,7 @@ from ..core.errors import InputError, ModelError
 from ..core.options import (COMPONENTS, DEFAULT_POLICY, DEVICE, FPR_TARGETS, PROBABILITY_LEVELS,
                             SYNTHETIC_VALIDATION_VERSION)
 from ..core.grid import ModelGrid
-from ..core.locations import checked_name, child_path, home, resources_dir
+from ..core.locations import checked_name, child_path, home, prepared_cache, resources_dir
 from ..core.writes import write_folder_atomic
 from ..models.registry import LoadedModel, build_network, load_model
 from ..pipeline.restore import restore_volume, score_volume, select_device
@@ -328,7 +328,7 @@ def selection_scans(card: ModelCard, data_dir: Path, cache_dir: Path | None = No
     """(images, brains) of the healthy validation scans a default policy is chosen on, in model space
     (T1 as scanned; select_on_synthetic redraws the other contrasts)."""
     validation = model_subjects(card).validation[:SELECTION_SCANS]
-    [scans] = _prepared_cohorts(card, data_dir, cache_dir or home() / "prepared", log, validation=validation)
+    [scans] = _prepared_cohorts(card, data_dir, cache_dir or prepared_cache(), log, validation=validation)
     return scans
 
 
@@ -349,7 +349,7 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     card = model.card
     if card.folder is None:
         raise ModelError(f"model {model_id}: no folder to write its card to.")
-    cache_dir = cache_dir or home() / "prepared"
+    cache_dir = cache_dir or prepared_cache()
     choice = select_device(device).device
     if site is not None:
         return _site_copy(model, site, data_dir, cache_dir, command, log, choice)
@@ -441,7 +441,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     network = build_network(card)
     lineage = _start_from(init_from, card, network, log) if init_from else None  # refused before any preparing
     options = config.get("synthetic", {})
-    cache_dir = cache_dir or home() / "prepared"
+    cache_dir = cache_dir or prepared_cache()
     _check_present(card, data_dir, split.calibration)  # fail now, not after training
     cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, training=split.train, validation=split.validation)
     (train_images, train_brains), (val_images, val_brains) = cohorts
