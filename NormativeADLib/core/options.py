@@ -93,9 +93,11 @@ CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
 # healthy scan as it is, other contrasts are redrawn (synthesis/synth_contrast.py). Version 2 draws them
 # with realistic tissue contrast; version 3 measures on 15 scans instead of 5 (train.SELECTION_SCANS), every
 # shipped model again on one draw; version 4 plants the anomalies on T2 and FLAIR as lesions look there
-# (mostly bright: synthetic.CONTRAST_PROBABILITIES), where earlier versions drew them as on T1. Figures
+# (mostly bright: synthetic.CONTRAST_PROBABILITIES), where earlier versions drew them as on T1; version 5
+# redraws them from tissue labels that put the ventricles in CSF (synth_contrast.tissue_labels: before, CSF
+# held under 1 % of an IXI brain and the ventricles were grey matter, bright on a synthetic FLAIR). Figures
 # recorded under another version do not compare, in any contrast.
-SYNTHETIC_VALIDATION_VERSION = 4
+SYNTHETIC_VALIDATION_VERSION = 5
 # File-name words that name a contrast, checked in this order (t1c before t1, flair before t2)
 _CONTRAST_WORDS = (("FLAIR", ("flair",)), ("T1c", ("t1c", "t1ce", "t1gd", "t1post", "t1_post", "ce-gd", "gad")),
                    ("T2", ("t2",)), ("T1", ("t1",)))

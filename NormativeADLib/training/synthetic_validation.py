@@ -177,8 +177,9 @@ def choose_policy(figures: dict, limit_ml: float = HEALTHY_LIMIT_ML) -> tuple[st
     """(policy, why): among the policies that find synthetic anomalies (mean Dice above 0: a policy that
     flags nothing is no default, however clean it keeps healthy scans), the best mean Dice over the contrasts
     among those whose median healthy flagged volume stays within limit_ml in every contrast; when none does,
-    the one that exceeds it least, if by no more than limit_ml (the miss is stated); failing both, the best
-    of the policies within the limit (they find nothing); None when no policy is within the limit."""
+    the one that exceeds it least, if by no more than limit_ml (the miss is stated); failing both, None: no
+    policy finds anything within the limit, which says nothing for one over another, so the card keeps its
+    default (an intensity rule's stated z2 on synthetic FLAIR, where no z-score level finds the anomalies)."""
     policies = set.intersection(*(set(f["dice"]) for f in figures.values())) if figures else set()
     dice = {p: float(np.mean([f["dice"][p] for f in figures.values()])) for p in policies}
     worst = {p: max(figures, key=lambda c: figures[c]["healthy_median_ml"][p]) for p in policies}
@@ -196,10 +197,9 @@ def choose_policy(figures: dict, limit_ml: float = HEALTHY_LIMIT_ML) -> tuple[st
         return least, (f"{least}: no policy that finds synthetic anomalies flags at most {limit_ml:g} mL (median) "
                        f"on healthy validation scans in every contrast; {least} exceeds it least "
                        f"({worst_ml[least]:.1f} mL in {worst[least]}; mean Dice {dice[least]:.3f})")
-    if within:
-        best = max(within, key=lambda p: (dice[p], p))
-        return best, (f"{best}: no policy finds synthetic anomalies within {2 * limit_ml:g} mL (median) on "
-                      f"healthy validation scans; {best} stays within {limit_ml:g} mL")
+    if within:  # no evidence for any of them: the card keeps the default it has (the caller's None)
+        return None, (f"no policy finds synthetic anomalies within {2 * limit_ml:g} mL (median) on healthy "
+                      f"validation scans ({', '.join(within)} stay within {limit_ml:g} mL and find none)")
     return None, f"no policy flags at most {limit_ml:g} mL on healthy scans in every contrast"
 
 

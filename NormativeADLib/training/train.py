@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from monai.transforms import (Compose, RandAdjustContrast, RandBiasField, RandGaussianNoise,
                               RandGaussianSmooth)
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ..measures import anomaly, metrics
 from . import data, synthetic_validation
-from ..core.card import ModelCard, PostProcess, sha256, write_card
+from ..core.card import ModelCard, PostProcess, sha256, verify_weights, write_card
+from ..core.catalogue import get_card
 from ..core.errors import InputError, ModelError
 from ..core.options import (COMPONENTS, DEFAULT_POLICY, DEVICE, FPR_TARGETS, PROBABILITY_LEVELS,
                             SYNTHETIC_VALIDATION_VERSION)
@@ -471,7 +472,8 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
 
 # What a warm start may change in the network settings: the restorer a segmenter reads (pinned anew at
 # training) and the input channels it adds to those of the model it starts from.
-_WIDENABLE = {"restorer", "restorer_version", "restorer_sha256", "restorer_family", "inputs"}
+_PINS = {"restorer_version", "restorer_sha256", "restorer_family"}
+_WIDENABLE = {"restorer", "inputs"} | _PINS
 
 
 def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:
@@ -480,25 +482,29 @@ def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: L
     A segmenter may start from one that reads fewer inputs (a SADM model with a restorer from one that
     reads the scan alone): the added inputs' weights start at zero, so training starts from exactly what
     the source computes and the restoration channels add to it rather than replace it."""
-    source = load_model(model_id)
-    source_inputs = tuple(source.card.network.get("inputs", ()))
+    # the source's own weights, checked against its card; not the source built whole: a SADM source would load
+    # its pinned restorer, which the config's restorer (trained again) may have replaced
+    source = get_card(model_id)
+    source_inputs = tuple(source.network.get("inputs", ()))
     target_inputs = tuple(card.network.get("inputs", ()))
     kept = lambda n: {k: v for k, v in n.items() if k not in _WIDENABLE}  # noqa: E731
-    if (source.card.family != card.family or kept(source.card.network) != kept(card.network)
+    # the restorer's version and hash may differ: a segmenter trained on again over its restorer trained again
+    unpinned = lambda n: {k: v for k, v in n.items() if k not in _PINS}  # noqa: E731
+    if (source.family != card.family or kept(source.network) != kept(card.network)
             or not set(source_inputs) <= set(target_inputs)
-            or (source_inputs == target_inputs and source.card.network != card.network)):
-        raise InputError(f"--init-from {model_id}: its family and network ({source.card.family}, "
-                         f"{source.card.network}) differ from the config's ({card.family}, {card.network}); "
+            or (source_inputs == target_inputs and unpinned(source.network) != unpinned(card.network))):
+        raise InputError(f"--init-from {model_id}: its family and network ({source.family}, "
+                         f"{source.network}) differ from the config's ({card.family}, {card.network}); "
                          "start from a model trained with the same network settings (or, for a segmenter, the "
                          "same settings reading fewer inputs).")
-    state = source.network.state_dict()
+    state = load_file(str(verify_weights(source)))
     if source_inputs != target_inputs:
         state = widen_inputs(state, network.state_dict(), source_inputs, target_inputs)
         log(f"the inputs {', '.join(n for n in target_inputs if n not in source_inputs)} start at zero weight")
     network.load_state_dict(state)
-    log(f"starting from the weights of {source.card.id}")
-    earlier = source.card.training or {}
-    lineage = {"id": source.card.id, "version": source.card.version, "sha256": source.card.weights.get("sha256"),
+    log(f"starting from the weights of {source.id}")
+    earlier = source.training or {}
+    lineage = {"id": source.id, "version": source.version, "sha256": source.weights.get("sha256"),
                "epochs_run": earlier.get("epochs_run"), "command": earlier.get("command"),
                "seconds": earlier.get("seconds")}
     return lineage if source_inputs == target_inputs else {**lineage, "inputs": list(source_inputs)}

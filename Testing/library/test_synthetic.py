@@ -297,6 +297,12 @@ def test_a_healthy_ixi_scan_gives_ordered_classes_and_contrasts():
     labels = sc.labels_for_volume(prepared.image, prepared.brain)
     means = _class_means(prepared.image, labels)
     assert means[sc.CSF] < means[sc.GM] < means[sc.WM]
+    # IXI's bias field widens every class; CSF must not collapse (it held 0.7 % of this brain, the
+    # ventricles grey matter, while global mixing weights multiplied the atlas priors)
+    brain = prepared.brain
+    assert 0.04 < (labels[brain] == sc.CSF).mean() < 0.2
+    ventricles = (sc.tissue_priors()[sc.CSF] > 0.8) & brain
+    assert (labels[ventricles] == sc.CSF).mean() > 0.6
     image = sc.synthesise(labels[30:50], np.random.default_rng(0), "FLAIR")
     flair = _class_means(image, labels[30:50], core=True)
     assert flair[sc.CSF] < flair[sc.WM] < flair[sc.GM]

@@ -11,6 +11,7 @@ from NormativeADLib import cli
 from NormativeADLib.training import data
 from NormativeADLib.models import registry
 from NormativeADLib.core.card import read_card, sha256
+from NormativeADLib.core.errors import InputError
 
 
 @needs_shared_data()
@@ -126,7 +127,6 @@ def _trained_on(subjects: data.Split, split: data.Split) -> bool:
 
 
 def test_a_config_states_bias_correction_and_the_cache_keeps_it_apart():
-    from NormativeADLib.core.errors import InputError
     from NormativeADLib.core.grid import ModelGrid
     from NormativeADLib.training import train
 
@@ -141,3 +141,28 @@ def test_a_config_states_bias_correction_and_the_cache_keeps_it_apart():
     grid, percentiles = ModelGrid(), (1.0, 99.0)
     assert data.cache_key(grid, percentiles, True) != data.cache_key(grid, percentiles)
     assert data.cache_key(grid, percentiles, False) == data.cache_key(grid, percentiles)
+
+
+def test_a_segmenter_starts_from_one_pinned_to_an_earlier_restorer():
+    """--init-from takes the source's own weights (checked against its card) without building the source
+    whole: a SADM segmenter trained on again over its restorer trained again starts from the version pinned
+    to the restorer before, whose pin no longer matches the installed restorer."""
+    import torch
+    from NormativeADLib.training import train
+
+    source = catalogue.get_card("sadm-dae")
+    restorer = catalogue.get_card(source.network["restorer"])  # the installed one, whatever the source pins
+    network = registry.build_network(source.replace(network={
+        **source.network, "restorer_version": restorer.version, "restorer_sha256": restorer.weights["sha256"]}))
+    from safetensors.torch import load_file
+    from NormativeADLib.core.card import verify_weights
+
+    saved = load_file(str(verify_weights(source)))
+    retrained = {**source.network, "restorer_version": "9.9.9", "restorer_sha256": "0" * 64}
+    lineage = train._start_from("sadm-dae", source.replace(network=retrained), network, lambda _: None)
+    assert lineage["id"] == "sadm-dae" and lineage["sha256"] == source.weights["sha256"]
+    for key, value in network.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    other = {**retrained, "channels": [8, 16, 32, 64]}
+    with pytest.raises(InputError, match="differ from the config"):
+        train._start_from("sadm-dae", source.replace(network=other), network, lambda _: None)
