@@ -23,14 +23,12 @@ import SimpleITK as sitk
 import torch
 
 from NormativeADLib import io
-from NormativeADLib.core import catalogue
 from NormativeADLib.core.card import read_card
-from NormativeADLib.measures import anomaly
 from NormativeADLib.models.registry import load_model
 from NormativeADLib.pipeline.preprocess import prepare
 from NormativeADLib.pipeline.restore import restore_volume, score_volume
 from NormativeADLib.training import data
-from NormativeADLib.training.train import SELECTION_SCANS, model_subjects
+from NormativeADLib.training.train import SELECTION_SCANS, flagged_on_healthy, model_subjects
 
 RAMPS = {"as scanned": None, "flattened": (0.75, 1.0), "doubled": (1.0, 0.75)}  # (bottom, top) of the brain
 
@@ -49,13 +47,10 @@ def ramped(scan: sitk.Image, brain: sitk.Image, bottom: float, top: float) -> si
     return out
 
 
-def flagged_ml(model, prepared) -> float:
-    card, cpu = model.card, torch.device("cpu")
+def score(model, prepared) -> np.ndarray:
+    cpu = torch.device("cpu")
     restored = restore_volume(model, prepared.image, prepared.brain, cpu)
-    score = score_volume(model, prepared.image, restored, prepared.brain, cpu, contrast="T1")
-    value = anomaly.case_thresholds(card, score, prepared.brain)[card.default_for("T1")]
-    found = anomaly.segment(score, value, (card.grid.spacing_mm,) * 3, card.postprocess.min_component_ml)
-    return float(found.sum() * card.grid.spacing_mm ** 3 / 1000.0)
+    return score_volume(model, prepared.image, restored, prepared.brain, cpu, contrast="T1")
 
 
 def main() -> None:
@@ -64,26 +59,30 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, action="append", default=[], help="a model folder (repeatable)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/healthy/ixi_t1"))
     args = parser.parse_args()
-    models = [load_model(catalogue.get_card(m)) for m in args.models] + [load_model(read_card(f)) for f in args.folder]
+    models = [load_model(m) for m in args.models] + [load_model(read_card(f)) for f in args.folder]
     subjects = model_subjects(models[0].card).validation[:SELECTION_SCANS]
     if any(model_subjects(m.card).validation[:SELECTION_SCANS] != subjects for m in models):
         raise SystemExit("the models were validated on different subjects; compare them one at a time")
     scans = data.list_scans(args.data)
-    results = {m.card.id + " " + m.card.version: {way: [] for way in RAMPS} for m in models}
+    scores = {(i, way): [] for i in range(len(models)) for way in RAMPS}
+    brains = []
     for subject in subjects:
         scan = io.read_scan(scans[subject])
         first = prepare(scan, models[0].card.grid)
         for way, ramp in RAMPS.items():
             moved = scan if ramp is None else ramped(scan, first.native_brain, *ramp)
-            for model in models:
+            for i, model in enumerate(models):
                 card = model.card
                 prepared = prepare(moved, card.grid, first.native_brain, card.percentiles, first.transform,
                                    card.bias_correction)
-                results[card.id + " " + card.version][way].append(flagged_ml(model, prepared))
+                scores[i, way].append(score(model, prepared))
+        brains.append(first.brain)  # the same registration and mask every way
         print(f"{subject} done", flush=True)
-    for name, ways in results.items():
-        print(json.dumps({"model": name, "median_healthy_ml": {w: round(float(np.median(v)), 2) for w, v in ways.items()},
-                          "n_scans": len(subjects)}), flush=True)
+    for i, model in enumerate(models):
+        policy = model.card.default_for("T1")
+        medians = {way: flagged_on_healthy(model.card, scores[i, way], brains)[policy]["median_ml"] for way in RAMPS}
+        print(json.dumps({"model": f"{model.card.id} {model.card.version}", "policy": policy,
+                          "median_healthy_ml": medians, "n_scans": len(subjects)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def card_from_config(config: dict) -> ModelCard:
                  "percentiles": list(config.get("intensity", {}).get("percentiles", (1.0, 99.0)))}
     bias_field = config.get("intensity", {}).get("bias_field")
     if bias_field not in (None, "n4"):
-        raise InputError(f"config {config['id']}: intensity.bias_field {bias_field!r} is not known; leave it out or give \"n4\".")
+        raise InputError(f"config {config['id']}: intensity.bias_field {bias_field!r} is not known; "
+                         "leave it out or give \"n4\".")
     if bias_field:
         intensity["bias_field"] = bias_field
     return ModelCard(
@@ -472,8 +473,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
 
 # What a warm start may change in the network settings: the restorer a segmenter reads (pinned anew at
 # training) and the input channels it adds to those of the model it starts from.
-_PINS = {"restorer_version", "restorer_sha256", "restorer_family"}
-_WIDENABLE = {"restorer", "inputs"} | _PINS
+_WIDENABLE = {"restorer", "restorer_version", "restorer_sha256", "restorer_family", "inputs"}
 
 
 def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:
@@ -488,11 +488,10 @@ def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: L
     source_inputs = tuple(source.network.get("inputs", ()))
     target_inputs = tuple(card.network.get("inputs", ()))
     kept = lambda n: {k: v for k, v in n.items() if k not in _WIDENABLE}  # noqa: E731
-    # the restorer's version and hash may differ: a segmenter trained on again over its restorer trained again
-    unpinned = lambda n: {k: v for k, v in n.items() if k not in _PINS}  # noqa: E731
+    # with the same inputs, the same restorer; its version and hash may differ (the restorer trained again)
     if (source.family != card.family or kept(source.network) != kept(card.network)
             or not set(source_inputs) <= set(target_inputs)
-            or (source_inputs == target_inputs and unpinned(source.network) != unpinned(card.network))):
+            or (source_inputs == target_inputs and source.network.get("restorer") != card.network.get("restorer"))):
         raise InputError(f"--init-from {model_id}: its family and network ({source.family}, "
                          f"{source.network}) differ from the config's ({card.family}, {card.network}); "
                          "start from a model trained with the same network settings (or, for a segmenter, the "
