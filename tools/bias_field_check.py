@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from NormativeADLib import io
@@ -27,24 +26,11 @@ from NormativeADLib.core.card import read_card
 from NormativeADLib.models.registry import load_model
 from NormativeADLib.pipeline.preprocess import prepare
 from NormativeADLib.pipeline.restore import restore_volume, score_volume
+from NormativeADLib.synthesis.bias_field import superior_ramp
 from NormativeADLib.training import data
 from NormativeADLib.training.train import SELECTION_SCANS, flagged_on_healthy, model_subjects
 
 RAMPS = {"as scanned": None, "flattened": (0.75, 1.0), "doubled": (1.0, 0.75)}  # (bottom, top) of the brain
-
-
-def ramped(scan: sitk.Image, brain: sitk.Image, bottom: float, top: float) -> sitk.Image:
-    """The scan times a linear ramp along the physical superior axis, `bottom` at the brain's lowest point
-    and `top` at its highest (constant beyond)."""
-    points = sitk.PhysicalPointSource(sitk.sitkVectorFloat64, scan.GetSize(), scan.GetOrigin(),
-                                      scan.GetSpacing(), scan.GetDirection())
-    height = sitk.GetArrayFromImage(points)[..., 2]
-    inside = height[sitk.GetArrayViewFromImage(brain) > 0]
-    share = np.clip((height - inside.min()) / (inside.max() - inside.min()), 0.0, 1.0)
-    field = (bottom + (top - bottom) * share).astype(np.float32)
-    out = sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.Cast(scan, sitk.sitkFloat32)) * field)
-    out.CopyInformation(scan)
-    return out
 
 
 def score(model, prepared) -> np.ndarray:
@@ -70,7 +56,7 @@ def main() -> None:
         scan = io.read_scan(scans[subject])
         first = prepare(scan, models[0].card.grid)
         for way, ramp in RAMPS.items():
-            moved = scan if ramp is None else ramped(scan, first.native_brain, *ramp)
+            moved = scan if ramp is None else superior_ramp(scan, *ramp, region=first.native_brain)
             for i, model in enumerate(models):
                 card = model.card
                 prepared = prepare(moved, card.grid, first.native_brain, card.percentiles, first.transform,

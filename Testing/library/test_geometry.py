@@ -13,6 +13,7 @@ from testsupport import SHARED_DATA, needs_shared_data
 from NormativeADLib.io import template
 from NormativeADLib.core.options import IMAGE_OUTPUTS
 from NormativeADLib.pipeline import analysis, preprocess
+from NormativeADLib.synthesis.bias_field import superior_ramp
 
 # Left frontal white matter (MNI RAS -26, 20, 30), in the model grid's LPS coordinates.
 LESION_MNI_LPS = (26.0, -20.0, 30.0)
@@ -137,15 +138,7 @@ def test_bias_correction_flattens_a_field_and_leaves_a_flat_scan(sample_scan):
     it back within 5 % of the scan as it was, and leaves the scan as it was within 0.02."""
     grid = preprocess.ModelGrid()
     scan = sitk.ReadImage(str(sample_scan), sitk.sitkFloat32)
-    superior = np.asarray([scan.TransformIndexToPhysicalPoint((0, 0, 0)),
-                           scan.TransformIndexToPhysicalPoint(tuple(n - 1 for n in scan.GetSize()))])
-    height = sitk.GetArrayFromImage(sitk.PhysicalPointSource(sitk.sitkVectorFloat64, scan.GetSize(),
-                                                             scan.GetOrigin(), scan.GetSpacing(),
-                                                             scan.GetDirection()))[..., 2]
-    low, high = np.sort(superior[:, 2])
-    field = 1.0 - 0.3 * (height - low) / (high - low)
-    ramped = sitk.GetImageFromArray(sitk.GetArrayFromImage(scan) * field.astype(np.float32))
-    ramped.CopyInformation(scan)
+    ramped = superior_ramp(scan, 1.0, 0.7)
     flat = preprocess.prepare(scan, grid)
     transform = flat.transform  # one registration for all, so only the intensities differ
     bottom, top = _slab_brightness(flat)
