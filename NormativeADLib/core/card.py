@@ -19,7 +19,7 @@ from .writes import write_file_atomic
 CARD_FILE = "card.json"
 # The card format this version reads and writes. A card without `format` is of format 1 (cards made
 # before it was recorded); a later format is refused by name, not misread.
-CARD_FORMAT = 2  # 2: contrast_thresholds (a default policy per contrast)
+CARD_FORMAT = 3  # 2: contrast_thresholds (a default policy per contrast); 3: postprocess.mirror
 # What a restorer must reach on synthetic anomalies in every contrast (synthetic_validation measures it;
 # the identity reaches neither): defined here so that listing models needs no torch.
 MIN_REMOVAL = 0.3  # share of the anomaly's intensity change that does not reach the restoration
@@ -54,6 +54,8 @@ class PostProcess:
     median_size: int = 5  # 3D median filter; 0 or 1 disables
     min_component_ml: float = 0.056  # 7 voxels of 2 mm: smaller components are dropped
     normalise: str = "none"  # "robust_sd": residual / (1.4826 MAD of the case's brain intensities): a z-score
+    # a segmenter's probability averaged with that of the left-right mirrored slices (restore.mirror_averaged)
+    mirror: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ def card_problem(d) -> str | None:
         if not isinstance(d[name], kind):
             return f"field '{name}' must be a {kind.__name__}, not {type(d[name]).__name__}"
     for check in (_id_problem, _grid_problem, _network_problem, _threshold_problem, _weights_problem,
-                  _numbers_problem):
+                  _numbers_problem, _postprocess_problem):
         problem = check(d)
         if problem:
             return problem
@@ -316,6 +318,17 @@ def _numbers_problem(d: dict) -> str | None:
         return "field 'healthy_case_scores' must hold numbers"
     if not all(isinstance(c, str) for c in d.get("contrasts", [])):
         return "field 'contrasts' must hold names"
+    return None
+
+
+def _postprocess_problem(d: dict) -> str | None:
+    post = d.get("postprocess", {})
+    known = {f.name for f in dataclasses.fields(PostProcess)}
+    unknown = sorted(set(post) - known)
+    if unknown:
+        return f"unknown field(s) postprocess.{', postprocess.'.join(unknown)} (a card of a newer normativead, or a typo)"
+    if not isinstance(post.get("mirror", False), bool):
+        return "field 'postprocess.mirror' must be true or false"
     return None
 
 

@@ -131,13 +131,24 @@ def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, br
                 x, r = (torch.from_numpy(np.ascontiguousarray(a[:, index].swapaxes(0, 1), np.float32)).to(device)
                         for a in (image, restored))
                 shown = torch.from_numpy(np.repeat(present[None], len(index), 0)).to(device)
-                p = family.probability_study(network, x, r, b, shown)
+                segment = lambda x, r, b: family.probability_study(network, x, r, b, shown)  # noqa: E731
             else:
                 x, r = (torch.from_numpy(np.ascontiguousarray(a[index][:, None], np.float32)).to(device)
                         for a in (image, restored))
-                p = family.probability(network, x, r, b)
+                segment = lambda x, r, b: family.probability(network, x, r, b)  # noqa: E731
+            p = segment(x, r, b)
+            if model.card.postprocess.mirror:
+                p = mirror_averaged(segment, p, x, r, b)
             probability[index] = p[:, 0].cpu().numpy()
     return anomaly.postprocess_score(probability, brain, model.card.postprocess)
+
+
+def mirror_averaged(segment: Callable, p: torch.Tensor, *slices: torch.Tensor) -> torch.Tensor:
+    """The mean of a segmenter's probability p of slices and of its probability of the same slices mirrored
+    left to right (the model grid's last axis), mirrored back: test-time augmentation as nnU-Net's
+    mirroring; a healthy brain is nearly symmetric, so the mirror is another healthy-looking view."""
+    mirrored = segment(*(s.flip(-1) for s in slices))
+    return 0.5 * (p + mirrored.flip(-1))
 
 
 def study_channels(volumes: dict, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

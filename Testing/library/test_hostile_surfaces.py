@@ -114,7 +114,9 @@ def test_import_without_a_folder_says_so(home, capsys):
     ({"grid": {"spacing_mm": 2.0, "size_xyz": [1000000, 96, 80], "origin_lps": [0, 0, 0]}}, "grid.size_xyz"),
     ({"network": {"channels": [16, 10000000], "strides": [2]}}, "network.channels"),
     ({"colour": "red"}, "unknown field(s) colour"),
-    ({"format": 3}, "card format 3 is newer"),
+    ({"format": 4}, "card format 4 is newer"),
+    ({"postprocess": {"mirror": "yes"}}, "postprocess.mirror"),
+    ({"postprocess": {"blur": 2}}, "postprocess.blur"),
     ({"format": "1"}, "'format' must be a int"),
     ({"family": None}, "'family' is missing"),
 ])

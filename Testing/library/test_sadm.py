@@ -244,3 +244,27 @@ def test_healthy_scans_meet_a_model_not_trained_for_t1_in_its_own_contrasts():
     assert redrawn[labels == GM].mean() > redrawn[labels == WM].mean()  # FLAIR: grey matter brighter
     assert not redrawn[~brain].any() and redrawn.max() <= 1
     np.testing.assert_array_equal(redrawn, train.in_model_contrast(flair, [image], [brain], seed=0)[0][0])
+
+
+def test_mirror_averaging_makes_the_heatmap_of_a_symmetric_scan_symmetric():
+    """postprocess.mirror averages the segmenter's probability with its probability of the left-right
+    mirrored slices, mirrored back (restore.mirror_averaged): on a scan that is its own mirror image the
+    heatmap becomes its own mirror image too, which a trained segmenter alone does not give."""
+    import dataclasses
+
+    from NormativeADLib.pipeline.restore import restore_volume, score_volume
+
+    image, brain = template_slices()
+    image, brain = 0.5 * (image + image[..., ::-1]), brain | brain[..., ::-1]
+    plain = registry.load_model("sadm-dae")
+    card = plain.card.replace(postprocess=dataclasses.replace(plain.card.postprocess, mirror=True))
+    mirrored = dataclasses.replace(plain, card=card)
+    cpu = torch.device("cpu")
+    restored = restore_volume(plain, image, brain, cpu)
+    restored = 0.5 * (restored + restored[..., ::-1])  # the segmenter's whole input is its own mirror image
+    alone = score_volume(plain, image, restored, brain, cpu, contrast="T1")
+    averaged = score_volume(mirrored, image, restored, brain, cpu, contrast="T1")
+    assert averaged.max() > 0
+    np.testing.assert_allclose(averaged, averaged[..., ::-1], atol=1e-6)
+    assert np.abs(alone - alone[..., ::-1]).max() > 1e-3
+    assert 0 <= averaged.min() and averaged.max() <= 1
