@@ -54,7 +54,8 @@ class PostProcess:
     median_size: int = 5  # 3D median filter; 0 or 1 disables
     min_component_ml: float = 0.056  # 7 voxels of 2 mm: smaller components are dropped
     normalise: str = "none"  # "robust_sd": residual / (1.4826 MAD of the case's brain intensities): a z-score
-    # a segmenter's probability averaged with that of the left-right mirrored slices (restore.mirror_averaged)
+    # a segmenter's probability averaged with that of the left-right mirrored slices (restore.mirror_averaged);
+    # a residual family has no segmenter to mirror and ignores it
     mirror: bool = False
 
 
