@@ -6,6 +6,7 @@ progress and cancellation between batches, and a seeded generator for stochastic
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,11 +132,11 @@ def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, br
                 x, r = (torch.from_numpy(np.ascontiguousarray(a[:, index].swapaxes(0, 1), np.float32)).to(device)
                         for a in (image, restored))
                 shown = torch.from_numpy(np.repeat(present[None], len(index), 0)).to(device)
-                segment = lambda x, r, b: family.probability_study(network, x, r, b, shown)  # noqa: E731
+                segment = functools.partial(family.probability_study, network, present=shown)
             else:
                 x, r = (torch.from_numpy(np.ascontiguousarray(a[index][:, None], np.float32)).to(device)
                         for a in (image, restored))
-                segment = lambda x, r, b: family.probability(network, x, r, b)  # noqa: E731
+                segment = functools.partial(family.probability, network)
             p = segment(x, r, b)
             if model.card.postprocess.mirror:
                 p = mirror_averaged(segment, p, x, r, b)

@@ -4,6 +4,7 @@ No detection figures are asserted: the shipped CPU model's Dice and AUPRC are re
 and docs/evaluation, measured, not tested (a small model reaches a fixed figure only by luck).
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ from scipy import ndimage
 
 from NormativeADLib.core import catalogue
 from NormativeADLib.pipeline import analysis
+from NormativeADLib.pipeline.restore import restore_volume, score_volume
 from NormativeADLib.models import registry
 from NormativeADLib.synthesis import synth_contrast
 from NormativeADLib.training import train
@@ -250,10 +252,6 @@ def test_mirror_averaging_makes_the_heatmap_of_a_symmetric_scan_symmetric():
     """postprocess.mirror averages the segmenter's probability with its probability of the left-right
     mirrored slices, mirrored back (restore.mirror_averaged): on a scan that is its own mirror image the
     heatmap becomes its own mirror image too, which a trained segmenter alone does not give."""
-    import dataclasses
-
-    from NormativeADLib.pipeline.restore import restore_volume, score_volume
-
     image, brain = template_slices()
     image, brain = 0.5 * (image + image[..., ::-1]), brain | brain[..., ::-1]
     plain = registry.load_model("sadm-dae")
