@@ -48,7 +48,8 @@ def restorer_problems(per_contrast: dict) -> list[str]:
 
 @dataclass(frozen=True)
 class PostProcess:
-    """Residual post-processing (cDDPM protocol); sizes in model voxels unless named in mL."""
+    """How a score map is made and cleaned (cDDPM protocol, plus test-time mirroring for segmenters); sizes in
+    model voxels unless named in mL."""
 
     erode_iterations: int = 3  # in-plane cross erosions of the brain mask
     median_size: int = 5  # 3D median filter; 0 or 1 disables
