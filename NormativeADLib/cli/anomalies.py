@@ -16,7 +16,7 @@ import numpy as np
 
 CONTRAST_CHOICES = ("none", "random", "T1", "T1C", "T2", "FLAIR", "all")
 # synthetic.KINDS, repeated so that `normativead --help` need not import the generators (scipy)
-_KINDS = ("bright_blob", "dark_blob", "foreign_patch", "smoothing", "swelling")
+_KINDS = ("bright_blob", "dark_blob", "foreign_patch", "smoothing", "swelling", "tumour")
 _CELL_INCHES = 1.8
 _DPI = 80
 
@@ -56,9 +56,9 @@ def run(args, reporter) -> int:
         raise InputError("--columns must be at least 1.")
     if not kinds and args.contrast == "none":
         raise InputError("nothing to show: name --kinds or a --contrast.")
-    scans = _healthy_scans(args)
+    scans, contrast = _healthy_scans(args)
     rng = np.random.default_rng(args.seed)
-    rows = anomaly_rows(scans, args.columns, rng, kinds)
+    rows = anomaly_rows(scans, args.columns, rng, kinds, contrast)
     if args.contrast != "none":
         rows += contrast_rows(scans, args.columns, args.contrast, rng)
     figure = render(rows)
@@ -67,26 +67,29 @@ def run(args, reporter) -> int:
     return 0
 
 
-def _healthy_scans(args) -> list[tuple[np.ndarray, np.ndarray]]:
+def _healthy_scans(args) -> tuple[list[tuple[np.ndarray, np.ndarray]], str | None]:
     """(image, brain) volumes in model space: up to two scans of --data (the second lends its
-    patches), or the shipped sample case."""
+    patches), or the shipped sample case's T1; and their contrast as their file name says it (a tumour
+    looks as it does in that contrast)."""
     from ..training import data
     from .. import io
     from ..core import locations
     from ..core.grid import ModelGrid
+    from ..core.options import guess_contrast
     from ..pipeline.preprocess import prepare
 
     grid = ModelGrid()
     if args.data is None:
-        prepared = prepare(io.read_scan(locations.sample_case("T1")[0]), grid)
-        return [(prepared.image, prepared.brain)]
+        path = locations.sample_case("T1")[0]
+        prepared = prepare(io.read_scan(path), grid)
+        return [(prepared.image, prepared.brain)], guess_contrast(path.name)
     source = Path(args.data)
     if source.is_file():
         prepared = prepare(io.read_scan(locations.check_input_file(source)), grid)
-        return [(prepared.image, prepared.brain)]
+        return [(prepared.image, prepared.brain)], guess_contrast(source.name)
     cache = Path(args.cache) if args.cache else locations.prepared_cache()
     chosen = list(data.list_scans(source).values())[:2]
-    return [data.cached_scan(path, cache, grid, (1.0, 99.0)) for path in chosen]
+    return [data.cached_scan(path, cache, grid, (1.0, 99.0)) for path in chosen], guess_contrast(chosen[0].name)
 
 
 def preview_slices(brain: np.ndarray, count: int) -> list[int]:
@@ -99,8 +102,10 @@ def preview_slices(brain: np.ndarray, count: int) -> list[int]:
 Row = tuple[str, list[tuple[np.ndarray, np.ndarray | None]]]
 
 
-def anomaly_rows(scans, columns: int, rng: np.random.Generator, kinds: tuple[str, ...] = _KINDS) -> list[Row]:
-    """One row per generator: (name, [(slice with the anomaly, its mask)] per column)."""
+def anomaly_rows(scans, columns: int, rng: np.random.Generator, kinds: tuple[str, ...] = _KINDS,
+                 contrast: str | None = None) -> list[Row]:
+    """One row per generator: (name, [(slice with the anomaly, its mask)] per column), drawn in the
+    scans' `contrast` (None: unknown)."""
     from ..synthesis import synthetic
 
     image, brain = scans[0]
@@ -112,7 +117,7 @@ def anomaly_rows(scans, columns: int, rng: np.random.Generator, kinds: tuple[str
         for z in slices:
             # another subject's slice where there is one; the same scan's slice otherwise (CutPaste)
             other = (other_image[z], other_brain[z]) if len(scans) > 1 else None
-            cells.append(synthetic.generate(kind, image[z], brain[z], rng, other))
+            cells.append(synthetic.generate(kind, image[z], brain[z], rng, other, contrast))
         rows.append((kind.replace("_", " "), cells))
     return rows
 

@@ -96,8 +96,11 @@ CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
 # (mostly bright: synthetic.CONTRAST_PROBABILITIES), where earlier versions drew them as on T1; version 5
 # redraws them from tissue labels that put the ventricles in CSF (synth_contrast.tissue_labels: before, CSF
 # held under 1 % of an IXI brain and the ventricles were grey matter, bright on a synthetic FLAIR). Figures
-# recorded under another version do not compare, in any contrast.
-SYNTHETIC_VALIDATION_VERSION = 5
+# recorded under another version do not compare, in any contrast. Version 6 plants glioma-sized tumours too
+# (synthetic.py's "tumour" kind, 15 % of the anomalies, in every contrast): before, no synthetic anomaly
+# was larger than 20 mm in radius, a fifth of a glioma's volume, so that no default was chosen for finding
+# tumours of the size a clinician loads.
+SYNTHETIC_VALIDATION_VERSION = 6
 # File-name words that name a contrast, checked in this order (t1c before t1, flair before t2)
 _CONTRAST_WORDS = (("FLAIR", ("flair",)), ("T1c", ("t1c", "t1ce", "t1gd", "t1post", "t1_post", "ce-gd", "gad")),
                    ("T2", ("t2",)), ("T1", ("t1",)))

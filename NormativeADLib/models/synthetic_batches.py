@@ -77,13 +77,15 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     arrays = slices.numpy()
     for i, s in enumerate(arrays):
         image, brain, labels = s[IMAGE], s[BRAIN] > 0, s[LABELS].astype(np.uint8)
+        contrast = "T1"  # the training scans are T1 until redrawn (None after: a random tissue order)
         if rng.random() < contrast_prob:
-            image = synth_contrast.synthesise(labels, rng, contrasts[rng.integers(len(contrasts))])
+            contrast = contrasts[rng.integers(len(contrasts))]
+            image = synth_contrast.synthesise(labels, rng, contrast)
         healthy, mask = image, np.zeros(brain.shape, bool)
         if rng.random() < anomaly_prob and brain.sum() >= synthetic.MIN_VOXELS:
             other = arrays[(i + 1) % len(arrays)]
             for _ in range(rng.integers(1, max_anomalies + 1)):
-                image, added, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0), kinds)
+                image, added, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0), kinds, contrast)
                 mask |= added
         clean.append(healthy)
         anomalous.append(image)

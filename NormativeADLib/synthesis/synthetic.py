@@ -29,7 +29,12 @@ Kinds (docs/synthetic.md shows each):
 - "smoothing": the region blurred (Gaussian sigma in BLUR_SIGMA_RANGE voxels, brain-normalised so
   the background does not bleed in): lost texture and lost grey/white contrast;
 - "swelling": a local radial deformation (mass effect): the region magnified about its centre, so
-  that structures are pushed out by about SWELL_SHIFT_RANGE voxels at the rim of its core.
+  that structures are pushed out by about SWELL_SHIFT_RANGE voxels at the rim of its core;
+- "tumour": a glioma-sized region (semi-axes TUMOUR_RADIUS_VOXELS, 12-36 mm: 7 to 200 mL as an ellipsoid,
+  the size of the tumours a clinician loads, which the other kinds never reach) in three nested
+  compartments, oedema outside, solid tumour within, a necrotic core in most, each changed as it looks in
+  the scan's contrast (TUMOUR_LOOKS: on T1c a bright enhancing rim round a dark core in darker oedema; on
+  T2 and FLAIR bright oedema; drawn at random for an unknown contrast), often with mass effect.
 
 Every kind stays fast on a 96 x 96 slice (about a millisecond or two): Perlin noise and filters are
 computed on the anomaly's bounding box only.
@@ -43,18 +48,35 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-KINDS = ("bright_blob", "dark_blob", "foreign_patch", "smoothing", "swelling")
-# How often sample() picks each kind: intensity blobs are what most lesions look like, the others
-# teach the segmenter that texture, context and shape can be abnormal too.
-PROBABILITIES = {"bright_blob": 0.3, "dark_blob": 0.25, "foreign_patch": 0.2, "smoothing": 0.1, "swelling": 0.15}
+KINDS = ("bright_blob", "dark_blob", "foreign_patch", "smoothing", "swelling", "tumour")
+# How often sample() picks each kind by default: intensity blobs are what most lesions look like, the
+# others teach the segmenter that texture, context and shape can be abnormal too. The models trained before
+# the tumour kind existed drew this mix (their configs name no kinds), so it stays as it was.
+PROBABILITIES = {"bright_blob": 0.3, "dark_blob": 0.25, "foreign_patch": 0.2, "smoothing": 0.1, "swelling": 0.15,
+                 "tumour": 0.0}
 # On T2 and FLAIR, the lesions a clinician looks for (MS plaques, oedema, tumour, infarcts, white-matter
 # hyper-intensities) are bright: there the kinds are drawn mostly as bright blobs. The bright-lesion models
 # train on this mix (their configs' `synthetic.kinds`) and the synthetic validation plants it in those two
 # contrasts (SYNTHETIC_VALIDATION_VERSION 4). On T1 and T1c lesions go either way (black holes, necrosis;
 # enhancement, blood), so they keep PROBABILITIES.
 BRIGHT_LESION_PROBABILITIES = {"bright_blob": 0.5, "dark_blob": 0.1, "foreign_patch": 0.2, "smoothing": 0.05,
-                               "swelling": 0.15}
-CONTRAST_PROBABILITIES = {"T2": BRIGHT_LESION_PROBABILITIES, "FLAIR": BRIGHT_LESION_PROBABILITIES}
+                               "swelling": 0.15, "tumour": 0.0}
+# The synthetic validation (SYNTHETIC_VALIDATION_VERSION 6) also plants tumours, in every contrast: a product
+# that promises to find gliomas must be chosen on anomalies of their size. TUMOUR_SHARE of the draws, the
+# other kinds in their mix as before.
+TUMOUR_SHARE = 0.15
+
+
+def with_tumours(probabilities: dict[str, float], share: float = TUMOUR_SHARE) -> dict[str, float]:
+    """The mix with `share` of tumours and the other kinds scaled to the rest."""
+    rest = {k: p for k, p in probabilities.items() if k != "tumour"}
+    total = sum(rest.values())
+    return {**{k: (1.0 - share) * p / total for k, p in rest.items()}, "tumour": share}
+
+
+VALIDATION_PROBABILITIES = with_tumours(PROBABILITIES)
+CONTRAST_PROBABILITIES = {"T2": with_tumours(BRIGHT_LESION_PROBABILITIES),
+                          "FLAIR": with_tumours(BRIGHT_LESION_PROBABILITIES)}
 
 # semi-axes of the anomaly's ellipse (4 to 20 mm on the 2 mm model grid), each drawn log-uniformly, so
 # that small anomalies (an MS lesion is a few mm) are as common as large ones (a tumour)
@@ -67,13 +89,32 @@ TEXTURE_AMPLITUDE = 0.5  # the blobs' texture multiplies the shift by 1 + [-0.5,
 PATCH_ALPHA_RANGE = (0.5, 1.0)  # share of the foreign patch in the blend
 BLUR_SIGMA_RANGE = (1.5, 3.0)  # voxels
 SWELL_SHIFT_RANGE = (1.5, 4.0)  # voxels
+TUMOUR_RADIUS_VOXELS = (6.0, 18.0)  # 12-36 mm on the model grid
+# A tumour's compartments as fractions of its radius: the solid tumour within SOLID_FRACTION of it, the
+# necrotic core (drawn with NECROSIS_PROB) within NECROSIS_FRACTION of the solid part, each fading in
+# over COMPARTMENT_EDGE
+SOLID_FRACTION = (0.35, 0.75)
+NECROSIS_FRACTION = (0.3, 0.7)
+NECROSIS_PROB = 0.6
+COMPARTMENT_EDGE = 0.1
+MASS_EFFECT_PROB = 0.5
+# Per contrast, the range of each compartment's intensity change (model intensities): enhancement is bright
+# only on T1c, oedema dark on T1 and T1c and bright on T2 and FLAIR, necrosis fluid (dark on T1, T1c and,
+# suppressed, mostly on FLAIR; bright on T2). A contrast not listed draws each change in RANDOM_LOOK.
+TUMOUR_LOOKS = {
+    "T1": {"oedema": (-0.2, -0.05), "solid": (-0.25, -0.05), "necrosis": (-0.5, -0.2)},
+    "T1C": {"oedema": (-0.2, -0.05), "solid": (0.2, 0.5), "necrosis": (-0.5, -0.2)},
+    "T2": {"oedema": (0.2, 0.45), "solid": (0.1, 0.35), "necrosis": (0.3, 0.6)},
+    "FLAIR": {"oedema": (0.2, 0.45), "solid": (0.1, 0.35), "necrosis": (-0.3, 0.1)},
+}
+RANDOM_LOOK = (-0.5, 0.5)
 _MAX_ATTEMPTS = 20
 
 
 def max_voxels(ndim: int) -> int:
-    """The largest mask a generator returns: the ellipse/ellipsoid of the largest radius grown by
-    the largest roughness (the documented size range's upper end)."""
-    r = RADIUS_VOXELS[1] * (1.0 + ROUGHNESS[1]) + 1.0
+    """The largest mask a generator returns: the ellipse/ellipsoid of the largest radius (a tumour's) grown
+    by the largest roughness (the documented size range's upper end)."""
+    r = max(RADIUS_VOXELS[1], TUMOUR_RADIUS_VOXELS[1]) * (1.0 + ROUGHNESS[1]) + 1.0
     return int(np.ceil(np.pi * r ** 2 if ndim == 2 else 4.0 / 3.0 * np.pi * r ** 3))
 
 
@@ -111,10 +152,12 @@ def fractal_perlin(shape: tuple[int, ...], cells: float, rng: np.random.Generato
 
 class _Region:
     """Where one anomaly lies: a bounding box of the image, the soft weight alpha (1 in the core,
-    falling to 0 over the edge) inside it, its centre and radius."""
+    falling to 0 over the edge) inside it, its centre and radius, and each voxel's depth (its distance
+    from the centre as a fraction of the roughened rim's: 0 at the centre, 1 on the rim)."""
 
-    def __init__(self, box: tuple[slice, ...], alpha: np.ndarray, centre: np.ndarray, radius: float):
-        self.box, self.alpha, self.centre, self.radius = box, alpha, centre, radius
+    def __init__(self, box: tuple[slice, ...], alpha: np.ndarray, centre: np.ndarray, radius: float,
+                 depth: np.ndarray):
+        self.box, self.alpha, self.centre, self.radius, self.depth = box, alpha, centre, radius, depth
 
     def mask(self, shape: tuple[int, ...]) -> np.ndarray:
         full = np.zeros(shape, bool)
@@ -127,9 +170,11 @@ def _random_rotation(ndim: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def _draw_region(brain: np.ndarray, rng: np.random.Generator, allowed: np.ndarray | None = None) -> _Region:
-    """A Perlin-roughened ellipse inside the brain (and inside `allowed` where given), centred on a
-    brain voxel at least 2 voxels from the brain's edge; a new draw when too little of it is brain."""
+def _draw_region(brain: np.ndarray, rng: np.random.Generator, allowed: np.ndarray | None = None,
+                 radius_range: tuple[float, float] = RADIUS_VOXELS) -> _Region:
+    """A Perlin-roughened ellipse (semi-axes log-uniform in radius_range) inside the brain (and inside
+    `allowed` where given), centred on a brain voxel at least 2 voxels from the brain's edge; a new draw
+    when too little of it is brain."""
     ndim = brain.ndim
     inside = brain if allowed is None else brain & allowed
     core = ndimage.binary_erosion(inside, iterations=2)
@@ -137,15 +182,16 @@ def _draw_region(brain: np.ndarray, rng: np.random.Generator, allowed: np.ndarra
     if len(candidates) < MIN_VOXELS:
         raise ValueError(f"the brain holds {int(inside.sum())} voxels here; an anomaly needs at least {MIN_VOXELS}")
     for _ in range(_MAX_ATTEMPTS):
-        region = _ellipse_at(candidates[rng.integers(len(candidates))], brain.shape, inside, rng)
+        region = _ellipse_at(candidates[rng.integers(len(candidates))], brain.shape, inside, rng, radius_range)
         if (region.alpha > 0).sum() >= MIN_VOXELS:
             return region
     raise ValueError("no anomaly of the minimum size fits inside this brain")
 
 
-def _ellipse_at(centre: np.ndarray, shape: tuple[int, ...], inside: np.ndarray, rng: np.random.Generator) -> _Region:
+def _ellipse_at(centre: np.ndarray, shape: tuple[int, ...], inside: np.ndarray, rng: np.random.Generator,
+                radius_range: tuple[float, float]) -> _Region:
     ndim = len(shape)
-    radii = np.exp(rng.uniform(*np.log(RADIUS_VOXELS), size=ndim))
+    radii = np.exp(rng.uniform(*np.log(radius_range), size=ndim))
     roughness = rng.uniform(*ROUGHNESS)
     half = int(np.ceil(radii.max() * (1 + roughness))) + 1
     lo = np.maximum(centre - half, 0)
@@ -157,7 +203,7 @@ def _ellipse_at(centre: np.ndarray, shape: tuple[int, ...], inside: np.ndarray, 
     cells = max(1.0, (hi - lo).max() / 6.0)  # a few bumps around the rim
     boundary = 1.0 + roughness * fractal_perlin(distance.shape, cells, rng)
     alpha = np.clip((boundary - distance) / EDGE_FRACTION, 0.0, 1.0) * inside[box]
-    return _Region(box, alpha.astype(np.float32), centre, float(radii.mean()))
+    return _Region(box, alpha.astype(np.float32), centre, float(radii.mean()), (distance / boundary).astype(np.float32))
 
 
 def region_weight(brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -179,17 +225,17 @@ def _blob(image: np.ndarray, region: _Region, rng: np.random.Generator, sign: fl
     return out
 
 
-def bright_blob(image, brain, rng, other=None):
+def bright_blob(image, brain, rng, other=None, contrast=None):
     region = _draw_region(brain, rng)
     return _blob(image, region, rng, +1.0), region.mask(image.shape)
 
 
-def dark_blob(image, brain, rng, other=None):
+def dark_blob(image, brain, rng, other=None, contrast=None):
     region = _draw_region(brain, rng)
     return _blob(image, region, rng, -1.0), region.mask(image.shape)
 
 
-def foreign_patch(image, brain, rng, other=None):
+def foreign_patch(image, brain, rng, other=None, contrast=None):
     """Fill the region from another place: of `other` (another subject) or of this image."""
     source_image, source_brain = other if other is not None else (image, brain)
     if source_image.shape != image.shape:
@@ -265,7 +311,7 @@ def poisson_blend(host: np.ndarray, patch: np.ndarray, inside: np.ndarray) -> np
     return out.astype(np.float32)
 
 
-def smoothing(image, brain, rng, other=None):
+def smoothing(image, brain, rng, other=None, contrast=None):
     """Blur the region: normalised convolution over the brain, so zeros outside it do not bleed in."""
     region = _draw_region(brain, rng)
     sigma = rng.uniform(*BLUR_SIGMA_RANGE)
@@ -280,11 +326,16 @@ def smoothing(image, brain, rng, other=None):
     return np.clip(out, 0.0, 1.0), region.mask(image.shape)
 
 
-def swelling(image, brain, rng, other=None):
+def swelling(image, brain, rng, other=None, contrast=None):
     """Magnify the region about its centre (mass effect): a voxel at distance d from the centre shows
     what lay at d * (1 - scale * alpha), so the core swells and its surroundings are squeezed into
     the soft edge; the displacement reaches about SWELL_SHIFT_RANGE voxels where the edge begins."""
     region = _draw_region(brain, rng)
+    return np.clip(_swell(image, region, rng), 0.0, 1.0), region.mask(image.shape)
+
+
+def _swell(image: np.ndarray, region: _Region, rng: np.random.Generator) -> np.ndarray:
+    """The image with the region magnified about its centre (changed only where alpha > 0)."""
     scale = min(0.8, rng.uniform(*SWELL_SHIFT_RANGE) / region.radius)  # < 1: the map never folds
     grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in region.box], indexing="ij")).astype(np.float32)
     offset = grid - region.centre.reshape((-1,) + (1,) * image.ndim)
@@ -293,20 +344,42 @@ def swelling(image, brain, rng, other=None):
     out = image.copy()
     host = image[region.box]
     out[region.box] = np.where(region.alpha > 0, moved.reshape(host.shape), host)
+    return out
+
+
+def tumour(image, brain, rng, other=None, contrast=None):
+    """A glioma: oedema, solid tumour and (often) a necrotic core, nested, each changed as it looks in
+    `contrast` (TUMOUR_LOOKS), textured, after a mass effect half the time."""
+    region = _draw_region(brain, rng, radius_range=TUMOUR_RADIUS_VOXELS)
+    look = TUMOUR_LOOKS.get((contrast or "").upper())
+    shift = {part: rng.uniform(*(look[part] if look else RANDOM_LOOK)) for part in ("oedema", "solid", "necrosis")}
+    solid = rng.uniform(*SOLID_FRACTION)
+    necrosis = solid * rng.uniform(*NECROSIS_FRACTION) if rng.random() < NECROSIS_PROB else 0.0
+    inner = lambda fraction: np.clip((fraction - region.depth) / COMPARTMENT_EDGE, 0.0, 1.0)  # noqa: E731
+    change = (shift["oedema"] + inner(solid) * (shift["solid"] - shift["oedema"])
+              + inner(necrosis) * (shift["necrosis"] - shift["solid"]))
+    texture = TEXTURE_AMPLITUDE * np.clip(fractal_perlin(region.alpha.shape, 2.0, rng), -1.0, 1.0)
+    host = _swell(image, region, rng) if rng.random() < MASS_EFFECT_PROB else image
+    out = image.copy()
+    out[region.box] = np.where(region.alpha > 0, host[region.box] + region.alpha * change * (1.0 + texture),
+                               image[region.box])
     return np.clip(out, 0.0, 1.0), region.mask(image.shape)
 
 
 GENERATORS: dict[str, Callable] = {"bright_blob": bright_blob, "dark_blob": dark_blob,
-                                   "foreign_patch": foreign_patch, "smoothing": smoothing, "swelling": swelling}
+                                   "foreign_patch": foreign_patch, "smoothing": smoothing, "swelling": swelling,
+                                   "tumour": tumour}
 
 
 def generate(kind: str, image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
-             other: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+             other: tuple[np.ndarray, np.ndarray] | None = None,
+             contrast: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(image with one anomaly of `kind`, its bool mask); see the module docstring for the contract.
 
     image: (y, x) or (z, y, x) float in [0, 1]; brain: bool of the same shape; other: (image, brain)
-    of another subject on the same grid (used by "foreign_patch" only). ValueError when the brain is
-    too small to hold an anomaly (fewer than MIN_VOXELS voxels).
+    of another subject on the same grid (used by "foreign_patch" only); contrast: the image's (used by
+    "tumour" only; None: unknown). ValueError when the brain is too small to hold an anomaly (fewer than
+    MIN_VOXELS voxels).
     """
     if kind not in GENERATORS:
         raise ValueError(f"unknown anomaly kind {kind!r}; one of {', '.join(KINDS)}")
@@ -314,7 +387,7 @@ def generate(kind: str, image: np.ndarray, brain: np.ndarray, rng: np.random.Gen
     brain = np.asarray(brain, bool)
     if image.shape != brain.shape or image.ndim not in (2, 3):
         raise ValueError(f"image {image.shape} and brain {brain.shape} must be one 2D slice or 3D volume")
-    out, mask = GENERATORS[kind](image, brain, rng, other)
+    out, mask = GENERATORS[kind](image, brain, rng, other, contrast)
     return out.astype(np.float32), mask
 
 
@@ -333,16 +406,18 @@ def kind_weights(weights: dict | None) -> dict[str, float]:
 
 
 def contrast_probabilities(contrast: str | None) -> dict[str, float]:
-    """How often each kind is drawn for a scan of `contrast` (None or unlisted: PROBABILITIES)."""
-    return dict(CONTRAST_PROBABILITIES.get((contrast or "").upper(), PROBABILITIES))
+    """How often the synthetic validation draws each kind for a scan of `contrast` (None or unlisted:
+    VALIDATION_PROBABILITIES)."""
+    return dict(CONTRAST_PROBABILITIES.get((contrast or "").upper(), VALIDATION_PROBABILITIES))
 
 
 def sample(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
            other: tuple[np.ndarray, np.ndarray] | None = None,
-           probabilities: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+           probabilities: dict[str, float] | None = None,
+           contrast: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(image with one anomaly, its mask, its kind), the kind drawn with `probabilities`
-    (kind_weights' output; PROBABILITIES by default)."""
+    (kind_weights' output; PROBABILITIES by default), in the image's `contrast` (None: unknown)."""
     probabilities = probabilities or PROBABILITIES
-    kind = str(rng.choice(KINDS, p=[probabilities[k] for k in KINDS]))
-    out, mask = generate(kind, image, brain, rng, other)
+    kind = str(rng.choice(KINDS, p=[probabilities.get(k, 0.0) for k in KINDS]))
+    out, mask = generate(kind, image, brain, rng, other, contrast)
     return out, mask, kind

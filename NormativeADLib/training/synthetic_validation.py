@@ -2,8 +2,8 @@
 
 On healthy validation scans (never trained on), in each contrast a model accepts (T1 as scanned; T1c,
 T2 and FLAIR redrawn from the scan's tissue labels, synth_contrast.py), each scan once as it is and
-once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds, drawn as lesions look in
-that contrast: mostly bright on T2 and FLAIR):
+once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds, and glioma-sized tumours of
+12-36 mm; drawn as lesions look in that contrast: mostly bright on T2 and FLAIR):
 - restoration of the healthy scan: SSIM and MAE inside the brain (it should keep healthy tissue);
 - removal: the share of the anomaly's intensity change that does not reach the restoration,
   1 - mean|R(anomalous) - R(healthy)| / mean|anomalous - healthy| inside the anomaly (1: the anomaly
@@ -31,10 +31,12 @@ import torch
 from ..measures import anomaly, metrics
 from ..synthesis import synth_contrast, synth_study, synthetic
 from ..core.grid import ModelGrid
+from ..core.options import ADAPTIVE
 from ..models.registry import LoadedModel
 from ..pipeline.restore import restore_volume, score_volume
 
 HEALTHY_LIMIT_ML = 5.0  # the median healthy flagged volume a default policy may reach
+PROBABILITY_CEILING = 0.99  # a segmenter's threshold at or above it sits at its ceiling (ceiling_policies)
 ANOMALIES_PER_SCAN = 3
 # The contrast sets a study model is measured on: each contrast alone, and the usual clinical sets
 STUDY_SETS = ("T1", "T1c", "T2", "FLAIR", "T1c+FLAIR", "T1+T2+FLAIR", "T1+T1c+T2+FLAIR")
@@ -63,11 +65,12 @@ def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.ran
 def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
                    count: int = ANOMALIES_PER_SCAN, contrast: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The volume carrying `count` synthetic 3D anomalies, drawn as lesions look in `contrast`
-    (synthetic.contrast_probabilities: mostly bright on T2 and FLAIR), and their joint mask."""
+    (synthetic.contrast_probabilities: tumours in every contrast, mostly bright on T2 and FLAIR), and their
+    joint mask."""
     mask = np.zeros(brain.shape, bool)
     kinds = synthetic.contrast_probabilities(contrast)
     for _ in range(count):
-        image, added, _ = synthetic.sample(image, brain, rng, probabilities=kinds)
+        image, added, _ = synthetic.sample(image, brain, rng, probabilities=kinds, contrast=contrast)
         mask |= added
     return image, mask
 
@@ -173,14 +176,31 @@ def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
     return out
 
 
-def choose_policy(figures: dict, limit_ml: float = HEALTHY_LIMIT_ML) -> tuple[str | None, str]:
+def ceiling_policies(model: LoadedModel) -> set[str]:
+    """A segmenter's policies whose threshold sits at the probability's ceiling (PROBABILITY_CEILING or more;
+    the adaptive policy when it moves about one): a default there prints every score as 1 and leaves the
+    slider no range, so none of them is a default."""
+    card = model.card
+    if not model.family.segments:
+        return set()
+    high = {name for name, value in card.thresholds.items() if float(value) >= PROBABILITY_CEILING}
+    if card.adaptive and card.adaptive.get("base") in high:
+        high.add(ADAPTIVE)
+    return high
+
+
+def choose_policy(figures: dict, limit_ml: float = HEALTHY_LIMIT_ML, exclude=frozenset(),
+                  must_choose: bool = False) -> tuple[str | None, str]:
     """(policy, why): among the policies that find synthetic anomalies (mean Dice above 0: a policy that
     flags nothing is no default, however clean it keeps healthy scans), the best mean Dice over the contrasts
     among those whose median healthy flagged volume stays within limit_ml in every contrast; when none does,
     the one that exceeds it least, if by no more than limit_ml (the miss is stated); failing both, None: no
     policy finds anything within the limit, which says nothing for one over another, so the card keeps its
-    default (an intensity rule's stated z2 on synthetic FLAIR, where no z-score level finds the anomalies)."""
+    default (an intensity rule's stated z2 on synthetic FLAIR, where no z-score level finds the anomalies).
+    Policies in `exclude` (ceiling_policies) are never chosen; must_choose (the card's default is one of
+    them, so it cannot be kept) takes the finding policy that exceeds the limit least, however far."""
     policies = set.intersection(*(set(f["dice"]) for f in figures.values())) if figures else set()
+    policies -= set(exclude)
     dice = {p: float(np.mean([f["dice"][p] for f in figures.values()])) for p in policies}
     worst = {p: max(figures, key=lambda c: figures[c]["healthy_median_ml"][p]) for p in policies}
     worst_ml = {p: figures[worst[p]]["healthy_median_ml"][p] for p in policies}
@@ -197,6 +217,13 @@ def choose_policy(figures: dict, limit_ml: float = HEALTHY_LIMIT_ML) -> tuple[st
         return least, (f"{least}: no policy that finds synthetic anomalies flags at most {limit_ml:g} mL (median) "
                        f"on healthy validation scans in every contrast; {least} exceeds it least "
                        f"({worst_ml[least]:.1f} mL in {worst[least]}; mean Dice {dice[least]:.3f})")
+    finding_any = sorted((p for p in policies if dice[p] > 0), key=lambda p: (worst_ml[p], -dice[p]))
+    if must_choose and finding_any:
+        least = finding_any[0]
+        return least, (f"{least}: no policy below the probability's ceiling that finds synthetic anomalies flags at "
+                       f"most {2 * limit_ml:g} mL (median) on healthy validation scans in every contrast; {least} "
+                       f"exceeds {limit_ml:g} mL least ({worst_ml[least]:.1f} mL in {worst[least]}; mean Dice "
+                       f"{dice[least]:.3f})")
     if within:  # no evidence for any of them: the card keeps the default it has (the caller's None)
         return None, (f"no policy finds synthetic anomalies within {2 * limit_ml:g} mL (median) on healthy "
                       f"validation scans ({', '.join(within)} stay within {limit_ml:g} mL and find none)")

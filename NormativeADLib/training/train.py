@@ -608,9 +608,11 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
     log(f"synthetic-anomaly validation on {min(SELECTION_SCANS, len(images))} healthy scans in {', '.join(contrasts)}")
     figures = synthetic_validation.measure(model, images[:SELECTION_SCANS], brains[:SELECTION_SCANS], contrasts,
                                            device=device)
-    policy, why = synthetic_validation.choose_policy(figures)
+    ceiling = synthetic_validation.ceiling_policies(model)
+    policy, why = synthetic_validation.choose_policy(figures, exclude=ceiling,
+                                                     must_choose=card.default_threshold in ceiling)
     log(f"default policy: {why}")
-    per_contrast, reasons = _policies_per_contrast(figures, policy) if not study else ({}, {})
+    per_contrast, reasons = _policies_per_contrast(figures, policy, ceiling) if not study else ({}, {})
     for contrast, reason in reasons.items():
         log(f"default policy on {contrast}: {reason}")
     return card.replace(default_threshold=policy or card.default_threshold, contrast_thresholds=per_contrast, figures={
@@ -625,12 +627,13 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
             **({"choice_per_contrast": reasons} if reasons else {})}})
 
 
-def _policies_per_contrast(figures: dict, overall: str | None) -> tuple[dict, dict]:
+def _policies_per_contrast(figures: dict, overall: str | None, ceiling=frozenset()) -> tuple[dict, dict]:
     """({contrast: policy}, {contrast: why}) for the contrasts whose own choice (the same rule on that
-    contrast's figures alone) differs from the choice over all of them, which a scan of unknown contrast takes."""
+    contrast's figures alone, never a policy at the ceiling) differs from the choice over all of them, which a
+    scan of unknown contrast takes."""
     if len(figures) < 2:
         return {}, {}
-    chosen = {c: synthetic_validation.choose_policy({c: f}) for c, f in figures.items()}
+    chosen = {c: synthetic_validation.choose_policy({c: f}, exclude=ceiling) for c, f in figures.items()}
     differ = {c: (p, why) for c, (p, why) in chosen.items() if p is not None and p != overall}
     return {c: p for c, (p, _) in differ.items()}, {c: why for c, (_, why) in differ.items()}
 

@@ -92,6 +92,35 @@ def test_bright_blobs_rise_and_dark_blobs_fall_within_the_documented_range(slice
         assert strong >= 10  # the core reaches the documented shift unless the image's range clips it
 
 
+def test_tumours_are_glioma_sized_and_look_as_in_their_contrast(slices):
+    """A tumour is larger than any other kind (they stop at 20 mm in radius), and its compartments change the
+    scan as they look in its contrast: bright oedema on T2 and FLAIR, a bright enhancing part on T1c, darker
+    everywhere on T1."""
+    largest_blob = max(mask.sum() for *_, mask in _draws(slices, "bright_blob", range(30)))
+    cases, other = slices
+    sizes, changes = [], {}
+    for contrast in ("T1", "T1c", "T2", "FLAIR"):
+        for seed in range(12):
+            image, brain = cases[seed % len(cases)]
+            out, mask = synthetic.generate("tumour", image, brain, np.random.default_rng(seed), other, contrast)
+            sizes.append(mask.sum())
+            changes.setdefault(contrast, []).append((out - image)[mask])
+    assert np.median(sizes) > largest_blob / 4 and max(sizes) > largest_blob
+    rise = {c: np.mean([(d > 0.05).mean() for d in v]) for c, v in changes.items()}
+    fall = {c: np.mean([(d < -0.05).mean() for d in v]) for c, v in changes.items()}
+    assert rise["T2"] > 0.6 and fall["T2"] < 0.1 and rise["FLAIR"] > 0.5
+    assert fall["T1"] > 0.5 and rise["T1"] < 0.1
+    assert rise["T1c"] > 0.1 and fall["T1c"] > 0.2  # an enhancing part in dark oedema
+
+
+def test_the_mix_of_the_models_trained_before_tumours_draws_no_tumour(slices):
+    cases, other = slices
+    image, brain = cases[1]
+    rng = np.random.default_rng(0)
+    for probabilities in (None, synthetic.BRIGHT_LESION_PROBABILITIES, synthetic.kind_weights({"bright_blob": 1})):
+        assert "tumour" not in {synthetic.sample(image, brain, rng, other, probabilities)[2] for _ in range(60)}
+
+
 def test_smoothing_removes_texture(slices):
     before, after = [], []
     for image, _, out, mask in _draws(slices, "smoothing"):
@@ -152,15 +181,21 @@ def test_t2_and_flair_draw_mostly_bright_lesions_as_the_bright_lesion_models_tra
     from testsupport import REPO
 
     for contrast in ("FLAIR", "flair", "T2"):
-        assert synthetic.contrast_probabilities(contrast) == synthetic.BRIGHT_LESION_PROBABILITIES
+        assert synthetic.contrast_probabilities(contrast) == synthetic.with_tumours(synthetic.BRIGHT_LESION_PROBABILITIES)
     for contrast in ("T1", "T1c", None, "PD"):
-        assert synthetic.contrast_probabilities(contrast) == synthetic.PROBABILITIES
+        assert synthetic.contrast_probabilities(contrast) == synthetic.with_tumours(synthetic.PROBABILITIES)
+    for contrast in ("T1", "T2", None):  # the validation plants tumours everywhere, the other kinds in their mix
+        mix = synthetic.contrast_probabilities(contrast)
+        assert mix["tumour"] == synthetic.TUMOUR_SHARE and abs(sum(mix.values()) - 1.0) < 1e-9
     bright = synthetic.BRIGHT_LESION_PROBABILITIES
     assert abs(sum(bright.values()) - 1.0) < 1e-9 and set(bright) == set(synthetic.KINDS)
     assert bright["bright_blob"] > synthetic.PROBABILITIES["bright_blob"]
-    for config in ("sadm_synth_t2flair", "sadm_dae_t2flair"):  # one mix: what they learn is what they are chosen on
+    for config in ("sadm_synth_t2flair", "sadm_dae_t2flair"):  # the bright-lesion mix they were trained on
         options = json.loads((REPO / "Resources" / "Configs" / f"{config}.json").read_text())["synthetic"]
         assert synthetic.kind_weights(options["kinds"]) == pytest.approx(bright), config
+    # the T1c segmenter learns the mix it is chosen on, tumours included
+    options = json.loads((REPO / "Resources" / "Configs" / "sadm_dae_t1c.json").read_text())["synthetic"]
+    assert synthetic.kind_weights(options["kinds"]) == pytest.approx(synthetic.contrast_probabilities("T1c"))
 
 
 def test_a_slice_takes_milliseconds(slices):
@@ -180,7 +215,7 @@ def test_too_small_a_brain_or_a_wrong_kind_is_refused():
     with pytest.raises(ValueError, match="brain"):
         synthetic.generate("bright_blob", image, brain, np.random.default_rng(0))
     with pytest.raises(ValueError, match="unknown anomaly kind"):
-        synthetic.generate("tumour", image, brain, np.random.default_rng(0))
+        synthetic.generate("glioma", image, brain, np.random.default_rng(0))
     with pytest.raises(ValueError, match="grid"):
         synthetic.generate("foreign_patch", np.ones((32, 32), np.float32), np.ones((32, 32), bool),
                            np.random.default_rng(0), (np.ones((16, 16), np.float32), np.ones((16, 16), bool)))

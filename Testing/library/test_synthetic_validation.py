@@ -112,6 +112,27 @@ def test_the_policy_is_chosen_within_the_healthy_limit():
     assert sv.choose_policy({c: {"dice": {"a": 0.5}, "healthy_median_ml": {"a": 40.0}} for c in figures})[0] is None
 
 
+def test_a_policy_at_the_probability_ceiling_is_never_a_default():
+    """comp10 of a segmenter sits at 0.9999: as a default it printed every score as 1 and left the slider no
+    range. Such policies are never chosen; a card whose default is one takes the finding policy that exceeds
+    the healthy limit least, however far, rather than keep it."""
+    figures = {"T2": {"dice": {"comp10": 0.2, "p50": 0.3, "p95": 0.25, "fpr1": 0.3},
+                      "healthy_median_ml": {"comp10": 1.0, "p50": 30.0, "p95": 18.0, "fpr1": 120.0}}}
+    assert sv.choose_policy(figures)[0] == "comp10"
+    assert sv.choose_policy(figures, exclude={"comp10"})[0] is None  # nothing near: a card keeps its default
+    policy, why = sv.choose_policy(figures, exclude={"comp10"}, must_choose=True)
+    assert policy == "p95" and "18.0 mL in T2" in why and "ceiling" in why
+    segmenter = registry.load_model("sadm-synth")
+    ceiling = sv.ceiling_policies(segmenter)
+    assert "comp10" in ceiling and segmenter.card.thresholds["comp10"] >= sv.PROBABILITY_CEILING
+    assert not ceiling & {"p50", "p80", "p95"}
+    assert sv.ceiling_policies(registry.load_model("intensity-flair")) == set()  # z-scores have no ceiling
+    for card in catalogue.list_models():  # and no shipped card has such a default
+        if card.family in ("sadm", "study"):
+            at = sv.ceiling_policies(registry.load_model(card.id))
+            assert card.default_threshold not in at and not set(card.contrast_thresholds.values()) & at, card.id
+
+
 def test_figures_of_an_older_validation_do_not_compare():
     """Each SYNTHETIC_VALIDATION_VERSION measures on other scans or anomalies (3: 15 scans, not 5; 4: bright
     anomalies on T2 and FLAIR; 5: contrasts redrawn from labels with the ventricles in CSF): a card measured
