@@ -175,7 +175,6 @@ def _draw_region(brain: np.ndarray, rng: np.random.Generator, allowed: np.ndarra
     """A Perlin-roughened ellipse (semi-axes log-uniform in radius_range) inside the brain (and inside
     `allowed` where given), centred on a brain voxel at least 2 voxels from the brain's edge; a new draw
     when too little of it is brain."""
-    ndim = brain.ndim
     inside = brain if allowed is None else brain & allowed
     core = ndimage.binary_erosion(inside, iterations=2)
     candidates = np.argwhere(core if core.sum() >= MIN_VOXELS else inside)

@@ -105,13 +105,18 @@ def test_the_default_model_is_the_best_measured_for_the_scan_contrast(tmp_path, 
 
 
 def test_a_model_that_restores_comes_before_a_better_detector_that_does_not(tmp_path, monkeypatch):
+    from NormativeADLib.core.locations import home
+
     monkeypatch.setenv("NORMATIVEAD_HOME", str(tmp_path / "home"))
     _user_model("intensity-t1", "detector", {"T2": 0.8}, contrasts=("T2",), restores=False)
     _user_model("intensity-t1", "restorer", {"T2": 0.45}, contrasts=("T2",))
-    assert catalogue.get_card("restorer").restores and not catalogue.get_card("detector").restores
-    assert catalogue.default_model("T2") == "restorer"
     _user_model("intensity-t1", "detector-far-better", {"T2": 1.0}, contrasts=("T2",), restores=False)
+    # the rule among these three alone, whatever the shipped models measure
+    monkeypatch.setattr(catalogue, "model_roots", lambda: [home() / "models"])
+    assert catalogue.get_card("restorer").restores and not catalogue.get_card("detector").restores
     assert catalogue.default_model("T2") == "detector-far-better"  # the restorer finds less than half as much
+    (home() / "models" / "detector-far-better" / "card.json").unlink()
+    assert catalogue.default_model("T2") == "restorer"  # 0.45 is more than half of the detector's 0.8
 
 
 def test_restore_without_a_model_takes_the_default_for_the_scan_contrast(tmp_path, capsys):
