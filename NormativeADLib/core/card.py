@@ -179,11 +179,15 @@ class ModelCard:
         """Policy -> flagged volume on the healthy validation scans ({"median_ml", "per_scan_ml"}), as
         calibrate measured it; empty when it was not measured. A policy offered after calibration (a
         probability level `calibrate --select-only` added) has the median the synthetic validation measured
-        on the same subjects' healthy T1 as scanned ({"median_ml"} alone), where it did."""
+        on the same subjects' healthy T1 as scanned ({"median_ml"} alone), where it did; for a model not
+        measured on T1, the largest median over the contrasts it was measured in (scans redrawn in them)."""
         measured = dict((self.figures.get("healthy_validation") or {}).get("flagged_ml") or {})
         per_contrast = (self.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
-        for policy, median in ((per_contrast.get("T1") or {}).get("healthy_median_ml") or {}).items():
-            measured.setdefault(policy, {"median_ml": median})
+        synthetic = [per_contrast["T1"]] if "T1" in per_contrast else list(per_contrast.values())
+        for policy in sorted({p for figures in synthetic for p in figures.get("healthy_median_ml") or {}}):
+            medians = [figures["healthy_median_ml"][policy] for figures in synthetic
+                       if policy in (figures.get("healthy_median_ml") or {})]
+            measured.setdefault(policy, {"median_ml": max(medians)})
         return measured
 
     def default_for(self, contrast: str | None) -> str:
