@@ -75,8 +75,8 @@ def with_tumours(probabilities: dict[str, float], share: float = TUMOUR_SHARE) -
 
 
 VALIDATION_PROBABILITIES = with_tumours(PROBABILITIES)
-CONTRAST_PROBABILITIES = {"T2": with_tumours(BRIGHT_LESION_PROBABILITIES),
-                          "FLAIR": with_tumours(BRIGHT_LESION_PROBABILITIES)}
+_BRIGHT_VALIDATION = with_tumours(BRIGHT_LESION_PROBABILITIES)
+CONTRAST_PROBABILITIES = {"T2": _BRIGHT_VALIDATION, "FLAIR": _BRIGHT_VALIDATION}
 
 # semi-axes of the anomaly's ellipse (4 to 20 mm on the 2 mm model grid), each drawn log-uniformly, so
 # that small anomalies (an MS lesion is a few mm) are as common as large ones (a tumour)
