@@ -123,24 +123,27 @@ def auprc_means(reports: list[dict]) -> str:
 
 def synthetic_table() -> str:
     """Every installed model's synthetic-anomaly validation (the figures its default policy was chosen on):
-    per contrast, restoration of healthy scans, removal of planted anomalies, residual contrast, and Dice
-    and healthy flagged volume at the default policy."""
+    per contrast, restoration of healthy scans, removal of planted anomalies, residual contrast, and Dice,
+    flagged over planted volume and healthy flagged volume at the default policy."""
     lines = ["| model | contrast | default policy | SSIM (healthy) | MAE (healthy) | anomaly change removed | "
-             "residual inside / outside | Dice on synthetic anomalies | healthy median mL |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "residual inside / outside | Dice on synthetic anomalies | flagged / planted (scans with a tumour) | "
+             "healthy median mL |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for card in sorted(catalogue.list_models(), key=lambda c: c.id):
         per = (card.figures.get("synthetic_validation") or {}).get("per_contrast") or {}
         for contrast, f in per.items():
             policy = card.default_for(contrast)
             cells = [_fmt(f.get("ssim")), _fmt(f.get("mae")), _fmt(f.get("removal"), "{:.0%}"),
                      _fmt(f.get("residual_contrast"), "{:.2f}"), _fmt(f["dice"].get(policy)),
+                     _fmt((f.get("flagged_ratio") or {}).get(policy), "{:.2f}")
+                     + _fmt((f.get("tumour_flagged_ratio") or {}).get(policy), " ({:.2f})", ""),
                      _fmt(f["healthy_median_ml"].get(policy), "{:.1f}")]
             lines.append(f"| `{card.id}` | {contrast} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _fmt(value, pattern: str = "{:.3f}") -> str:
-    return "n/a" if value is None else pattern.format(value)
+def _fmt(value, pattern: str = "{:.3f}", missing: str = "n/a") -> str:
+    return missing if value is None else pattern.format(value)
 
 
 POLICIES_HEADER = """# Every threshold policy on the development cases

@@ -65,13 +65,14 @@ BRIGHT_LESION_PROBABILITIES = {"bright_blob": 0.5, "dark_blob": 0.1, "foreign_pa
 # that promises to find gliomas must be chosen on anomalies of their size. TUMOUR_SHARE of the draws, the
 # other kinds in their mix as before.
 TUMOUR_SHARE = 0.15
+TUMOUR = "tumour"
 
 
 def with_tumours(probabilities: dict[str, float], share: float = TUMOUR_SHARE) -> dict[str, float]:
     """The mix with `share` of tumours and the other kinds scaled to the rest."""
-    rest = {k: p for k, p in probabilities.items() if k != "tumour"}
+    rest = {k: p for k, p in probabilities.items() if k != TUMOUR}
     total = sum(rest.values())
-    return {**{k: (1.0 - share) * p / total for k, p in rest.items()}, "tumour": share}
+    return {**{k: (1.0 - share) * p / total for k, p in rest.items()}, TUMOUR: share}
 
 
 VALIDATION_PROBABILITIES = with_tumours(PROBABILITIES)

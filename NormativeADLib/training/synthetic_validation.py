@@ -14,7 +14,10 @@ once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds, 
 - contrast of the residual: its mean inside the anomaly over its mean in the rest of the brain
   (above 1 where the heatmap can find the anomaly; about 1 for the identity, whose residual is 0);
 - detection: per threshold policy of the card, the Dice of the segmentation with the anomaly's mask,
-  and the flagged volume on the healthy scans.
+  the flagged volume on the healthy scans, and the flagged volume over the planted one on the scans with
+  anomalies (median; also over the scans carrying a glioma-sized tumour alone): whether a policy's
+  volume can be read as the anomaly's, which Dice alone does not say (Dice 0.4 is reached both by a
+  segmentation twice the anomaly and by one half of it).
 choose_policy() then picks a card's default policy from these figures: the best Dice on synthetic
 anomalies among the policies that find some and whose healthy flagged volume stays within a limit (or,
 when none does, the one that exceeds it least, by at most the limit again). No lesion label of a real case
@@ -51,6 +54,8 @@ class ScanFigures:
     dice: dict  # policy -> Dice on the synthetic anomalies
     healthy_ml: dict  # policy -> flagged mL on the healthy scan
     anomaly_ml: float
+    flagged_ml: dict  # policy -> flagged mL on the scan with anomalies
+    tumour: bool = False  # one of its anomalies is a glioma-sized tumour
 
 
 def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.random.Generator,
@@ -62,17 +67,19 @@ def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.ran
     return synth_contrast.synthesise(synth_contrast.labels_for_volume(image, brain, grid), rng, contrast.upper())
 
 
-def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
-                   count: int = ANOMALIES_PER_SCAN, contrast: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator, count: int = ANOMALIES_PER_SCAN,
+                   contrast: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The volume carrying `count` synthetic 3D anomalies, drawn as lesions look in `contrast`
-    (synthetic.contrast_probabilities: tumours in every contrast, mostly bright on T2 and FLAIR), and their
-    joint mask."""
+    (synthetic.contrast_probabilities: tumours in every contrast, mostly bright on T2 and FLAIR), their
+    joint mask and their kinds."""
     mask = np.zeros(brain.shape, bool)
-    kinds = synthetic.contrast_probabilities(contrast)
+    probabilities = synthetic.contrast_probabilities(contrast)
+    kinds = []
     for _ in range(count):
-        image, added, _ = synthetic.sample(image, brain, rng, probabilities=kinds, contrast=contrast)
+        image, added, kind = synthetic.sample(image, brain, rng, probabilities=probabilities, contrast=contrast)
         mask |= added
-    return image, mask
+        kinds.append(kind)
+    return image, mask, kinds
 
 
 def removed_share(healthy: np.ndarray, anomalous: np.ndarray, restored_healthy: np.ndarray,
@@ -89,27 +96,33 @@ def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng
                  device: torch.device = torch.device("cpu"), contrast: str | None = None) -> ScanFigures:
     """The figures of the module docstring for one healthy scan (already in `contrast`, the one to measure)."""
     card = model.card
-    voxel_mm = (card.grid.spacing_mm,) * 3
     voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
     restored = restore_volume(model, healthy, brain, device)
     fidelity = metrics.restoration_fidelity(healthy, restored, brain)
     healthy_score = score_volume(model, healthy, restored, brain, device, contrast=contrast)
-    anomalous, mask = with_anomalies(healthy, brain, rng, contrast=contrast)
+    anomalous, mask, kinds = with_anomalies(healthy, brain, rng, contrast=contrast)
     fixed = restore_volume(model, anomalous, brain, device)
     score = score_volume(model, anomalous, fixed, brain, device, contrast=contrast)
     removal = removed_share(healthy, anomalous, restored, fixed, mask)
     residual = np.abs(anomalous - fixed)
     outside = residual[brain & ~mask].mean()
     contrast = float(residual[mask].mean() / outside) if outside > 0 else None
-    dice, healthy_ml = {}, {}
+    dice, flagged_ml = _detection(card, score, brain, mask)
+    _, healthy_ml = _detection(card, healthy_score, brain, mask)
+    return ScanFigures(fidelity["ssim"], fidelity["mae"], removal, contrast, dice, healthy_ml,
+                       float(mask.sum() * voxel_ml), flagged_ml, synthetic.TUMOUR in kinds)
+
+
+def _detection(card, score: np.ndarray, brain: np.ndarray, mask: np.ndarray) -> tuple[dict, dict]:
+    """({policy: Dice with mask}, {policy: flagged mL}) of a score volume at each of the card's policies."""
+    voxel_mm = (card.grid.spacing_mm,) * 3
+    voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
+    dice, flagged_ml = {}, {}
     for name, value in anomaly.case_thresholds(card, score, brain).items():
         found = anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml)
         dice[name] = anomaly.dice(found, mask)
-    for name, value in anomaly.case_thresholds(card, healthy_score, brain).items():
-        healthy_ml[name] = float(anomaly.segment(healthy_score, value, voxel_mm, card.postprocess.min_component_ml).sum()
-                                 * voxel_ml)
-    return ScanFigures(fidelity["ssim"], fidelity["mae"], removal, contrast, dice, healthy_ml,
-                       float(mask.sum() * voxel_ml))
+        flagged_ml[name] = float(found.sum() * voxel_ml)
+    return dice, flagged_ml
 
 
 def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, contrasts: list[str],
@@ -118,7 +131,6 @@ def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, co
     scanned, the other contrasts redrawn from its tissue labels, the same anomalies in each; the
     restoration figures are the means over the study's contrasts."""
     card = model.card
-    voxel_mm = (card.grid.spacing_mm,) * 3
     voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
     labels = synth_contrast.labels_for_volume(t1, brain, card.grid)
     healthy = synth_study.healthy_study(t1, brain, labels, rng, contrasts, real_t1_prob=1.0)
@@ -141,13 +153,11 @@ def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, co
     removal = [removed_share(healthy[c], anomalous[c], clean[c], fixed[c], mask) for c in contrasts]
     residual = np.mean([np.abs(anomalous[c] - fixed[c]) for c in contrasts], axis=0)
     outside = residual[brain & ~mask].mean()
-    dice = {name: anomaly.dice(anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml), mask)
-            for name, value in anomaly.case_thresholds(card, score, brain).items()}
-    healthy_ml = {name: float(anomaly.segment(healthy_score, value, voxel_mm, card.postprocess.min_component_ml).sum()
-                              * voxel_ml) for name, value in anomaly.case_thresholds(card, healthy_score, brain).items()}
+    dice, flagged_ml = _detection(card, score, brain, mask)
+    _, healthy_ml = _detection(card, healthy_score, brain, mask)
     return ScanFigures(_mean(f["ssim"] for f in fidelity), _mean(f["mae"] for f in fidelity), _mean(removal),
                        float(residual[mask].mean() / outside) if outside > 0 and mask.any() else None, dice, healthy_ml,
-                       float(mask.sum() * voxel_ml))
+                       float(mask.sum() * voxel_ml), flagged_ml)
 
 
 def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
@@ -172,8 +182,18 @@ def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
             "anomaly_ml": _mean(r.anomaly_ml for r in rows),
             "dice": {p: _mean(r.dice.get(p) for r in rows) for p in policies},
             "healthy_median_ml": {p: float(np.median([r.healthy_ml.get(p, 0.0) for r in rows])) for p in policies},
+            "flagged_ratio": _flagged_ratio(rows, policies),
+            "tumour_flagged_ratio": _flagged_ratio([r for r in rows if r.tumour], policies),
         }
     return out
+
+
+def _flagged_ratio(rows: list[ScanFigures], policies) -> dict:
+    """{policy: median over the scans of flagged mL / planted mL}; empty without a planted anomaly."""
+    rows = [r for r in rows if r.anomaly_ml > 0]
+    if not rows:
+        return {}
+    return {p: float(np.median([r.flagged_ml.get(p, 0.0) / r.anomaly_ml for r in rows])) for p in policies}
 
 
 def ceiling_policies(model: LoadedModel) -> set[str]:

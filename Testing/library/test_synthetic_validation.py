@@ -38,6 +38,19 @@ def test_the_identity_fails_the_restorer_checks(volume):
     assert abs(t1["removal"]) < 1e-6  # ...and removes nothing
     assert t1["residual_contrast"] is None  # its residual is 0 everywhere
     assert len(restorer_problems(figures)) == 2
+    assert t1["flagged_ratio"] and not any(t1["flagged_ratio"].values())  # and flags none of the planted volume
+
+
+def test_the_flagged_volume_is_read_against_the_planted_one():
+    """Median of flagged / planted mL over the scans with anomalies, and over those carrying a tumour alone:
+    a policy with Dice 0.4 may flag twice the anomaly or half of it, and only this figure says which."""
+    def row(planted, flagged, tumour=False):
+        return sv.ScanFigures(0.9, 0.1, 0.5, 2.0, {"p50": 0.4}, {"p50": 0.0}, planted, {"p50": flagged}, tumour)
+
+    rows = [row(10.0, 20.0), row(10.0, 5.0), row(40.0, 10.0, tumour=True), row(0.0, 3.0)]
+    assert sv._flagged_ratio(rows, ["p50"]) == {"p50": 0.5}  # 2, 0.5 and 0.25; the scan with none planted is left out
+    assert sv._flagged_ratio([r for r in rows if r.tumour], ["p50"]) == {"p50": 0.25}
+    assert sv._flagged_ratio([row(0.0, 3.0)], ["p50"]) == {}
 
 
 def test_blurring_everything_away_is_not_a_restoration(volume):
@@ -59,8 +72,8 @@ class _Blur(torch.nn.Module):
 
 def test_anomalies_are_planted_inside_the_brain_reproducibly(volume):
     image, brain = volume
-    a1, m1 = sv.with_anomalies(image, brain, np.random.default_rng(3))
-    a2, m2 = sv.with_anomalies(image, brain, np.random.default_rng(3))
+    a1, m1, _ = sv.with_anomalies(image, brain, np.random.default_rng(3))
+    a2, m2, _ = sv.with_anomalies(image, brain, np.random.default_rng(3))
     assert np.array_equal(a1, a2) and np.array_equal(m1, m2)
     assert m1.any() and not (m1 & ~brain).any()
     assert np.array_equal(a1[~m1], image[~m1])
@@ -73,7 +86,7 @@ def test_anomalies_planted_on_flair_are_mostly_bright(volume):
     def mean_change(contrast):
         changes = []
         for seed in range(8):
-            anomalous, mask = sv.with_anomalies(image, brain, np.random.default_rng(seed), contrast=contrast)
+            anomalous, mask, _ = sv.with_anomalies(image, brain, np.random.default_rng(seed), contrast=contrast)
             changes.append(float((anomalous - image)[mask].mean()))
         return np.mean(changes)
 
@@ -187,6 +200,19 @@ def test_every_default_finds_synthetic_anomalies_at_its_default_policy(contrast)
     assert dice > 0.05, (card.id, contrast, card.default_for(contrast))
     if card.family == "sadm":  # a probability: the policy leaves the slider a range above it
         assert card.thresholds[card.default_for(contrast)] <= 0.95
+
+
+@pytest.mark.parametrize("contrast", catalogue.CONTRASTS)
+def test_every_default_states_how_much_of_a_synthetic_anomaly_it_flags(contrast):
+    """The card of each contrast's default says, at its default policy, the flagged volume over the planted
+    one on synthetic anomalies, also on the scans carrying a glioma-sized tumour: what a user should know
+    before reading a flagged volume as a lesion's (docs/models.md compares it with the development cases)."""
+    card = catalogue.get_card(catalogue.default_model(contrast))
+    figures = card.figures["synthetic_validation"]["per_contrast"][contrast]
+    policy = card.default_for(contrast)
+    assert figures["flagged_ratio"][policy] > 0.1, (card.id, contrast, policy)
+    if card.family != "intensity":  # the rules' draw of this contrast may hold no tumour
+        assert figures["tumour_flagged_ratio"][policy] > 0.0, (card.id, contrast, policy)
 
 
 def test_a_contrast_gets_its_own_policy_where_its_choice_differs():
