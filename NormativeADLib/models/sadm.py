@@ -5,6 +5,9 @@ turns a slice into its pseudo-healthy counterpart; a small MONAI U-Net takes the
 restoration and their absolute residual and outputs the probability that each voxel is anomalous.
 `network.inputs` may add "zscore": the slice's robust z-score against its own brain (median and MAD),
 the cue of the intensity baseline in a form that does not depend on the scanner's intensity scale.
+`network.context` k > 0 (2.5D input) gives the U-Net the scan and z-score of the k slices each side
+too, drawn in training as 3D slabs (synthetic_batches.draw); the restoration and residual stay the
+slice's own, so the restorer still runs once a slice.
 The U-Net learns from healthy slices carrying synthetic anomalies (synthetic.py) and, for a model
 trained on synthetic contrasts, slices redrawn in a random contrast from their tissue labels
 (synth_contrast.py) first. The restorer stays frozen and is never copied: the card names it with
@@ -33,6 +36,7 @@ NO_RESTORER = "none"
 # 2017), so training does not spend its first hundreds of steps lowering every logit from 0.
 PRIOR = 0.01
 INPUTS = ("scan", "restoration", "residual", "zscore")
+CONTEXT_INPUTS = ("scan", "zscore")  # the inputs that come with their neighbouring slices (network.context)
 Z_CLIP = 5.0  # the z-score channel is clipped to +-Z_CLIP and scaled to [-1, 1]
 MAD_TO_SD = 1.4826
 
@@ -49,17 +53,35 @@ def network_inputs(network: dict) -> tuple[str, ...]:
     return inputs
 
 
+def context(network: dict) -> int:
+    """The slices each side of a slice the U-Net reads (network.context; 0: the slice alone)."""
+    k = int(network.get("context", 0))
+    if not 0 <= k <= 3:
+        raise ModelError(f"SADM context {k}: the slices read each side of a slice must be 0 to 3.")
+    return k
+
+
+def channel_names(network: dict) -> tuple[str, ...]:
+    """The U-Net's input channels in order: each input, and for CONTEXT_INPUTS with a context of k slices
+    its 2k + 1 slices ("scan-1", "scan", "scan+1"); the names let a warm start widen a model's inputs."""
+    k = context(network)
+    return tuple(f"{name}{d:+d}" if d else name
+                 for name in network_inputs(network)
+                 for d in (range(-k, k + 1) if name in CONTEXT_INPUTS else (0,)))
+
+
 def robust_zscore(x: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
-    """Each slice's robust z-score against its own brain voxels, clipped and scaled to [-1, 1], 0 outside."""
+    """Each slice's robust z-score against its own brain voxels, clipped and scaled to [-1, 1], 0 outside
+    (x and brain (B, C, H, W): each of the C slices on its own)."""
     out = torch.zeros_like(x)
-    for i in range(len(x)):
-        inside = brain[i] > 0
-        values = x[i][inside]
+    for i, c in np.ndindex(*x.shape[:2]):
+        inside = brain[i, c] > 0
+        values = x[i, c][inside]
         if values.numel() < 2:
             continue
         median = values.median()
         sd = MAD_TO_SD * (values - median).abs().median() + 1e-3
-        out[i][inside] = ((values - median) / sd).clamp(-Z_CLIP, Z_CLIP) / Z_CLIP
+        out[i, c][inside] = ((values - median) / sd).clamp(-Z_CLIP, Z_CLIP) / Z_CLIP
     return out
 
 
@@ -67,9 +89,11 @@ class SADMNet(nn.Module):
     """The trainable U-Net beside a frozen restorer; only the U-Net is in the state dict (the
     weights file), and the restorer stays in eval mode whatever mode the whole is put in."""
 
-    def __init__(self, unet: nn.Module, features: int, restorer=None, inputs: tuple[str, ...] = INPUTS[:3]):
+    def __init__(self, unet: nn.Module, features: int, restorer=None, inputs: tuple[str, ...] = INPUTS[:3],
+                 context: int = 0):
         super().__init__()
         self.inputs = inputs
+        self.context = context  # slices each side of the scored one in x and brain (score_volume reads it)
         self.unet = nn.Sequential(unet, nn.Conv2d(features, 1, kernel_size=1))
         nn.init.constant_(self.unet[1].bias, float(np.log(PRIOR / (1 - PRIOR))))
         self.restorer = restorer.network if restorer is not None else None
@@ -99,9 +123,11 @@ class SADMNet(nn.Module):
             return self.restorer_family.restore(self.restorer, x, self.restorer_card.restoration, generator).clamp(0, 1)
 
     def forward(self, x: torch.Tensor, restored: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
-        """Anomaly logits (B, 1, H, W) of slices x, their restorations and brain masks."""
+        """Anomaly logits (B, 1, H, W) of slices x and brain masks (B, 2k + 1, H, W: the slice between its k
+        neighbours each side) and the slices' restorations (B, 1, H, W)."""
+        k = self.context
         channels = {"scan": lambda: x, "restoration": lambda: restored,
-                    "residual": lambda: (x - restored).abs(), "zscore": lambda: robust_zscore(x, brain)}
+                    "residual": lambda: (x[:, k:k + 1] - restored).abs(), "zscore": lambda: robust_zscore(x, brain)}
         return self.unet(torch.cat([channels[name]() for name in self.inputs], dim=1))
 
 
@@ -119,11 +145,11 @@ class SADM(Family):
         inputs = network_inputs(network)
         features = int(network["channels"][0])  # the U-Net's output features, read by a 1x1 logit head
         unet = UNet(
-            spatial_dims=2, in_channels=len(inputs), out_channels=features,
+            spatial_dims=2, in_channels=len(channel_names(network)), out_channels=features,
             channels=tuple(network["channels"]), strides=tuple(network["strides"]),
             num_res_units=int(network.get("num_res_units", 1)), norm=network.get("norm", "batch"),
         )
-        return SADMNet(unet, features, restorer, inputs)
+        return SADMNet(unet, features, restorer, inputs, context(network))
 
     def complete_network(self, network: dict, load_model: Callable) -> dict:
         """The card's network settings with the restorer's version and weights hash, pinned at training."""
@@ -140,16 +166,19 @@ class SADM(Family):
         return synthetic_batches.training_volumes(images, brains, options)
 
     def training_batch(self, slices: torch.Tensor, rng: np.random.Generator, options: dict):
-        """(x, brain, target) from training slices (B, 3, H, W): synthetic_batches.draw's slices with
-        anomalies, their brains and the anomalies' masks (empty for the slices left healthy)."""
+        """(x, brain, target) from training slices (B, 3 (2k + 1), H, W): synthetic_batches.draw's slices
+        with anomalies and their brains (B, 2k + 1, H, W), and the anomalies' masks in the middle slice
+        (B, 1, H, W; empty for the slices left healthy)."""
         drawn = synthetic_batches.draw(slices, rng, options)
-        return drawn.anomalous, drawn.brain, drawn.mask
+        k = synthetic_batches.context_of(options)
+        return drawn.anomalous, drawn.brain, drawn.mask[:, k:k + 1]
 
     def loss(self, net: SADMNet, batch, generator=None) -> torch.Tensor:
         """Dice + binary cross-entropy of the anomaly logits against the synthetic masks. Dice is
         pooled over the batch, so healthy slices (empty targets) count without a 0/0."""
         x, brain, target = batch
-        restored = net.restore(x) * brain
+        k = net.context
+        restored = net.restore(x[:, k:k + 1]) * brain[:, k:k + 1]
         logits = net(x, restored, brain)
         return _loss_fn()(logits, target)
 
@@ -159,7 +188,8 @@ class SADM(Family):
         return net.restore(x, generator)
 
     def probability(self, net: SADMNet, x: torch.Tensor, restored: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
-        """Anomaly probability (B, 1, H, W) in [0, 1] of slices x given their restorations and brain masks."""
+        """Anomaly probability (B, 1, H, W) in [0, 1] of slices x given their restorations and brain masks
+        (x and brain with the net's context of neighbouring slices, SADMNet.forward)."""
         return torch.sigmoid(net(x, restored, brain).float())
 
 

@@ -46,17 +46,33 @@ def anomaly_kinds(options: dict) -> dict[str, float]:
 
 def training_volumes(images, brains, options: dict) -> list[np.ndarray]:
     """(image, brain, tissue labels) per scan, (3, z, y, x): what draw() reads. Labels are computed
-    only where synthetic contrasts are asked for (they take a second a scan)."""
+    only where synthetic contrasts are asked for (they take a second a scan). With a `context` of k
+    slices, each of the three holds the 2k + 1 slices round each slice, (3 (2k + 1), z, y, x)."""
     synthetic_contrasts(options), anomaly_kinds(options)  # a bad config fails before hours of training
     synth = float(options.get("contrast_prob", 0.0)) > 0
-    return [np.stack([img, b.astype(np.float32),
-                      synth_contrast.labels_for_volume(img, b).astype(np.float32) if synth else np.zeros_like(img)])
-            for img, b in zip(images, brains)]
+    k = context_of(options)
+    return [np.concatenate([neighbours(a, k) for a in (
+        img, b.astype(np.float32),
+        synth_contrast.labels_for_volume(img, b).astype(np.float32) if synth else np.zeros_like(img))])
+        for img, b in zip(images, brains)]
+
+
+def context_of(options: dict) -> int:
+    """The slices each side of a training slice that come with it (options' `context`, from the network)."""
+    return int(options.get("context", 0))
+
+
+def neighbours(volume: np.ndarray, k: int) -> np.ndarray:
+    """(2k + 1, z, y, x): the volume shifted by -k..k slices, so channel j of slice z is slice z + j - k
+    (the first or last slice repeated past the volume's ends)."""
+    z = np.arange(volume.shape[0])
+    return np.stack([volume[np.clip(z + d, 0, len(z) - 1)] for d in range(-k, k + 1)])
 
 
 @dataclass(frozen=True)
 class Draw:
-    """A batch (B, 1, H, W) each: the healthy slices (redrawn), with anomalies, brains, anomaly masks."""
+    """A batch (B, 1, H, W) each, (B, 2k + 1, H, W) with a context of k slices: the healthy slices
+    (redrawn), with anomalies, brains, anomaly masks."""
 
     clean: torch.Tensor
     anomalous: torch.Tensor
@@ -68,13 +84,18 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     """Each slice of (B, 3, H, W) redrawn in a random contrast with probability contrast_prob, then
     given synthetic anomalies with probability anomaly_prob (1 to max_anomalies of them, as MS lesions
     come several to a slice; the other slices stay healthy, their mask empty). A foreign patch comes
-    from another slice. Contrasts and kinds are drawn as the options' `contrasts` and `kinds` say."""
+    from another slice. Contrasts and kinds are drawn as the options' `contrasts` and `kinds` say.
+    With a context of k slices (training_volumes), each slab of 2k + 1 slices is redrawn and given
+    anomalies as one 3D volume, as the synthetic validation draws them in whole scans."""
     contrasts, kinds = synthetic_contrasts(options), anomaly_kinds(options)
     contrast_prob = float(options.get("contrast_prob", 0.0))
     anomaly_prob = float(options.get("anomaly_prob", 0.7))
     max_anomalies = int(options.get("max_anomalies", 1))
+    n = 2 * context_of(options) + 1
     clean, anomalous, brains, masks = [], [], [], []
-    arrays = slices.numpy()
+    arrays = slices.numpy().reshape(len(slices), 3, n, *slices.shape[2:])  # channel groups IMAGE, BRAIN, LABELS
+    if n == 1:
+        arrays = arrays[:, :, 0]
     for i, s in enumerate(arrays):
         image, brain, labels = s[IMAGE], s[BRAIN] > 0, s[LABELS].astype(np.uint8)
         contrast = "T1"  # the training scans are T1 until redrawn (None after: a random tissue order)
@@ -91,5 +112,5 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
         anomalous.append(image)
         brains.append(brain)
         masks.append(mask)
-    as_tensor = lambda a: torch.from_numpy(np.stack(a)[:, None].astype(np.float32))  # noqa: E731
+    as_tensor = lambda a: torch.from_numpy(np.stack(a).reshape(len(a), n, *a[0].shape[-2:]).astype(np.float32))  # noqa: E731
     return Draw(as_tensor(clean), as_tensor(anomalous), as_tensor(brains), as_tensor(masks))

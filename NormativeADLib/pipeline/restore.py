@@ -122,20 +122,22 @@ def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, br
     probability = np.zeros(brain.shape, np.float32)
     batch_size = batch_size or batch_size_for(device, brain.shape[1:], family.cpu_batch)
     network = model.network.to(device)
+    k = getattr(network, "context", 0)  # a 2.5D segmenter (sadm.py) reads k slices each side of the scored one
     with torch.inference_mode():
         for start in range(0, len(slices), batch_size):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("scoring cancelled")
             index = slices[start:start + batch_size]
-            b = torch.from_numpy(np.ascontiguousarray(brain[index][:, None], np.float32)).to(device)
             if study:
+                b = torch.from_numpy(np.ascontiguousarray(brain[index][:, None], np.float32)).to(device)
                 x, r = (torch.from_numpy(np.ascontiguousarray(a[:, index].swapaxes(0, 1), np.float32)).to(device)
                         for a in (image, restored))
                 shown = torch.from_numpy(np.repeat(present[None], len(index), 0)).to(device)
                 segment = functools.partial(family.probability_study, network, present=shown)
-            else:
-                x, r = (torch.from_numpy(np.ascontiguousarray(a[index][:, None], np.float32)).to(device)
-                        for a in (image, restored))
+            else:  # each slice between its k neighbours each side, as in training (k = 0: the slice alone)
+                slab = np.clip(index[:, None] + np.arange(-k, k + 1), 0, len(brain) - 1)
+                x, b = (torch.from_numpy(np.ascontiguousarray(a[slab], np.float32)).to(device) for a in (image, brain))
+                r = torch.from_numpy(np.ascontiguousarray(restored[index][:, None], np.float32)).to(device)
                 segment = functools.partial(family.probability, network)
             p = segment(x, r, b)
             if model.card.postprocess.mirror:

@@ -30,6 +30,7 @@ from ..core.options import (COMPONENTS, DEFAULT_POLICY, DEVICE, FPR_TARGETS, PRO
 from ..core.grid import ModelGrid
 from ..core.locations import checked_name, child_path, home, prepared_cache, resources_dir
 from ..core.writes import write_folder_atomic
+from ..models import sadm
 from ..models.registry import LoadedModel, build_network, load_model
 from ..pipeline.restore import restore_volume, score_volume, select_device
 
@@ -443,6 +444,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     network = build_network(card)
     lineage = _start_from(init_from, card, network, log) if init_from else None  # refused before any preparing
     options = config.get("synthetic", {})
+    batch_options = _batch_options(card, options)
     cache_dir = cache_dir or prepared_cache()
     _check_present(card, data_dir, split.calibration)  # fail now, not after training
     cohorts = _prepared_cohorts(card, data_dir, cache_dir, log, training=split.train, validation=split.validation)
@@ -452,7 +454,7 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
     if family.makes_batches:  # slices carry the channels the family's batches need
         log("stacking the channels of the training slices")
         train_slices, val_slices = (
-            stacked_slices(family.training_volumes(i, b, options), b, settings.min_brain_voxels, settings.slice_step)
+            stacked_slices(family.training_volumes(i, b, batch_options), b, settings.min_brain_voxels, settings.slice_step)
             for i, b in ((train_images, train_brains), (val_images, val_brains)))
     else:
         train_slices = brain_slices(train_images, train_brains, settings.min_brain_voxels, settings.slice_step)
@@ -472,8 +474,15 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
 
 
 # What a warm start may change in the network settings: the restorer a segmenter reads (pinned anew at
-# training) and the input channels it adds to those of the model it starts from.
-_WIDENABLE = {"restorer", "restorer_version", "restorer_sha256", "restorer_family", "inputs"}
+# training) and the input channels it adds to those of the model it starts from (inputs, neighbouring slices).
+_WIDENABLE = {"restorer", "restorer_version", "restorer_sha256", "restorer_family", "inputs", "context"}
+
+
+def _batch_options(card: ModelCard, options: dict) -> dict:
+    """The config's synthetic settings, and the neighbouring slices a training slice brings (a 2.5D segmenter's
+    network.context), for the family's training_volumes and training_batch."""
+    k = sadm.context(card.network) if card.family == sadm.SADM.name else 0
+    return {**options, "context": k} if k else options
 
 
 def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:
@@ -485,8 +494,8 @@ def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: L
     # the source's own weights, checked against its card; not the source built whole: a SADM source would load
     # its pinned restorer, which the config's restorer (trained again) may have replaced
     source = get_card(model_id)
-    source_inputs = tuple(source.network.get("inputs", ()))
-    target_inputs = tuple(card.network.get("inputs", ()))
+    inputs = lambda c: sadm.channel_names(c.network) if c.family == sadm.SADM.name else ()  # noqa: E731
+    source_inputs, target_inputs = inputs(source), inputs(card)
     kept = lambda n: {k: v for k, v in n.items() if k not in _WIDENABLE}  # noqa: E731
     # with the same inputs, the same restorer; its version and hash may differ (the restorer trained again)
     if (source.family != card.family or kept(source.network) != kept(card.network)
@@ -554,7 +563,7 @@ def _fit_and_calibrate(run: TrainingRun, work: Path) -> ModelCard:
     card, network, settings, device, log = run.card, run.network, run.settings, run.device, run.log
     options, val_t1, val_brains = run.options, run.val_images, run.val_brains
     state = fit(_family(card), network, run.train_slices, run.val_slices, settings, run.checkpoint, log, device,
-                options)
+                _batch_options(card, options))
     # every epoch's time, those of an interrupted run before --resume included
     train_seconds = sum(h.get("seconds", 0.0) for h in state["history"])
     save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(work / WEIGHTS_FILE))

@@ -101,6 +101,57 @@ def test_a_segmenter_started_from_one_with_fewer_inputs_computes_what_it_compute
         train.widen_inputs(source.state_dict(), segmenter(4, features=8).state_dict(), narrow, wide)
 
 
+def test_a_2_5d_segmenter_reads_the_neighbouring_slices_as_it_was_trained():
+    """network.context 1: the scan and z-score of the slices either side come in as channels. Started from a
+    shipped 2D segmenter (their weights at zero) it scores a volume exactly as that segmenter does, so the
+    neighbours reach the U-Net in the channels training gave them; and they change the score once they weigh."""
+    from NormativeADLib.models.sadm import channel_names
+
+    source = registry.load_model("sadm-dae-t1c")
+    network = {**source.card.network, "context": 1}
+    assert channel_names(network) == ("scan-1", "scan", "scan+1", "restoration", "residual",
+                                      "zscore-1", "zscore", "zscore+1")
+    wide = SADM.build(network, registry.load_model)
+    wide.load_state_dict(train.widen_inputs(source.network.state_dict(), wide.state_dict(),
+                                            channel_names(source.card.network), channel_names(network)))
+    widened = registry.LoadedModel(source.card.replace(network=network), wide.eval())
+    t1, mask = template_on_grid(source.card.grid)
+    brain = sitk.GetArrayFromImage(mask) > 0
+    image = (np.clip(sitk.GetArrayFromImage(t1) / np.percentile(sitk.GetArrayFromImage(t1)[brain], 99), 0, 1)
+             * brain).astype(np.float32)
+    cpu = torch.device("cpu")
+    restored = restore_volume(source, image, brain, cpu)
+    assert np.allclose(score_volume(widened, image, restored, brain, cpu),
+                       score_volume(source, image, restored, brain, cpu), atol=1e-5)
+    with torch.no_grad():
+        first = next(p for p in wide.parameters() if p.ndim == 4 and p.shape[1] == 8)
+        first[:, [0, 2]] += 0.5  # the neighbouring scans now weigh
+    assert not np.allclose(score_volume(widened, image, restored, brain, cpu),
+                           score_volume(source, image, restored, brain, cpu), atol=1e-3)
+    with pytest.raises(ModelError, match="context"):
+        channel_names({**network, "context": 9})
+
+
+def test_2_5d_training_batches_draw_anomalies_in_3d_slabs():
+    """With a context of 1 a training slice comes with its neighbours, redrawn and given anomalies as one 3D
+    slab: the brains and scans of the three slices, and the middle slice's mask as the target."""
+    image, brain = template_slices()
+    options = {"anomaly_prob": 1.0, "contrast_prob": 1.0, "context": 1}
+    volumes = SADM.training_volumes([image], [brain], options)
+    assert volumes[0].shape == (9, *image.shape)
+    assert np.array_equal(volumes[0][0, 1:], image[:-1]) and np.array_equal(volumes[0][2, :-1], image[1:])
+    slices = train.stacked_slices(volumes, [brain], min_voxels=500)
+    x, b, target = SADM.training_batch(slices, np.random.default_rng(0), options)
+    assert x.shape == b.shape == (len(slices), 3, 96, 96) and target.shape == (len(slices), 1, 96, 96)
+    assert target.sum() > 0 and not (target.bool() & ~b[:, 1:2].bool()).any()
+    plain = {"anomaly_prob": 1.0, "context": 1}  # not redrawn: what changed is the anomalies
+    plain_slices = train.stacked_slices(SADM.training_volumes([image], [brain], plain), [brain], min_voxels=500)
+    x, _, target = SADM.training_batch(plain_slices, np.random.default_rng(0), plain)
+    changed = (x - plain_slices[:, :3]).abs() > 0
+    assert changed[:, 1:2][target.bool()].float().mean() > 0.5
+    assert changed[:, [0, 2]].sum() > 0.5 * changed[:, 1].sum()  # the anomalies reach the neighbours: drawn in 3D
+
+
 def test_zscore_channel_is_robust_and_scale_free():
     """The z-score of a slice against its own brain: 0 at the brain's median, the same for a scan at
     another intensity scale or offset, clipped at +-Z_CLIP SDs, 0 outside the brain."""
