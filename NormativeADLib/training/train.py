@@ -621,7 +621,9 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
     policy, why = synthetic_validation.choose_policy(figures, exclude=ceiling,
                                                      must_choose=card.default_threshold in ceiling)
     log(f"default policy: {why}")
-    per_contrast, reasons = _policies_per_contrast(figures, policy, ceiling) if not study else ({}, {})
+    # each contrast against the default the card ends with (its own when no choice was made)
+    per_contrast, reasons = (_policies_per_contrast(figures, policy or card.default_threshold, ceiling)
+                             if not study else ({}, {}))
     for contrast, reason in reasons.items():
         log(f"default policy on {contrast}: {reason}")
     return card.replace(default_threshold=policy or card.default_threshold, contrast_thresholds=per_contrast, figures={
