@@ -81,12 +81,16 @@ class Draw:
 
 
 def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
-    """Each slice of (B, 3, H, W) redrawn in a random contrast with probability contrast_prob, then
-    given synthetic anomalies with probability anomaly_prob (1 to max_anomalies of them, as MS lesions
-    come several to a slice; the other slices stay healthy, their mask empty). A foreign patch comes
-    from another slice. Contrasts and kinds are drawn as the options' `contrasts` and `kinds` say.
+    """Each slice of (B, 3, H, W) ((B, 3 (2k + 1), H, W) with a context of k) redrawn in a random
+    contrast with probability contrast_prob, then given synthetic anomalies with probability anomaly_prob
+    (1 to max_anomalies of them, as MS lesions come several to a slice; the other slices stay healthy,
+    their mask empty). A foreign patch comes from another slice. Contrasts and kinds are drawn as the
+    options' `contrasts` and `kinds` say.
     With a context of k slices (training_volumes), each slab of 2k + 1 slices is redrawn and given
-    anomalies as one 3D volume, as the synthetic validation draws them in whole scans."""
+    anomalies as one 3D volume, as the synthetic validation draws them in whole scans, but for where a
+    centre may fall: a slab too thin for synthetic.py's 2-voxel inset from the brain's edge (k = 1) takes
+    its centres anywhere in the slab's brain, in a neighbouring slice or on the rim too (the shipped 2.5D
+    models were trained so)."""
     contrasts, kinds = synthetic_contrasts(options), anomaly_kinds(options)
     contrast_prob = float(options.get("contrast_prob", 0.0))
     anomaly_prob = float(options.get("anomaly_prob", 0.7))

@@ -482,7 +482,7 @@ def _batch_options(card: ModelCard, options: dict) -> dict:
     """The config's synthetic settings, and the neighbouring slices a training slice brings (a 2.5D segmenter's
     network.context), for the family's training_volumes and training_batch."""
     k = sadm.context(card.network) if card.family == sadm.SADM.name else 0
-    return {**options, "context": k} if k else options
+    return {**options, "context": k}  # the network's, whatever the config's synthetic section says
 
 
 def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:
@@ -521,6 +521,9 @@ def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: L
 def widen_inputs(source: dict, target: dict, source_inputs: tuple, target_inputs: tuple) -> dict:
     """source's state dict for a network reading target_inputs: every tensor that takes the input channels
     (dimension 1, a first convolution and its residual path) gets zero weights for the added inputs."""
+    if [name for name in target_inputs if name in source_inputs] != list(source_inputs):
+        raise InputError(f"cannot widen inputs {list(source_inputs)} to {list(target_inputs)}: the inputs they share "
+                         "come in another order, and weights of the same shape would load onto the wrong channels.")
     index = [target_inputs.index(name) for name in source_inputs]
     widened = {}
     for key, value in source.items():

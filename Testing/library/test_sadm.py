@@ -99,15 +99,19 @@ def test_a_segmenter_started_from_one_with_fewer_inputs_computes_what_it_compute
     assert first and all(p.grad[:, 1:3].abs().sum() > 0 for p in first)
     with pytest.raises(InputError, match="differ in more than their inputs"):
         train.widen_inputs(source.state_dict(), segmenter(4, features=8).state_dict(), narrow, wide)
+    with pytest.raises(InputError, match="another order"):  # same shapes: would load onto the wrong channels
+        train.widen_inputs(source.state_dict(), source.state_dict(), narrow, narrow[::-1])
 
 
 def test_a_2_5d_segmenter_reads_the_neighbouring_slices_as_it_was_trained():
     """network.context 1: the scan and z-score of the slices either side come in as channels. Started from a
-    shipped 2D segmenter (their weights at zero) it scores a volume exactly as that segmenter does, so the
-    neighbours reach the U-Net in the channels training gave them; and they change the score once they weigh."""
-    from NormativeADLib.models.sadm import channel_names
+    shipped 2D segmenter (their weights at zero, as train --init-from does) it scores a volume exactly as that
+    segmenter does, so every input reaches the U-Net in the channel the 2D weights expect; and the neighbours
+    change the score once they weigh."""
+    from NormativeADLib.models.sadm import channel_names, context
 
-    source = registry.load_model("sadm-dae-t1c")
+    source = registry.load_model("sadm-dae")
+    assert context(source.card.network) == 0  # a 2D segmenter, widened here
     network = {**source.card.network, "context": 1}
     assert channel_names(network) == ("scan-1", "scan", "scan+1", "restoration", "residual",
                                       "zscore-1", "zscore", "zscore+1")
