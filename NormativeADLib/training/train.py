@@ -620,13 +620,9 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
     log(f"synthetic-anomaly validation on {min(SELECTION_SCANS, len(images))} healthy scans in {', '.join(contrasts)}")
     figures = synthetic_validation.measure(model, images[:SELECTION_SCANS], brains[:SELECTION_SCANS], contrasts,
                                            device=device)
-    ceiling = synthetic_validation.ceiling_policies(model)
-    policy, why = synthetic_validation.choose_policy(figures, exclude=ceiling,
-                                                     must_choose=card.default_threshold in ceiling)
+    policy, why, per_contrast, reasons = chosen_policies(card, figures, synthetic_validation.ceiling_policies(model),
+                                                         per_contrast=not study)
     log(f"default policy: {why}")
-    # each contrast against the default the card ends with (its own when no choice was made)
-    per_contrast, reasons = (_policies_per_contrast(figures, policy or card.default_threshold, ceiling)
-                             if not study else ({}, {}))
     for contrast, reason in reasons.items():
         log(f"default policy on {contrast}: {reason}")
     return card.replace(default_threshold=policy or card.default_threshold, contrast_thresholds=per_contrast, figures={
@@ -639,6 +635,17 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
                         "contrast (synth_study.py)" if study else ""),
             "per_contrast": figures, "choice": why if policy else f"{why}; default kept",
             **({"choice_per_contrast": reasons} if reasons else {})}})
+
+
+def chosen_policies(card: ModelCard, figures: dict, ceiling=frozenset(),
+                    per_contrast: bool = True) -> tuple[str | None, str, dict, dict]:
+    """(policy, why, {contrast: policy}, {contrast: why}) a card takes from its synthetic figures: the overall
+    choice (None: the card keeps its default), and each contrast whose own choice differs from the default
+    the card ends with (its own when no choice was made)."""
+    policy, why = synthetic_validation.choose_policy(figures, exclude=ceiling,
+                                                     must_choose=card.default_threshold in ceiling)
+    own, reasons = _policies_per_contrast(figures, policy or card.default_threshold, ceiling) if per_contrast else ({}, {})
+    return policy, why, own, reasons
 
 
 def _policies_per_contrast(figures: dict, overall: str | None, ceiling=frozenset()) -> tuple[dict, dict]:
