@@ -48,6 +48,15 @@ class Family:
         """The card's `network` settings completed before training (SADM pins its restorer's version and hash)."""
         return network
 
+    def input_channels(self, network: dict) -> tuple[str, ...]:
+        """The named input channels of a network, which a warm start may widen (train --init-from); () where
+        the inputs are fixed."""
+        return ()
+
+    def slice_context(self, network: dict) -> int:
+        """The slices each side of a slice that its network reads (a 2.5D input); 0: the slice alone."""
+        return 0
+
     def training_volumes(self, images: list[np.ndarray], brains: list[np.ndarray], options: dict) -> list[np.ndarray]:
         """makes_batches: the training volumes with the channels training_batch needs."""
         raise NotImplementedError(f"family {self.name} does not make its own batches")

@@ -160,6 +160,12 @@ class SADM(Family):
                 "restorer_sha256": restorer.card.weights.get("sha256"),
                 "restorer_family": restorer.card.family}
 
+    def input_channels(self, network: dict) -> tuple[str, ...]:
+        return channel_names(network)
+
+    def slice_context(self, network: dict) -> int:
+        return context(network)
+
     # --- training -------------------------------------------------------------------------------
 
     def training_volumes(self, images, brains, options: dict) -> list[np.ndarray]:

@@ -58,6 +58,12 @@ class StudySADM(SADM):
     cpu_batch = 16
     reads_study = True
 
+    def input_channels(self, network: dict) -> tuple[str, ...]:
+        return ()  # per contrast, fixed (StudyNet); no warm start widens them
+
+    def slice_context(self, network: dict) -> int:
+        return 0  # one slice of each contrast; a 2.5D study input is not built
+
     def build(self, network: dict, load_model: Callable) -> nn.Module:
         restorer = load_restorer(network, load_model)
         if restorer is None:

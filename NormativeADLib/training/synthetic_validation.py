@@ -108,19 +108,21 @@ def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng
     outside = residual[brain & ~mask].mean()
     contrast = float(residual[mask].mean() / outside) if outside > 0 else None
     dice, flagged_ml = _detection(card, score, brain, mask)
-    _, healthy_ml = _detection(card, healthy_score, brain, mask)
+    _, healthy_ml = _detection(card, healthy_score, brain)
     return ScanFigures(fidelity["ssim"], fidelity["mae"], removal, contrast, dice, healthy_ml,
                        float(mask.sum() * voxel_ml), flagged_ml, synthetic.TUMOUR in kinds)
 
 
-def _detection(card, score: np.ndarray, brain: np.ndarray, mask: np.ndarray) -> tuple[dict, dict]:
-    """({policy: Dice with mask}, {policy: flagged mL}) of a score volume at each of the card's policies."""
+def _detection(card, score: np.ndarray, brain: np.ndarray, mask: np.ndarray | None = None) -> tuple[dict, dict]:
+    """({policy: Dice with mask}, {policy: flagged mL}) of a score volume at each of the card's policies (no
+    Dice for a healthy scan, mask None)."""
     voxel_mm = (card.grid.spacing_mm,) * 3
     voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
     dice, flagged_ml = {}, {}
     for name, value in anomaly.case_thresholds(card, score, brain).items():
         found = anomaly.segment(score, value, voxel_mm, card.postprocess.min_component_ml)
-        dice[name] = anomaly.dice(found, mask)
+        if mask is not None:
+            dice[name] = anomaly.dice(found, mask)
         flagged_ml[name] = float(found.sum() * voxel_ml)
     return dice, flagged_ml
 
@@ -154,7 +156,7 @@ def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, co
     residual = np.mean([np.abs(anomalous[c] - fixed[c]) for c in contrasts], axis=0)
     outside = residual[brain & ~mask].mean()
     dice, flagged_ml = _detection(card, score, brain, mask)
-    _, healthy_ml = _detection(card, healthy_score, brain, mask)
+    _, healthy_ml = _detection(card, healthy_score, brain)
     return ScanFigures(_mean(f["ssim"] for f in fidelity), _mean(f["mae"] for f in fidelity), _mean(removal),
                        float(residual[mask].mean() / outside) if outside > 0 and mask.any() else None, dice, healthy_ml,
                        float(mask.sum() * voxel_ml), flagged_ml)

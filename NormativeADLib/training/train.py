@@ -30,7 +30,6 @@ from ..core.options import (COMPONENTS, DEFAULT_POLICY, DEVICE, FPR_TARGETS, PRO
 from ..core.grid import ModelGrid
 from ..core.locations import checked_name, child_path, home, prepared_cache, resources_dir
 from ..core.writes import write_folder_atomic
-from ..models import sadm
 from ..models.registry import LoadedModel, build_network, load_model
 from ..pipeline.restore import restore_volume, score_volume, select_device
 
@@ -481,8 +480,7 @@ _WIDENABLE = {"restorer", "restorer_version", "restorer_sha256", "restorer_famil
 def _batch_options(card: ModelCard, options: dict) -> dict:
     """The config's synthetic settings, and the neighbouring slices a training slice brings (a 2.5D segmenter's
     network.context), for the family's training_volumes and training_batch."""
-    k = sadm.context(card.network) if card.family == sadm.SADM.name else 0
-    return {**options, "context": k}  # the network's, whatever the config's synthetic section says
+    return {**options, "context": _family(card).slice_context(card.network)}  # the network's, whatever the config says
 
 
 def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:
@@ -494,8 +492,7 @@ def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: L
     # the source's own weights, checked against its card; not the source built whole: a SADM source would load
     # its pinned restorer, which the config's restorer (trained again) may have replaced
     source = get_card(model_id)
-    inputs = lambda c: sadm.channel_names(c.network) if c.family == sadm.SADM.name else ()  # noqa: E731
-    source_inputs, target_inputs = inputs(source), inputs(card)
+    source_inputs, target_inputs = (_family(c).input_channels(c.network) for c in (source, card))
     kept = lambda n: {k: v for k, v in n.items() if k not in _WIDENABLE}  # noqa: E731
     # with the same inputs, the same restorer; its version and hash may differ (the restorer trained again)
     if (source.family != card.family or kept(source.network) != kept(card.network)

@@ -115,6 +115,8 @@ def test_a_2_5d_segmenter_reads_the_neighbouring_slices_as_it_was_trained():
     network = {**source.card.network, "context": 1}
     assert channel_names(network) == ("scan-1", "scan", "scan+1", "restoration", "residual",
                                       "zscore-1", "zscore", "zscore+1")
+    assert SADM.input_channels(network) == channel_names(network) and SADM.slice_context(network) == 1
+    assert FAMILIES["study"].slice_context(network) == 0  # the study family reads one slice of each contrast
     wide = SADM.build(network, registry.load_model)
     wide.load_state_dict(train.widen_inputs(source.network.state_dict(), wide.state_dict(),
                                             channel_names(source.card.network), channel_names(network)))
