@@ -62,11 +62,16 @@ def context_of(options: dict) -> int:
     return int(options.get("context", 0))
 
 
+def slab_indices(index: np.ndarray, k: int, depth: int) -> np.ndarray:
+    """(len(index), 2k + 1): the slices -k..k round each of index, the first or last slice repeated past the
+    volume's ends (depth slices). Training (neighbours) and scoring (restore.score_volume) read slabs so."""
+    return np.clip(np.asarray(index)[:, None] + np.arange(-k, k + 1), 0, depth - 1)
+
+
 def neighbours(volume: np.ndarray, k: int) -> np.ndarray:
-    """(2k + 1, z, y, x): the volume shifted by -k..k slices, so channel j of slice z is slice z + j - k
-    (the first or last slice repeated past the volume's ends)."""
-    z = np.arange(volume.shape[0])
-    return np.stack([volume[np.clip(z + d, 0, len(z) - 1)] for d in range(-k, k + 1)])
+    """(2k + 1, z, y, x): the volume shifted by -k..k slices, so channel j of slice z is slice z + j - k."""
+    depth = volume.shape[0]
+    return np.moveaxis(volume[slab_indices(np.arange(depth), k, depth)], 1, 0)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from ..core.errors import Cancelled, InputError
 from ..core.options import DEVICE, DEVICES
 from ..models.base import SliceGenerators
 from ..models.registry import LoadedModel
+from ..models.synthetic_batches import slab_indices
 
 ProgressFn = Callable[[int, int], None]
 # Slices with fewer brain voxels than this are left as they are (nothing to restore).
@@ -135,7 +136,7 @@ def score_volume(model: LoadedModel, image: np.ndarray, restored: np.ndarray, br
                 shown = torch.from_numpy(np.repeat(present[None], len(index), 0)).to(device)
                 segment = functools.partial(family.probability_study, network, present=shown)
             else:  # each slice between its k neighbours each side, as in training (k = 0: the slice alone)
-                slab = np.clip(index[:, None] + np.arange(-k, k + 1), 0, len(brain) - 1)
+                slab = slab_indices(index, k, len(brain))
                 x, b = (torch.from_numpy(np.ascontiguousarray(a[slab], np.float32)).to(device) for a in (image, brain))
                 r = torch.from_numpy(np.ascontiguousarray(restored[index][:, None], np.float32)).to(device)
                 segment = functools.partial(family.probability, network)
