@@ -99,8 +99,11 @@ CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
 # recorded under another version do not compare, in any contrast. Version 6 plants glioma-sized tumours too
 # (synthetic.py's "tumour" kind, 15 % of the anomalies, in every contrast): before, no synthetic anomaly
 # was larger than 20 mm in radius, a fifth of a glioma's volume, so that no default was chosen for finding
-# tumours of the size a clinician loads.
-SYNTHETIC_VALIDATION_VERSION = 6
+# tumours of the size a clinician loads. Version 7 redraws T1c, T2 and FLAIR from the T1's own intensities
+# (synth_contrast.from_intensities) instead of from its hard tissue labels: at 2 mm, hard labels fill the sulci
+# with grey matter and make the cortex a smooth band, and the T1c default, whose healthy scans flagged 1-13 mL
+# drawn so, flagged 135-333 mL on the same four healthy scans drawn from their intensities (as on real T1c).
+SYNTHETIC_VALIDATION_VERSION = 7
 # File-name words that name a contrast, checked in this order (t1c before t1, flair before t2)
 _CONTRAST_WORDS = (("FLAIR", ("flair",)), ("T1c", ("t1c", "t1ce", "t1gd", "t1post", "t1_post", "ce-gd", "gad")),
                    ("T2", ("t2",)), ("T1", ("t1",)))

@@ -87,7 +87,8 @@ class Draw:
 
 def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     """Each slice of (B, 3, H, W) ((B, 3 (2k + 1), H, W) with a context of k) redrawn in a random
-    contrast with probability contrast_prob, then given synthetic anomalies with probability anomaly_prob
+    contrast with probability contrast_prob (from the slice's own intensities with probability `from_intensities`,
+    synth_contrast.from_intensities, else from its hard labels), then given synthetic anomalies with probability anomaly_prob
     (1 to max_anomalies of them, as MS lesions come several to a slice; the other slices stay healthy,
     their mask empty). A foreign patch comes from another slice. Contrasts and kinds are drawn as the
     options' `contrasts` and `kinds` say.
@@ -98,6 +99,7 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     models were trained so)."""
     contrasts, kinds = synthetic_contrasts(options), anomaly_kinds(options)
     contrast_prob = float(options.get("contrast_prob", 0.0))
+    intensity_prob = float(options.get("from_intensities", 0.0))
     anomaly_prob = float(options.get("anomaly_prob", 0.7))
     max_anomalies = int(options.get("max_anomalies", 1))
     n = 2 * context_of(options) + 1
@@ -110,7 +112,10 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
         contrast = "T1"  # the training scans are T1 until redrawn (None after: a random tissue order)
         if rng.random() < contrast_prob:
             contrast = contrasts[rng.integers(len(contrasts))]
-            image = synth_contrast.synthesise(labels, rng, contrast)
+            if intensity_prob > 0 and rng.random() < intensity_prob:  # no draw without: older configs reproduce
+                image = synth_contrast.from_intensities(image, labels, rng, contrast)
+            else:
+                image = synth_contrast.synthesise(labels, rng, contrast)
         healthy, mask = image, np.zeros(brain.shape, bool)
         if rng.random() < anomaly_prob and brain.sum() >= synthetic.MIN_VOXELS:
             other = arrays[(i + 1) % len(arrays)]

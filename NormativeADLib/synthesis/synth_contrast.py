@@ -13,6 +13,12 @@ Two steps:
    random within-class spread, blur (partial volume), thick slices (resolution), a smooth
    multiplicative bias field and noise, normalised like a real scan on the model grid (percentiles
    (1, 99) of the brain to [0, 1], clipped, zero outside the brain).
+   from_intensities(image, labels, rng, contrast): the same, but each voxel's value mapped from the T1's own
+   intensity: the middle of each class to its drawn mean, the tails between classes (partial volume: sulci,
+   the cortex's rim) between their means, as the scan shows them; hard labels fill the sulci of a 2 mm grid
+   with grey matter. The synthetic
+   validation draws its contrasts so (SYNTHETIC_VALIDATION_VERSION 7); training draws either
+   (synthetic.from_intensities in a config: the share drawn so).
 
 Class means per contrast (ascending, from darkest to brightest; CONTRAST_ORDER, tested):
     T1, T1c : CSF < GM < WM      (T1c: the same tissue order; enhancement is pathology, not healthy tissue)
@@ -48,6 +54,9 @@ BRIGHTEST_RANGE = (0.7, 1.0)  # mean of the brightest class, before normalisatio
 # per contrast: (middle class / brightest class, darkest class / middle class), each drawn uniformly
 CONTRAST_RATIOS = {"T1": ((0.6, 0.85), (0.15, 0.5)), "T1C": ((0.6, 0.85), (0.15, 0.5)),
                    "T2": ((0.3, 0.6), (0.7, 0.9)), "FLAIR": ((0.72, 0.92), (0.1, 0.5))}
+# from_intensities: the percentiles of a class's T1 intensities within which a voxel is that tissue alone; the
+# tails, where the classes meet, are partial volume (at 15-85 the class order of every contrast holds on average)
+PURE_TISSUE = (15.0, 85.0)
 BIAS_MAX = 0.3  # the log of the bias field lies within +-BIAS_MAX (a factor 0.74 to 1.35)
 _PRIOR_FILES = {GM: "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
                 WM: "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
@@ -209,10 +218,43 @@ def synthesise(labels: np.ndarray, rng: np.random.Generator, contrast: str | Non
     stds = np.zeros(4)
     stds[[CSF, GM, WM]] = rng.uniform(*settings.class_std, 3)
     image = (means[labels] + stds[labels] * rng.normal(size=labels.shape)).astype(np.float32)
-    image = thick_slices(image, int(rng.choice(settings.thick_slices)), int(rng.integers(labels.ndim)))
+    return _acquired(image, brain, rng, settings)
+
+
+def from_intensities(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, contrast: str | None = None,
+                     settings: SynthSettings = SynthSettings()) -> np.ndarray:
+    """A synthetic scan of `contrast` drawn from a healthy T1's own intensities rather than from its hard labels.
+    The middle of each class's intensities in the T1 (its PURE_TISSUE percentiles) is that tissue and goes to
+    the class's drawn mean (class_means); the tails, where classes meet, are partial volume: an intensity between
+    two classes' middles goes linearly between their means; beyond the darkest or brightest, that class's mean.
+    Then a within-class spread, resolution, bias field and noise as synthesise. A voxel partly CSF and partly grey
+    matter keeps that share, so the sulci, the ventricles' rim and the cortex's partial volume look as they do
+    in a scan at this resolution, where hard labels give every voxel one class (sulci became grey matter, the
+    cortex a smooth band). Labels as tissue_labels gives them for the image (any shape); falls back to
+    synthesise where a class holds no voxel."""
+    brain = labels > BACKGROUND
+    classes = (CSF, GM, WM)
+    if any(not (labels == c).any() for c in classes):
+        return synthesise(labels, rng, contrast, settings)
+    means = class_means(rng, contrast)
+    stds = np.zeros(4)
+    stds[[CSF, GM, WM]] = rng.uniform(*settings.class_std, 3)
+    ranges = sorted((tuple(np.percentile(image[labels == c], PURE_TISSUE)), c) for c in classes)
+    edges, values = [], []
+    for (lo, hi), c in ranges:
+        lo = max(lo, edges[-1]) if edges else lo  # classes that overlap in the T1 meet at the earlier one's end
+        edges += [lo, max(hi, lo)]
+        values += [means[c]] * 2
+    mapped = np.interp(image, edges, values) + stds[labels] * rng.normal(size=labels.shape)
+    return _acquired(np.where(brain, mapped, 0.0).astype(np.float32), brain, rng, settings)
+
+
+def _acquired(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:
+    """A synthetic image as a scanner gives it: thick slices, blur, bias field, noise, then normalised."""
+    image = thick_slices(image, int(rng.choice(settings.thick_slices)), int(rng.integers(image.ndim)))
     sigma = rng.uniform(*settings.blur_sigma)
     if sigma > 0.05:
         image = ndimage.gaussian_filter(image, sigma)
-    image = image * bias_field(labels.shape, rng, rng.uniform(0.0, settings.bias_max))
-    image = image + rng.uniform(*settings.noise_std) * rng.normal(size=labels.shape).astype(np.float32)
+    image = image * bias_field(image.shape, rng, rng.uniform(0.0, settings.bias_max))
+    image = image + rng.uniform(*settings.noise_std) * rng.normal(size=image.shape).astype(np.float32)
     return normalise(image, brain)

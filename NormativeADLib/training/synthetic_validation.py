@@ -1,7 +1,8 @@
 """What a restorer must do, and which threshold it should use, measured without lesion labels.
 
 On healthy validation scans (never trained on), in each contrast a model accepts (T1 as scanned; T1c,
-T2 and FLAIR redrawn from the scan's tissue labels, synth_contrast.py), each scan once as it is and
+T2 and FLAIR redrawn from the scan's own intensities through its tissue classes, synth_contrast.py's
+from_intensities), each scan once as it is and
 once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds, and glioma-sized tumours of
 12-36 mm; drawn as lesions look in that contrast: mostly bright on T2 and FLAIR):
 - restoration of the healthy scan: SSIM and MAE inside the brain (it should keep healthy tissue);
@@ -60,11 +61,12 @@ class ScanFigures:
 
 def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.random.Generator,
                 grid: ModelGrid = ModelGrid()) -> np.ndarray:
-    """A healthy model-space T1 (on grid) as a scan of `contrast`: itself for T1, else redrawn from its
-    tissue labels."""
+    """A healthy model-space T1 (on grid) as a scan of `contrast`: itself for T1, else redrawn from its own
+    intensities through its tissue classes (synth_contrast.from_intensities: partial volume as scanned)."""
     if contrast.upper() == "T1":
         return image
-    return synth_contrast.synthesise(synth_contrast.labels_for_volume(image, brain, grid), rng, contrast.upper())
+    labels = synth_contrast.labels_for_volume(image, brain, grid)
+    return synth_contrast.from_intensities(image, labels, rng, contrast.upper())
 
 
 def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator, count: int = ANOMALIES_PER_SCAN,

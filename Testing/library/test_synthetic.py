@@ -290,6 +290,42 @@ def test_synthetic_images_are_normalised_like_scans_and_seeded(labels):
     assert lo < 0.02 and hi > 0.98  # percentiles (1, 99) of the brain on 0 and 1, as preprocess scales
 
 
+_PLAIN = sc.SynthSettings(class_std=(0.0, 0.0), blur_sigma=(0.0, 0.0), bias_max=0.0, noise_std=(0.0, 0.0),
+                          thick_slices=(1,))  # no scanner effects: the mapping alone
+
+
+@pytest.mark.parametrize("contrast", sc.CONTRASTS)
+def test_contrasts_drawn_from_the_t1s_intensities_keep_its_partial_volume(volume, labels, contrast):
+    """from_intensities maps each voxel of the T1 through its class medians to the drawn class means: the class
+    order is the contrast's, and a voxel between two classes in the T1 (a sulcus, the cortex's rim) stays between
+    them, where hard labels give each class one value (SYNTHETIC_VALIDATION_VERSION 7)."""
+    image, brain = volume
+    z = slice(25, 55)
+    t1, slab = image[z], labels[z]
+    drawn = sc.from_intensities(t1, slab, np.random.default_rng(1), contrast, _PLAIN)
+    hard = sc.synthesise(slab, np.random.default_rng(1), contrast, _PLAIN)
+    inside = slab > 0
+    assert drawn.dtype == np.float32 and not drawn[~inside].any() and 0.0 <= drawn.min() and drawn.max() <= 1.0
+    means = _class_means(drawn, slab, core=True)
+    order = sc.CONTRAST_ORDER[contrast]
+    assert means[order[0]] < means[order[1]] < means[order[2]], means
+    for tissue in (sc.CSF, sc.GM, sc.WM):
+        assert np.unique(np.round(hard[slab == tissue], 4)).size <= 3  # one value a class (and the normalisation's clip)
+        assert np.unique(np.round(drawn[slab == tissue], 4)).size > 50  # the T1's own shades within it
+    if contrast in ("T1", "T1C"):  # same order as the T1: a monotone map of it inside the brain
+        order_in, order_out = np.argsort(t1[inside], kind="stable"), drawn[inside]
+        assert (np.diff(order_out[order_in]) >= -1e-6).all()
+    np.testing.assert_array_equal(drawn, sc.from_intensities(t1, slab, np.random.default_rng(1), contrast, _PLAIN))
+
+
+def test_a_slice_without_one_tissue_is_drawn_from_its_labels(volume, labels):
+    image, brain = volume
+    slab = labels[40].copy()
+    slab[slab == sc.CSF] = sc.GM
+    np.testing.assert_array_equal(sc.from_intensities(image[40], slab, np.random.default_rng(2), "T2"),
+                                  sc.synthesise(slab, np.random.default_rng(2), "T2"))
+
+
 def test_random_contrast_draws_every_order(labels):
     orders = set()
     for seed in range(30):
