@@ -55,13 +55,16 @@ class Study:
 
 
 def healthy_study(image: np.ndarray, brain: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                  contrasts=STUDY_CONTRASTS, real_t1_prob: float = REAL_T1_PROB) -> dict:
+                  contrasts=STUDY_CONTRASTS, real_t1_prob: float = REAL_T1_PROB, from_intensities: bool = False) -> dict:
     """{contrast: image} of one anatomy (2D slice or 3D volume): T1 the scan itself with real_t1_prob,
-    every other contrast redrawn from the tissue labels."""
+    every other contrast redrawn from the tissue labels (from_intensities: from the T1's own intensities
+    through them, synth_contrast.from_intensities, as the synthetic validation draws a contrast)."""
     out = {}
     for contrast in contrasts:
         if contrast == "T1" and rng.random() < real_t1_prob:
             out[contrast] = image.astype(np.float32)
+        elif from_intensities:
+            out[contrast] = synth_contrast.from_intensities(image, labels, rng, contrast.upper())
         else:
             out[contrast] = synth_contrast.synthesise(labels, rng, contrast.upper())
     return out

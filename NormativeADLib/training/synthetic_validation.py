@@ -132,12 +132,12 @@ def _detection(card, score: np.ndarray, brain: np.ndarray, mask: np.ndarray | No
 def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, contrasts: list[str],
                        rng: np.random.Generator, device: torch.device = torch.device("cpu")) -> ScanFigures:
     """measure_scan for a study model on a synthetic study of one healthy T1 (synth_study.py): the T1 as
-    scanned, the other contrasts redrawn from its tissue labels, the same anomalies in each; the
-    restoration figures are the means over the study's contrasts."""
+    scanned, the other contrasts redrawn from its own intensities (as in_contrast), the same anomalies in each;
+    the restoration figures are the means over the study's contrasts."""
     card = model.card
     voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
     labels = synth_contrast.labels_for_volume(t1, brain, card.grid)
-    healthy = synth_study.healthy_study(t1, brain, labels, rng, contrasts, real_t1_prob=1.0)
+    healthy = synth_study.healthy_study(t1, brain, labels, rng, contrasts, real_t1_prob=1.0, from_intensities=True)
     anomalous, mask = dict(healthy), np.zeros(brain.shape, bool)
     for _ in range(ANOMALIES_PER_SCAN):
         anomalous, added, shows = synth_study.add_anomaly(anomalous, brain, rng)

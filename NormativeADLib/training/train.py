@@ -229,15 +229,16 @@ HEALTHY_CONTRAST = "T1"  # the healthy scans the product trains and calibrates o
 def in_model_contrast(card: ModelCard, images, brains, seed: int) -> tuple[list, str | None]:
     """Healthy model-space scans as the model meets them, and a note when they were changed: unchanged
     for a model trained for T1; for one trained for other contrasts only (FLAIR, T2), each scan redrawn
-    from its tissue labels as a synthetic scan of one of them in turn (seeded), as in its training:
-    no healthy scan of those contrasts is here, and a T1 is out of such a model's contrasts."""
+    from its own intensities through its tissue classes as a synthetic scan of one of them in turn (seeded),
+    as the synthetic validation draws them: no healthy scan of those contrasts is here, and a T1 is out of
+    such a model's contrasts."""
     if card.accepts(HEALTHY_CONTRAST):
         return list(images), None
     contrasts = card.trained_contrasts
     rng = np.random.default_rng(seed)
     redrawn = [synthetic_validation.in_contrast(img, b, contrasts[i % len(contrasts)], rng, card.grid)
                for i, (img, b) in enumerate(zip(images, brains))]
-    return redrawn, (f"healthy IXI T1 scans redrawn from their tissue labels as synthetic {' and '.join(contrasts)} "
+    return redrawn, (f"healthy IXI T1 scans redrawn from their own intensities as synthetic {' and '.join(contrasts)} "
                      "(no healthy scans of those contrasts here)")
 
 
@@ -626,8 +627,8 @@ def select_on_synthetic(model: LoadedModel, images, brains, device: torch.device
         **card.figures, "synthetic_validation": {
             "version": SYNTHETIC_VALIDATION_VERSION,
             "scans": f"the first {min(SELECTION_SCANS, len(images))} healthy IXI validation subjects (model space), "
-                     "T1 as scanned, other contrasts redrawn from their tissue labels; each once healthy and once "
-                     f"with {synthetic_validation.ANOMALIES_PER_SCAN} synthetic 3D anomalies (seeded)"
+                     "T1 as scanned, other contrasts redrawn from their own intensities through their tissue classes; "
+                     f"each once healthy and once with {synthetic_validation.ANOMALIES_PER_SCAN} synthetic 3D anomalies (seeded)"
                      + ("; per contrast set, a synthetic study of one anatomy with the same anomalies in each "
                         "contrast (synth_study.py)" if study else ""),
             "per_contrast": figures, "choice": why if policy else f"{why}; default kept",
