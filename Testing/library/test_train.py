@@ -166,3 +166,14 @@ def test_a_segmenter_starts_from_one_pinned_to_an_earlier_restorer():
     other = {**retrained, "channels": [8, 16, 32, 64]}
     with pytest.raises(InputError, match="differ from the config"):
         train._start_from("sadm-dae", source.replace(network=other), network, lambda _: None)
+
+
+def test_a_rule_model_is_not_calibrated_over_its_stated_thresholds(capsys):
+    """The intensity baseline states its thresholds as z-scores; `calibrate` without --select-only replaced
+    them with calibrated voxel rates (z2 gone, the demo's policy with it). It is refused before any scan is
+    read, the card untouched."""
+    before = catalogue.get_card("intensity-flair")
+    code = cli.main(["calibrate", "--model", "intensity-flair", "--data", "/nonexistent"])
+    assert code == 2
+    assert "--select-only" in capsys.readouterr().err
+    assert catalogue.get_card("intensity-flair").thresholds == before.thresholds == {"z2": 2.0, "z3": 3.0}
