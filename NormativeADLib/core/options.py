@@ -101,8 +101,12 @@ CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
 # was larger than 20 mm in radius, a fifth of a glioma's volume, so that no default was chosen for finding
 # tumours of the size a clinician loads. Version 7 redraws T1c, T2 and FLAIR from the T1's own intensities
 # (synth_contrast.from_intensities) instead of from its hard tissue labels: at 2 mm, hard labels fill the sulci
-# with grey matter and make the cortex a smooth band, and the T1c default, whose healthy scans flagged 1-13 mL
-# drawn so, flagged 135-333 mL on the same four healthy scans drawn from their intensities (as on real T1c).
+# with grey matter and make the cortex a smooth band, and the T1c default, whose healthy scans flagged 1-4 mL
+# drawn so, flagged 99-291 mL on the same four healthy scans drawn from their intensities (as on real T1c). It
+# also normalises each scan after its anomalies are planted (unclipped), as preprocessing normalises a real scan
+# with its lesion in it: a large bright lesion (a glioma's oedema on FLAIR) takes the brain's top percentile and
+# darkens every healthy tissue (the healthy median of the development glioma FLAIRs lies at 0.34-0.59, of the MS
+# FLAIR at 0.73); planted in an already normalised scan and clipped to it, it never did.
 SYNTHETIC_VALIDATION_VERSION = 7
 # File-name words that name a contrast, checked in this order (t1c before t1, flair before t2)
 _CONTRAST_WORDS = (("FLAIR", ("flair",)), ("T1c", ("t1c", "t1ce", "t1gd", "t1post", "t1_post", "ce-gd", "gad")),

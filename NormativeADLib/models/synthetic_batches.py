@@ -91,13 +91,15 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     synth_contrast.from_intensities, else from its hard labels), then given synthetic anomalies with probability anomaly_prob
     (1 to max_anomalies of them, as MS lesions come several to a slice; the other slices stay healthy,
     their mask empty). A foreign patch comes from another slice. Contrasts and kinds are drawn as the
-    options' `contrasts` and `kinds` say.
+    options' `contrasts` and `kinds` say. With `renormalise`, anomalies are planted unclipped and the slice
+    scaled as a scan carrying them would be (scaled_as_scanned), as the synthetic validation does (version 7).
     With a context of k slices (training_volumes), each slab of 2k + 1 slices is redrawn and given
     anomalies as one 3D volume, as the synthetic validation draws them in whole scans, but for where a
     centre may fall: a slab too thin for synthetic.py's 2-voxel inset from the brain's edge (k = 1) takes
     its centres anywhere in the slab's brain, in a neighbouring slice or on the rim too (the shipped 2.5D
     models were trained so)."""
     contrasts, kinds = synthetic_contrasts(options), anomaly_kinds(options)
+    rescale = bool(options.get("renormalise", False))
     contrast_prob = float(options.get("contrast_prob", 0.0))
     intensity_prob = float(options.get("from_intensities", 0.0))
     anomaly_prob = float(options.get("anomaly_prob", 0.7))
@@ -120,11 +122,31 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
         if rng.random() < anomaly_prob and brain.sum() >= synthetic.MIN_VOXELS:
             other = arrays[(i + 1) % len(arrays)]
             for _ in range(rng.integers(1, max_anomalies + 1)):
-                image, added, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0), kinds, contrast)
+                image, added, _ = synthetic.sample(image, brain, rng, (other[IMAGE], other[BRAIN] > 0), kinds, contrast,
+                                                   clip=not rescale)
                 mask |= added
+            if rescale:
+                image = scaled_as_scanned(image, healthy, brain, options.get("percentiles", (1.0, 99.0)))
         clean.append(healthy)
         anomalous.append(image)
         brains.append(brain)
         masks.append(mask)
     as_tensor = lambda a: torch.from_numpy(np.stack(a).reshape(len(a), n, *a[0].shape[-2:]).astype(np.float32))  # noqa: E731
     return Draw(as_tensor(clean), as_tensor(anomalous), as_tensor(brains), as_tensor(masks))
+
+
+def scaled_as_scanned(anomalous: np.ndarray, healthy: np.ndarray, brain: np.ndarray,
+                      percentiles: tuple[float, float]) -> np.ndarray:
+    """A training slice (or slab) carrying unclipped anomalies, scaled as preprocessing would scale a scan
+    carrying them: the anomalous slice's brain percentiles taken to where the healthy slice's lie, clipped to
+    [0, 1]. A healthy slice is unchanged; a bright tumour that moves the top percentile darkens the healthy
+    tissue round it, as it does in a real scan. The slice stands for the volume, so the shift is that of a
+    scan whose every slice carried the anomaly: larger than a whole scan's for a small lesion, which the
+    segmenter then meets more often than it will, rather than never."""
+    values = brain.astype(bool)
+    if not values.any():
+        return np.clip(anomalous, 0.0, 1.0)
+    lo_h, hi_h = np.percentile(healthy[values], percentiles)
+    lo_a, hi_a = np.percentile(anomalous[values], percentiles)
+    scaled = lo_h + (anomalous - lo_a) * (hi_h - lo_h) / max(hi_a - lo_a, 1e-6)
+    return np.where(values, np.clip(scaled, 0.0, 1.0), 0.0).astype(np.float32)

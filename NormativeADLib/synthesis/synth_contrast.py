@@ -199,9 +199,13 @@ def thick_slices(image: np.ndarray, thickness: int, axis: int) -> np.ndarray:
     return (np.take(coarse, lo, axis=axis) * (1 - w) + np.take(coarse, hi, axis=axis) * w).astype(np.float32)
 
 
-def normalise(image: np.ndarray, brain: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
-    """As preprocess scales a scan: the brain's percentiles to 0 and 1, clipped, zero outside the brain."""
-    values = image[brain]
+def normalise(image: np.ndarray, brain: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0),
+              reference: np.ndarray | None = None) -> np.ndarray:
+    """As preprocess scales a scan: the brain's percentiles (of `reference`, by default of the image itself)
+    to 0 and 1, clipped, zero outside the brain. A scan carrying unclipped synthetic anomalies
+    (synthetic.generate's clip=False) is scaled so with its anomalies in it, as a real scan is with its
+    lesion; with that scan as reference, its healthy counterpart comes out scaled alike."""
+    values = (image if reference is None else reference)[brain]
     if values.size == 0:
         return np.zeros_like(image, dtype=np.float32)
     lo, hi = np.percentile(values, percentiles)

@@ -71,8 +71,9 @@ def healthy_study(image: np.ndarray, brain: np.ndarray, labels: np.ndarray, rng:
 
 
 def add_anomaly(images: dict, brain: np.ndarray, rng: np.random.Generator,
-                types: dict[str, float] | None = None) -> tuple[dict, np.ndarray, set]:
-    """The images with one anomaly of a drawn lesion type, its mask, and the contrasts it shows in."""
+                types: dict[str, float] | None = None, clip: bool = True) -> tuple[dict, np.ndarray, set]:
+    """The images with one anomaly of a drawn lesion type, its mask, and the contrasts it shows in;
+    clip as synthetic.generate's."""
     types = types or TYPE_PROBABILITIES
     kind = str(rng.choice(list(types), p=np.array(list(types.values())) / sum(types.values())))
     weight = synthetic.region_weight(brain, rng)
@@ -85,7 +86,8 @@ def add_anomaly(images: dict, brain: np.ndarray, rng: np.random.Generator,
             continue
         sign = sign or (1.0 if rng.random() < 0.5 else -1.0)
         delta = rng.uniform(*synthetic.SHIFT_RANGE)
-        out[contrast] = np.clip(image + sign * weight * delta * (1.0 + texture), 0.0, 1.0).astype(np.float32)
+        changed = image + sign * weight * delta * (1.0 + texture)
+        out[contrast] = (np.clip(changed, 0.0, 1.0) if clip else changed).astype(np.float32)
         shows.add(contrast)
     return out, weight > 0, shows
 

@@ -14,7 +14,10 @@ Contract of every kind (tested in Testing/library/test_synthetic.py):
 - voxels outside the mask are unchanged: each anomaly fades in over a soft edge of about
   EDGE_FRACTION of its radius that lies inside the mask, so the mask covers every changed voxel
   (also the faintest) and the background outside the brain stays 0;
-- intensities stay in [0, 1].
+- intensities stay in [0, 1]; with clip=False they may leave it (an enhancing rim brighter than the
+  scan's brightest tissue), for a caller that normalises the scan after planting (synth_contrast.normalise),
+  as preprocessing normalises a real scan with its lesion in it: a bright tumour moves the brain's top
+  percentile and darkens every healthy tissue, which a lesion clipped to the healthy range never shows.
 
 Kinds (docs/synthetic.md shows each):
 - "bright_blob": hyper-intense Perlin-shaped blob (MS lesion or oedema on FLAIR): every voxel of the
@@ -221,7 +224,7 @@ def _blob(image: np.ndarray, region: _Region, rng: np.random.Generator, sign: fl
     delta = rng.uniform(*SHIFT_RANGE)
     texture = TEXTURE_AMPLITUDE * np.clip(fractal_perlin(region.alpha.shape, 2.0, rng), -1.0, 1.0)
     out = image.copy()
-    out[region.box] = np.clip(image[region.box] + sign * region.alpha * delta * (1.0 + texture), 0.0, 1.0)
+    out[region.box] = image[region.box] + sign * region.alpha * delta * (1.0 + texture)
     return out
 
 
@@ -275,7 +278,7 @@ def _blend(image: np.ndarray, source: np.ndarray, region: _Region, rng: np.rando
         strength = rng.uniform(*PATCH_ALPHA_RANGE)
         out[region.box] = host + strength * region.alpha * (patch - host)
     else:
-        out[region.box] = np.clip(poisson_blend(host, patch, region.alpha > 0), 0.0, 1.0)
+        out[region.box] = poisson_blend(host, patch, region.alpha > 0)
     return out
 
 
@@ -323,7 +326,7 @@ def smoothing(image, brain, rng, other=None, contrast=None):
     out = image.copy()
     host = image[region.box]
     out[region.box] = host + region.alpha * (blurred[inner] - host)
-    return np.clip(out, 0.0, 1.0), region.mask(image.shape)
+    return out, region.mask(image.shape)
 
 
 def swelling(image, brain, rng, other=None, contrast=None):
@@ -331,7 +334,7 @@ def swelling(image, brain, rng, other=None, contrast=None):
     what lay at d * (1 - scale * alpha), so the core swells and its surroundings are squeezed into
     the soft edge; the displacement reaches about SWELL_SHIFT_RANGE voxels where the edge begins."""
     region = _draw_region(brain, rng)
-    return np.clip(_swell(image, region, rng), 0.0, 1.0), region.mask(image.shape)
+    return _swell(image, region, rng), region.mask(image.shape)
 
 
 def _swell(image: np.ndarray, region: _Region, rng: np.random.Generator) -> np.ndarray:
@@ -363,7 +366,7 @@ def tumour(image, brain, rng, other=None, contrast=None):
     out = image.copy()
     out[region.box] = np.where(region.alpha > 0, host[region.box] + region.alpha * change * (1.0 + texture),
                                image[region.box])
-    return np.clip(out, 0.0, 1.0), region.mask(image.shape)
+    return out, region.mask(image.shape)
 
 
 GENERATORS: dict[str, Callable] = {"bright_blob": bright_blob, "dark_blob": dark_blob,
@@ -373,13 +376,14 @@ GENERATORS: dict[str, Callable] = {"bright_blob": bright_blob, "dark_blob": dark
 
 def generate(kind: str, image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
              other: tuple[np.ndarray, np.ndarray] | None = None,
-             contrast: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+             contrast: str | None = None, clip: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(image with one anomaly of `kind`, its bool mask); see the module docstring for the contract.
 
     image: (y, x) or (z, y, x) float in [0, 1]; brain: bool of the same shape; other: (image, brain)
     of another subject on the same grid (used by "foreign_patch" only); contrast: the image's (used by
-    "tumour" only; None: unknown). ValueError when the brain is too small to hold an anomaly (fewer than
-    MIN_VOXELS voxels).
+    "tumour" only; None: unknown); clip: intensities clipped to [0, 1] (False: left for
+    synth_contrast.normalise).
+    ValueError when the brain is too small to hold an anomaly (fewer than MIN_VOXELS voxels).
     """
     if kind not in GENERATORS:
         raise ValueError(f"unknown anomaly kind {kind!r}; one of {', '.join(KINDS)}")
@@ -388,7 +392,8 @@ def generate(kind: str, image: np.ndarray, brain: np.ndarray, rng: np.random.Gen
     if image.shape != brain.shape or image.ndim not in (2, 3):
         raise ValueError(f"image {image.shape} and brain {brain.shape} must be one 2D slice or 3D volume")
     out, mask = GENERATORS[kind](image, brain, rng, other, contrast)
-    return out.astype(np.float32), mask
+    return (np.clip(out, 0.0, 1.0) if clip else out).astype(np.float32), mask
+
 
 
 def kind_weights(weights: dict | None) -> dict[str, float]:
@@ -414,10 +419,11 @@ def contrast_probabilities(contrast: str | None) -> dict[str, float]:
 def sample(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
            other: tuple[np.ndarray, np.ndarray] | None = None,
            probabilities: dict[str, float] | None = None,
-           contrast: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+           contrast: str | None = None, clip: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
     """(image with one anomaly, its mask, its kind), the kind drawn with `probabilities`
-    (kind_weights' output; PROBABILITIES by default), in the image's `contrast` (None: unknown)."""
+    (kind_weights' output; PROBABILITIES by default), in the image's `contrast` (None: unknown); clip as
+    generate's."""
     probabilities = probabilities or PROBABILITIES
     kind = str(rng.choice(KINDS, p=[probabilities.get(k, 0.0) for k in KINDS]))
-    out, mask = generate(kind, image, brain, rng, other, contrast)
+    out, mask = generate(kind, image, brain, rng, other, contrast, clip)
     return out, mask, kind

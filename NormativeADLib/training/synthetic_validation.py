@@ -4,7 +4,8 @@ On healthy validation scans (never trained on), in each contrast a model accepts
 T2 and FLAIR redrawn from the scan's own intensities through its tissue classes, synth_contrast.py's
 from_intensities), each scan once as it is and
 once carrying synthetic anomalies (synthetic.py, in 3D: 4-20 mm, several kinds, and glioma-sized tumours of
-12-36 mm; drawn as lesions look in that contrast: mostly bright on T2 and FLAIR):
+12-36 mm; drawn as lesions look in that contrast: mostly bright on T2 and FLAIR; planted unclipped and
+the scan normalised after, with the model's percentiles, as a real scan is normalised with its lesion in it):
 - restoration of the healthy scan: SSIM and MAE inside the brain (it should keep healthy tissue);
 - removal: the share of the anomaly's intensity change that does not reach the restoration,
   1 - mean|R(anomalous) - R(healthy)| / mean|anomalous - healthy| inside the anomaly (1: the anomaly
@@ -70,18 +71,26 @@ def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.ran
 
 
 def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator, count: int = ANOMALIES_PER_SCAN,
-                   contrast: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The volume carrying `count` synthetic 3D anomalies, drawn as lesions look in `contrast`
-    (synthetic.contrast_probabilities: tumours in every contrast, mostly bright on T2 and FLAIR), their
-    joint mask and their kinds."""
+                   contrast: str | None = None, percentiles: tuple[float, float] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """(the volume carrying `count` synthetic 3D anomalies, drawn as lesions look in `contrast`
+    (synthetic.contrast_probabilities: tumours in every contrast, mostly bright on T2 and FLAIR), their joint
+    mask, their kinds, the healthy volume as the anomalous one is scaled). With percentiles (the model's),
+    the anomalies are planted unclipped and the scan normalised after, as preprocessing normalises a real scan
+    with its lesion in it (SYNTHETIC_VALIDATION_VERSION 7); the healthy volume is then scaled alike, so that
+    the anomaly alone tells them apart."""
     mask = np.zeros(brain.shape, bool)
     probabilities = synthetic.contrast_probabilities(contrast)
-    kinds = []
+    kinds, anomalous = [], image
     for _ in range(count):
-        image, added, kind = synthetic.sample(image, brain, rng, probabilities=probabilities, contrast=contrast)
+        anomalous, added, kind = synthetic.sample(anomalous, brain, rng, probabilities=probabilities,
+                                                  contrast=contrast, clip=percentiles is None)
         mask |= added
         kinds.append(kind)
-    return image, mask, kinds
+    if percentiles is None:
+        return anomalous, mask, kinds, image
+    return (synth_contrast.normalise(anomalous, brain, percentiles), mask, kinds,
+            synth_contrast.normalise(image, brain, percentiles, reference=anomalous))
 
 
 def removed_share(healthy: np.ndarray, anomalous: np.ndarray, restored_healthy: np.ndarray,
@@ -102,10 +111,12 @@ def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng
     restored = restore_volume(model, healthy, brain, device)
     fidelity = metrics.restoration_fidelity(healthy, restored, brain)
     healthy_score = score_volume(model, healthy, restored, brain, device, contrast=contrast)
-    anomalous, mask, kinds = with_anomalies(healthy, brain, rng, contrast=contrast)
+    anomalous, mask, kinds, scaled = with_anomalies(healthy, brain, rng, contrast=contrast, percentiles=card.percentiles)
     fixed = restore_volume(model, anomalous, brain, device)
     score = score_volume(model, anomalous, fixed, brain, device, contrast=contrast)
-    removal = removed_share(healthy, anomalous, restored, fixed, mask)
+    # against the healthy scan scaled as the anomalous one is: the change is then the anomaly's alone
+    restored_scaled = restored if scaled is healthy else restore_volume(model, scaled, brain, device)
+    removal = removed_share(scaled, anomalous, restored_scaled, fixed, mask)
     residual = np.abs(anomalous - fixed)
     outside = residual[brain & ~mask].mean()
     contrast = float(residual[mask].mean() / outside) if outside > 0 else None
@@ -140,9 +151,12 @@ def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, co
     healthy = synth_study.healthy_study(t1, brain, labels, rng, contrasts, real_t1_prob=1.0, from_intensities=True)
     anomalous, mask = dict(healthy), np.zeros(brain.shape, bool)
     for _ in range(ANOMALIES_PER_SCAN):
-        anomalous, added, shows = synth_study.add_anomaly(anomalous, brain, rng)
+        anomalous, added, shows = synth_study.add_anomaly(anomalous, brain, rng, clip=False)
         if shows:
             mask |= added
+    # each contrast normalised with its anomalies in it (as with_anomalies), its healthy scan scaled alike
+    scaled = {c: synth_contrast.normalise(healthy[c], brain, card.percentiles, reference=anomalous[c]) for c in contrasts}
+    anomalous = {c: synth_contrast.normalise(anomalous[c], brain, card.percentiles) for c in contrasts}
 
     def restored_and_score(images: dict) -> tuple[dict, np.ndarray]:
         restored = {c: restore_volume(model, img, brain, device) for c, img in images.items()}
@@ -153,8 +167,9 @@ def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, co
 
     clean, healthy_score = restored_and_score(healthy)
     fixed, score = restored_and_score(anomalous)
+    clean_scaled = {c: restore_volume(model, scaled[c], brain, device) for c in contrasts}
     fidelity = [metrics.restoration_fidelity(healthy[c], clean[c], brain) for c in contrasts]
-    removal = [removed_share(healthy[c], anomalous[c], clean[c], fixed[c], mask) for c in contrasts]
+    removal = [removed_share(scaled[c], anomalous[c], clean_scaled[c], fixed[c], mask) for c in contrasts]
     residual = np.mean([np.abs(anomalous[c] - fixed[c]) for c in contrasts], axis=0)
     outside = residual[brain & ~mask].mean()
     dice, flagged_ml = _detection(card, score, brain, mask)

@@ -482,9 +482,11 @@ _WIDENABLE = {"restorer", "restorer_version", "restorer_sha256", "restorer_famil
 
 
 def _batch_options(card: ModelCard, options: dict) -> dict:
-    """The config's synthetic settings, and the neighbouring slices a training slice brings (a 2.5D segmenter's
-    network.context), for the family's training_volumes and training_batch."""
-    return {**options, "context": _family(card).slice_context(card.network)}  # the network's, whatever the config says
+    """The config's synthetic settings, the neighbouring slices a training slice brings (a 2.5D segmenter's
+    network.context) and the card's intensity percentiles (a slice scaled with its anomalies, `renormalise`),
+    for the family's training_volumes and training_batch."""
+    return {**options, "context": _family(card).slice_context(card.network),  # the network's, whatever the config says
+            "percentiles": card.percentiles}
 
 
 def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: Log) -> dict:

@@ -84,7 +84,7 @@ def test_a_shipped_restorer_removes_a_planted_anomaly_and_keeps_the_rest(model_i
     restored_healthy = restore_volume(model, image, brain, torch.device("cpu"))
     removals = []
     for seed in range(3):  # one draw of three anomalies is a noisy figure (29-55 % for dae-synth-weighted)
-        anomalous, planted, _ = with_anomalies(image, brain, np.random.default_rng(seed))
+        anomalous, planted, _, _ = with_anomalies(image, brain, np.random.default_rng(seed))
         restored = restore_volume(model, anomalous, brain, torch.device("cpu"))
         removals.append(removed_share(image, anomalous, restored_healthy, restored, planted))
         elsewhere = brain & ~ndimage.binary_dilation(planted, iterations=3)

@@ -72,11 +72,30 @@ class _Blur(torch.nn.Module):
 
 def test_anomalies_are_planted_inside_the_brain_reproducibly(volume):
     image, brain = volume
-    a1, m1, _ = sv.with_anomalies(image, brain, np.random.default_rng(3))
-    a2, m2, _ = sv.with_anomalies(image, brain, np.random.default_rng(3))
+    a1, m1, _, h1 = sv.with_anomalies(image, brain, np.random.default_rng(3))
+    a2, m2, _, _ = sv.with_anomalies(image, brain, np.random.default_rng(3))
     assert np.array_equal(a1, a2) and np.array_equal(m1, m2)
     assert m1.any() and not (m1 & ~brain).any()
-    assert np.array_equal(a1[~m1], image[~m1])
+    assert np.array_equal(a1[~m1], image[~m1]) and h1 is image  # without percentiles: clipped, nothing rescaled
+
+
+def test_a_scan_is_normalised_with_its_anomalies_in_it(volume):
+    """Version 7: with the model's percentiles the anomalies are planted unclipped and the scan normalised
+    after, as preprocessing normalises a real scan with its lesion in it: a bright lesion large enough to take the
+    brain's top percentile (a tumour's oedema on FLAIR) darkens the healthy tissue; the healthy counterpart comes
+    out scaled alike, so that only the anomaly tells the two apart."""
+    image, brain = volume
+    darkened = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        clipped, mask_c, kinds_c, _ = sv.with_anomalies(image, brain, np.random.default_rng(seed), contrast="FLAIR")
+        anomalous, mask, kinds, healthy = sv.with_anomalies(image, brain, rng, contrast="FLAIR", percentiles=(1.0, 99.0))
+        assert np.array_equal(mask, mask_c) and kinds == kinds_c  # the same anomalies, only scaled otherwise
+        assert anomalous.min() >= 0 and anomalous.max() <= 1 and not anomalous[~brain].any()
+        assert np.abs(anomalous - healthy)[brain & ~mask].max() < 1e-5  # outside the anomalies: scaled alike
+        darkened.append(float(np.median(image[brain & ~mask]) - np.median(anomalous[brain & ~mask])))
+    assert max(darkened) > 0.02  # some draw's large bright anomaly rescaled the healthy brain (0.06 here)
+    assert min(darkened) > -0.02
 
 
 def test_anomalies_planted_on_flair_are_mostly_bright(volume):
@@ -86,7 +105,7 @@ def test_anomalies_planted_on_flair_are_mostly_bright(volume):
     def mean_change(contrast):
         changes = []
         for seed in range(8):
-            anomalous, mask, _ = sv.with_anomalies(image, brain, np.random.default_rng(seed), contrast=contrast)
+            anomalous, mask, _, _ = sv.with_anomalies(image, brain, np.random.default_rng(seed), contrast=contrast)
             changes.append(float((anomalous - image)[mask].mean()))
         return np.mean(changes)
 
@@ -257,7 +276,10 @@ def test_a_policy_offered_after_calibration_has_the_healthy_median_the_selection
     assert flagged["p95"] == {"median_ml": synthetic_t1["p95"]}
     assert flagged["p50"] == calibrated["p50"]
     redrawn = catalogue.get_card("sadm-synth-t2flair")
-    calibrated = redrawn.figures["healthy_validation"]["flagged_ml"]
+    # as it was calibrated before the probability levels were offered
+    healthy = redrawn.figures["healthy_validation"]
+    calibrated = {p: v for p, v in healthy["flagged_ml"].items() if p not in ("p50", "p80", "p95")}
+    redrawn = redrawn.replace(figures={**redrawn.figures, "healthy_validation": {**healthy, "flagged_ml": calibrated}})
     per_contrast = redrawn.figures["synthetic_validation"]["per_contrast"]
     assert "T1" not in per_contrast
     flagged = redrawn.healthy_flagged_ml()
