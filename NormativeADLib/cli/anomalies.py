@@ -123,7 +123,8 @@ def anomaly_rows(scans, columns: int, rng: np.random.Generator, kinds: tuple[str
 
 
 def contrast_rows(scans, columns: int, contrast: str, rng: np.random.Generator) -> list[Row]:
-    """Rows of synthetic contrasts of the first scan's tissue classes (no mask)."""
+    """Rows of synthetic contrasts of the first scan (no mask): its tissue classes, then each contrast drawn
+    from them (hard labels) and from the scan's own intensities (synth_contrast.from_intensities)."""
     from ..synthesis import synth_contrast
 
     image, brain = scans[0]
@@ -132,8 +133,10 @@ def contrast_rows(scans, columns: int, contrast: str, rng: np.random.Generator) 
     wanted = {"all": list(synth_contrast.CONTRASTS) + [None], "random": [None]}.get(contrast, [contrast])
     rows = [("tissue classes", [(labels[z] / 3.0, None) for z in slices])]
     for name in wanted:
-        cells = [(synth_contrast.synthesise(labels[z], rng, name), None) for z in slices]
-        rows.append((f"synthetic {name or 'random'}", cells))
+        rows.append((f"{name or 'random'} (labels)", [(synth_contrast.synthesise(labels[z], rng, name), None)
+                                                      for z in slices]))
+        rows.append((f"{name or 'random'} (intensities)",
+                     [(synth_contrast.from_intensities(image[z], labels[z], rng, name), None) for z in slices]))
     return rows
 
 
