@@ -126,7 +126,7 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
                                                    clip=not rescale)
                 mask |= added
             if rescale:
-                image = scaled_as_scanned(image, healthy, brain, options.get("percentiles", (1.0, 99.0)))
+                image, healthy = scaled_as_scanned(image, healthy, brain, options.get("percentiles", (1.0, 99.0)))
         clean.append(healthy)
         anomalous.append(image)
         brains.append(brain)
@@ -136,17 +136,19 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
 
 
 def scaled_as_scanned(anomalous: np.ndarray, healthy: np.ndarray, brain: np.ndarray,
-                      percentiles: tuple[float, float]) -> np.ndarray:
-    """A training slice (or slab) carrying unclipped anomalies, scaled as preprocessing would scale a scan
-    carrying them: the anomalous slice's brain percentiles taken to where the healthy slice's lie, clipped to
-    [0, 1]. A healthy slice is unchanged; a bright tumour that moves the top percentile darkens the healthy
-    tissue round it, as it does in a real scan. The slice stands for the volume, so the shift is that of a
-    scan whose every slice carried the anomaly: larger than a whole scan's for a small lesion, which the
-    segmenter then meets more often than it will, rather than never."""
-    values = brain.astype(bool)
-    if not values.any():
-        return np.clip(anomalous, 0.0, 1.0)
-    lo_h, hi_h = np.percentile(healthy[values], percentiles)
-    lo_a, hi_a = np.percentile(anomalous[values], percentiles)
-    scaled = lo_h + (anomalous - lo_a) * (hi_h - lo_h) / max(hi_a - lo_a, 1e-6)
-    return np.where(values, np.clip(scaled, 0.0, 1.0), 0.0).astype(np.float32)
+                      percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A training slice (or slab) carrying unclipped anomalies, and its healthy twin, scaled as preprocessing
+    would scale a scan carrying them: the one map that takes the anomalous slice's brain percentiles to where
+    the healthy slice's lie, clipped to [0, 1]. A healthy slice is unchanged; a bright tumour that moves the top
+    percentile darkens the healthy tissue round it, as it does in a real scan, and the healthy twin (a
+    restorer's target) alike, so that only the anomaly tells them apart. The slice stands for the volume, so
+    the shift is that of a scan whose every slice carried the anomaly: larger than a whole scan's for a small
+    lesion, which the segmenter then meets more often than it will, rather than never."""
+    inside = brain.astype(bool)
+    if not inside.any():
+        return np.clip(anomalous, 0.0, 1.0), healthy
+    lo_h, hi_h = np.percentile(healthy[inside], percentiles)
+    lo_a, hi_a = np.percentile(anomalous[inside], percentiles)
+    gain = (hi_h - lo_h) / max(hi_a - lo_a, 1e-6)
+    scaled = lambda image: np.where(inside, np.clip(lo_h + (image - lo_a) * gain, 0.0, 1.0), 0.0).astype(np.float32)  # noqa: E731
+    return scaled(anomalous), scaled(healthy)

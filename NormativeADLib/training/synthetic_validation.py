@@ -89,8 +89,16 @@ def with_anomalies(image: np.ndarray, brain: np.ndarray, rng: np.random.Generato
         kinds.append(kind)
     if percentiles is None:
         return anomalous, mask, kinds, image
-    return (synth_contrast.normalise(anomalous, brain, percentiles), mask, kinds,
-            synth_contrast.normalise(image, brain, percentiles, reference=anomalous))
+    anomalous, healthy = normalised_pair(anomalous, image, brain, percentiles)
+    return anomalous, mask, kinds, healthy
+
+
+def normalised_pair(anomalous: np.ndarray, healthy: np.ndarray, brain: np.ndarray,
+                    percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A scan carrying unclipped anomalies normalised as preprocessing normalises a scan with its lesion in it,
+    and its healthy twin scaled by the same map (so that only the anomaly tells them apart)."""
+    return (synth_contrast.normalise(anomalous, brain, percentiles),
+            synth_contrast.normalise(healthy, brain, percentiles, reference=anomalous))
 
 
 def removed_share(healthy: np.ndarray, anomalous: np.ndarray, restored_healthy: np.ndarray,
@@ -115,8 +123,7 @@ def measure_scan(model: LoadedModel, healthy: np.ndarray, brain: np.ndarray, rng
     fixed = restore_volume(model, anomalous, brain, device)
     score = score_volume(model, anomalous, fixed, brain, device, contrast=contrast)
     # against the healthy scan scaled as the anomalous one is: the change is then the anomaly's alone
-    restored_scaled = restored if scaled is healthy else restore_volume(model, scaled, brain, device)
-    removal = removed_share(scaled, anomalous, restored_scaled, fixed, mask)
+    removal = removed_share(scaled, anomalous, restore_volume(model, scaled, brain, device), fixed, mask)
     residual = np.abs(anomalous - fixed)
     outside = residual[brain & ~mask].mean()
     contrast = float(residual[mask].mean() / outside) if outside > 0 else None
@@ -154,9 +161,8 @@ def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, co
         anomalous, added, shows = synth_study.add_anomaly(anomalous, brain, rng, clip=False)
         if shows:
             mask |= added
-    # each contrast normalised with its anomalies in it (as with_anomalies), its healthy scan scaled alike
-    scaled = {c: synth_contrast.normalise(healthy[c], brain, card.percentiles, reference=anomalous[c]) for c in contrasts}
-    anomalous = {c: synth_contrast.normalise(anomalous[c], brain, card.percentiles) for c in contrasts}
+    pairs = {c: normalised_pair(anomalous[c], healthy[c], brain, card.percentiles) for c in contrasts}  # as with_anomalies
+    anomalous, scaled = {c: a for c, (a, _) in pairs.items()}, {c: h for c, (_, h) in pairs.items()}
 
     def restored_and_score(images: dict) -> tuple[dict, np.ndarray]:
         restored = {c: restore_volume(model, img, brain, device) for c, img in images.items()}

@@ -352,7 +352,7 @@ def recalibrate(model_id: str, data_dir: Path, cache_dir: Path | None = None, co
     card = model.card
     if card.folder is None:
         raise ModelError(f"model {model_id}: no folder to write its card to.")
-    if not card.weights and not select_only:  # its thresholds are stated by rule: calibrating would replace them
+    if not card.weights and not select_only and site is None:  # stated by rule: calibrating would replace them
         raise InputError(f"model {model_id} has no weights: its thresholds are a rule ({', '.join(card.thresholds)}), "
                          "not calibrated on healthy scans. Use --select-only to choose its default policy again.")
     cache_dir = cache_dir or prepared_cache()

@@ -161,24 +161,27 @@ def test_2_5d_training_batches_draw_anomalies_in_3d_slabs():
 
 def test_training_slices_can_be_scaled_as_scans_carrying_their_anomalies():
     """`renormalise` (synthetic_batches.scaled_as_scanned): anomalies planted unclipped, and the slice scaled so
-    that its brain percentiles lie where the healthy slice's did, as a scan is scaled with its lesion in it. A
-    healthy slice is unchanged; one whose bright lesion takes the top percentile comes out with its healthy
-    tissue darker; and draw() with the option gives slices in [0, 1], with the other slices as they were."""
+    that its brain percentiles lie where the healthy slice's did, as a scan is scaled with its lesion in it, its
+    healthy twin (a restorer's target) by the same map. A healthy slice is unchanged; one whose bright lesion
+    takes the top percentile comes out with its healthy tissue darker; draw() with the option gives slices in
+    [0, 1] whose clean and anomalous versions differ only inside the anomalies, with the same masks."""
     image, brain = template_slices(4)
     healthy, inside = image[2], brain[2].astype(bool)
-    same = scaled_as_scanned(healthy, healthy, inside, (1.0, 99.0))
+    same, _ = scaled_as_scanned(healthy, healthy, inside, (1.0, 99.0))
     assert np.abs(same - np.where(inside, healthy, 0))[inside].max() < 1e-6
     lesion = inside & (ndimage.distance_transform_edt(inside) > 8)
     lesion &= np.arange(96)[None, :] < 48  # a large lesion: a fifth of the brain or more
-    bright = healthy + 0.6 * lesion
-    scaled = scaled_as_scanned(bright, healthy, inside, (1.0, 99.0))
+    scaled, twin = scaled_as_scanned(healthy + 0.6 * lesion, healthy, inside, (1.0, 99.0))
     assert scaled.max() <= 1.0 and np.median(scaled[inside & ~lesion]) < np.median(healthy[inside & ~lesion]) - 0.05
+    np.testing.assert_array_equal(scaled[~lesion], twin[~lesion])
     options = {"anomaly_prob": 1.0, "contrast_prob": 1.0, "max_anomalies": 3}
     slices = train.stacked_slices(SADM.training_volumes([image], [brain], options), [brain], min_voxels=500)
     drawn = synthetic_batches.draw(slices, np.random.default_rng(0), {**options, "renormalise": True})
     assert float(drawn.anomalous.min()) >= 0.0 and float(drawn.anomalous.max()) <= 1.0
+    outside = drawn.mask == 0
+    assert torch.equal(drawn.clean[outside], drawn.anomalous[outside])
     plain = synthetic_batches.draw(slices, np.random.default_rng(0), options)
-    assert torch.equal(plain.mask, drawn.mask) and torch.equal(plain.clean, drawn.clean)
+    assert torch.equal(plain.mask, drawn.mask)
 
 
 def test_zscore_channel_is_robust_and_scale_free():

@@ -296,7 +296,7 @@ _PLAIN = sc.SynthSettings(class_std=(0.0, 0.0), blur_sigma=(0.0, 0.0), bias_max=
 
 @pytest.mark.parametrize("contrast", sc.CONTRASTS)
 def test_contrasts_drawn_from_the_t1s_intensities_keep_its_partial_volume(volume, labels, contrast):
-    """from_intensities maps each voxel of the T1 through its class medians to the drawn class means: the class
+    """from_intensities maps the middle of each class's T1 intensities to the class's drawn mean: the class
     order is the contrast's, and a voxel between two classes in the T1 (a sulcus, the cortex's rim) stays between
     them, where hard labels give each class one value (SYNTHETIC_VALIDATION_VERSION 7)."""
     image, brain = volume
