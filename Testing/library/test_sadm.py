@@ -184,6 +184,24 @@ def test_training_slices_can_be_scaled_as_scans_carrying_their_anomalies():
     assert torch.equal(plain.mask, drawn.mask)
 
 
+def test_a_config_without_the_new_draws_reproduces_the_shipped_models_draws():
+    """The shipped models' recorded commands must draw what they drew: a config without `from_intensities` or
+    `renormalise` takes exactly the random numbers it took before those options existed. The figures were
+    computed by the code before them (commit 8220145) on the same template slices."""
+    image, brain = template_slices()
+    labels = synth_contrast.tissue_labels(image, brain)
+    sums = [float(synth_contrast.synthesise(labels, np.random.default_rng(3), c).astype(np.float64).sum())
+            for c in ("T1C", "T2", "FLAIR", None)]
+    np.testing.assert_allclose(sums, [23294.88308466574, 9277.595345052903, 26588.17017891887, 17634.51384519333],
+                               rtol=1e-6)
+    options = {"anomaly_prob": 1.0, "contrast_prob": 1.0, "max_anomalies": 3}
+    slices = train.stacked_slices(SADM.training_volumes([image], [brain], options), [brain], min_voxels=500)
+    drawn = synthetic_batches.draw(slices, np.random.default_rng(0), options)
+    assert float(drawn.mask.sum()) == 1254.0
+    np.testing.assert_allclose([float(drawn.anomalous.double().sum()), float(drawn.clean.double().sum())],
+                               [18280.640800804846, 18191.750280219843], rtol=1e-6)
+
+
 def test_zscore_channel_is_robust_and_scale_free():
     """The z-score of a slice against its own brain: 0 at the brain's median, the same for a scan at
     another intensity scale or offset, clipped at +-Z_CLIP SDs, 0 outside the brain."""
