@@ -395,7 +395,6 @@ def generate(kind: str, image: np.ndarray, brain: np.ndarray, rng: np.random.Gen
     return (np.clip(out, 0.0, 1.0) if clip else out).astype(np.float32), mask
 
 
-
 def kind_weights(weights: dict | None) -> dict[str, float]:
     """How often sample() draws each kind: PROBABILITIES, or `weights` (kind -> relative weight, kinds
     left out never drawn) normalised. ValueError names an unknown kind or weights that are all 0."""

@@ -61,12 +61,14 @@ class ScanFigures:
 
 
 def in_contrast(image: np.ndarray, brain: np.ndarray, contrast: str, rng: np.random.Generator,
-                grid: ModelGrid = ModelGrid()) -> np.ndarray:
+                grid: ModelGrid = ModelGrid(), labels: np.ndarray | None = None) -> np.ndarray:
     """A healthy model-space T1 (on grid) as a scan of `contrast`: itself for T1, else redrawn from its own
-    intensities through its tissue classes (synth_contrast.from_intensities: partial volume as scanned)."""
+    intensities through its tissue classes (synth_contrast.from_intensities: partial volume as scanned);
+    labels: the scan's tissue labels where already computed."""
     if contrast.upper() == "T1":
         return image
-    labels = synth_contrast.labels_for_volume(image, brain, grid)
+    if labels is None:
+        labels = synth_contrast.labels_for_volume(image, brain, grid)
     return synth_contrast.from_intensities(image, labels, rng, contrast.upper())
 
 
@@ -148,13 +150,15 @@ def _detection(card, score: np.ndarray, brain: np.ndarray, mask: np.ndarray | No
 
 
 def measure_study_scan(model: LoadedModel, t1: np.ndarray, brain: np.ndarray, contrasts: list[str],
-                       rng: np.random.Generator, device: torch.device = torch.device("cpu")) -> ScanFigures:
+                       rng: np.random.Generator, device: torch.device = torch.device("cpu"),
+                       labels: np.ndarray | None = None) -> ScanFigures:
     """measure_scan for a study model on a synthetic study of one healthy T1 (synth_study.py): the T1 as
     scanned, the other contrasts redrawn from its own intensities (as in_contrast), the same anomalies in each;
     the restoration figures are the means over the study's contrasts."""
     card = model.card
     voxel_ml = card.grid.spacing_mm ** 3 / 1000.0
-    labels = synth_contrast.labels_for_volume(t1, brain, card.grid)
+    if labels is None:
+        labels = synth_contrast.labels_for_volume(t1, brain, card.grid)
     healthy = synth_study.healthy_study(t1, brain, labels, rng, contrasts, real_t1_prob=1.0, from_intensities=True)
     anomalous, mask = dict(healthy), np.zeros(brain.shape, bool)
     for _ in range(ANOMALIES_PER_SCAN):
@@ -191,14 +195,23 @@ def measure(model: LoadedModel, images, brains, contrasts, seed: int = 0,
     scans, and per policy the mean Dice and median healthy mL. A single contrast is measured the same way
     for every model (synthetic.py's anomalies), so that models compare on the same scans; a set, on
     synthetic studies (synth_study.py's anomalies, the same in each contrast)."""
-    out = {}
+    out, labels = {}, {}
+
+    def labels_of(i: int) -> np.ndarray:  # each scan's tissue labels once, for every contrast redrawn from them
+        if i not in labels:
+            labels[i] = synth_contrast.labels_for_volume(images[i], brains[i], model.card.grid)
+        return labels[i]
+
     for contrast in contrasts:
         rng = np.random.default_rng(seed)
         if "+" in contrast:
-            rows = [measure_study_scan(model, img, b, contrast.split("+"), rng, device) for img, b in zip(images, brains)]
+            rows = [measure_study_scan(model, img, b, contrast.split("+"), rng, device, labels_of(i))
+                    for i, (img, b) in enumerate(zip(images, brains))]
         else:
-            rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid), b, rng, device, contrast)
-                    for img, b in zip(images, brains)]
+            rows = [measure_scan(model, in_contrast(img, b, contrast, rng, model.card.grid,
+                                                    None if contrast.upper() == "T1" else labels_of(i)),
+                                 b, rng, device, contrast)
+                    for i, (img, b) in enumerate(zip(images, brains))]
         policies = sorted({p for r in rows for p in r.dice})
         out[contrast] = {
             "n_scans": len(rows),
