@@ -106,8 +106,10 @@ CONTRASTS = ("T1", "T1c", "T2", "FLAIR")
 # also normalises each scan after its anomalies are planted (unclipped), as preprocessing normalises a real scan
 # with its lesion in it: a large bright lesion (a glioma's oedema on FLAIR) takes the brain's top percentile and
 # darkens every healthy tissue (the healthy median of the development glioma FLAIRs lies at 0.34-0.59, of the MS
-# FLAIR at 0.73); planted in an already normalised scan and clipped to it, it never did.
-SYNTHETIC_VALIDATION_VERSION = 7
+# FLAIR at 0.73); planted in an already normalised scan and clipped to it, it never did. Version 8 draws those
+# contrasts with the pure-tissue band (synth_contrast.PURE_TISSUE) chosen on healthy training scans, 25-75 (15-85
+# before, chosen on the sample case's T1, an image of a development subject).
+SYNTHETIC_VALIDATION_VERSION = 8
 # File-name words that name a contrast, checked in this order (t1c before t1, flair before t2)
 _CONTRAST_WORDS = (("FLAIR", ("flair",)), ("T1c", ("t1c", "t1ce", "t1gd", "t1post", "t1_post", "ce-gd", "gad")),
                    ("T2", ("t2",)), ("T1", ("t1",)))

@@ -21,6 +21,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from ..core.errors import ModelError
+from ..synthesis import synth_contrast
 from ..synthesis.synth_study import STUDY_CONTRASTS, draw
 from . import synthetic_batches
 from .sadm import SADM, SADMNet, _loss_fn, load_restorer, robust_zscore
@@ -89,7 +90,8 @@ class StudySADM(SADM):
             brain = s[synthetic_batches.BRAIN] > 0
             study = draw(s[synthetic_batches.IMAGE], brain, s[synthetic_batches.LABELS].astype(np.uint8), rng,
                          float(options.get("anomaly_prob", 0.7)), int(options.get("max_anomalies", 3)),
-                         float(options.get("keep_prob", 0.5)))
+                         float(options.get("keep_prob", 0.5)), intensity_prob=float(options.get("from_intensities", 0.0)),
+                         pure_tissue=tuple(options.get("pure_tissue", synth_contrast.PURE_TISSUE)))
             xs.append([study.anomalous[c] if study.anomalous[c] is not None else np.zeros(brain.shape, np.float32)
                        for c in STUDY_CONTRASTS])
             present.append([c in study.present for c in STUDY_CONTRASTS])

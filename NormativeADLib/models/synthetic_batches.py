@@ -88,9 +88,9 @@ class Draw:
 def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     """Each slice of (B, 3, H, W) ((B, 3 (2k + 1), H, W) with a context of k) redrawn in a random
     contrast with probability contrast_prob (from the slice's own intensities with probability
-    `from_intensities`, synth_contrast.from_intensities, else from its hard labels), then given synthetic
-    anomalies with probability anomaly_prob (1 to max_anomalies of them, as MS lesions come several to a
-    slice; the other slices stay healthy, their mask empty). A foreign patch comes from another slice. Contrasts and kinds are drawn as the
+    `from_intensities`, synth_contrast.from_intensities with its `pure_tissue` band, else from its hard labels),
+    then given synthetic anomalies with probability anomaly_prob (1 to max_anomalies of them, as MS lesions
+    come several to a slice; the other slices stay healthy, their mask empty). A foreign patch comes from another slice. Contrasts and kinds are drawn as the
     options' `contrasts` and `kinds` say. With `renormalise`, anomalies are planted unclipped and the slice
     scaled as a scan carrying them would be (scaled_as_scanned), as the synthetic validation does (version 7).
     With a context of k slices (training_volumes), each slab of 2k + 1 slices is redrawn and given
@@ -102,6 +102,7 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     rescale = bool(options.get("renormalise", False))
     contrast_prob = float(options.get("contrast_prob", 0.0))
     intensity_prob = float(options.get("from_intensities", 0.0))
+    pure_tissue = tuple(options.get("pure_tissue", synth_contrast.PURE_TISSUE))
     anomaly_prob = float(options.get("anomaly_prob", 0.7))
     max_anomalies = int(options.get("max_anomalies", 1))
     n = 2 * context_of(options) + 1
@@ -115,7 +116,7 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
         if rng.random() < contrast_prob:
             contrast = contrasts[rng.integers(len(contrasts))]
             if intensity_prob > 0 and rng.random() < intensity_prob:  # no draw without: older configs reproduce
-                image = synth_contrast.from_intensities(image, labels, rng, contrast)
+                image = synth_contrast.from_intensities(image, labels, rng, contrast, pure_tissue=pure_tissue)
             else:
                 image = synth_contrast.synthesise(labels, rng, contrast)
         healthy, mask = image, np.zeros(brain.shape, bool)

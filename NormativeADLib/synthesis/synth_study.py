@@ -55,16 +55,18 @@ class Study:
 
 
 def healthy_study(image: np.ndarray, brain: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                  contrasts=STUDY_CONTRASTS, real_t1_prob: float = REAL_T1_PROB, from_intensities: bool = False) -> dict:
+                  contrasts=STUDY_CONTRASTS, real_t1_prob: float = REAL_T1_PROB, from_intensities: bool = False,
+                  pure_tissue: tuple[float, float] = synth_contrast.PURE_TISSUE) -> dict:
     """{contrast: image} of one anatomy (2D slice or 3D volume): T1 the scan itself with real_t1_prob,
     every other contrast redrawn from the tissue labels (from_intensities: from the T1's own intensities
-    through them, synth_contrast.from_intensities, as the synthetic validation draws a contrast)."""
+    through them, synth_contrast.from_intensities with that pure_tissue band, as the synthetic validation
+    draws a contrast)."""
     out = {}
     for contrast in contrasts:
         if contrast == "T1" and rng.random() < real_t1_prob:
             out[contrast] = image.astype(np.float32)
         elif from_intensities:
-            out[contrast] = synth_contrast.from_intensities(image, labels, rng, contrast.upper())
+            out[contrast] = synth_contrast.from_intensities(image, labels, rng, contrast.upper(), pure_tissue=pure_tissue)
         else:
             out[contrast] = synth_contrast.synthesise(labels, rng, contrast.upper())
     return out
@@ -94,10 +96,14 @@ def add_anomaly(images: dict, brain: np.ndarray, rng: np.random.Generator,
 
 def draw(image: np.ndarray, brain: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
          anomaly_prob: float = 0.7, max_anomalies: int = 3, keep_prob: float = 0.5,
-         contrasts=STUDY_CONTRASTS) -> Study:
-    """A training study of one slice (or volume): the healthy study, anomalies with anomaly_prob (1 to
-    max_anomalies), then each contrast kept with keep_prob (at least one)."""
-    healthy = healthy_study(image, brain, labels, rng, contrasts)
+         contrasts=STUDY_CONTRASTS, intensity_prob: float = 0.0,
+         pure_tissue: tuple[float, float] = synth_contrast.PURE_TISSUE) -> Study:
+    """A training study of one slice (or volume): the healthy study (its contrasts drawn from the T1's own
+    intensities with intensity_prob, else from its labels), anomalies with anomaly_prob (1 to max_anomalies),
+    then each contrast kept with keep_prob (at least one)."""
+    by_intensity = intensity_prob > 0 and rng.random() < intensity_prob  # no draw without: older configs reproduce
+    healthy = healthy_study(image, brain, labels, rng, contrasts, from_intensities=by_intensity,
+                            pure_tissue=pure_tissue)
     kept = [c for c in contrasts if rng.random() < keep_prob] or [contrasts[rng.integers(len(contrasts))]]
     anomalous, mask = dict(healthy), np.zeros(brain.shape, bool)
     if rng.random() < anomaly_prob and brain.sum() >= synthetic.MIN_VOXELS:

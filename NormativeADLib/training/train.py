@@ -500,10 +500,10 @@ def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: L
     source = get_card(model_id)
     source_inputs, target_inputs = (_family(c).input_channels(c.network) for c in (source, card))
     kept = lambda n: {k: v for k, v in n.items() if k not in _WIDENABLE}  # noqa: E731
-    # with the same inputs, the same restorer; its version and hash may differ (the restorer trained again)
+    # the restorer may differ (trained again, or another one restoring the same slices): the segmenter's weights
+    # fit any restoration of the slice, and training adapts them to the new one, as to a restorer trained again
     if (source.family != card.family or kept(source.network) != kept(card.network)
-            or not set(source_inputs) <= set(target_inputs)
-            or (source_inputs == target_inputs and source.network.get("restorer") != card.network.get("restorer"))):
+            or not set(source_inputs) <= set(target_inputs)):
         raise InputError(f"--init-from {model_id}: its family and network ({source.family}, "
                          f"{source.network}) differ from the config's ({card.family}, {card.network}); "
                          "start from a model trained with the same network settings (or, for a segmenter, the "

@@ -20,6 +20,7 @@ from NormativeADLib.models import registry
 from NormativeADLib.synthesis import synth_contrast
 from NormativeADLib.training import train
 from NormativeADLib.core.card import verify_weights
+from NormativeADLib.core.locations import resources_dir
 from NormativeADLib.core.errors import ModelError
 from NormativeADLib.models import FAMILIES
 from NormativeADLib.models.sadm import NO_RESTORER, Z_CLIP, load_restorer, network_inputs, robust_zscore
@@ -200,6 +201,24 @@ def test_a_config_without_the_new_draws_reproduces_the_shipped_models_draws():
     assert float(drawn.mask.sum()) == 1254.0
     np.testing.assert_allclose([float(drawn.anomalous.double().sum()), float(drawn.clean.double().sum())],
                                [18280.640800804846, 18191.750280219843], rtol=1e-6)
+
+
+def test_a_config_states_the_pure_tissue_band_it_draws_with():
+    """`synthetic.pure_tissue` reaches from_intensities in a training draw: a config stating the default band
+    draws what one without it draws, one stating version 7's 15-85 another."""
+    image, brain = template_slices()
+    options = {"anomaly_prob": 0.0, "contrast_prob": 1.0, "from_intensities": 1.0, "contrasts": ["FLAIR"]}
+    slices = train.stacked_slices(SADM.training_volumes([image], [brain], options), [brain], min_voxels=500)
+    drawn = {band: synthetic_batches.draw(slices, np.random.default_rng(0),
+                                          {**options, **({"pure_tissue": list(band)} if band else {})}).anomalous
+             for band in (None, synth_contrast.PURE_TISSUE, (15.0, 85.0))}
+    assert torch.equal(drawn[None], drawn[synth_contrast.PURE_TISSUE])
+    assert not torch.allclose(drawn[None], drawn[(15.0, 85.0)])
+    # a shipped config drawing from intensities states its band, so that its command draws it again whatever
+    # PURE_TISSUE becomes
+    configs = [json.loads(p.read_text()) for p in (resources_dir() / "Configs").glob("*.json")]
+    drawing = [c for c in configs if c.get("synthetic", {}).get("from_intensities")]
+    assert drawing and all(len(c["synthetic"].get("pure_tissue", [])) == 2 for c in drawing)
 
 
 def test_zscore_channel_is_robust_and_scale_free():

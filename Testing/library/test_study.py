@@ -70,6 +70,28 @@ def test_a_drawn_study_keeps_at_least_one_contrast_and_asks_only_for_what_a_kept
     assert len(subsets) >= 6  # many subsets met in training
 
 
+def test_a_study_draws_its_contrasts_from_the_t1s_intensities_when_asked():
+    """intensity_prob (a config's synthetic.from_intensities) draws a study's other contrasts from the T1's own
+    intensities, with the pure-tissue band asked for; at 0 no random number is taken for it, so the shipped
+    study model's recorded command draws what it drew."""
+    image, brain, labels = toy_anatomy()
+    image = image + np.where(brain, np.random.default_rng(5).normal(0, 0.02, image.shape), 0).astype(np.float32)
+    plain = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=0.0, keep_prob=1.0)
+    again = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=0.0, keep_prob=1.0,
+                             intensity_prob=0.0, pure_tissue=(15.0, 85.0))
+    assert all(np.array_equal(plain.healthy[c], again.healthy[c]) for c in STUDY_CONTRASTS)
+    drawn = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=0.0, keep_prob=1.0,
+                             intensity_prob=1.0, pure_tissue=(15.0, 85.0))
+    rng = np.random.default_rng(4)
+    assert rng.random() < 1.0  # the draw of intensity_prob
+    expected = synth_study.healthy_study(image, brain, labels, rng, from_intensities=True, pure_tissue=(15.0, 85.0))
+    assert all(np.array_equal(drawn.healthy[c], expected[c]) for c in STUDY_CONTRASTS)
+    assert not np.array_equal(drawn.healthy["FLAIR"], plain.healthy["FLAIR"])
+    other_band = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=0.0, keep_prob=1.0,
+                                  intensity_prob=1.0)
+    assert not np.array_equal(drawn.healthy["FLAIR"], other_band.healthy["FLAIR"])
+
+
 def test_a_plaque_can_hide_on_t1_but_always_shows_on_flair():
     image, brain, labels = toy_anatomy()
     rng = np.random.default_rng(5)

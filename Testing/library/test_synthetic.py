@@ -318,6 +318,30 @@ def test_contrasts_drawn_from_the_t1s_intensities_keep_its_partial_volume(volume
     np.testing.assert_array_equal(drawn, sc.from_intensities(t1, slab, np.random.default_rng(1), contrast, _PLAIN))
 
 
+def test_the_pure_tissue_band_is_the_share_of_a_class_drawn_at_its_mean(volume, labels):
+    """pure_tissue is the percentile band of a class's T1 intensities that takes the class's mean exactly (the
+    rest is partial volume, between means): a wider band, a larger plateau; the default is PURE_TISSUE (25-75,
+    chosen on healthy scans, version 8), and a training config's stated band (15-85, version 7) reproduces."""
+    image, brain = volume
+    t1, slab = image[25:55], labels[25:55]
+
+    def plateau(band):
+        drawn = sc.from_intensities(t1, slab, np.random.default_rng(1), "FLAIR", _PLAIN, pure_tissue=band)
+        shares = []
+        for tissue in (sc.CSF, sc.GM, sc.WM):
+            _, counts = np.unique(drawn[slab == tissue], return_counts=True)
+            shares.append(counts.max() / counts.sum())
+        return np.array(shares), drawn
+
+    narrow, default = plateau((25.0, 75.0))
+    wide, _ = plateau((15.0, 85.0))
+    assert sc.PURE_TISSUE == (25.0, 75.0)
+    np.testing.assert_array_equal(default, sc.from_intensities(t1, slab, np.random.default_rng(1), "FLAIR", _PLAIN))
+    # grey matter (between the others on T1) keeps its band; CSF and white matter also the tail beyond it
+    np.testing.assert_allclose(narrow, [0.75, 0.50, 0.75], atol=0.02)
+    np.testing.assert_allclose(wide, [0.85, 0.70, 0.85], atol=0.02)
+
+
 def test_a_slice_without_one_tissue_is_drawn_from_its_labels(volume, labels):
     image, brain = volume
     slab = labels[40].copy()

@@ -145,8 +145,8 @@ def test_a_config_states_bias_correction_and_the_cache_keeps_it_apart():
 
 def test_a_segmenter_starts_from_one_pinned_to_an_earlier_restorer():
     """--init-from takes the source's own weights (checked against its card) without building the source
-    whole: a SADM segmenter trained on again over its restorer trained again starts from the version pinned
-    to the restorer before, whose pin no longer matches the installed restorer."""
+    whole: a SADM segmenter trained on again over its restorer trained again (or over another restorer) starts
+    from the version pinned to the restorer before, whose pin no longer matches the installed restorer."""
     import torch
     from NormativeADLib.training import train
 
@@ -163,6 +163,10 @@ def test_a_segmenter_starts_from_one_pinned_to_an_earlier_restorer():
     assert lineage["id"] == "sadm-dae" and lineage["sha256"] == source.weights["sha256"]
     for key, value in network.state_dict().items():
         assert torch.equal(value, saved[key]), key
+    another = catalogue.get_card("dae-synth-intensity")  # another restorer of the same slices: a start too
+    moved = {**source.network, "restorer": another.id, "restorer_version": another.version,
+             "restorer_sha256": another.weights["sha256"]}
+    assert train._start_from("sadm-dae", source.replace(network=moved), network, lambda _: None)["id"] == "sadm-dae"
     other = {**retrained, "channels": [8, 16, 32, 64]}
     with pytest.raises(InputError, match="differ from the config"):
         train._start_from("sadm-dae", source.replace(network=other), network, lambda _: None)
