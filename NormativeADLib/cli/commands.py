@@ -387,7 +387,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--cache", help="cache of preprocessed scans (default: NORMATIVEAD_HOME/prepared)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     tr.add_argument("--init-from", metavar="MODEL", help="start from the weights of an installed model with the same "
-                                                          "family and network (recorded in the card)")
+                                                          "family and network (a segmenter's restorer may differ; "
+                                                          "recorded in the card)")
     tr.add_argument("--overwrite", action="store_true")
     add_parameter(tr, DEVICE)
     cal = sub.add_parser("calibrate", help="calibrate a trained model's thresholds again (weights untouched)")

@@ -91,7 +91,7 @@ class StudySADM(SADM):
             study = draw(s[synthetic_batches.IMAGE], brain, s[synthetic_batches.LABELS].astype(np.uint8), rng,
                          float(options.get("anomaly_prob", 0.7)), int(options.get("max_anomalies", 3)),
                          float(options.get("keep_prob", 0.5)), intensity_prob=float(options.get("from_intensities", 0.0)),
-                         pure_tissue=tuple(options.get("pure_tissue", synth_contrast.PURE_TISSUE)))
+                         pure_tissue=synth_contrast.training_band(options))
             xs.append([study.anomalous[c] if study.anomalous[c] is not None else np.zeros(brain.shape, np.float32)
                        for c in STUDY_CONTRASTS])
             present.append([c in study.present for c in STUDY_CONTRASTS])

@@ -48,7 +48,8 @@ def training_volumes(images, brains, options: dict) -> list[np.ndarray]:
     """(image, brain, tissue labels) per scan, (3, z, y, x): what draw() reads. Labels are computed
     only where synthetic contrasts are asked for (they take a second a scan). With a `context` of k
     slices, each of the three holds the 2k + 1 slices round each slice, (3 (2k + 1), z, y, x)."""
-    synthetic_contrasts(options), anomaly_kinds(options)  # a bad config fails before hours of training
+    # a bad config fails before hours of training
+    synthetic_contrasts(options), anomaly_kinds(options), synth_contrast.training_band(options)
     synth = float(options.get("contrast_prob", 0.0)) > 0
     k = context_of(options)
     return [np.concatenate([neighbours(a, k) for a in (
@@ -102,7 +103,7 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     rescale = bool(options.get("renormalise", False))
     contrast_prob = float(options.get("contrast_prob", 0.0))
     intensity_prob = float(options.get("from_intensities", 0.0))
-    pure_tissue = tuple(options.get("pure_tissue", synth_contrast.PURE_TISSUE))
+    pure_tissue = synth_contrast.training_band(options)
     anomaly_prob = float(options.get("anomaly_prob", 0.7))
     max_anomalies = int(options.get("max_anomalies", 1))
     n = 2 * context_of(options) + 1

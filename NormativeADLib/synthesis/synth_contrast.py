@@ -59,8 +59,11 @@ CONTRAST_RATIOS = {"T1": ((0.6, 0.85), (0.15, 0.5)), "T1C": ((0.6, 0.85), (0.15,
 # training subjects, 5 draws per contrast, the band whose draws keep every contrast's class order inside the eroded
 # classes most often): 25-75 keeps it in 93 % of draws (FLAIR 80 %; T1c and T2 always), 15-85 in 87 % (FLAIR 60 %),
 # 35-65 in 92 %. Synthetic validation version 8; version 7 used 15-85, chosen on the sample case's T1 (an MS
-# patient's image, no label read), as do the training configs that state it (synthetic.pure_tissue).
+# patient's image, no label read). A training config states its band (synthetic.pure_tissue, training_band).
 PURE_TISSUE = (25.0, 75.0)
+# the band of a training config that draws from intensities without stating one: such configs were written
+# before the band could be stated, and drew version 7's, so their recorded commands draw it again
+UNSTATED_BAND = (15.0, 85.0)
 BIAS_MAX = 0.3  # the log of the bias field lies within +-BIAS_MAX (a factor 0.74 to 1.35)
 _PRIOR_FILES = {GM: "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
                 WM: "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
@@ -256,6 +259,19 @@ def from_intensities(image: np.ndarray, labels: np.ndarray, rng: np.random.Gener
         values += [means[c]] * 2
     mapped = np.interp(image, edges, values) + stds[labels] * rng.normal(size=labels.shape)
     return _acquired(np.where(brain, mapped, 0.0).astype(np.float32), brain, rng, settings)
+
+
+def training_band(options: dict) -> tuple[float, float]:
+    """The pure-tissue band a training config's `synthetic` options draw from_intensities with: its stated
+    `pure_tissue` (two percentiles, 0 <= low <= high <= 100), else UNSTATED_BAND (what such configs drew)."""
+    band = options.get("pure_tissue", UNSTATED_BAND)
+    try:
+        low, high = (float(v) for v in band)
+    except (TypeError, ValueError):
+        raise ValueError(f"synthetic.pure_tissue must be two percentiles [low, high], not {band!r}") from None
+    if not 0.0 <= low <= high <= 100.0:
+        raise ValueError(f"synthetic.pure_tissue {band!r}: need 0 <= low <= high <= 100 (version 8 draws [25, 75])")
+    return low, high
 
 
 def _acquired(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator, settings: SynthSettings) -> np.ndarray:

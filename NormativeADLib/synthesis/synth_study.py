@@ -4,8 +4,9 @@ A radiologist reads T1, T1c, T2 and FLAIR of one subject together; a lesion that
 in one contrast (an MS plaque on T1) is plain in another (FLAIR). A model that reads any subset of a
 study learns from studies drawn here from a healthy T1's tissue labels (synth_contrast.py):
 
-1. each contrast of the study is drawn from the same labels with its own random appearance (the T1
-   may be the scan itself), so the anatomy is identical across contrasts, as after co-registration;
+1. each contrast of the study is drawn from the same labels (or from the T1's own intensities through
+   them, from_intensities) with its own random appearance (the T1 may be the scan itself), so the
+   anatomy is identical across contrasts, as after co-registration;
 2. each anomaly is one region (synthetic.py's Perlin-roughened ellipse) with one appearance per
    contrast, drawn from a lesion type (LESION_TYPES): an MS plaque or oedema is bright on T2 and FLAIR
    and dark or invisible on T1, an enhancing tumour core is also bright on T1c, a cavity is dark on

@@ -427,8 +427,9 @@ def train(config: dict, data_dir: Path, out_dir: Path, split_path: Path | None =
           resume: bool = False, command: str = "", log: Log = print, device: str = DEVICE.default,
           init_from: str | None = None) -> ModelCard:
     """Train on device (auto: cuda, mps, else cpu), calibrate and write a model folder (card.json + weights).
-    init_from: an installed model of the same family and network whose weights training starts from (a
-    longer or changed run that keeps what an earlier one learned); the card records it."""
+    init_from: an installed model of the same family and network (a segmenter's restorer may differ) whose
+    weights training starts from (a longer or changed run that keeps what an earlier one learned); the card
+    records it."""
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it")
     settings = TrainSettings(**{**config.get("training", {}), **({"epochs": epochs} if epochs else {})})
@@ -518,6 +519,8 @@ def _start_from(model_id: str, card: ModelCard, network: torch.nn.Module, log: L
     lineage = {"id": source.id, "version": source.version, "sha256": source.weights.get("sha256"),
                "epochs_run": earlier.get("epochs_run"), "command": earlier.get("command"),
                "seconds": earlier.get("seconds")}
+    if source.network.get("restorer") != card.network.get("restorer"):
+        lineage["restorer"] = source.network.get("restorer")  # it was trained over another restorer
     return lineage if source_inputs == target_inputs else {**lineage, "inputs": list(source_inputs)}
 
 

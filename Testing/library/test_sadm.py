@@ -204,21 +204,24 @@ def test_a_config_without_the_new_draws_reproduces_the_shipped_models_draws():
 
 
 def test_a_config_states_the_pure_tissue_band_it_draws_with():
-    """`synthetic.pure_tissue` reaches from_intensities in a training draw: a config stating the default band
-    draws what one without it draws, one stating version 7's 15-85 another."""
+    """`synthetic.pure_tissue` reaches from_intensities in a training draw; a config drawing from intensities
+    without it draws version 7's 15-85 (UNSTATED_BAND), what such configs drew before the band could be stated,
+    and a band that is no band fails before training."""
     image, brain = template_slices()
     options = {"anomaly_prob": 0.0, "contrast_prob": 1.0, "from_intensities": 1.0, "contrasts": ["FLAIR"]}
     slices = train.stacked_slices(SADM.training_volumes([image], [brain], options), [brain], min_voxels=500)
     drawn = {band: synthetic_batches.draw(slices, np.random.default_rng(0),
                                           {**options, **({"pure_tissue": list(band)} if band else {})}).anomalous
              for band in (None, synth_contrast.PURE_TISSUE, (15.0, 85.0))}
-    assert torch.equal(drawn[None], drawn[synth_contrast.PURE_TISSUE])
-    assert not torch.allclose(drawn[None], drawn[(15.0, 85.0)])
-    # a shipped config drawing from intensities states its band, so that its command draws it again whatever
-    # PURE_TISSUE becomes
+    assert torch.equal(drawn[None], drawn[(15.0, 85.0)])
+    assert not torch.allclose(drawn[None], drawn[synth_contrast.PURE_TISSUE])
+    for bad in ([75, 25], [10, 120], 50, ["a", "b"]):
+        with pytest.raises(ValueError, match="pure_tissue"):
+            SADM.training_volumes([image], [brain], {**options, "pure_tissue": bad})
+    # a shipped config drawing from intensities states its band
     configs = [json.loads(p.read_text()) for p in (resources_dir() / "Configs").glob("*.json")]
     drawing = [c for c in configs if c.get("synthetic", {}).get("from_intensities")]
-    assert drawing and all(len(c["synthetic"].get("pure_tissue", [])) == 2 for c in drawing)
+    assert drawing and all(c["synthetic"].get("pure_tissue") == list(synth_contrast.PURE_TISSUE) for c in drawing)
 
 
 def test_zscore_channel_is_robust_and_scale_free():

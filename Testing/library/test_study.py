@@ -73,13 +73,16 @@ def test_a_drawn_study_keeps_at_least_one_contrast_and_asks_only_for_what_a_kept
 def test_a_study_draws_its_contrasts_from_the_t1s_intensities_when_asked():
     """intensity_prob (a config's synthetic.from_intensities) draws a study's other contrasts from the T1's own
     intensities, with the pure-tissue band asked for; at 0 no random number is taken for it, so the shipped
-    study model's recorded command draws what it drew."""
+    study model's recorded command draws what it drew (the figures: the code before the option, commit
+    8b759a6, on the same anatomy and seed)."""
     image, brain, labels = toy_anatomy()
     image = image + np.where(brain, np.random.default_rng(5).normal(0, 0.02, image.shape), 0).astype(np.float32)
+    before = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=1.0, keep_prob=1.0)
+    np.testing.assert_allclose([float(before.anomalous[c].astype(np.float64).sum()) for c in STUDY_CONTRASTS],
+                               [2727.9797230413387, 2124.351819960517, 1546.456301776925, 2916.7904083211615],
+                               rtol=1e-6)
+    assert int(before.mask.sum()) == 151
     plain = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=0.0, keep_prob=1.0)
-    again = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=0.0, keep_prob=1.0,
-                             intensity_prob=0.0, pure_tissue=(15.0, 85.0))
-    assert all(np.array_equal(plain.healthy[c], again.healthy[c]) for c in STUDY_CONTRASTS)
     drawn = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=0.0, keep_prob=1.0,
                              intensity_prob=1.0, pure_tissue=(15.0, 85.0))
     rng = np.random.default_rng(4)
@@ -90,6 +93,22 @@ def test_a_study_draws_its_contrasts_from_the_t1s_intensities_when_asked():
     other_band = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=0.0, keep_prob=1.0,
                                   intensity_prob=1.0)
     assert not np.array_equal(drawn.healthy["FLAIR"], other_band.healthy["FLAIR"])
+
+
+def test_a_study_config_s_draw_options_reach_its_training_batches():
+    """A study config's synthetic.from_intensities and pure_tissue reach the studies it trains on."""
+    image, brain, labels = toy_anatomy()
+    image = image + np.where(brain, np.random.default_rng(5).normal(0, 0.02, image.shape), 0).astype(np.float32)
+    slices = torch.from_numpy(np.stack([image, brain.astype(np.float32), labels.astype(np.float32)])[None])
+
+    def batch(options):
+        return STUDY.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 0.0, "keep_prob": 1.0, **options})[0]
+
+    labelled, narrow, wide = batch({}), batch({"from_intensities": 1.0, "pure_tissue": [25, 75]}), \
+        batch({"from_intensities": 1.0, "pure_tissue": [15, 85]})
+    assert not torch.equal(labelled, narrow) and not torch.equal(narrow, wide)
+    with pytest.raises(ValueError, match="pure_tissue"):
+        batch({"from_intensities": 1.0, "pure_tissue": [75, 25]})
 
 
 def test_a_plaque_can_hide_on_t1_but_always_shows_on_flair():

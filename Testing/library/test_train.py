@@ -163,10 +163,12 @@ def test_a_segmenter_starts_from_one_pinned_to_an_earlier_restorer():
     assert lineage["id"] == "sadm-dae" and lineage["sha256"] == source.weights["sha256"]
     for key, value in network.state_dict().items():
         assert torch.equal(value, saved[key]), key
-    another = catalogue.get_card("dae-synth-intensity")  # another restorer of the same slices: a start too
+    another = catalogue.get_card("dae-synth-weighted")  # another restorer of the same slices: a start too
     moved = {**source.network, "restorer": another.id, "restorer_version": another.version,
              "restorer_sha256": another.weights["sha256"]}
-    assert train._start_from("sadm-dae", source.replace(network=moved), network, lambda _: None)["id"] == "sadm-dae"
+    moved_from = train._start_from("sadm-dae", source.replace(network=moved), network, lambda _: None)
+    assert moved_from["id"] == "sadm-dae" and moved_from["restorer"] == source.network["restorer"]
+    assert "restorer" not in lineage  # the same restorer (trained again): nothing to say
     other = {**retrained, "channels": [8, 16, 32, 64]}
     with pytest.raises(InputError, match="differ from the config"):
         train._start_from("sadm-dae", source.replace(network=other), network, lambda _: None)
