@@ -86,12 +86,15 @@ class StudySADM(SADM):
     def training_batch(self, slices: torch.Tensor, rng: np.random.Generator, options: dict):
         """(x (B, K, H, W), present (B, K), brain, target) of synthetic studies of the slices."""
         xs, present, brains, masks = [], [], [], []
+        settings = dict(anomaly_prob=float(options.get("anomaly_prob", 0.7)),  # read once a batch, not once a slice
+                        max_anomalies=int(options.get("max_anomalies", 3)),
+                        keep_prob=float(options.get("keep_prob", 0.5)),
+                        intensity_prob=float(options.get("from_intensities", 0.0)),
+                        pure_tissue=synth_contrast.training_band(options))
         for s in slices.numpy():
             brain = s[synthetic_batches.BRAIN] > 0
-            study = draw(s[synthetic_batches.IMAGE], brain, s[synthetic_batches.LABELS].astype(np.uint8), rng,
-                         float(options.get("anomaly_prob", 0.7)), int(options.get("max_anomalies", 3)),
-                         float(options.get("keep_prob", 0.5)), intensity_prob=float(options.get("from_intensities", 0.0)),
-                         pure_tissue=synth_contrast.training_band(options))
+            labels = s[synthetic_batches.LABELS].astype(np.uint8)
+            study = draw(s[synthetic_batches.IMAGE], brain, labels, rng, **settings)
             xs.append([study.anomalous[c] if study.anomalous[c] is not None else np.zeros(brain.shape, np.float32)
                        for c in STUDY_CONTRASTS])
             present.append([c in study.present for c in STUDY_CONTRASTS])

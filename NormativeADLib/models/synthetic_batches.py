@@ -91,8 +91,8 @@ def draw(slices: torch.Tensor, rng: np.random.Generator, options: dict) -> Draw:
     contrast with probability contrast_prob (from the slice's own intensities with probability
     `from_intensities`, synth_contrast.from_intensities with its `pure_tissue` band, else from its hard labels),
     then given synthetic anomalies with probability anomaly_prob (1 to max_anomalies of them, as MS lesions
-    come several to a slice; the other slices stay healthy, their mask empty). A foreign patch comes from another slice. Contrasts and kinds are drawn as the
-    options' `contrasts` and `kinds` say. With `renormalise`, anomalies are planted unclipped and the slice
+    come several to a slice; the other slices stay healthy, their mask empty). A foreign patch comes from
+    another slice. Contrasts and kinds are drawn as the options' `contrasts` and `kinds` say. With `renormalise`, anomalies are planted unclipped and the slice
     scaled as a scan carrying them would be (scaled_as_scanned), as the synthetic validation does (version 7).
     With a context of k slices (training_volumes), each slab of 2k + 1 slices is redrawn and given
     anomalies as one 3D volume, as the synthetic validation draws them in whole scans, but for where a

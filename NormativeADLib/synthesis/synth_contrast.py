@@ -18,7 +18,7 @@ Two steps:
    the cortex's rim) between their means, as the scan shows them; hard labels fill the sulci of a 2 mm grid
    with grey matter. The synthetic validation draws its contrasts so (SYNTHETIC_VALIDATION_VERSION 7; 8: the
    PURE_TISSUE band chosen on healthy scans); training draws either (synthetic.from_intensities in a config:
-   the share drawn so; synthetic.pure_tissue: the band, PURE_TISSUE when not stated).
+   the share drawn so; synthetic.pure_tissue: the band, UNSTATED_BAND when not stated, training_band).
 
 Class means per contrast (ascending, from darkest to brightest; CONTRAST_ORDER, tested):
     T1, T1c : CSF < GM < WM      (T1c: the same tissue order; enhancement is pathology, not healthy tissue)

@@ -36,6 +36,13 @@ def toy_anatomy(size: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, brain, labels
 
 
+def noisy_toy_anatomy() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """toy_anatomy with some within-class spread in its T1, for draws from its intensities."""
+    image, brain, labels = toy_anatomy()
+    image = image + np.where(brain, np.random.default_rng(5).normal(0, 0.02, image.shape), 0).astype(np.float32)
+    return image, brain, labels
+
+
 def test_a_study_shows_one_anatomy_and_each_anomaly_where_it_is_in_every_contrast():
     image, brain, labels = toy_anatomy()
     rng = np.random.default_rng(0)
@@ -75,8 +82,7 @@ def test_a_study_draws_its_contrasts_from_the_t1s_intensities_when_asked():
     intensities, with the pure-tissue band asked for; at 0 no random number is taken for it, so the shipped
     study model's recorded command draws what it drew (the figures: the code before the option, commit
     8b759a6, on the same anatomy and seed)."""
-    image, brain, labels = toy_anatomy()
-    image = image + np.where(brain, np.random.default_rng(5).normal(0, 0.02, image.shape), 0).astype(np.float32)
+    image, brain, labels = noisy_toy_anatomy()
     before = synth_study.draw(image, brain, labels, np.random.default_rng(4), anomaly_prob=1.0, keep_prob=1.0)
     np.testing.assert_allclose([float(before.anomalous[c].astype(np.float64).sum()) for c in STUDY_CONTRASTS],
                                [2727.9797230413387, 2124.351819960517, 1546.456301776925, 2916.7904083211615],
@@ -97,12 +103,12 @@ def test_a_study_draws_its_contrasts_from_the_t1s_intensities_when_asked():
 
 def test_a_study_config_s_draw_options_reach_its_training_batches():
     """A study config's synthetic.from_intensities and pure_tissue reach the studies it trains on."""
-    image, brain, labels = toy_anatomy()
-    image = image + np.where(brain, np.random.default_rng(5).normal(0, 0.02, image.shape), 0).astype(np.float32)
+    image, brain, labels = noisy_toy_anatomy()
     slices = torch.from_numpy(np.stack([image, brain.astype(np.float32), labels.astype(np.float32)])[None])
 
     def batch(options):
-        return STUDY.training_batch(slices, np.random.default_rng(0), {"anomaly_prob": 0.0, "keep_prob": 1.0, **options})[0]
+        settings = {"anomaly_prob": 0.0, "keep_prob": 1.0, **options}
+        return STUDY.training_batch(slices, np.random.default_rng(0), settings)[0]
 
     labelled, narrow, wide = batch({}), batch({"from_intensities": 1.0, "pure_tissue": [25, 75]}), \
         batch({"from_intensities": 1.0, "pure_tissue": [15, 85]})

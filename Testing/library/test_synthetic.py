@@ -321,7 +321,7 @@ def test_contrasts_drawn_from_the_t1s_intensities_keep_its_partial_volume(volume
 def test_the_pure_tissue_band_is_the_share_of_a_class_drawn_at_its_mean(volume, labels):
     """pure_tissue is the percentile band of a class's T1 intensities that takes the class's mean exactly (the
     rest is partial volume, between means): a wider band, a larger plateau; the default is PURE_TISSUE (25-75,
-    chosen on healthy scans, version 8), and a training config's stated band (15-85, version 7) reproduces."""
+    chosen on healthy scans, version 8)."""
     image, brain = volume
     t1, slab = image[25:55], labels[25:55]
 
